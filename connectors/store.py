@@ -1,0 +1,186 @@
+"""The object store (MinIO in production, ``rclone serve s3`` in dev) through the minio SDK.
+
+Content-addressed artifacts and derived metadata documents live in one bucket
+per region. The embedded store ignores conditional PUTs (DESIGN.md), so nothing
+here relies on them.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import urllib3
+from minio import Minio
+from minio.error import InvalidResponseError, MinioException, S3Error
+
+from schemas.errors import ConfigurationError, StoreUnavailableError
+
+#: minio errors that mean "not there", as opposed to "the store is unwell".
+_MISSING_CODES = {"NoSuchKey", "NoSuchObject", "NoSuchBucket", "ResourceNotFound"}
+
+
+def _is_missing(exc: Exception) -> bool:
+    """Whether a minio error means the object (or bucket) does not exist.
+
+    rclone answers a GET of a missing key with an XML error whose content type
+    (``text/xml``) the minio SDK does not take for XML: it raises
+    ``InvalidResponseError`` with the status code instead of ``S3Error``.
+    """
+    if isinstance(exc, S3Error):
+        return exc.code in _MISSING_CODES
+    if isinstance(exc, InvalidResponseError):
+        return getattr(exc, "_code", None) == 404
+    return False
+
+
+@dataclass(frozen=True)
+class StoreLocation:
+    """Where a bucket lives: parsed from ``s3://ACCESS:SECRET@host:port[?tls=1&region=...]``."""
+
+    endpoint: str
+    access_key: str
+    secret_key: str
+    secure: bool
+    region: str
+
+    @classmethod
+    def from_url(cls, url: str) -> StoreLocation:
+        """Raises ``ConfigurationError`` naming what is missing."""
+        parts = urlsplit(url)
+        if parts.scheme != "s3" or not parts.hostname or parts.port is None:
+            raise ConfigurationError(
+                f"store URL {redact_url(url)!r} is not s3://ACCESS:SECRET@host:port; "
+                "start the embedded one with `fairstream dev up`"
+            )
+        if not parts.username or not parts.password:
+            raise ConfigurationError(
+                f"store URL {redact_url(url)!r} has no ACCESS:SECRET credentials"
+            )
+        query = parse_qs(parts.query)
+        return cls(
+            endpoint=f"{parts.hostname}:{parts.port}",
+            access_key=unquote(parts.username),
+            secret_key=unquote(parts.password),
+            secure=query.get("tls", ["0"])[0] in {"1", "true", "yes"},
+            # The minio SDK must be told the region against rclone (DESIGN.md).
+            region=query.get("region", ["us-east-1"])[0],
+        )
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced by ***, for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password:
+        return url.replace(f":{parts.password}@", ":***@")
+    return url
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    size: int
+    last_modified: datetime
+    etag: str
+
+
+@dataclass(frozen=True)
+class StoredBody:
+    data: bytes
+    last_modified: datetime
+    etag: str
+
+
+class ObjectStore:
+    """One bucket: put, get, stat and presign objects; IO errors become ``StoreUnavailableError``."""
+
+    def __init__(self, location: StoreLocation, bucket: str) -> None:
+        self.location = location
+        self.bucket = bucket
+        self._client = Minio(
+            location.endpoint,
+            access_key=location.access_key,
+            secret_key=location.secret_key,
+            secure=location.secure,
+            region=location.region,
+            http_client=urllib3.PoolManager(
+                timeout=urllib3.Timeout(connect=5.0, read=60.0),
+                retries=urllib3.Retry(total=2, backoff_factor=0.2),
+                maxsize=16,
+            ),
+        )
+
+    def _unavailable(self, action: str, key: str, exc: Exception) -> StoreUnavailableError:
+        return StoreUnavailableError(
+            f"object store {self.location.endpoint} failed to {action} {self.bucket}/{key}: {exc}",
+            retry_after=2.0,
+        )
+
+    def ensure_bucket(self) -> None:
+        try:
+            if not self._client.bucket_exists(self.bucket):
+                self._client.make_bucket(self.bucket)
+        except S3Error as exc:
+            if exc.code in {"BucketAlreadyOwnedByYou", "BucketAlreadyExists"}:
+                return
+            raise self._unavailable("create bucket", "", exc) from exc
+        except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise self._unavailable("create bucket", "", exc) from exc
+
+    def put_bytes(self, key: str, data: bytes, *, content_type: str) -> None:
+        try:
+            self._client.put_object(
+                self.bucket, key, io.BytesIO(data), len(data), content_type=content_type
+            )
+        except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise self._unavailable("write", key, exc) from exc
+
+    def put_file(self, key: str, path: Path, *, content_type: str) -> None:
+        """Upload a file in parts, never holding it whole in memory."""
+        try:
+            self._client.fput_object(self.bucket, key, str(path), content_type=content_type)
+        except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise self._unavailable("write", key, exc) from exc
+
+    def get(self, key: str) -> StoredBody | None:
+        """The object's bytes and metadata from one GET, or None if there is no such object."""
+        response = None
+        try:
+            response = self._client.get_object(self.bucket, key)
+            data = response.read()
+            modified = response.headers.get("Last-Modified")
+            return StoredBody(
+                data=data,
+                last_modified=parsedate_to_datetime(modified) if modified else datetime.now(UTC),
+                etag=(response.headers.get("ETag") or "").strip('"'),
+            )
+        except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
+            if _is_missing(exc):
+                return None
+            raise self._unavailable("read", key, exc) from exc
+        finally:
+            if response is not None:
+                response.close()
+                response.release_conn()
+
+    def stat(self, key: str) -> StoredObject | None:
+        """Size, modification time and etag of an object, or None if there is none."""
+        try:
+            info = self._client.stat_object(self.bucket, key)
+        except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
+            if _is_missing(exc):
+                return None
+            raise self._unavailable("stat", key, exc) from exc
+        if info.last_modified is None or info.size is None:
+            raise self._unavailable("stat", key, ValueError("no size or Last-Modified"))
+        return StoredObject(size=info.size, last_modified=info.last_modified, etag=info.etag or "")
+
+    def presigned_url(self, key: str, *, expires: timedelta = timedelta(minutes=15)) -> str:
+        """A URL that lets anyone GET the object until it expires; computed locally."""
+        try:
+            return str(self._client.presigned_get_object(self.bucket, key, expires=expires))
+        except (MinioException, ValueError) as exc:
+            raise self._unavailable("presign", key, exc) from exc

@@ -1,0 +1,1 @@
+"""Infrastructure: the embedded dev stack (``devstack``) and the production manifests."""

@@ -1,0 +1,233 @@
+"""Processes of a federation on one machine: origin and regional nodes, for the demo and the tests.
+
+Each runs as its own ``fairstream`` process, as an operator would run it; this
+module starts them, waits until they answer and stops exactly what it started.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from schemas.composer import expand
+from schemas.errors import FairstreamError
+
+
+class LocalProcessError(FairstreamError):
+    """A local federation process did not start or answer."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+@dataclass
+class LocalProcess:
+    """A started ``fairstream`` subprocess with its log file and its HTTP address."""
+
+    name: str
+    url: str
+    log: Path
+    process: subprocess.Popen[bytes]
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def wait_until_answering(self, path: str = "/health", timeout: float = 60.0) -> None:
+        """Poll ``url + path`` until it answers 200; raises ``LocalProcessError`` with the log tail."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.alive():
+                raise LocalProcessError(
+                    f"{self.name} exited with code {self.process.returncode} during start-up; "
+                    f"last lines of {self.log}:\n{self.log_tail()}"
+                )
+            try:
+                with urllib.request.urlopen(self.url + path, timeout=2) as response:
+                    if response.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise LocalProcessError(
+            f"{self.name} did not answer {self.url}{path} within {timeout:.0f} s; "
+            f"see {self.log}:\n{self.log_tail()}"
+        )
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM (a clean Faust shutdown commits offsets), then SIGKILL if it hangs."""
+        if not self.alive():
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(5)
+
+    def kill(self) -> None:
+        """SIGKILL: no clean shutdown, as a crash."""
+        if self.alive():
+            self.process.kill()
+            self.process.wait(5)
+
+
+def start_fairstream(
+    name: str, args: Sequence[str], *, url: str, log: Path, env: dict[str, str] | None = None
+) -> LocalProcess:
+    """Start ``fairstream ARGS`` as a subprocess with the running interpreter."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "services.cli", *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+        )
+    return LocalProcess(name=name, url=url, log=log, process=process)
+
+
+def start_origin(root: Path, *, log: Path, port: int | None = None) -> LocalProcess:
+    """A static origin serving ``root``; returns once it answers."""
+    port = port or free_port()
+    origin = start_fairstream(
+        "origin",
+        ["origin", "serve", str(root), "--listen", f"127.0.0.1:{port}"],
+        url=f"http://127.0.0.1:{port}",
+        log=log,
+    )
+    origin.wait_until_answering("/health")
+    return origin
+
+
+def start_node(
+    region: str,
+    *,
+    broker_url: str,
+    store_url: str,
+    trust: Sequence[Path],
+    data_dir: Path,
+    topic_prefix: str = "",
+    partitions: int = 4,
+    session_timeout: float = 6.0,
+    port: int | None = None,
+    wait: bool = True,
+) -> LocalProcess:
+    """A regional node (stream worker and HTTP) in its own process; returns once it answers."""
+    port = port or free_port()
+    args = [
+        "node",
+        "run",
+        "--region",
+        region,
+        "--broker",
+        broker_url,
+        "--store",
+        store_url,
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--data-dir",
+        str(data_dir),
+        "--topic-prefix",
+        topic_prefix,
+        "--partitions",
+        str(partitions),
+        "--session-timeout",
+        str(session_timeout),
+    ]
+    for path in trust:
+        args += ["--trust", str(path)]
+    node = start_fairstream(
+        f"node {region}",
+        args,
+        url=f"http://127.0.0.1:{port}",
+        log=data_dir / "logs" / f"node-{region}-{port}.log",
+    )
+    if wait:
+        node.wait_until_answering("/health")
+    return node
+
+
+def fetch_p2_versions(node_url: str, package: str) -> dict[str, dict[str, Any]]:
+    """The versions a node serves for ``package`` (stable and dev), as Composer would expand them.
+
+    Returns ``{}`` for a package the node does not serve (yet).
+    """
+    versions: dict[str, dict[str, Any]] = {}
+    for suffix in ("", "~dev"):
+        url = f"{node_url.rstrip('/')}/p2/{package}{suffix}.json"
+        try:
+            with urllib.request.urlopen(url, timeout=5) as response:
+                document = orjson.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                continue
+            raise
+        entries = document.get("packages", {}).get(package, [])
+        if document.get("minified") == "composer/2.0":
+            entries = expand(entries)
+        versions.update({str(entry["version"]): entry for entry in entries})
+    return versions
+
+
+def composer_require(
+    site_dir: Path, repository_url: str, packages: Sequence[str], *, timeout: float = 300.0
+) -> subprocess.CompletedProcess[str]:
+    """Run the real ``composer require`` in a fresh project that knows only ``repository_url``.
+
+    Packagist is disabled and ``secure-http`` is off (our dev nodes speak plain
+    http on loopback). Composer's cache and home live under ``site_dir``.
+    """
+    site_dir.mkdir(parents=True, exist_ok=True)
+    project = {
+        "name": "fairstream/demo-site",
+        "type": "project",
+        "repositories": [
+            {"type": "composer", "url": repository_url},
+            {"packagist.org": False},
+        ],
+        "config": {"secure-http": False},
+        "minimum-stability": "stable",
+    }
+    (site_dir / "composer.json").write_bytes(orjson.dumps(project, option=orjson.OPT_INDENT_2))
+    env = {
+        **os.environ,
+        "COMPOSER_HOME": str(site_dir / ".composer-home"),
+        "COMPOSER_CACHE_DIR": str(site_dir / ".composer-cache"),
+        "COMPOSER_ALLOW_SUPERUSER": "1",
+        "COMPOSER_NO_INTERACTION": "1",
+        "COMPOSER_DISABLE_NETWORK": "0",
+    }
+    return subprocess.run(
+        ["composer", "require", "--no-progress", "--no-interaction", *packages],
+        cwd=site_dir,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )

@@ -1,0 +1,400 @@
+"""The Composer v2 repository documents a node serves: packages.json, p2 files, version entries."""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+from typing import Any, Final
+
+import orjson
+
+from schemas.errors import InvalidVersionError, MalformedEventError
+from schemas.versions import drupal_to_composer, is_dev, normalize_version, version_sort_key
+
+__all__ = [
+    "MINIFIED_FORMAT",
+    "UNSET",
+    "check_package_name",
+    "expand",
+    "minify",
+    "render_p2",
+    "render_packages_json",
+    "version_entry",
+    "with_dist_url",
+]
+
+MINIFIED_FORMAT: Final = "composer/2.0"
+# Composer's MetadataMinifier marks a key the previous version had and this one lacks.
+UNSET: Final = "__unset"
+
+# Composer's own package name rule (ValidatingArrayLoader::hasPackageNamingError), lower case
+# only: Composer lower-cases every name it asks a repository for.
+_PACKAGE_NAME: Final = re.compile(
+    r"[a-z0-9](?:[_.-]?[a-z0-9]+)*/[a-z0-9](?:(?:[_.]|-{1,2})?[a-z0-9]+)*", re.ASCII
+)
+# Device names on Windows, which Composer refuses as vendor or project names.
+_RESERVED_NAMES: Final = frozenset(
+    [
+        "nul",
+        "con",
+        "prn",
+        "aux",
+        *(f"com{n}" for n in range(1, 10)),
+        *(f"lpt{n}" for n in range(1, 10)),
+    ]
+)
+_SHA1_HEX: Final = re.compile(r"[0-9a-f]{40}", re.ASCII)
+_OUR_KEYS: Final = ("name", "version", "version_normalized", "dist")
+
+
+def check_package_name(name: str) -> str:
+    """Return ``name`` if Composer accepts it as a package name, in lower case (``vendor/project``).
+
+    Raises:
+        MalformedEventError: it is not one (``ValidatingArrayLoader::hasPackageNamingError``);
+            such a name must never become a path such as ``p2/<name>.json``.
+    """
+    if not _PACKAGE_NAME.fullmatch(name):
+        raise MalformedEventError(
+            f"Invalid Composer package name {name!r}: expected lower-case 'vendor/project' "
+            "(letters, digits, and single '.', '_' or '-' between them), e.g. 'drupal/token'"
+        )
+    if name.endswith(".json") or not _RESERVED_NAMES.isdisjoint(name.split("/")):
+        raise MalformedEventError(
+            f"Invalid Composer package name {name!r}: Composer refuses names ending in '.json' "
+            f"and vendor or project names among {', '.join(sorted(_RESERVED_NAMES))}"
+        )
+    return name
+
+
+def _p2_paths(name: str) -> tuple[str, str]:
+    """Return the paths of a package's two p2 documents: stable, then dev (``~dev``).
+
+    Raises:
+        MalformedEventError: ``name`` is not a Composer package name.
+    """
+    check_package_name(name)
+    return f"p2/{name}.json", f"p2/{name}~dev.json"
+
+
+# ---------------------------------------------------------------------------
+# composer/metadata-minifier
+# ---------------------------------------------------------------------------
+
+
+def minify(versions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Minify version entries as Composer's ``MetadataMinifier::minify`` (``composer/2.0``).
+
+    The first entry is kept whole; each later one holds only the keys whose value differs from
+    the previous entry's, and ``"__unset"`` for the keys the previous entry had and it lacks.
+    Values are compared as PHP's ``!==`` does: type, value and key order must all match. Unlike
+    Composer's, a key present with ``None`` is kept (Composer reads it as missing and unsets it).
+    The inputs are not modified; nested values are shared with them.
+
+    Raises:
+        ValueError: a later entry changes a key to the string ``"__unset"``, which the format
+            cannot carry (expanding would delete the key).
+    """
+    minified: list[dict[str, Any]] = []
+    last: dict[str, Any] = {}
+    for position, version in enumerate(versions):
+        # Like Composer, an empty previous entry makes the next one a whole entry again.
+        if not last:
+            last = dict(version)
+            minified.append(dict(version))
+            continue
+        changes: dict[str, Any] = {}
+        for key, value in version.items():
+            if key not in last or not _same_json(last[key], value):
+                if value == UNSET:
+                    raise ValueError(
+                        f"Cannot minify version entry {position}: its key {key!r} holds the string "
+                        f"{UNSET!r}, which the composer/2.0 format reads as 'key removed'"
+                    )
+                changes[key] = value
+                last[key] = value
+        for key in list(last):
+            if key not in version:
+                changes[key] = UNSET
+                del last[key]
+        minified.append(changes)
+    return minified
+
+
+def expand(versions: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Expand minified version entries as Composer's ``MetadataMinifier::expand``.
+
+    Each entry is the previous expanded entry updated with this one's keys, without the keys
+    whose value is ``"__unset"``. ``expand(minify(x)) == x``, though an entry's keys come in the
+    order they first appeared in the list (the format does not carry each entry's own order). Accepts ``[]`` for an empty entry,
+    as Composer-written documents hold. The inputs are not modified; nested values are shared
+    with them. Never raises.
+    """
+    expanded: list[dict[str, Any]] = []
+    current: dict[str, Any] = {}
+    for version in versions:
+        if not current:
+            current = dict(version)
+        else:
+            current = dict(current)
+            # PHP's json_encode() writes an entry equal to the previous one as [], not {}.
+            for key, value in (version or {}).items():
+                if value == UNSET:
+                    current.pop(key, None)
+                else:
+                    current[key] = value
+        expanded.append(current)
+    return expanded
+
+
+def _same_json(a: object, b: object) -> bool:
+    """Compare two JSON values as PHP's ``===`` compares their decoded arrays."""
+    # 1 and 1.0, or True and 1, are equal in Python but not to PHP: type first.
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict) and isinstance(b, dict):
+        return len(a) == len(b) and all(
+            key_a == key_b and _same_json(value_a, value_b)
+            for (key_a, value_a), (key_b, value_b) in zip(a.items(), b.items(), strict=True)
+        )
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same_json(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float) and isinstance(b, float):
+        # PHP has 0.0 === -0.0 and loses the sign; keeping it costs nothing.
+        return a == b and math.copysign(1.0, a) == math.copysign(1.0, b)
+    return a == b
+
+
+# ---------------------------------------------------------------------------
+# Documents
+# ---------------------------------------------------------------------------
+
+
+def render_p2(name: str, versions: list[dict[str, Any]]) -> dict[str, bytes]:
+    """Render the two p2 documents Composer 2 fetches for a package, keyed by their path.
+
+    ``{"p2/<name>.json": ..., "p2/<name>~dev.json": ...}``: the stable versions in the first,
+    the dev versions in the second, each newest first, minified (``composer/2.0``), as compact
+    JSON ``{"packages": {name: [...]}, "minified": "composer/2.0"}``. Keys whose value is
+    ``None`` (and ``None`` list items) are dropped at every depth first: Composer's minifier
+    mishandles nulls. An entry without ``name`` gets ``name``; one without ``version_normalized``
+    gets it. A package without dev (or stable) versions gets an empty list there. The bytes
+    depend only on the set of entries (and the key order inside each), not on their order.
+
+    Raises:
+        InvalidVersionError: an entry's ``version`` is one Composer refuses.
+        MalformedEventError: ``name`` is not a package name, or an entry would make Composer
+            refuse the whole document: another package's ``name``, no ``version``, a
+            ``version_normalized`` that is not its normalization, the same version twice,
+            a ``dist`` without ``type`` and ``url``, a value JSON cannot hold (NaN, infinity,
+            non-string keys, integers beyond 64 bits).
+    """
+    stable_path, dev_path = _p2_paths(name)
+    entries = [_servable_entry(name, version) for version in versions]
+
+    seen: dict[str, str] = {}
+    for entry in entries:
+        normalized, version = entry["version_normalized"], entry["version"]
+        if normalized in seen:
+            raise MalformedEventError(
+                f"Cannot render {name}: versions {seen[normalized]!r} and {version!r} are the "
+                f"same version to Composer ({normalized!r}); a published version is unique"
+            )
+        seen[normalized] = version
+
+    entries.sort(key=lambda entry: version_sort_key(entry["version_normalized"]), reverse=True)
+    stable = [entry for entry in entries if not is_dev(entry["version"])]
+    dev = [entry for entry in entries if is_dev(entry["version"])]
+    return {stable_path: _p2_document(name, stable), dev_path: _p2_document(name, dev)}
+
+
+def _servable_entry(name: str, version: dict[str, Any]) -> dict[str, Any]:
+    """Return a copy of one version entry without nulls, checked and completed for Composer."""
+    entry = _object_without_nulls(version, where=f"{name} version entry")
+    pretty = entry.get("version")
+    if not isinstance(pretty, str):
+        raise MalformedEventError(
+            f"Cannot render {name}: a version entry has no string 'version' (keys: {sorted(entry)})"
+        )
+    where = f"{name} {pretty}"
+    if entry.setdefault("name", name) != name:
+        raise MalformedEventError(
+            f"Cannot render {where}: the entry names package {entry['name']!r}; "
+            f"p2/{name}.json may only hold {name}"
+        )
+    try:
+        normalized = normalize_version(pretty)
+    except InvalidVersionError as exc:
+        raise InvalidVersionError(f"Cannot render {name}: {exc}") from exc
+    if entry.setdefault("version_normalized", normalized) != normalized:
+        raise MalformedEventError(
+            f"Cannot render {where}: version_normalized is {entry['version_normalized']!r}, "
+            f"Composer normalizes {pretty!r} to {normalized!r}"
+        )
+    dist = entry.get("dist")
+    if dist is not None and not (
+        isinstance(dist, dict)
+        and isinstance(dist.get("type"), str)
+        and isinstance(dist.get("url"), str)
+        and dist["url"]
+    ):
+        # Composer's ArrayLoader throws on such a dist, and with it refuses every version of
+        # the document; set dist.url (with_dist_url) before rendering.
+        raise MalformedEventError(
+            f"Cannot render {where}: dist must be an object with 'type' and a non-empty 'url', "
+            f"got {dist!r}"
+        )
+    return entry
+
+
+def _object_without_nulls(value: dict[str, Any], *, where: str) -> dict[str, Any]:
+    """Return a deep copy of a JSON object without None values or list items, at any depth."""
+    copied: dict[str, Any] = {}
+    for key, item in value.items():
+        if not isinstance(key, str):
+            raise MalformedEventError(
+                f"Cannot render {where}: JSON object keys must be strings, got {key!r}"
+            )
+        if item is not None:
+            copied[key] = _without_nulls(item, where=where)
+    return copied
+
+
+def _without_nulls(value: Any, *, where: str) -> Any:
+    if isinstance(value, dict):
+        return _object_without_nulls(value, where=where)
+    if isinstance(value, list):
+        return [_without_nulls(item, where=where) for item in value if item is not None]
+    if isinstance(value, float) and not math.isfinite(value):
+        raise MalformedEventError(f"Cannot render {where}: JSON has no {value!r}")
+    return value
+
+
+def _p2_document(name: str, entries: list[dict[str, Any]]) -> bytes:
+    document = {"packages": {name: minify(entries)}, "minified": MINIFIED_FORMAT}
+    try:
+        return orjson.dumps(document)
+    except orjson.JSONEncodeError as exc:
+        raise MalformedEventError(f"Cannot render p2 of {name}: {exc}") from exc
+
+
+def render_packages_json(
+    *,
+    patterns: tuple[str, ...] = ("drupal/*",),
+    notify_batch: str | None = None,
+    metadata_url: str = "/p2/%package%.json",
+) -> bytes:
+    """Render the root ``packages.json`` of a Composer v2 repository, as compact JSON.
+
+    ``{"packages": [], "metadata-url": ..., "available-package-patterns": [...]}``, plus
+    ``"notify-batch"`` when given. Composer resolves a URL starting with ``/`` against the
+    scheme and host of the repository URL, dropping its path: a node served below a path
+    prefix must pass absolute URLs. Without patterns the key is left out (Composer reads an
+    empty list as "no list" and then asks this repository for every package). Never raises.
+    """
+    document: dict[str, Any] = {"packages": [], "metadata-url": metadata_url}
+    if patterns:
+        document["available-package-patterns"] = list(patterns)
+    if notify_batch is not None:
+        document["notify-batch"] = notify_batch
+    return orjson.dumps(document)
+
+
+# ---------------------------------------------------------------------------
+# Version entries
+# ---------------------------------------------------------------------------
+
+
+def version_entry(
+    *,
+    name: str,
+    drupal_version: str,
+    sha1: str,
+    dist_url: str | None = None,
+    metadata: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Return the Composer version entry of one Drupal.org release, as packages.drupal.org does.
+
+    ``name``, ``version``, ``version_normalized``, ``type`` (``drupal-module``), ``dist`` (zip,
+    ``dist_url`` if given, ``reference`` = the Drupal version, ``shasum`` = ``sha1``),
+    ``source`` (git.drupalcode.org at the Drupal version; at the branch for a ``-dev`` release)
+    and ``extra.drupal.version``; then ``metadata`` (the project's composer.json: ``require``,
+    ``description``, ``type``, ``extra``...) on top, except that ``name``, ``version``,
+    ``version_normalized``, ``dist`` and ``extra.drupal.version`` stay ours. ``metadata`` is
+    copied, not shared; its ``None`` values stay (render_p2 drops them).
+
+    Raises:
+        InvalidVersionError: ``drupal_version`` is not a Drupal.org release version.
+        MalformedEventError: ``name`` is not a package name, ``sha1`` is not 40 lower-case hex
+            digits (Composer compares it with ``===``), or ``metadata.extra`` (or its
+            ``drupal``) is not an object.
+    """
+    check_package_name(name)
+    version = drupal_to_composer(drupal_version)
+    if not _SHA1_HEX.fullmatch(sha1):
+        raise MalformedEventError(
+            f"Invalid sha1 {sha1!r} for {name} {drupal_version}: expected 40 lower-case hex "
+            "digits (Composer compares the zip's sha1 with it as a string)"
+        )
+    project = name.split("/", 1)[1]
+    # A dev release (8.x-1.x-dev) is built from its branch (8.x-1.x): that is the git ref.
+    git_ref = drupal_version.removesuffix("-dev")
+    dist: dict[str, Any] = {"type": "zip"}
+    if dist_url is not None:
+        dist["url"] = dist_url
+    dist.update(reference=drupal_version, shasum=sha1)
+
+    entry: dict[str, Any] = {
+        "name": name,
+        "version": version,
+        "version_normalized": normalize_version(version),
+        "type": "drupal-module",
+        "dist": dist,
+        "source": {
+            "type": "git",
+            "url": f"https://git.drupalcode.org/project/{project}.git",
+            "reference": git_ref,
+        },
+        "extra": {"drupal": {"version": drupal_version}},
+    }
+    for key, value in copy.deepcopy(metadata or {}).items():
+        if key in _OUR_KEYS:
+            continue
+        if key == "extra":
+            value = _extra_with_drupal_version(value, drupal_version, where=f"{name} {version}")
+        entry[key] = value
+    return entry
+
+
+def _extra_with_drupal_version(extra: Any, drupal_version: str, *, where: str) -> dict[str, Any]:
+    if not isinstance(extra, dict):
+        raise MalformedEventError(f"Invalid metadata of {where}: extra must be an object")
+    drupal = extra.get("drupal", {})
+    if not isinstance(drupal, dict):
+        raise MalformedEventError(f"Invalid metadata of {where}: extra.drupal must be an object")
+    extra["drupal"] = {**drupal, "version": drupal_version}
+    return extra
+
+
+def with_dist_url(entry: dict[str, Any], url: str) -> dict[str, Any]:
+    """Return a copy of a version entry whose ``dist.url`` is ``url`` (the rest shared).
+
+    Raises:
+        MalformedEventError: the entry has no ``dist`` object.
+    """
+    dist = entry.get("dist")
+    if not isinstance(dist, dict):
+        raise MalformedEventError(
+            f"Cannot set the dist URL of {entry.get('name')} {entry.get('version')}: "
+            "the entry has no dist object"
+        )
+    # "url" goes right after "type", where Composer repositories write it.
+    new_dist: dict[str, Any] = {}
+    for key, value in dist.items():
+        if key != "url":
+            new_dist[key] = value
+        if key == "type":
+            new_dist["url"] = url
+    new_dist.setdefault("url", url)
+    return {**entry, "dist": new_dist}

@@ -1,0 +1,84 @@
+"""Every error fairstream raises: one root, two families (rejected, transient)."""
+
+from __future__ import annotations
+
+
+class FairstreamError(Exception):
+    """Root of every error fairstream raises on purpose."""
+
+
+class ConfigurationError(FairstreamError):
+    """A setting, a file or a command-line value is wrong; the message says which and how to fix it."""
+
+
+class RejectedError(FairstreamError):
+    """An event that can never be applied: recorded in ``fair.rejected`` with ``reason``, never retried.
+
+    ``reason`` is a short stable code (``bad-signature``, ``malformed``, ...), the message says
+    what exactly was wrong with which input.
+    """
+
+    reason = "rejected"
+
+
+class MalformedEventError(RejectedError):
+    """The bytes are not a fairstream event we can decode."""
+
+    reason = "malformed"
+
+
+class UnknownSchemaError(MalformedEventError):
+    """The single-object fingerprint names a schema this reader does not have."""
+
+    reason = "unknown-schema"
+
+
+class SignatureError(RejectedError):
+    """No trusted key produced a valid signature over the event."""
+
+    reason = "bad-signature"
+
+
+class ArtifactMismatchError(RejectedError):
+    """The artifact's bytes do not match the sha256, sha1 or size the event signed."""
+
+    reason = "artifact-mismatch"
+
+
+class TransientError(FairstreamError):
+    """An IO failure that may pass: retry after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class BrokerUnavailableError(TransientError):
+    """The Kafka broker did not answer or refused a request."""
+
+
+class StoreUnavailableError(TransientError):
+    """The object store did not answer or failed a request."""
+
+
+class OriginUnavailableError(TransientError):
+    """The artifact's origin did not deliver it (refused, timed out, 5xx, 404)."""
+
+    def __init__(
+        self, message: str, *, url: str, status_code: int | None = None, retry_after: float = 1.0
+    ) -> None:
+        super().__init__(message, retry_after=retry_after)
+        self.url = url
+        self.status_code = status_code
+
+
+class InvalidVersionError(RejectedError):
+    """A Drupal or Composer version string that does not follow any known scheme."""
+
+    reason = "invalid-version"
+
+
+class VersionConflictError(RejectedError):
+    """A (package, version) already published with other bytes: published versions are immutable."""
+
+    reason = "version-conflict"

@@ -1,0 +1,431 @@
+"""The ``fairstream`` command: the composition root of every CLI process."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import click
+import faust
+import uvloop
+from aiohttp import web
+from rich.console import Console
+
+from connectors.kafka import EventProducer, Topics, ensure_topics
+from connectors.store import StoreLocation
+from infra import devstack
+from schemas import layout
+from schemas.composer import render_packages_json
+from schemas.errors import ConfigurationError, FairstreamError
+from schemas.signing import PublicKey, SigningKey
+from services.demo import run_demo, write_key_pair
+from services.http_service import HttpServerService
+from services.node_http import NodeHttp, NodeHttpSettings
+from services.origin_http import origin_app
+from services.publisher import build_release, publish_release
+from services.status import region_status, status_table
+from streams.node import NodeSettings, NodeStream
+
+console = Console(soft_wrap=True)
+
+DATA_DIR_OPTION = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".fairstream"),
+    show_default=True,
+    envvar="FAIRSTREAM_DATA_DIR",
+    help="Where the embedded stack keeps its state, logs and S3 data.",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """fairstream: federated, event-streamed distribution of Drupal's Composer packages."""
+
+
+@cli.group()
+def dev() -> None:
+    """The embedded stack: a Tansu broker and an rclone S3 server on loopback.
+
+    Example: fairstream dev up && fairstream dev status && fairstream dev down
+    """
+
+
+@dev.command("up")
+@DATA_DIR_OPTION
+@click.option(
+    "--broker-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Loopback port of the Tansu broker  [default: a free port]",
+)
+@click.option(
+    "--store-port",
+    type=click.IntRange(1, 65535),
+    default=None,
+    help="Loopback port of the rclone S3 server  [default: a free port]",
+)
+def dev_up(data_dir: Path, broker_port: int | None, store_port: int | None) -> None:
+    """Start the broker and the S3 store on loopback, detached; a running stack is kept.
+
+    Example: fairstream dev up --broker-port 9092 --store-port 9000
+    """
+    from rich.table import Table
+    from rich.text import Text
+
+    stack = devstack.up(data_dir, broker_port=broker_port, store_port=store_port)
+    table = Table("component", "address", "pid", title=Text(f"dev stack in {stack.data_dir}"))
+    table.add_column("log", overflow="fold")
+    for process in stack.processes:
+        table.add_row(process.name, process.address, str(process.pid), Text(str(process.log)))
+    console.print(table)
+    console.print("Point fairstream at it with:")
+    console.print(
+        f"export FAIRSTREAM_BROKER_URL={stack.broker_url} FAIRSTREAM_STORE_URL={stack.store_url}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@dev.command("down")
+@DATA_DIR_OPTION
+def dev_down(data_dir: Path) -> None:
+    """Stop the processes `dev up` started in this data directory, and only those.
+
+    Example: fairstream dev down --data-dir .fairstream
+    """
+    stopped = devstack.down(data_dir)
+    if not stopped:
+        console.print(f"Nothing was running in {data_dir}.", markup=False, highlight=False)
+    for process in stopped:
+        console.print(
+            f"stopped {process.name} (pid {process.pid}, {process.address})",
+            markup=False,
+            highlight=False,
+        )
+
+
+@dev.command("status")
+@DATA_DIR_OPTION
+def dev_status(data_dir: Path) -> None:
+    """Show each recorded process of the dev stack and whether it runs.
+
+    Example: fairstream dev status --data-dir .fairstream
+    """
+    from rich.table import Table
+    from rich.text import Text
+
+    processes = devstack.status(data_dir)
+    if not processes:
+        console.print(
+            f"No dev stack is recorded in {data_dir}; start one with `fairstream dev up`.",
+            markup=False,
+            highlight=False,
+        )
+        return
+    table = Table("component", "address", "pid", "running", title=Text(f"dev stack in {data_dir}"))
+    for process, running in processes:
+        table.add_row(
+            process.name, process.address, str(process.pid), "yes" if running else "[red]no[/]"
+        )
+    console.print(table)
+
+
+def _stack_urls(data_dir: Path, broker: str | None, store: str | None) -> tuple[str, str]:
+    """Broker and store URLs: given explicitly, or those of the embedded stack in ``data_dir``."""
+    if broker and store:
+        return broker, store
+    stack = devstack.read_stack(data_dir)
+    if stack is None:
+        raise ConfigurationError(
+            f"no --broker/--store given and no embedded stack recorded in {data_dir}; "
+            "start one with `fairstream dev up` or pass the URLs"
+        )
+    return broker or stack.broker_url, store or stack.store_url
+
+
+BROKER_OPTION = click.option(
+    "--broker",
+    envvar="FAIRSTREAM_BROKER_URL",
+    help="Kafka bootstrap URL, kafka://host:port  [default: the embedded stack's]",
+)
+STORE_OPTION = click.option(
+    "--store",
+    envvar="FAIRSTREAM_STORE_URL",
+    help="Object store URL, s3://ACCESS:SECRET@host:port  [default: the embedded stack's]",
+)
+TOPIC_PREFIX_OPTION = click.option(
+    "--topic-prefix",
+    default="",
+    help="Prefix of the topic names (fair.releases, fair.rejected), to run several federations.",
+)
+PARTITIONS_OPTION = click.option(
+    "--partitions",
+    type=click.IntRange(1, 1024),
+    default=4,
+    show_default=True,
+    help="Partitions of the releases topic when it is created (key = package name).",
+)
+
+
+def _read_file(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read {what} {path}: {exc.strerror}") from exc
+
+
+@cli.group()
+def keys() -> None:
+    """Ed25519 keys of publishers.
+
+    Example: fairstream keys generate keys/drupal
+    """
+
+
+@keys.command("generate")
+@click.argument("path", type=click.Path(dir_okay=False, path_type=Path))
+def keys_generate(path: Path) -> None:
+    """Write a new key pair: PATH.key (private, mode 600) and PATH.pub (public).
+
+    Example: fairstream keys generate keys/drupal
+    """
+    private_path = path.with_suffix(".key")
+    if private_path.exists() or private_path.with_suffix(".pub").exists():
+        raise ConfigurationError(
+            f"{private_path} or its .pub already exists; choose another name or remove them first"
+        )
+    key = SigningKey.generate()
+    public_path = write_key_pair(key, private_path)
+    console.print(f"key id {key.public_key.keyid}\nprivate {private_path}\npublic  {public_path}")
+
+
+@cli.command()
+@click.argument("package")
+@click.argument("drupal_version")
+@click.option(
+    "--zip",
+    "zip_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The release zip (one top directory).",
+)
+@click.option("--origin-url", required=True, help="Where nodes download the zip from.")
+@click.option(
+    "--key",
+    "key_paths",
+    required=True,
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Private key file(s) to sign with; repeat for several signatures.",
+)
+@click.option(
+    "--require",
+    "requires",
+    multiple=True,
+    metavar="NAME:CONSTRAINT",
+    help="A Composer requirement, overriding the zip's composer.json; repeatable.",
+)
+@BROKER_OPTION
+@TOPIC_PREFIX_OPTION
+@PARTITIONS_OPTION
+@DATA_DIR_OPTION
+def publish(
+    package: str,
+    drupal_version: str,
+    zip_path: Path,
+    origin_url: str,
+    key_paths: tuple[Path, ...],
+    requires: tuple[str, ...],
+    broker: str | None,
+    topic_prefix: str,
+    partitions: int,
+    data_dir: Path,
+) -> None:
+    """Sign one release and produce it to the releases topic; prints where it landed.
+
+    Example: fairstream publish drupal/token 8.x-1.9 --zip token-8.x-1.9.zip
+    --origin-url https://ftp.drupal.org/files/projects/token-8.x-1.9.zip --key keys/drupal.key
+    """
+    signing_keys = [
+        SigningKey.from_json(_read_file(p, "key file"), source=str(p)) for p in key_paths
+    ]
+    metadata: dict[str, object] = {}
+    if requires:
+        pairs = [r.split(":", 1) for r in requires]
+        if any(len(pair) != 2 for pair in pairs):
+            raise ConfigurationError("--require takes NAME:CONSTRAINT, e.g. drupal/token:^1.9")
+        metadata["require"] = dict(pairs)
+    broker_url = broker or _stack_urls(data_dir, None, None)[0]
+    topics = Topics.with_prefix(topic_prefix)
+    release = build_release(
+        package=package,
+        drupal_version=drupal_version,
+        zip_path=zip_path,
+        origin_url=origin_url,
+        metadata=metadata,
+    )
+    ensure_topics(broker_url, {topics.releases: partitions, topics.rejected: 1})
+    producer = EventProducer(broker_url)
+    delivered = publish_release(release, signing_keys, producer, topics.releases)
+    producer.close()
+    console.print(
+        f"published {release.package} {release.drupal_version} (Composer {release.version}, "
+        f"sha256 {release.artifact.sha256[:16]}…) to "
+        f"{delivered.topic}[{delivered.partition}]@{delivered.offset}"
+    )
+
+
+@cli.group()
+def node() -> None:
+    """A regional node: stream worker and Composer repository.
+
+    Example: fairstream node run --region eu --trust keys/drupal.pub
+    """
+
+
+@node.command("run")
+@click.option("--region", required=True, help="The node's region; one consumer group per region.")
+@click.option(
+    "--trust",
+    "trust_paths",
+    required=True,
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Publisher public key file(s) to trust.",
+)
+@click.option(
+    "--listen",
+    default="127.0.0.1:8080",
+    show_default=True,
+    help="HOST:PORT of the node's HTTP server.",
+)
+@click.option(
+    "--public-url", default=None, help="URL clients reach the node at  [default: http://LISTEN]"
+)
+@click.option("--bucket", default=None, help="The region's bucket  [default: fairstream-REGION]")
+@click.option(
+    "--session-timeout",
+    type=click.FloatRange(1, 300),
+    default=10.0,
+    show_default=True,
+    help="Consumer group session timeout in seconds (Tansu joins in about half of it).",
+)
+@BROKER_OPTION
+@STORE_OPTION
+@TOPIC_PREFIX_OPTION
+@PARTITIONS_OPTION
+@DATA_DIR_OPTION
+def node_run(
+    region: str,
+    trust_paths: tuple[Path, ...],
+    listen: str,
+    public_url: str | None,
+    bucket: str | None,
+    session_timeout: float,
+    broker: str | None,
+    store: str | None,
+    topic_prefix: str,
+    partitions: int,
+    data_dir: Path,
+) -> None:
+    """Replicate the releases topic into this region's store and serve it to Composer.
+
+    Example: fairstream node run --region eu --trust keys/drupal.pub --listen 127.0.0.1:8081
+    """
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,40}", region):
+        raise ConfigurationError(f"region {region!r} must be lower-case letters, digits and dashes")
+    host, _, port_text = listen.rpartition(":")
+    if not host or not port_text.isdigit():
+        raise ConfigurationError(f"--listen {listen!r} is not HOST:PORT")
+    broker_url, store_url = _stack_urls(data_dir, broker, store)
+    trusted = {}
+    for path in trust_paths:
+        public_key = PublicKey.from_json(_read_file(path, "public key file"), source=str(path))
+        trusted[public_key.keyid] = public_key
+    topics = Topics.with_prefix(topic_prefix)
+    settings = NodeSettings(
+        region=region,
+        broker_url=broker_url,
+        store=StoreLocation.from_url(store_url),
+        bucket=bucket or f"fairstream-{region}",
+        public_url=public_url or f"http://{listen}",
+        trusted=trusted,
+        data_dir=data_dir / "nodes" / region,
+        topics=topics,
+        session_timeout=session_timeout,
+    )
+    ensure_topics(broker_url, {topics.releases: partitions, topics.rejected: 1})
+    stream = NodeStream(settings)
+    stream.store.ensure_bucket()
+    stream.store.put_bytes(
+        layout.PACKAGES_JSON, render_packages_json(), content_type="application/json"
+    )
+    http = NodeHttp(NodeHttpSettings(region=region), stream.store)
+    uvloop.install()
+    worker = faust.Worker(
+        stream.app, HttpServerService(http.app, host, int(port_text)), loglevel="info"
+    )
+    worker.execute_from_commandline()
+
+
+@cli.group()
+def origin() -> None:
+    """A static origin of release zips (stands in for ftp.drupal.org in the demo and tests).
+
+    Example: fairstream origin serve ./files --listen 127.0.0.1:8000
+    """
+
+
+@origin.command("serve")
+@click.argument("root", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--listen", default="127.0.0.1:8000", show_default=True, help="HOST:PORT")
+def origin_serve(root: Path, listen: str) -> None:
+    """Serve the files under ROOT over HTTP.
+
+    Example: fairstream origin serve ./files --listen 127.0.0.1:8000
+    """
+    host, _, port_text = listen.rpartition(":")
+    if not host or not port_text.isdigit():
+        raise ConfigurationError(f"--listen {listen!r} is not HOST:PORT")
+    web.run_app(origin_app(root), host=host, port=int(port_text), print=None)
+
+
+@cli.command()
+@click.option("--region", "regions", required=True, multiple=True, help="Region(s) to show.")
+@BROKER_OPTION
+@TOPIC_PREFIX_OPTION
+@DATA_DIR_OPTION
+def status(regions: tuple[str, ...], broker: str | None, topic_prefix: str, data_dir: Path) -> None:
+    """Print each region's sync state: committed events and events still to apply.
+
+    Example: fairstream status --region eu --region us
+    """
+    broker_url = broker or _stack_urls(data_dir, None, None)[0]
+    topics = Topics.with_prefix(topic_prefix)
+    console.print(status_table([region_status(broker_url, topics, r) for r in regions]))
+
+
+@cli.command()
+@click.option("--keep-running", is_flag=True, help="Leave the federation running until Ctrl-C.")
+@DATA_DIR_OPTION
+def demo(keep_running: bool, data_dir: Path) -> None:
+    """The main job: a whole federation on this machine, from publish to composer require.
+
+    Example: fairstream demo --keep-running
+    """
+    run_demo(data_dir, console, keep_running=keep_running)
+
+
+def main() -> None:
+    """Entry point: turn our errors into one clear sentence and exit code 1, never a traceback."""
+    try:
+        cli(standalone_mode=True)
+    except FairstreamError as exc:
+        console.print(f"[bold red]error:[/] {exc}")
+        raise SystemExit(1) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""Publishing a release: inspect the zip, build the signed event, produce it to the releases topic."""
+
+from __future__ import annotations
+
+import hashlib
+import zipfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from connectors.kafka import Delivered, EventProducer
+from schemas.composer import version_entry
+from schemas.errors import ConfigurationError
+from schemas.events import PACKAGE_NAME, Artifact, ReleasePublished, utc_now
+from schemas.signing import SigningKey, seal
+from schemas.versions import drupal_to_composer
+
+#: Fields of a project's own composer.json that the version entry carries over.
+CARRIED_FIELDS = (
+    "description",
+    "type",
+    "license",
+    "keywords",
+    "homepage",
+    "authors",
+    "support",
+    "require",
+    "require-dev",
+    "conflict",
+    "replace",
+    "provide",
+    "suggest",
+    "extra",
+)
+
+
+class PublishInputError(ConfigurationError):
+    """The release to publish is not acceptable (bad zip, name or version)."""
+
+
+@dataclass(frozen=True)
+class ZipDigest:
+    """What the publisher learns of a release zip before signing it."""
+
+    sha256: str
+    sha1: str
+    size: int
+    top_directory: str
+    composer_json: dict[str, Any] | None
+
+
+def inspect_zip(path: Path) -> ZipDigest:
+    """Hash a release zip and check its shape: exactly one top directory, as Drupal's zips.
+
+    Raises ``PublishInputError`` saying what is wrong with the file.
+    """
+    if not path.is_file():
+        raise PublishInputError(f"zip {path} does not exist or is not a file")
+    sha256, sha1, size = hashlib.sha256(), hashlib.sha1(), 0  # noqa: S324 - Composer's shasum
+    with path.open("rb") as handle:
+        while chunk := handle.read(1 << 20):
+            sha256.update(chunk)
+            sha1.update(chunk)
+            size += len(chunk)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            tops = {name.split("/", 1)[0] for name in names if name.strip("/")}
+            if len(tops) != 1 or not any("/" in name for name in names):
+                raise PublishInputError(
+                    f"zip {path} must hold exactly one top directory (like token/...), "
+                    f"found {sorted(tops)[:5] or 'nothing'}"
+                )
+            top = tops.pop()
+            composer_json = None
+            if f"{top}/composer.json" in names:
+                try:
+                    composer_json = orjson.loads(archive.read(f"{top}/composer.json"))
+                except orjson.JSONDecodeError as exc:
+                    raise PublishInputError(
+                        f"{path}: {top}/composer.json is not JSON: {exc}"
+                    ) from exc
+    except zipfile.BadZipFile as exc:
+        raise PublishInputError(f"{path} is not a zip file: {exc}") from exc
+    return ZipDigest(sha256.hexdigest(), sha1.hexdigest(), size, top, composer_json)
+
+
+def build_release(
+    *,
+    package: str,
+    drupal_version: str,
+    zip_path: Path,
+    origin_url: str,
+    metadata: Mapping[str, Any] | None = None,
+    published_at: datetime | None = None,
+) -> ReleasePublished:
+    """The release event for a zip; metadata from its composer.json, overridden by ``metadata``.
+
+    Raises ``PublishInputError`` or ``InvalidVersionError``.
+    """
+    if not PACKAGE_NAME.match(package):
+        raise PublishInputError(f"{package!r} is not a Composer package name like drupal/token")
+    if not origin_url.startswith(("http://", "https://")):
+        raise PublishInputError(f"origin URL {origin_url!r} must be http:// or https://")
+    digest = inspect_zip(zip_path)
+    carried = {k: v for k, v in (digest.composer_json or {}).items() if k in CARRIED_FIELDS}
+    entry = version_entry(
+        name=package,
+        drupal_version=drupal_version,
+        sha1=digest.sha1,
+        metadata={**carried, **(metadata or {})},
+    )
+    return ReleasePublished(
+        package=package,
+        drupal_version=drupal_version,
+        version=drupal_to_composer(drupal_version),
+        published_at=published_at or utc_now(),
+        artifact=Artifact(
+            sha256=digest.sha256, sha1=digest.sha1, size=digest.size, origin_url=origin_url
+        ),
+        composer=entry,
+    )
+
+
+def publish_release(
+    release: ReleasePublished,
+    keys: Sequence[SigningKey],
+    producer: EventProducer,
+    topic: str,
+) -> Delivered:
+    """Sign the release with every key and produce it, keyed by package name.
+
+    Returns where the broker stored it. Raises ``BrokerUnavailableError``.
+    """
+    value = seal(release.to_bytes(), keys)
+    return producer.produce(topic, release.package.encode(), value)
