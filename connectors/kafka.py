@@ -146,7 +146,9 @@ class EventProducer:
         return delivered
 
     def close(self) -> None:
+        """Deliver what is queued, then release the connections."""
         self._producer.flush(self._timeout)
+        self._producer.close()
 
 
 @dataclass(frozen=True)

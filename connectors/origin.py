@@ -58,14 +58,15 @@ async def fetch_artifact(
                     )
                 if response.content_length is not None and response.content_length > expected.size:
                     raise ArtifactMismatchError(
-                        f"origin {url} announces {response.content_length} bytes, "
-                        f"the signed size is {expected.size}"
+                        f"origin {url} announces {response.content_length} bytes, the "
+                        f"signed artifact (sha256 {expected.sha256}) has {expected.size}"
                     )
                 async for chunk in response.content.iter_chunked(CHUNK_SIZE):
                     size += len(chunk)
                     if size > expected.size:
                         raise ArtifactMismatchError(
-                            f"origin {url} sent more than the signed {expected.size} bytes"
+                            f"origin {url} sent more than the {expected.size} bytes of the "
+                            f"signed artifact (sha256 {expected.sha256})"
                         )
                     sha256.update(chunk)
                     sha1.update(chunk)

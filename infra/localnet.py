@@ -135,6 +135,7 @@ def start_node(
     partitions: int = 4,
     session_timeout: float = 6.0,
     port: int | None = None,
+    bucket: str | None = None,
     wait: bool = True,
 ) -> LocalProcess:
     """A regional node (stream worker and HTTP) in its own process; returns once it answers."""
@@ -161,6 +162,8 @@ def start_node(
     ]
     for path in trust:
         args += ["--trust", str(path)]
+    if bucket is not None:
+        args += ["--bucket", bucket]
     node = start_fairstream(
         f"node {region}",
         args,
@@ -231,3 +234,28 @@ def composer_require(
         timeout=timeout,
         check=False,
     )
+
+
+def kcat_environment(work_dir: Path) -> dict[str, str]:
+    """Environment under which Debian's ``kcat`` talks to the embedded Tansu broker.
+
+    Debian 12's kcat 1.7.1 links librdkafka 2.0.2, which misreads Tansu 0.6.0's
+    ApiVersions v3 answer ("Read underflow") and gives up. The same kcat works
+    with the newer librdkafka that the confluent-kafka wheel bundles, so it is
+    linked in through ``LD_LIBRARY_PATH``. Against Apache Kafka, plain kcat works.
+    Raises ``LocalProcessError`` if the wheel's library cannot be found.
+    """
+    import confluent_kafka
+
+    libs = Path(confluent_kafka.__file__).parent.parent / "confluent_kafka.libs"
+    candidates = sorted(libs.glob("librdkafka*.so*"))
+    if not candidates:
+        raise LocalProcessError(
+            f"no librdkafka in {libs}; reinstall confluent-kafka from its wheel (uv sync)"
+        )
+    link_dir = work_dir / "kcat-lib"
+    link_dir.mkdir(parents=True, exist_ok=True)
+    link = link_dir / "librdkafka.so.1"
+    if not link.exists():
+        link.symlink_to(candidates[0].resolve())
+    return {**os.environ, "LD_LIBRARY_PATH": f"{link_dir}:{libs}"}

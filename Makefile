@@ -1,0 +1,50 @@
+# fairstream: the two set-up commands are `make demo` and `make test` (see README.md).
+# Each installs what it needs first: uv (from PyPI), then Debian's composer, php and kcat.
+
+# uv from PATH, or the one `python-deps` installs with pip (always reachable as a module).
+UV ?= $(shell command -v uv 2>/dev/null || echo python3 -m uv)
+APT_PACKAGES := composer php-cli php-zip php-curl kcat unzip
+RUN := $(UV) run --frozen
+
+.PHONY: demo test lint unit integration e2e deps python-deps system-deps clean
+
+demo: deps
+	$(RUN) fairstream demo
+
+test: deps lint
+	$(RUN) pytest
+
+lint: python-deps
+	$(RUN) ruff check .
+	$(RUN) ruff format --check .
+	$(RUN) mypy
+
+unit: python-deps
+	$(RUN) pytest tests/unit
+
+integration: python-deps
+	$(RUN) pytest tests/integration
+
+e2e: deps
+	$(RUN) pytest tests/e2e
+
+deps: python-deps system-deps
+
+python-deps:
+	@$(UV) --version >/dev/null 2>&1 || python3 -m pip install --quiet uv \
+		|| python3 -m pip install --quiet --break-system-packages uv
+	$(UV) sync --frozen --quiet
+
+# composer, php and kcat come from Debian; installed only when one is missing.
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do \
+		dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing from Debian:$$missing"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+clean:
+	-$(RUN) fairstream dev down
+	rm -rf .fairstream
