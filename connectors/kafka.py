@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -176,7 +177,7 @@ def group_positions(
     servers = bootstrap_servers(broker_url)
     admin = AdminClient({"bootstrap.servers": servers})
     try:
-        metadata = admin.list_topics(topic, timeout=timeout)
+        metadata = admin.list_topics(timeout=timeout)
         partitions = sorted(metadata.topics[topic].partitions) if topic in metadata.topics else []
         if not partitions:
             return []
@@ -213,37 +214,44 @@ def records_after(
     positions: dict[int, int],
     *,
     limit: int = 10_000,
-    idle: float = 1.0,
+    timeout: float = 15.0,
 ) -> dict[int, int]:
     """Count the records at or after ``positions[partition]`` by reading them, up to ``limit``.
 
     Tansu under-reports the high watermark (DESIGN.md), so "nothing left" is
-    decided by trying to read past the committed offset, not by the watermark.
-    A partition stops counting when nothing arrives for ``idle`` seconds.
+    decided by reading past the committed offset until the broker answers a
+    fetch with nothing more (partition EOF), not by the watermark. Raises
+    ``BrokerUnavailableError`` if a partition cannot be read to its end within
+    ``timeout`` seconds: an unknown position is never reported as "in sync".
     """
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap_servers(broker_url),
             "group.id": "fairstream-lag-probe",
             "enable.auto.commit": False,
-            "enable.partition.eof": False,
+            "enable.partition.eof": True,
             "log.connection.close": False,
         }
     )
     counts = dict.fromkeys(positions, 0)
+    open_partitions = set(positions)
+    deadline = time.monotonic() + timeout
     try:
         consumer.assign([TopicPartition(topic, p, max(o, 0)) for p, o in positions.items()])
-        open_partitions = set(positions)
-        while open_partitions:
-            message = consumer.poll(idle)
+        while open_partitions and time.monotonic() < deadline:
+            message = consumer.poll(min(1.0, max(deadline - time.monotonic(), 0.01)))
             if message is None:
-                break
-            if message.error() is not None:
-                raise BrokerUnavailableError(f"reading {topic} failed: {message.error()}")
-            partition, offset = message.partition(), message.offset()
-            if partition is None or offset is None:
                 continue
-            if partition in open_partitions and offset >= positions[partition]:
+            partition, offset = message.partition(), message.offset()
+            error = message.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    open_partitions.discard(partition)
+                    continue
+                raise BrokerUnavailableError(f"reading {topic} failed: {error.str()}")
+            if partition is None or offset is None or partition not in open_partitions:
+                continue
+            if offset >= positions[partition]:
                 counts[partition] += 1
                 if counts[partition] >= limit:
                     open_partitions.discard(partition)
@@ -252,4 +260,9 @@ def records_after(
         raise BrokerUnavailableError(f"reading {topic} failed: {exc}") from exc
     finally:
         consumer.close()
+    if open_partitions:
+        raise BrokerUnavailableError(
+            f"could not read {topic} partitions {sorted(open_partitions)} to their end "
+            f"within {timeout:.0f} s; the broker may be overloaded, try again"
+        )
     return counts

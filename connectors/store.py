@@ -8,6 +8,7 @@ here relies on them.
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
@@ -21,7 +22,7 @@ from minio.error import InvalidResponseError, MinioException, S3Error
 from schemas.errors import ConfigurationError, StoreUnavailableError
 
 #: minio errors that mean "not there", as opposed to "the store is unwell".
-_MISSING_CODES = {"NoSuchKey", "NoSuchObject", "NoSuchBucket", "ResourceNotFound"}
+_MISSING_CODES = {"NoSuchKey", "NoSuchObject", "ResourceNotFound"}
 
 
 def _is_missing(exc: Exception) -> bool:
@@ -34,7 +35,8 @@ def _is_missing(exc: Exception) -> bool:
     if isinstance(exc, S3Error):
         return exc.code in _MISSING_CODES
     if isinstance(exc, InvalidResponseError):
-        return getattr(exc, "_code", None) == 404
+        body = str(getattr(exc, "_body", "") or "")
+        return getattr(exc, "_code", None) == 404 and "NoSuchBucket" not in body
     return False
 
 
@@ -51,8 +53,15 @@ class StoreLocation:
     @classmethod
     def from_url(cls, url: str) -> StoreLocation:
         """Raises ``ConfigurationError`` naming what is missing."""
-        parts = urlsplit(url)
-        if parts.scheme != "s3" or not parts.hostname or parts.port is None:
+        try:
+            parts = urlsplit(url)
+            port = parts.port
+        except ValueError as exc:
+            raise ConfigurationError(
+                f"store URL {redact_url(url)!r} has a bad host or port ({exc}); "
+                "expected s3://ACCESS:SECRET@host:port"
+            ) from exc
+        if parts.scheme != "s3" or not parts.hostname or port is None:
             raise ConfigurationError(
                 f"store URL {redact_url(url)!r} is not s3://ACCESS:SECRET@host:port; "
                 "start the embedded one with `fairstream dev up`"
@@ -63,7 +72,9 @@ class StoreLocation:
             )
         query = parse_qs(parts.query)
         return cls(
-            endpoint=f"{parts.hostname}:{parts.port}",
+            endpoint=f"[{parts.hostname}]:{port}"
+            if ":" in parts.hostname
+            else f"{parts.hostname}:{port}",
             access_key=unquote(parts.username),
             secret_key=unquote(parts.password),
             secure=query.get("tls", ["0"])[0] in {"1", "true", "yes"},
@@ -73,11 +84,8 @@ class StoreLocation:
 
 
 def redact_url(url: str) -> str:
-    """The URL with its password replaced by ***, for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password:
-        return url.replace(f":{parts.password}@", ":***@")
-    return url
+    """The URL with its password replaced by ***, for messages and logs; never raises."""
+    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
 
 
 @dataclass(frozen=True)

@@ -40,16 +40,20 @@ class ReleasePublished:
 
     def __post_init__(self) -> None:
         problems = []
-        if not PACKAGE_NAME.match(self.package):
+        if not PACKAGE_NAME.fullmatch(self.package):
             problems.append(f"package {self.package!r} is not a Composer name like drupal/token")
-        if not HEX_SHA256.match(self.artifact.sha256):
+        if not HEX_SHA256.fullmatch(self.artifact.sha256):
             problems.append("artifact.sha256 is not 64 lower-case hex digits")
-        if not HEX_SHA1.match(self.artifact.sha1):
+        if not HEX_SHA1.fullmatch(self.artifact.sha1):
             problems.append("artifact.sha1 is not 40 lower-case hex digits")
         if self.artifact.size < 0:
             problems.append(f"artifact.size is negative ({self.artifact.size})")
         if not self.artifact.origin_url.startswith(("http://", "https://")):
             problems.append(f"artifact.origin_url {self.artifact.origin_url!r} is not http(s)")
+        if self.published_at.tzinfo is None:
+            problems.append("published_at has no time zone (use UTC)")
+        elif self.published_at.microsecond % 1000:
+            problems.append("published_at is finer than the millisecond events carry")
         if self.composer.get("name") != self.package:
             problems.append("composer.name differs from the event's package")
         if self.composer.get("version") != self.version:

@@ -14,7 +14,7 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
 def artifact_key(sha256: str) -> str:
     """Content address of a zip: ``artifacts/sha256/ab/abcdef....zip``."""
-    if not _SHA256.match(sha256):
+    if not _SHA256.fullmatch(sha256):
         raise ValueError(f"{sha256!r} is not a lower-case hex sha256")
     return f"artifacts/sha256/{sha256[:2]}/{sha256}.zip"
 

@@ -163,10 +163,14 @@ def open_sealed(data: bytes, trusted: Mapping[str, PublicKey], *, threshold: int
     event = SignedEvent.from_bytes(data)
     if not event.payload:
         raise MalformedEventError("signed event has an empty payload")
+    # Count distinct public keys, not ids: a trust map listing one key under two
+    # ids must not let that key meet a threshold of two.
     valid = {
-        s.keyid
+        trusted[s.keyid].raw
         for s in event.signatures
-        if s.keyid in trusted and trusted[s.keyid].verifies(event.payload, s.sig)
+        if s.keyid in trusted
+        and trusted[s.keyid].keyid == s.keyid
+        and trusted[s.keyid].verifies(event.payload, s.sig)
     }
     if len(valid) < threshold:
         claimed = ", ".join(s.keyid[:16] for s in event.signatures) or "none"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 from pathlib import Path
 
 import click
@@ -167,6 +168,18 @@ PARTITIONS_OPTION = click.option(
     show_default=True,
     help="Partitions of the releases topic when it is created (key = package name).",
 )
+
+
+def _check_port_free(host: str, port: int, option: str) -> None:
+    """Fail before anything starts if the HTTP port is taken, naming the option to change."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot listen on {host}:{port} ({exc.strerror}); choose another {option} "
+                "or stop the process that holds it"
+            ) from exc
 
 
 def _read_file(path: Path, what: str) -> bytes:
@@ -339,6 +352,7 @@ def node_run(
     host, _, port_text = listen.rpartition(":")
     if not host or not port_text.isdigit():
         raise ConfigurationError(f"--listen {listen!r} is not HOST:PORT")
+    _check_port_free(host, int(port_text), "--listen")
     broker_url, store_url = _stack_urls(data_dir, broker, store)
     trusted = {}
     for path in trust_paths:

@@ -66,6 +66,9 @@ def run_demo(data_dir: Path, console: Console, *, keep_running: bool = False) ->
     """Run the whole federation and print its status; stops what it started unless asked not to."""
     started = time.monotonic()
     data_dir = data_dir.resolve()
+    already_running = bool(devstack.status(data_dir)) and all(
+        running for _, running in devstack.status(data_dir)
+    )
     stack = devstack.up(data_dir)
     console.print(f"[bold]stack[/]: broker {stack.broker_url}, store {redact_url(stack.store_url)}")
     key_path = data_dir / "keys" / "drupal.key"
@@ -149,7 +152,8 @@ def run_demo(data_dir: Path, console: Console, *, keep_running: bool = False) ->
     finally:
         for process in reversed(processes):
             process.stop()
-        devstack.down(data_dir)
+        if not already_running:
+            devstack.down(data_dir)
 
 
 def wait_until_served(

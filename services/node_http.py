@@ -9,8 +9,9 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime, parsedate_to_datetime
 
 from aiohttp import web
@@ -18,6 +19,7 @@ from aiohttp import web
 from connectors.store import ObjectStore
 from schemas import layout
 from schemas.errors import StoreUnavailableError
+from schemas.events import PACKAGE_NAME
 
 _P2_FILE = re.compile(r"^(?P<name>[a-z0-9]([_.-]?[a-z0-9]+)*)(?P<dev>~dev)?\.json$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -33,9 +35,16 @@ class NodeHttpSettings:
 class NodeHttp:
     """The aiohttp application of one regional node."""
 
-    def __init__(self, settings: NodeHttpSettings, store: ObjectStore) -> None:
+    def __init__(
+        self,
+        settings: NodeHttpSettings,
+        store: ObjectStore,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self.settings = settings
         self.store = store
+        self._clock = clock
         self.app = web.Application()
         self.app.add_routes(
             [
@@ -54,10 +63,12 @@ class NodeHttp:
 
     async def p2(self, request: web.Request) -> web.StreamResponse:
         vendor = request.match_info["vendor"]
-        match = _P2_FILE.match(request.match_info["file"])
+        match = _P2_FILE.fullmatch(request.match_info["file"])
         if match is None:
             raise web.HTTPNotFound(text="not a p2 file name\n")
         package = f"{vendor}/{match['name']}"
+        if not PACKAGE_NAME.fullmatch(package):
+            raise web.HTTPNotFound(text="not a package name\n")
         # Composer asks for every installed package (symfony/* too, for audits):
         # names outside our namespaces are answered without touching the store.
         if not any(fnmatch.fnmatchcase(package, p) for p in self.settings.patterns):
@@ -68,7 +79,7 @@ class NodeHttp:
 
     async def dist(self, request: web.Request) -> web.StreamResponse:
         sha256 = request.match_info["sha256"]
-        if not _SHA256.match(sha256):
+        if not _SHA256.fullmatch(sha256):
             raise web.HTTPNotFound(text="not a sha256\n")
         key = layout.artifact_key(sha256)
         try:
@@ -88,10 +99,16 @@ class NodeHttp:
         if stored is None:
             raise web.HTTPNotFound(text=f"{key} not found\n")
         modified = stored.last_modified.replace(microsecond=0)
-        headers = {"Last-Modified": format_datetime(modified, usegmt=True)}
-        since = _parse_http_date(request.headers.get("If-Modified-Since"))
-        if since is not None and modified <= since:
-            return web.Response(status=304, headers=headers)
+        headers: dict[str, str] = {}
+        # HTTP dates have one-second precision: a document written in the current
+        # second may be written again within it under the same date, and a client
+        # holding the first version would get a 304 for the second. Such a
+        # document is served without Last-Modified, so the client asks again.
+        if modified < self._clock().replace(microsecond=0):
+            headers["Last-Modified"] = format_datetime(modified, usegmt=True)
+            since = _parse_http_date(request.headers.get("If-Modified-Since"))
+            if since is not None and modified <= since:
+                return web.Response(status=304, headers=headers)
         return web.Response(body=stored.data, content_type="application/json", headers=headers)
 
 

@@ -102,7 +102,7 @@ def build_release(
 
     Raises ``PublishInputError`` or ``InvalidVersionError``.
     """
-    if not PACKAGE_NAME.match(package):
+    if not PACKAGE_NAME.fullmatch(package):
         raise PublishInputError(f"{package!r} is not a Composer package name like drupal/token")
     if not origin_url.startswith(("http://", "https://")):
         raise PublishInputError(f"origin URL {origin_url!r} must be http:// or https://")
@@ -118,12 +118,18 @@ def build_release(
         package=package,
         drupal_version=drupal_version,
         version=drupal_to_composer(drupal_version),
-        published_at=published_at or utc_now(),
+        published_at=_to_millisecond(published_at) if published_at else utc_now(),
         artifact=Artifact(
             sha256=digest.sha256, sha1=digest.sha1, size=digest.size, origin_url=origin_url
         ),
         composer=entry,
     )
+
+
+def _to_millisecond(moment: datetime) -> datetime:
+    if moment.tzinfo is None:
+        raise PublishInputError(f"published_at {moment.isoformat()} has no time zone; give UTC")
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
 
 
 def publish_release(
