@@ -18,7 +18,6 @@ import yarl
 from aiohttp.test_utils import TestClient, TestServer
 
 from connectors.store import ObjectStore, StoreLocation
-from infra import devstack
 from schemas import layout
 from schemas.composer import render_packages_json
 from services.node_http import NodeHttp, NodeHttpSettings
@@ -28,11 +27,6 @@ pytestmark = pytest.mark.integration
 ZIP = os.urandom(50_000)
 SHA256 = hashlib.sha256(ZIP).hexdigest()
 P2 = b'{"packages":{"drupal/token":[{"name":"drupal/token","version":"1.9.0"}]},"minified":"composer/2.0"}'
-
-
-@pytest.fixture
-def location(stack: devstack.Stack) -> StoreLocation:
-    return StoreLocation.from_url(stack.store_url)
 
 
 @pytest.fixture

@@ -138,13 +138,6 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
         yield client
 
 
-@pytest.fixture
-def work_dir(tmp_path: Path) -> Path:
-    path = tmp_path / "downloads"
-    path.mkdir()
-    return path
-
-
 def url(server: TestServer, path: str) -> str:
     return str(server.make_url(path))
 

@@ -16,7 +16,6 @@ from minio import Minio
 
 from connectors.origin import FetchLimits
 from connectors.store import ObjectStore, StoreLocation
-from infra import devstack
 from schemas import layout
 from schemas.composer import expand
 from schemas.errors import ArtifactMismatchError, SignatureError, VersionConflictError
@@ -33,11 +32,6 @@ PUBLIC_URL = "http://eu.fairstream.test:8080"
 KEY = SigningKey(seed=b"\x11" * 32)
 TRUSTED = {KEY.public_key.keyid: KEY.public_key}
 LIMITS = FetchLimits(connect_timeout=2.0, read_timeout=2.0)
-
-
-@pytest.fixture
-def location(stack: devstack.Stack) -> StoreLocation:
-    return StoreLocation.from_url(stack.store_url)
 
 
 class RecordingStore(ObjectStore):
@@ -78,13 +72,6 @@ async def origin(origin_root: Path) -> AsyncIterator[TestServer]:
         yield running
     finally:
         await running.close()
-
-
-@pytest.fixture
-def work_dir(tmp_path: Path) -> Path:
-    path = tmp_path / "downloads"
-    path.mkdir()
-    return path
 
 
 @pytest.fixture

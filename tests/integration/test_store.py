@@ -31,11 +31,6 @@ def unique_bucket() -> str:
 
 
 @pytest.fixture
-def location(stack: devstack.Stack) -> StoreLocation:
-    return StoreLocation.from_url(stack.store_url)
-
-
-@pytest.fixture
 def store(location: StoreLocation) -> ObjectStore:
     created = ObjectStore(location, unique_bucket())
     created.ensure_bucket()
