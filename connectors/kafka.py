@@ -46,10 +46,19 @@ class Topics:
 
     releases: str = "fair.releases"
     rejected: str = "fair.rejected"
+    trust: str = "fair.trust"
 
     @classmethod
     def with_prefix(cls, prefix: str) -> Topics:
-        return cls(releases=f"{prefix}fair.releases", rejected=f"{prefix}fair.rejected")
+        return cls(
+            releases=f"{prefix}fair.releases",
+            rejected=f"{prefix}fair.rejected",
+            trust=f"{prefix}fair.trust",
+        )
+
+    def partitions(self, releases: int) -> dict[str, int]:
+        """Partition counts to create: releases by package, the others in one ordered log."""
+        return {self.releases: releases, self.rejected: 1, self.trust: 1}
 
 
 def ensure_topics(broker_url: str, partitions: Mapping[str, int], *, timeout: float = 15.0) -> None:
@@ -208,32 +217,32 @@ def group_positions(
     ]
 
 
-def records_after(
+def _read_to_end(
     broker_url: str,
     topic: str,
-    positions: dict[int, int],
+    positions: Mapping[int, int],
     *,
-    limit: int = 10_000,
-    timeout: float = 15.0,
-) -> dict[int, int]:
-    """Count the records at or after ``positions[partition]`` by reading them, up to ``limit``.
+    limit: int,
+    timeout: float,
+) -> dict[int, list[tuple[int, bytes]]]:
+    """Read every record at or after ``positions[partition]`` until the broker has no more.
 
-    Tansu under-reports the high watermark (DESIGN.md), so "nothing left" is
-    decided by reading past the committed offset until the broker answers a
-    fetch with nothing more (partition EOF), not by the watermark. Raises
-    ``BrokerUnavailableError`` if a partition cannot be read to its end within
-    ``timeout`` seconds: an unknown position is never reported as "in sync".
+    Tansu under-reports the high watermark (DESIGN.md), so the end is where the
+    broker answers a fetch with nothing more (partition EOF), not the
+    watermark. A partition stops early at ``limit`` records. Raises
+    ``BrokerUnavailableError`` if a partition is not read to its end within
+    ``timeout`` seconds: an unknown end is never reported as "nothing left".
     """
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap_servers(broker_url),
-            "group.id": "fairstream-lag-probe",
+            "group.id": "fairstream-reader",
             "enable.auto.commit": False,
             "enable.partition.eof": True,
             "log.connection.close": False,
         }
     )
-    counts = dict.fromkeys(positions, 0)
+    found: dict[int, list[tuple[int, bytes]]] = {p: [] for p in positions}
     open_partitions = set(positions)
     deadline = time.monotonic() + timeout
     try:
@@ -252,8 +261,8 @@ def records_after(
             if partition is None or offset is None or partition not in open_partitions:
                 continue
             if offset >= positions[partition]:
-                counts[partition] += 1
-                if counts[partition] >= limit:
+                found[partition].append((offset, message.value() or b""))
+                if len(found[partition]) >= limit:
                     open_partitions.discard(partition)
                     consumer.pause([TopicPartition(topic, partition)])
     except KafkaException as exc:
@@ -265,4 +274,31 @@ def records_after(
             f"could not read {topic} partitions {sorted(open_partitions)} to their end "
             f"within {timeout:.0f} s; the broker may be overloaded, try again"
         )
-    return counts
+    return found
+
+
+def records_after(
+    broker_url: str,
+    topic: str,
+    positions: dict[int, int],
+    *,
+    limit: int = 10_000,
+    timeout: float = 15.0,
+) -> dict[int, int]:
+    """Count the records at or after ``positions[partition]`` by reading them, up to ``limit``.
+
+    Raises ``BrokerUnavailableError`` (see ``_read_to_end``).
+    """
+    found = _read_to_end(broker_url, topic, positions, limit=limit, timeout=timeout)
+    return {partition: len(records) for partition, records in found.items()}
+
+
+def read_partition(
+    broker_url: str, topic: str, partition: int = 0, *, start: int = 0, timeout: float = 15.0
+) -> list[tuple[int, bytes]]:
+    """Every (offset, value) of one partition from ``start`` to its end, for small topics.
+
+    Raises ``BrokerUnavailableError``.
+    """
+    found = _read_to_end(broker_url, topic, {partition: start}, limit=1_000_000, timeout=timeout)
+    return found[partition]

@@ -186,6 +186,25 @@ class ObjectStore:
             raise self._unavailable("stat", key, ValueError("no size or Last-Modified"))
         return StoredObject(size=info.size, last_modified=info.last_modified, etag=info.etag or "")
 
+    def delete(self, key: str) -> None:
+        """Remove an object; removing one that is not there is not an error."""
+        try:
+            self._client.remove_object(self.bucket, key)
+        except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
+            if _is_missing(exc):
+                return
+            raise self._unavailable("delete", key, exc) from exc
+
+    def list_keys(self, prefix: str) -> list[str]:
+        """The keys of every object under ``prefix``."""
+        try:
+            return [
+                str(item.object_name)
+                for item in self._client.list_objects(self.bucket, prefix=prefix, recursive=True)
+            ]
+        except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise self._unavailable("list", prefix, exc) from exc
+
     def presigned_url(self, key: str, *, expires: timedelta = timedelta(minutes=15)) -> str:
         """A URL that lets anyone GET the object until it expires; computed locally."""
         try:

@@ -129,7 +129,7 @@ def start_node(
     *,
     broker_url: str,
     store_url: str,
-    trust: Sequence[Path],
+    root: Path,
     data_dir: Path,
     topic_prefix: str = "",
     partitions: int = 4,
@@ -160,8 +160,7 @@ def start_node(
         "--session-timeout",
         str(session_timeout),
     ]
-    for path in trust:
-        args += ["--trust", str(path)]
+    args += ["--root", str(root)]
     if bucket is not None:
         args += ["--bucket", bucket]
     node = start_fairstream(
@@ -259,3 +258,10 @@ def kcat_environment(work_dir: Path) -> dict[str, str]:
     if not link.exists():
         link.symlink_to(candidates[0].resolve())
     return {**os.environ, "LD_LIBRARY_PATH": f"{link_dir}:{libs}"}
+
+
+def node_health(node_url: str) -> dict[str, Any]:
+    """A node's ``/health`` document (region, status, trust root in force)."""
+    with urllib.request.urlopen(node_url.rstrip("/") + "/health", timeout=5) as response:
+        document: dict[str, Any] = orjson.loads(response.read())
+        return document

@@ -7,6 +7,7 @@ the wire: the fingerprint names the writer's schema.
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -29,9 +30,11 @@ class AvroSchema:
     name: str
     parsed: Any
     fingerprint: bytes
+    family: str = ""
+    version: int = 0
 
     @classmethod
-    def from_json(cls, schema_json: bytes) -> AvroSchema:
+    def from_json(cls, schema_json: bytes, *, family: str = "", version: int = 0) -> AvroSchema:
         """Parse an Avro schema document; raises ``ValueError`` if it is not a valid schema."""
         parsed = fastavro.parse_schema(orjson.loads(schema_json))
         canonical = fastavro.schema.to_parsing_canonical_form(parsed)
@@ -39,14 +42,61 @@ class AvroSchema:
         # bytes, which is exactly the byte order single-object encoding wants.
         fingerprint = bytes.fromhex(fastavro.schema.fingerprint(canonical, "CRC-64-AVRO"))
         name = parsed["name"] if isinstance(parsed, dict) else str(parsed)
-        return cls(name=name, parsed=parsed, fingerprint=fingerprint)
+        return cls(
+            name=name, parsed=parsed, fingerprint=fingerprint, family=family, version=version
+        )
+
+
+@dataclass(frozen=True)
+class SchemaFamily:
+    """Every released version of one event schema, oldest first.
+
+    Writers use the latest version; readers decode any version they know into
+    the latest (Avro schema resolution), so old and new peers interoperate.
+    """
+
+    name: str
+    versions: tuple[AvroSchema, ...]
+
+    @property
+    def latest(self) -> AvroSchema:
+        return self.versions[-1]
+
+    def writer(self, fingerprint: bytes) -> AvroSchema | None:
+        """The version whose fingerprint this is, or None."""
+        for schema in self.versions:
+            if schema.fingerprint == fingerprint:
+                return schema
+        return None
+
+
+_VERSION_FILE = re.compile(r"^v([1-9][0-9]*)\.avsc$")
 
 
 @cache
-def load_schema(file_name: str) -> AvroSchema:
-    """Load ``schemas/avro/<file_name>.avsc`` shipped with this package."""
-    data = resources.files("schemas").joinpath("avro", f"{file_name}.avsc").read_bytes()
-    return AvroSchema.from_json(data)
+def schema_family(name: str) -> SchemaFamily:
+    """All versions of ``schemas/avro/<name>/v<N>.avsc``; raises ``ValueError`` if none or a gap."""
+    folder = resources.files("schemas").joinpath("avro", name)
+    found: dict[int, AvroSchema] = {}
+    for entry in folder.iterdir():
+        match = _VERSION_FILE.match(entry.name)
+        if match:
+            version = int(match[1])
+            found[version] = AvroSchema.from_json(entry.read_bytes(), family=name, version=version)
+    if not found or sorted(found) != list(range(1, len(found) + 1)):
+        raise ValueError(f"schema family {name} needs v1.avsc, v2.avsc, ... without gaps")
+    return SchemaFamily(name=name, versions=tuple(found[v] for v in sorted(found)))
+
+
+def family_names() -> tuple[str, ...]:
+    """The names of every schema family shipped in ``schemas/avro``."""
+    folder = resources.files("schemas").joinpath("avro")
+    return tuple(sorted(entry.name for entry in folder.iterdir() if entry.is_dir()))
+
+
+def load_schema(name: str) -> AvroSchema:
+    """The latest version of schema family ``name``: what writers use."""
+    return schema_family(name).latest
 
 
 def encode(schema: AvroSchema, record: dict[str, Any]) -> bytes:
@@ -58,7 +108,7 @@ def encode(schema: AvroSchema, record: dict[str, Any]) -> bytes:
     buffer.write(MAGIC)
     buffer.write(schema.fingerprint)
     try:
-        fastavro.schemaless_writer(buffer, schema.parsed, record, strict=True)
+        fastavro.schemaless_writer(buffer, schema.parsed, record, strict_allow_default=True)
     except (TypeError, ValueError, KeyError) as exc:
         raise ValueError(f"record does not fit Avro schema {schema.name}: {exc}") from exc
     return buffer.getvalue()
@@ -75,34 +125,53 @@ def fingerprint_of(data: bytes) -> bytes:
     return data[2:HEADER_SIZE]
 
 
-def decode(data: bytes, *readers: AvroSchema) -> tuple[AvroSchema, dict[str, Any]]:
+def decode(data: bytes, *readers: AvroSchema | SchemaFamily) -> tuple[AvroSchema, dict[str, Any]]:
     """Decode a single object written with one of ``readers``' schemas.
 
-    Returns the matching schema and the record. Raises ``UnknownSchemaError``
+    A ``SchemaFamily`` accepts any of its versions and resolves the record into
+    its latest version; a bare ``AvroSchema`` accepts exactly that schema.
+    Returns the writer's schema and the record. Raises ``UnknownSchemaError``
     when the fingerprint is none of theirs and ``MalformedEventError`` when the
     body does not decode.
     """
     fingerprint = fingerprint_of(data)
-    for schema in readers:
-        if schema.fingerprint == fingerprint:
+    writer: AvroSchema | None = None
+    reader: AvroSchema | None = None
+    for candidate in readers:
+        if isinstance(candidate, SchemaFamily):
+            writer = candidate.writer(fingerprint)
+            reader = candidate.latest
+        elif candidate.fingerprint == fingerprint:
+            writer = reader = candidate
+        if writer is not None:
             break
-    else:
-        known = ", ".join(f"{s.name}={s.fingerprint.hex()}" for s in readers)
+    if writer is None or reader is None:
+        known = ", ".join(_describe(r) for r in readers)
         raise UnknownSchemaError(
             f"record written with unknown schema fingerprint {fingerprint.hex()} "
             f"(this reader knows {known}); upgrade fairstream if the publisher is newer"
         )
     body = io.BytesIO(data[HEADER_SIZE:])
     try:
-        record = fastavro.schemaless_reader(body, schema.parsed, schema.parsed)
+        # Without a distinct reader schema fastavro skips schema resolution.
+        resolved = None if reader is writer else reader.parsed
+        record = fastavro.schemaless_reader(body, writer.parsed, resolved)
     except Exception as exc:  # fastavro raises many types on truncated or garbled bodies
         raise MalformedEventError(
-            f"{schema.name} record does not decode ({type(exc).__name__}: {exc})"
+            f"{writer.name} record does not decode ({type(exc).__name__}: {exc})"
         ) from exc
     if body.tell() != len(data) - HEADER_SIZE:
         raise MalformedEventError(
-            f"{schema.name} record has {len(data) - HEADER_SIZE - body.tell()} trailing bytes"
+            f"{writer.name} record has {len(data) - HEADER_SIZE - body.tell()} trailing bytes"
         )
     if not isinstance(record, dict):
-        raise MalformedEventError(f"{schema.name} record decoded to {type(record).__name__}")
-    return schema, record
+        raise MalformedEventError(f"{writer.name} record decoded to {type(record).__name__}")
+    return writer, record
+
+
+def _describe(reader: AvroSchema | SchemaFamily) -> str:
+    if isinstance(reader, SchemaFamily):
+        return ", ".join(
+            f"{reader.name} v{s.version}={s.fingerprint.hex()}" for s in reader.versions
+        )
+    return f"{reader.name}={reader.fingerprint.hex()}"

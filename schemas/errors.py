@@ -82,3 +82,61 @@ class VersionConflictError(RejectedError):
     """A (package, version) already published with other bytes: published versions are immutable."""
 
     reason = "version-conflict"
+
+
+# --- one rejected-error type per attack the trust chain stops -------------------------
+
+
+class UndelegatedKeyError(SignatureError):
+    """Signed only by keys the trust root does not delegate for the package's namespace
+    (namespace squatting, dependency confusion)."""
+
+    reason = "undelegated-key"
+
+
+class ThresholdError(SignatureError):
+    """Too few distinct delegated keys signed (a key listed or signing twice counts once)."""
+
+    reason = "threshold-not-met"
+
+
+class RootExpiredError(RejectedError):
+    """The trust root in force has expired: the node fails closed until a newer root arrives."""
+
+    reason = "root-expired"
+
+
+class RootRotationError(RejectedError):
+    """A new trust root that is not version N+1 signed by a threshold of root N and of N+1."""
+
+    reason = "bad-root-rotation"
+
+
+class RollbackError(RejectedError):
+    """A package event whose sequence is not above the last one applied (rollback, freeze)."""
+
+    reason = "rollback"
+
+
+class ReplayError(RejectedError):
+    """An event already applied, produced again at another position of the log."""
+
+    reason = "replay"
+
+
+class WrongPackageError(RejectedError):
+    """Metadata or artifact that belongs to another package than the event names."""
+
+    reason = "wrong-package"
+
+
+class ArtifactTooLargeError(ArtifactMismatchError):
+    """An artifact over its signed size or the node's size limit (endless data)."""
+
+    reason = "too-large"
+
+
+class UnsafeNameError(MalformedEventError):
+    """A package name or version unsafe as an object key or a URL path segment."""
+
+    reason = "unsafe-name"

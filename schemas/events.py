@@ -1,20 +1,87 @@
-"""The events fairstream carries, as frozen dataclasses, and their Avro encoding."""
+"""The events fairstream carries, as frozen dataclasses, and their Avro encoding.
+
+Constructing an event checks its shape (names safe as object keys, digests,
+time zones); ``check_consistency`` checks what a release's parts say about each
+other, after its signatures are verified.
+"""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from functools import cache
+from typing import Any, ClassVar
 
 import orjson
 
-from schemas.codec import decode, encode, load_schema
-from schemas.errors import MalformedEventError
+from schemas.codec import SchemaFamily, decode, encode, load_schema, schema_family
+from schemas.errors import (
+    MalformedEventError,
+    UnsafeNameError,
+    WrongPackageError,
+)
+from schemas.versions import drupal_to_composer
 
 PACKAGE_NAME = re.compile(r"^[a-z0-9]([_.-]?[a-z0-9]+)*/[a-z0-9](([_.]|-{1,2})?[a-z0-9]+)*$")
 HEX_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 HEX_SHA1 = re.compile(r"^[0-9a-f]{40}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_VERSION_TEXT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")
+
+
+def check_package_name(name: str) -> None:
+    """Refuse a package name that is unsafe as an object key or URL path.
+
+    Raises ``UnsafeNameError`` for traversal (``..``), escapes (``%``), empty
+    segments (``//``), control characters and non-ASCII look-alikes, and
+    ``MalformedEventError`` for a safe text that is not a Composer name.
+    """
+    _check_safe_text(name, "package name")
+    if not PACKAGE_NAME.fullmatch(name):
+        raise MalformedEventError(f"package {name!r} is not a Composer name like drupal/token")
+
+
+def check_version_text(version: str, what: str = "version") -> None:
+    """Refuse a version that is unsafe as an object key or URL path segment.
+
+    Raises ``UnsafeNameError``.
+    """
+    _check_safe_text(version, what)
+    if not _VERSION_TEXT.fullmatch(version):
+        raise UnsafeNameError(
+            f"{what} {version!r} has characters outside letters, digits and . _ + -"
+        )
+
+
+def _check_safe_text(text: str, what: str) -> None:
+    problems = []
+    if not text:
+        problems.append("it is empty")
+    if not text.isascii():
+        problems.append("it has non-ASCII characters (look-alikes of ASCII letters)")
+    if _CONTROL.search(text):
+        problems.append("it has control characters")
+    if ".." in text:
+        problems.append("it has '..' (path traversal)")
+    if "//" in text or text.startswith("/") or text.endswith("/"):
+        problems.append("it has an empty path segment")
+    if "%" in text or "\\" in text:
+        problems.append("it has an escape character (% or \\)")
+    if problems:
+        raise UnsafeNameError(f"{what} {text!r} is unsafe as an object key: {'; '.join(problems)}")
+
+
+def _check_time(moment: datetime, field: str, problems: list[str]) -> None:
+    if moment.tzinfo is None:
+        problems.append(f"{field} has no time zone (use UTC)")
+    elif moment.microsecond % 1000:
+        problems.append(f"{field} is finer than the millisecond events carry")
+
+
+def _raise_if(problems: list[str], what: str) -> None:
+    if problems:
+        raise MalformedEventError(f"{what} is invalid: " + "; ".join(problems))
 
 
 @dataclass(frozen=True)
@@ -31,15 +98,21 @@ class Artifact:
 class ReleasePublished:
     """One version of one package, released by its publisher."""
 
+    family: ClassVar[str] = "release_published"
+
     package: str
     drupal_version: str
     version: str
     published_at: datetime
     artifact: Artifact
     composer: dict[str, Any]
+    sequence: int = 0
 
     def __post_init__(self) -> None:
-        problems = []
+        _check_safe_text(self.package, "package name")
+        check_version_text(self.version)
+        check_version_text(self.drupal_version, "drupal_version")
+        problems: list[str] = []
         if not PACKAGE_NAME.fullmatch(self.package):
             problems.append(f"package {self.package!r} is not a Composer name like drupal/token")
         if not HEX_SHA256.fullmatch(self.artifact.sha256):
@@ -50,25 +123,20 @@ class ReleasePublished:
             problems.append(f"artifact.size is negative ({self.artifact.size})")
         if not self.artifact.origin_url.startswith(("http://", "https://")):
             problems.append(f"artifact.origin_url {self.artifact.origin_url!r} is not http(s)")
-        if self.published_at.tzinfo is None:
-            problems.append("published_at has no time zone (use UTC)")
-        elif self.published_at.microsecond % 1000:
-            problems.append("published_at is finer than the millisecond events carry")
-        if self.composer.get("name") != self.package:
-            problems.append("composer.name differs from the event's package")
-        if self.composer.get("version") != self.version:
-            problems.append("composer.version differs from the event's version")
-        if problems:
-            raise MalformedEventError("release event is invalid: " + "; ".join(problems))
+        if self.sequence < 0:
+            problems.append(f"sequence is negative ({self.sequence})")
+        _check_time(self.published_at, "published_at", problems)
+        _raise_if(problems, f"release event for {self.package}")
 
     def to_bytes(self) -> bytes:
         """The event's single-object encoding: the payload that gets signed."""
         return encode(
-            load_schema("release_published"),
+            load_schema(self.family),
             {
                 "package": self.package,
                 "drupal_version": self.drupal_version,
                 "version": self.version,
+                "sequence": self.sequence,
                 "published_at": self.published_at,
                 "artifact": {
                     "sha256": self.artifact.sha256,
@@ -81,28 +149,180 @@ class ReleasePublished:
         )
 
     @classmethod
-    def from_bytes(cls, payload: bytes) -> ReleasePublished:
-        """Decode and validate; raises ``MalformedEventError`` saying what is wrong."""
-        _, record = decode(payload, load_schema("release_published"))
+    def from_record(cls, record: dict[str, Any]) -> ReleasePublished:
         try:
             composer = orjson.loads(record["composer"])
         except orjson.JSONDecodeError as exc:
             raise MalformedEventError(f"release event's composer field is not JSON: {exc}") from exc
         if not isinstance(composer, dict):
             raise MalformedEventError("release event's composer field is not a JSON object")
-        artifact = record["artifact"]
         return cls(
             package=record["package"],
             drupal_version=record["drupal_version"],
             version=record["version"],
+            sequence=record["sequence"],
             published_at=record["published_at"],
-            artifact=Artifact(
-                sha256=artifact["sha256"],
-                sha1=artifact["sha1"],
-                size=artifact["size"],
-                origin_url=artifact["origin_url"],
-            ),
+            artifact=Artifact(**record["artifact"]),
             composer=composer,
+        )
+
+    @classmethod
+    def from_bytes(cls, payload: bytes) -> ReleasePublished:
+        """Decode any known version and validate; raises ``MalformedEventError``."""
+        _, record = decode(payload, schema_family(cls.family))
+        return cls.from_record(record)
+
+
+@dataclass(frozen=True)
+class ReleaseYanked:
+    """A version withdrawn from metadata; its artifact stays for existing lock files."""
+
+    family: ClassVar[str] = "release_yanked"
+
+    package: str
+    version: str
+    sequence: int
+    reason: str
+    yanked_at: datetime
+
+    def __post_init__(self) -> None:
+        check_package_name(self.package)
+        check_version_text(self.version)
+        problems: list[str] = []
+        _check_time(self.yanked_at, "yanked_at", problems)
+        _raise_if(problems, f"yank of {self.package}")
+
+    def to_bytes(self) -> bytes:
+        return encode(load_schema(self.family), _fields(self))
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> ReleaseYanked:
+        return cls(**record)
+
+
+@dataclass(frozen=True)
+class ReleaseExpunged:
+    """A version deleted everywhere, metadata and artifact (a known severe defect)."""
+
+    family: ClassVar[str] = "release_expunged"
+
+    package: str
+    version: str
+    sha256: str
+    sequence: int
+    reason: str
+    expunged_at: datetime
+
+    def __post_init__(self) -> None:
+        check_package_name(self.package)
+        check_version_text(self.version)
+        problems: list[str] = []
+        if not HEX_SHA256.fullmatch(self.sha256):
+            problems.append("sha256 is not 64 lower-case hex digits")
+        _check_time(self.expunged_at, "expunged_at", problems)
+        _raise_if(problems, f"expunge of {self.package}")
+
+    def to_bytes(self) -> bytes:
+        return encode(load_schema(self.family), _fields(self))
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> ReleaseExpunged:
+        return cls(**record)
+
+
+@dataclass(frozen=True)
+class AdvisorySource:
+    name: str
+    remote_id: str
+
+
+@dataclass(frozen=True)
+class SecurityAdvisory:
+    """A security advisory for one package, in Composer's security-advisories terms."""
+
+    family: ClassVar[str] = "security_advisory"
+
+    package: str
+    sequence: int
+    advisory_id: str
+    affected_versions: str
+    title: str
+    link: str
+    reported_at: str
+    sources: tuple[AdvisorySource, ...]
+    published_at: datetime
+    cve: str | None = None
+    severity: str | None = None
+
+    def __post_init__(self) -> None:
+        check_package_name(self.package)
+        check_version_text(self.advisory_id, "advisory_id")
+        problems: list[str] = []
+        if not self.link.startswith(("http://", "https://")):
+            problems.append(f"link {self.link!r} is not http(s)")
+        _check_time(self.published_at, "published_at", problems)
+        _raise_if(problems, f"advisory {self.advisory_id}")
+
+    def to_bytes(self) -> bytes:
+        fields = _fields(self)
+        fields["sources"] = [s.__dict__ for s in self.sources]
+        return encode(load_schema(self.family), fields)
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> SecurityAdvisory:
+        sources = tuple(AdvisorySource(**s) for s in record.pop("sources"))
+        return cls(sources=sources, **record)
+
+
+PackageEvent = ReleasePublished | ReleaseYanked | ReleaseExpunged | SecurityAdvisory
+PACKAGE_EVENT_TYPES: tuple[type[PackageEvent], ...] = (
+    ReleasePublished,
+    ReleaseYanked,
+    ReleaseExpunged,
+    SecurityAdvisory,
+)
+
+
+@cache
+def _package_families() -> tuple[SchemaFamily, ...]:
+    return tuple(schema_family(kind.family) for kind in PACKAGE_EVENT_TYPES)
+
+
+def decode_package_event(payload: bytes) -> PackageEvent:
+    """Decode a publisher's event of any type and known schema version.
+
+    Raises ``UnknownSchemaError``, ``MalformedEventError`` or ``UnsafeNameError``.
+    """
+    writer, record = decode(payload, *_package_families())
+    for kind in PACKAGE_EVENT_TYPES:
+        if writer.family == kind.family:
+            try:
+                return kind.from_record(record)
+            except (TypeError, KeyError) as exc:
+                raise MalformedEventError(f"{kind.__name__} record is incomplete: {exc}") from exc
+    raise MalformedEventError(f"{writer.name} is not a package event")  # pragma: no cover
+
+
+def check_consistency(event: PackageEvent) -> None:
+    """Check that a release's parts agree: the metadata is of this package and version.
+
+    Raises ``WrongPackageError`` when the Composer metadata names another
+    package (wrong software), ``MalformedEventError`` or ``InvalidVersionError``
+    when the versions disagree.
+    """
+    if not isinstance(event, ReleasePublished):
+        return
+    named = event.composer.get("name")
+    if named != event.package:
+        raise WrongPackageError(
+            f"release event for {event.package} carries Composer metadata of {named!r}: "
+            "the metadata or the artifact belongs to another package"
+        )
+    expected = drupal_to_composer(event.drupal_version)
+    if event.version != expected or event.composer.get("version") != event.version:
+        raise MalformedEventError(
+            f"{event.package}: Drupal version {event.drupal_version} maps to {expected}, "
+            f"the event says {event.version} and its metadata {event.composer.get('version')!r}"
         )
 
 
@@ -125,8 +345,12 @@ class ReleaseRejected:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> ReleaseRejected:
-        _, record = decode(data, load_schema("release_rejected"))
+        _, record = decode(data, schema_family("release_rejected"))
         return cls(**record)
+
+
+def _fields(event: object) -> dict[str, Any]:
+    return dict(event.__dict__)
 
 
 def utc_now() -> datetime:

@@ -32,3 +32,11 @@ def p2_key(package: str, *, dev: bool = False) -> str:
 def dist_path(package: str, version: str, sha256: str) -> str:
     """The path a node serves a zip under (answered by a redirect to the store)."""
     return f"/dist/{package}/{version}/{sha256}.zip"
+
+
+TRUST_POSITION = "trust/position.json"
+
+
+def trust_root_key(version: int) -> str:
+    """A trust root the node has verified and follows: ``trust/roots/v000002.avro``."""
+    return f"trust/roots/v{version:06d}.avro"

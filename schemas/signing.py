@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from functools import cached_property
 
 import nacl.exceptions
 import nacl.signing
@@ -77,9 +78,13 @@ class PublicKey:
     def keyid(self) -> str:
         return key_id(self.raw)
 
+    @cached_property
+    def _verify_key(self) -> nacl.signing.VerifyKey:
+        return nacl.signing.VerifyKey(self.raw)
+
     def verifies(self, payload: bytes, sig: bytes) -> bool:
         try:
-            nacl.signing.VerifyKey(self.raw).verify(signing_message(payload), sig)
+            self._verify_key.verify(signing_message(payload), sig)
         except (nacl.exceptions.BadSignatureError, ValueError, TypeError):
             return False
         return True

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import string
+from functools import lru_cache
 from typing import Final, Literal
 
 from schemas.errors import InvalidVersionError
@@ -48,6 +49,7 @@ _ACCEPTED_DRUPAL_FORMS: Final = (
 )
 
 
+@lru_cache(maxsize=4096)
 def drupal_to_composer(drupal_version: str) -> str:
     """Return the Composer version packages.drupal.org publishes for a Drupal.org release version.
 
@@ -112,6 +114,7 @@ _ASCII_LOWER: Final = str.maketrans(string.ascii_uppercase, string.ascii_lowerca
 _STABILITY_NAMES: Final = {"a": "alpha", "b": "beta", "p": "patch", "pl": "patch", "rc": "RC"}
 
 
+@lru_cache(maxsize=4096)
 def normalize_version(composer_version: str) -> str:
     """Return Composer's ``version_normalized`` for a version, as ``VersionParser::normalize``.
 

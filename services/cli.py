@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import socket
+from datetime import timedelta
 from pathlib import Path
 
 import click
@@ -18,14 +19,17 @@ from infra import devstack
 from schemas import layout
 from schemas.composer import render_packages_json
 from schemas.errors import ConfigurationError, FairstreamError
-from schemas.signing import PublicKey, SigningKey
+from schemas.signing import SigningKey
+from schemas.trust import TrustRoot, load_pinned_root, verify_root_update
 from services.demo import run_demo, write_key_pair
 from services.http_service import HttpServerService
 from services.node_http import NodeHttp, NodeHttpSettings
 from services.origin_http import origin_app
 from services.publisher import build_release, publish_release
 from services.status import region_status, status_table
+from services.trust_admin import DelegationSpec, build_root, public_of, read_key, signing_keys
 from streams.node import NodeSettings, NodeStream
+from streams.replication import DEFAULT_MAX_ARTIFACT_SIZE
 
 console = Console(soft_wrap=True)
 
@@ -279,7 +283,7 @@ def publish(
         origin_url=origin_url,
         metadata=metadata,
     )
-    ensure_topics(broker_url, {topics.releases: partitions, topics.rejected: 1})
+    ensure_topics(broker_url, topics.partitions(partitions))
     producer = EventProducer(broker_url)
     delivered = publish_release(release, signing_keys, producer, topics.releases)
     producer.close()
@@ -294,19 +298,25 @@ def publish(
 def node() -> None:
     """A regional node: stream worker and Composer repository.
 
-    Example: fairstream node run --region eu --trust keys/drupal.pub
+    Example: fairstream node run --region eu --root root.avro
     """
 
 
 @node.command("run")
 @click.option("--region", required=True, help="The node's region; one consumer group per region.")
 @click.option(
-    "--trust",
-    "trust_paths",
+    "--root",
+    "root_path",
     required=True,
-    multiple=True,
     type=click.Path(path_type=Path),
-    help="Publisher public key file(s) to trust.",
+    help="The pinned trust root (from `fairstream trust init`); rotations follow from the trust topic.",
+)
+@click.option(
+    "--max-artifact-size",
+    type=click.IntRange(1),
+    default=DEFAULT_MAX_ARTIFACT_SIZE,
+    show_default=True,
+    help="Refuse release zips larger than this many bytes.",
 )
 @click.option(
     "--listen",
@@ -332,7 +342,8 @@ def node() -> None:
 @DATA_DIR_OPTION
 def node_run(
     region: str,
-    trust_paths: tuple[Path, ...],
+    root_path: Path,
+    max_artifact_size: int,
     listen: str,
     public_url: str | None,
     bucket: str | None,
@@ -345,7 +356,7 @@ def node_run(
 ) -> None:
     """Replicate the releases topic into this region's store and serve it to Composer.
 
-    Example: fairstream node run --region eu --trust keys/drupal.pub --listen 127.0.0.1:8081
+    Example: fairstream node run --region eu --root root.avro --listen 127.0.0.1:8081
     """
     if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,40}", region):
         raise ConfigurationError(f"region {region!r} must be lower-case letters, digits and dashes")
@@ -354,10 +365,6 @@ def node_run(
         raise ConfigurationError(f"--listen {listen!r} is not HOST:PORT")
     _check_port_free(host, int(port_text), "--listen")
     broker_url, store_url = _stack_urls(data_dir, broker, store)
-    trusted = {}
-    for path in trust_paths:
-        public_key = PublicKey.from_json(_read_file(path, "public key file"), source=str(path))
-        trusted[public_key.keyid] = public_key
     topics = Topics.with_prefix(topic_prefix)
     settings = NodeSettings(
         region=region,
@@ -365,18 +372,21 @@ def node_run(
         store=StoreLocation.from_url(store_url),
         bucket=bucket or f"fairstream-{region}",
         public_url=public_url or f"http://{listen}",
-        trusted=trusted,
+        pinned_root=_read_file(root_path, "trust root file"),
         data_dir=data_dir / "nodes" / region,
         topics=topics,
         session_timeout=session_timeout,
+        max_artifact_size=max_artifact_size,
     )
-    ensure_topics(broker_url, {topics.releases: partitions, topics.rejected: 1})
+    ensure_topics(broker_url, topics.partitions(partitions))
     stream = NodeStream(settings)
-    stream.store.ensure_bucket()
+    stream.prepare()
     stream.store.put_bytes(
         layout.PACKAGES_JSON, render_packages_json(), content_type="application/json"
     )
-    http = NodeHttp(NodeHttpSettings(region=region), stream.store)
+    http = NodeHttp(
+        NodeHttpSettings(region=region), stream.store, trust_root=lambda: stream.trust.root
+    )
     uvloop.install()
     worker = faust.Worker(
         stream.app, HttpServerService(http.app, host, int(port_text)), loglevel="info"
@@ -430,6 +440,160 @@ def demo(keep_running: bool, data_dir: Path) -> None:
     Example: fairstream demo --keep-running
     """
     run_demo(data_dir, console, keep_running=keep_running)
+
+
+ROOT_KEY_OPTION = click.option(
+    "--root-key",
+    "root_key_paths",
+    required=True,
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="A root key of the new root (.key or .pub file); repeat for each.",
+)
+THRESHOLD_OPTION = click.option(
+    "--threshold",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="How many root keys must sign the next root.",
+)
+DELEGATE_OPTION = click.option(
+    "--delegate",
+    "delegations",
+    multiple=True,
+    metavar="NS=PUBLISHER:KEYS[@N]",
+    help="Delegate a namespace, e.g. 'drupal/*=drupal.org:keys/drupal.pub'; repeatable.",
+)
+EXPIRES_OPTION = click.option(
+    "--expires-days",
+    type=click.IntRange(1),
+    default=365,
+    show_default=True,
+    help="Days until the root expires (nodes then stop applying events until a newer root).",
+)
+
+
+@cli.group()
+def trust() -> None:
+    """Trust roots: root keys, delegations of namespaces to publisher keys, rotations.
+
+    Example: fairstream trust init root.avro --root-key keys/root.key
+    --delegate 'drupal/*=drupal.org:keys/drupal.pub'
+    """
+
+
+@trust.command("init")
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@ROOT_KEY_OPTION
+@THRESHOLD_OPTION
+@DELEGATE_OPTION
+@EXPIRES_OPTION
+def trust_init(
+    out: Path,
+    root_key_paths: tuple[Path, ...],
+    threshold: int,
+    delegations: tuple[str, ...],
+    expires_days: int,
+) -> None:
+    """Write root v1, signed by its own root keys (give their private .key files): the file nodes pin.
+
+    Example: fairstream trust init root.avro --root-key keys/root.key
+    --delegate 'drupal/*=drupal.org:keys/drupal.pub'
+    """
+    keys = [read_key(p) for p in root_key_paths]
+    signers = [k for k in keys if isinstance(k, SigningKey)]
+    root = build_root(
+        version=1,
+        root_keys=[public_of(k) for k in keys],
+        root_threshold=threshold,
+        delegations=[DelegationSpec.parse(d) for d in delegations],
+        valid_for=timedelta(days=expires_days),
+    )
+    if len(signers) < threshold:
+        raise ConfigurationError(
+            f"root v1 must be signed by {threshold} of its root keys; give their private "
+            ".key files with --root-key"
+        )
+    signed = root.sign(signers)
+    load_pinned_root(signed)  # refuses a root that does not sign itself with its threshold
+    out.write_bytes(signed)
+    console.print(
+        f"trust root v1 ({len(root.delegations)} delegations, expires {root.expires:%Y-%m-%d}) → {out}"
+    )
+
+
+@trust.command("rotate")
+@click.argument("previous", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("out", type=click.Path(dir_okay=False, path_type=Path))
+@ROOT_KEY_OPTION
+@THRESHOLD_OPTION
+@DELEGATE_OPTION
+@EXPIRES_OPTION
+@click.option(
+    "--sign",
+    "sign_paths",
+    required=True,
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Private keys signing the new root: a threshold of the previous root's and of the new.",
+)
+def trust_rotate(
+    previous: Path,
+    out: Path,
+    root_key_paths: tuple[Path, ...],
+    threshold: int,
+    delegations: tuple[str, ...],
+    expires_days: int,
+    sign_paths: tuple[Path, ...],
+) -> None:
+    """Write root N+1 after PREVIOUS (root N); refused here if nodes would refuse it.
+
+    Example: fairstream trust rotate root-v1.avro root-v2.avro --root-key keys/root.pub
+    --delegate 'drupal/*=drupal.org:keys/drupal-2024.pub' --sign keys/root.key
+    """
+    current = _current_root(previous)
+    root = build_root(
+        version=current.version + 1,
+        root_keys=[public_of(read_key(p)) for p in root_key_paths],
+        root_threshold=threshold,
+        delegations=[DelegationSpec.parse(d) for d in delegations],
+        valid_for=timedelta(days=expires_days),
+    )
+    signed = root.sign(signing_keys(sign_paths))
+    verify_root_update(current, signed)
+    out.write_bytes(signed)
+    console.print(f"trust root v{root.version} → {out}; publish it with `fairstream trust publish`")
+
+
+def _current_root(path: Path) -> TrustRoot:
+    """The root in a signed root file, checked against its own root keys' signatures."""
+    return load_pinned_root(_read_file(path, "trust root file"))
+
+
+@trust.command("publish")
+@click.argument("root_file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@BROKER_OPTION
+@TOPIC_PREFIX_OPTION
+@PARTITIONS_OPTION
+@DATA_DIR_OPTION
+def trust_publish(
+    root_file: Path, broker: str | None, topic_prefix: str, partitions: int, data_dir: Path
+) -> None:
+    """Produce a signed root to the trust topic, where every node follows it.
+
+    Example: fairstream trust publish root-v2.avro
+    """
+    broker_url = broker or _stack_urls(data_dir, None, None)[0]
+    topics = Topics.with_prefix(topic_prefix)
+    ensure_topics(broker_url, topics.partitions(partitions))
+    producer = EventProducer(broker_url)
+    delivered = producer.produce(
+        topics.trust, b"trust-root", _read_file(root_file, "trust root file")
+    )
+    producer.close()
+    console.print(
+        f"published {root_file} to {delivered.topic}[{delivered.partition}]@{delivered.offset}"
+    )
 
 
 def main() -> None:

@@ -23,6 +23,7 @@ from schemas.signing import SigningKey
 from services.publisher import build_release, publish_release
 from services.sample_projects import sample_zip
 from services.status import region_status, status_table
+from services.trust_admin import DelegationSpec, build_root
 
 
 @dataclass(frozen=True)
@@ -73,10 +74,24 @@ def run_demo(data_dir: Path, console: Console, *, keep_running: bool = False) ->
     console.print(f"[bold]stack[/]: broker {stack.broker_url}, store {redact_url(stack.store_url)}")
     key_path = data_dir / "keys" / "drupal.key"
     key = ensure_key(key_path)
+    root_key = ensure_key(data_dir / "keys" / "root.key")
     console.print(f"[bold]publisher key[/]: {key.public_key.keyid[:16]}… ({key_path})")
     run_dir = data_dir / "runs" / time.strftime("%Y%m%d-%H%M%S")
+    run_dir.mkdir(parents=True)
+    root_path = run_dir / "root.avro"
+    root = build_root(
+        version=1,
+        root_keys=[root_key.public_key],
+        root_threshold=1,
+        delegations=[DelegationSpec("drupal/*", "drupal.org", (key.public_key,), 1)],
+    )
+    root_path.write_bytes(root.sign([root_key]))
+    console.print(
+        f"[bold]trust root[/]: v1 delegates drupal/* to drupal.org's key, expires "
+        f"{root.expires:%Y-%m-%d} ({root_path})"
+    )
     topics = Topics.with_prefix(f"demo-{run_dir.name}.")
-    ensure_topics(stack.broker_url, {topics.releases: PARTITIONS, topics.rejected: 1})
+    ensure_topics(stack.broker_url, topics.partitions(PARTITIONS))
 
     processes: list[localnet.LocalProcess] = []
     try:
@@ -113,7 +128,7 @@ def run_demo(data_dir: Path, console: Console, *, keep_running: bool = False) ->
                 region,
                 broker_url=stack.broker_url,
                 store_url=stack.store_url,
-                trust=[key_path.with_suffix(".pub")],
+                root=root_path,
                 data_dir=run_dir / f"node-{region}",
                 topic_prefix=f"demo-{run_dir.name}.",
                 partitions=PARTITIONS,

@@ -20,6 +20,7 @@ from connectors.store import ObjectStore
 from schemas import layout
 from schemas.errors import StoreUnavailableError
 from schemas.events import PACKAGE_NAME
+from schemas.trust import TrustRoot
 
 _P2_FILE = re.compile(r"^(?P<name>[a-z0-9]([_.-]?[a-z0-9]+)*)(?P<dev>~dev)?\.json$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -41,10 +42,12 @@ class NodeHttp:
         store: ObjectStore,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        trust_root: Callable[[], TrustRoot] | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
         self._clock = clock
+        self._trust_root = trust_root
         self.app = web.Application()
         self.app.add_routes(
             [
@@ -56,7 +59,15 @@ class NodeHttp:
         )
 
     async def health(self, request: web.Request) -> web.Response:
-        return web.json_response({"region": self.settings.region, "status": "ok"})
+        body: dict[str, object] = {"region": self.settings.region, "status": "ok"}
+        if self._trust_root is not None:
+            root = self._trust_root()
+            expired = root.expires <= self._clock()
+            body["trust_root"] = {"version": root.version, "expires": root.expires.isoformat()}
+            if expired:
+                # Fail closed, visibly: the node applies nothing until a newer root.
+                body["status"] = "frozen: trust root expired"
+        return web.json_response(body)
 
     async def packages_json(self, request: web.Request) -> web.StreamResponse:
         return await self._serve_document(request, layout.PACKAGES_JSON)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 import zipfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -97,6 +98,7 @@ def build_release(
     origin_url: str,
     metadata: Mapping[str, Any] | None = None,
     published_at: datetime | None = None,
+    sequence: int | None = None,
 ) -> ReleasePublished:
     """The release event for a zip; metadata from its composer.json, overridden by ``metadata``.
 
@@ -123,7 +125,22 @@ def build_release(
             sha256=digest.sha256, sha1=digest.sha1, size=digest.size, origin_url=origin_url
         ),
         composer=entry,
+        sequence=next_sequence() if sequence is None else sequence,
     )
+
+
+_last_sequence = 0
+
+
+def next_sequence() -> int:
+    """A per-package sequence number: microseconds since the epoch, strictly increasing here.
+
+    Any strictly increasing number per package will do for nodes; time makes it
+    so across restarts of the publisher as long as its clock does not go back.
+    """
+    global _last_sequence
+    _last_sequence = max(time.time_ns() // 1000, _last_sequence + 1)
+    return _last_sequence
 
 
 def _to_millisecond(moment: datetime) -> datetime:

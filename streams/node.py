@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,10 +20,16 @@ import faust
 from connectors.kafka import Topics, bootstrap_servers
 from connectors.origin import FetchLimits
 from connectors.store import ObjectStore, StoreLocation
-from schemas.errors import RejectedError, TransientError
+from schemas.errors import (
+    RejectedError,
+    RootExpiredError,
+    ThresholdError,
+    TransientError,
+    UndelegatedKeyError,
+)
 from schemas.events import ReleaseRejected, utc_now
-from schemas.signing import PublicKey
-from streams.replication import ReleaseReplicator
+from streams.replication import DEFAULT_MAX_ARTIFACT_SIZE, ReleaseReplicator
+from streams.trust_keeper import TrustKeeper
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +37,10 @@ log = logging.getLogger(__name__)
 #: record is set aside in the rejected topic, so one poison record cannot stall a partition.
 MAX_UNEXPECTED_FAILURES = 5
 MAX_BACKOFF_SECONDS = 60.0
+#: How often a node looks for trust root rotations on the trust topic.
+TRUST_REFRESH_SECONDS = 10.0
+#: While the root in force is expired, how long to wait before looking for a newer one.
+FROZEN_RETRY_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -43,12 +52,13 @@ class NodeSettings:
     store: StoreLocation
     bucket: str
     public_url: str
-    trusted: Mapping[str, PublicKey]
+    pinned_root: bytes
     data_dir: Path
     topics: Topics = Topics()
     session_timeout: float = 10.0
     commit_interval: float = 1.0
     fetch_limits: FetchLimits = FetchLimits()
+    max_artifact_size: int = DEFAULT_MAX_ARTIFACT_SIZE
 
     @property
     def group_id(self) -> str:
@@ -96,9 +106,42 @@ class NodeStream:
             value_serializer="raw",
         )
         self.store = ObjectStore(settings.store, settings.bucket)
+        self.trust = TrustKeeper(
+            settings.pinned_root,
+            store=self.store,
+            broker_url=settings.broker_url,
+            topic=settings.topics.trust,
+        )
         self._replicator: ReleaseReplicator | None = None
         self._session: aiohttp.ClientSession | None = None
         self.app.agent(self.releases, name=f"{settings.group_id}.replicate")(self._replicate)
+        self.app.timer(TRUST_REFRESH_SECONDS)(self._refresh_trust)
+
+    def prepare(self) -> None:
+        """Blocking start-up work: the bucket, and the trust root from bucket and trust topic."""
+        self.store.ensure_bucket()
+        self.trust.load()
+        for refused in self.trust.refresh():
+            log.warning("trust topic offset %d refused: %s", refused.offset, refused.error)
+        root = self.trust.root
+        log.info("trust root v%d in force, expires %s", root.version, root.expires.isoformat())
+
+    async def _refresh_trust(self) -> None:
+        try:
+            refused = await asyncio.to_thread(self.trust.refresh)
+        except TransientError as exc:
+            log.warning("trust topic not read: %s", exc)
+            return
+        for record in refused:
+            await self._send_rejection(
+                topic=self.settings.topics.trust,
+                partition=0,
+                offset=record.offset,
+                key="trust-root",
+                value=record.value,
+                reason=record.error.reason,
+                detail=str(record.error),
+            )
 
     async def _replicator_for_loop(self) -> ReleaseReplicator:
         if self._replicator is None:
@@ -108,10 +151,11 @@ class NodeStream:
             self._replicator = ReleaseReplicator(
                 store=self.store,
                 session=self._session,
-                trusted=self.settings.trusted,
+                root=lambda: self.trust.root,
                 public_url=self.settings.public_url,
                 work_dir=work_dir,
                 limits=self.settings.fetch_limits,
+                max_artifact_size=self.settings.max_artifact_size,
             )
         return self._replicator
 
@@ -122,26 +166,45 @@ class NodeStream:
 
     async def _handle(self, replicator: ReleaseReplicator, event: faust.EventT[Any]) -> None:
         message = event.message
-        where = f"{message.topic}[{message.partition}]@{message.offset}"
+        position = f"{message.topic}:{message.partition}:{message.offset}"
         value = message.value if isinstance(message.value, bytes) else b""
         unexpected = 0
         attempt = 0
+        trust_refreshed = False
         while True:
             attempt += 1
             try:
-                applied = await replicator.apply(value)
+                applied = await replicator.apply(value, position)
+            except RootExpiredError as exc:
+                # Fail closed, but do not reject: the event may be fine under the
+                # next root. Nothing is applied until a newer root arrives.
+                log.error("%s: %s; waiting", position, exc)
+                await self._refresh_trust()
+                await asyncio.sleep(FROZEN_RETRY_SECONDS)
+                continue
+            except (UndelegatedKeyError, ThresholdError) as exc:
+                if not trust_refreshed:
+                    # A rotation delegating the key may be on the trust topic and not
+                    # read yet: read it, then decide.
+                    trust_refreshed = True
+                    await self._refresh_trust()
+                    continue
+                await self._record_rejection(event, exc.reason, str(exc))
+                return
             except RejectedError as exc:
                 await self._record_rejection(event, exc.reason, str(exc))
                 return
             except TransientError as exc:
                 delay = min(exc.retry_after * 2 ** min(attempt - 1, 6), MAX_BACKOFF_SECONDS)
-                log.warning("%s: %s; retrying in %.1f s (attempt %d)", where, exc, delay, attempt)
+                log.warning(
+                    "%s: %s; retrying in %.1f s (attempt %d)", position, exc, delay, attempt
+                )
                 await asyncio.sleep(delay)
                 continue
             except Exception as exc:
                 unexpected += 1
                 log.exception(
-                    "%s: unexpected failure %d/%d", where, unexpected, MAX_UNEXPECTED_FAILURES
+                    "%s: unexpected failure %d/%d", position, unexpected, MAX_UNEXPECTED_FAILURES
                 )
                 if unexpected >= MAX_UNEXPECTED_FAILURES:
                     await self._record_rejection(
@@ -151,37 +214,52 @@ class NodeStream:
                 await asyncio.sleep(min(2.0**unexpected, MAX_BACKOFF_SECONDS))
                 continue
             log.info(
-                "%s: %s %s applied (%s%s)",
-                where,
+                "%s: %s %s #%d %s",
+                position,
                 applied.package,
-                applied.version,
-                "fetched" if applied.fetched else "artifact present",
-                ", metadata written" if applied.changed else ", already applied",
+                applied.kind,
+                applied.sequence,
+                ("applied" + (", artifact fetched" if applied.fetched else ""))
+                if applied.changed
+                else "already applied",
             )
             return
 
     async def _record_rejection(self, event: faust.EventT[Any], reason: str, detail: str) -> None:
         message = event.message
-        key = message.key.decode("utf-8", "replace") if isinstance(message.key, bytes) else None
-        record = ReleaseRejected(
-            region=self.settings.region,
+        await self._send_rejection(
             topic=message.topic,
             partition=message.partition,
             offset=message.offset,
+            key=message.key.decode("utf-8", "replace") if isinstance(message.key, bytes) else None,
+            value=message.value if isinstance(message.value, bytes) else b"",
+            reason=reason,
+            detail=detail,
+        )
+
+    async def _send_rejection(
+        self,
+        *,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: str | None,
+        value: bytes,
+        reason: str,
+        detail: str,
+    ) -> None:
+        record = ReleaseRejected(
+            region=self.settings.region,
+            topic=topic,
+            partition=partition,
+            offset=offset,
             key=key,
             reason=reason,
             detail=detail,
             rejected_at=utc_now(),
-            record=message.value if isinstance(message.value, bytes) else b"",
+            record=value,
         )
-        log.warning(
-            "%s[%d]@%d rejected (%s): %s",
-            message.topic,
-            message.partition,
-            message.offset,
-            reason,
-            detail,
-        )
+        log.warning("%s[%d]@%d rejected (%s): %s", topic, partition, offset, reason, detail)
         # Wait for the broker's acknowledgement: the offset of the refused record
         # must not be committed before its rejection is durable.
         pending = await self.rejected.send(key=(key or "").encode(), value=record.to_bytes())

@@ -1,127 +1,39 @@
-"""Replicating one release event into a region: verify, fetch, store, derive the package's metadata.
+"""Replicating one publisher event into a region: verify, decide, fetch, store, derive metadata.
 
-``apply_release`` is the pure decision; ``ReleaseReplicator`` performs it
-against the region's object store, in an order that makes every step
-idempotent: artifact (content addressed) first, then the p2 documents, then
-the package state they derive from. Running it twice for the same event changes
-nothing.
+``ReleaseReplicator.apply`` verifies the signed event against the trust root
+in force before anything else, asks the pure ``apply_event`` what the event
+does, and performs that against the region's object store in an order that
+makes every step idempotent: artifact (content addressed) first, then the p2
+documents, then the package state they derive from (the record that the event
+was applied). A redelivered event changes nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+import zipfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import aiohttp
-import orjson
 
 from connectors.origin import FetchLimits, fetch_artifact
 from connectors.store import ObjectStore
 from schemas import layout
-from schemas.composer import render_p2, with_dist_url
-from schemas.errors import MalformedEventError, VersionConflictError
-from schemas.events import ReleasePublished
-from schemas.signing import PublicKey, open_sealed
-from schemas.versions import drupal_to_composer
+from schemas.errors import WrongPackageError
+from schemas.events import Artifact, PackageEvent, ReleasePublished
+from schemas.signing import SignedEvent
+from schemas.trust import TrustRoot, verify_event
+from streams.package_state import PackageState, Transition, apply_event, render_documents
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class VersionRecord:
-    """A verified version of a package as a node keeps it."""
-
-    drupal_version: str
-    sha256: str
-    sha1: str
-    size: int
-    composer: dict[str, Any]
-
-
-@dataclass(frozen=True)
-class PackageState:
-    """Everything a node knows of one package: its verified versions, by Composer version."""
-
-    package: str
-    versions: Mapping[str, VersionRecord] = field(default_factory=dict)
-
-    def to_json(self) -> bytes:
-        return orjson.dumps(
-            {
-                "package": self.package,
-                "versions": {v: record.__dict__ for v, record in self.versions.items()},
-            },
-            option=orjson.OPT_SORT_KEYS,
-        )
-
-    @classmethod
-    def from_json(cls, data: bytes) -> PackageState:
-        document = orjson.loads(data)
-        return cls(
-            package=document["package"],
-            versions={v: VersionRecord(**r) for v, r in document["versions"].items()},
-        )
-
-
-def apply_release(state: PackageState, event: ReleasePublished) -> PackageState | None:
-    """The state after ``event``, or None when the event is already applied.
-
-    Raises ``VersionConflictError`` when the version exists with other bytes:
-    a published (package, version) is immutable.
-    """
-    current = state.versions.get(event.version)
-    if current is not None:
-        if (current.sha256, current.sha1, current.size) == (
-            event.artifact.sha256,
-            event.artifact.sha1,
-            event.artifact.size,
-        ):
-            return None
-        raise VersionConflictError(
-            f"{event.package} {event.version} was already published with sha256 "
-            f"{current.sha256}; this event claims {event.artifact.sha256}. Published versions "
-            "are immutable: publish a new version instead"
-        )
-    record = VersionRecord(
-        drupal_version=event.drupal_version,
-        sha256=event.artifact.sha256,
-        sha1=event.artifact.sha1,
-        size=event.artifact.size,
-        composer=event.composer,
-    )
-    return PackageState(package=state.package, versions={**state.versions, event.version: record})
-
-
-def render_documents(state: PackageState, public_url: str) -> dict[str, bytes]:
-    """The p2 documents of a package, with dist URLs on this node."""
-    entries = [
-        with_dist_url(
-            record.composer,
-            public_url.rstrip("/") + layout.dist_path(state.package, version, record.sha256),
-        )
-        for version, record in state.versions.items()
-    ]
-    return render_p2(state.package, entries)
-
-
-def verify_release(value: bytes, trusted: Mapping[str, PublicKey]) -> ReleasePublished:
-    """Decode and verify a record of the releases topic.
-
-    Raises ``MalformedEventError``, ``UnknownSchemaError``, ``SignatureError``
-    or ``InvalidVersionError`` (all ``RejectedError``).
-    """
-    event = ReleasePublished.from_bytes(open_sealed(value, trusted))
-    expected = drupal_to_composer(event.drupal_version)
-    if event.version != expected:
-        raise MalformedEventError(
-            f"{event.package}: Drupal version {event.drupal_version} maps to {expected}, "
-            f"the event says {event.version}"
-        )
-    return event
+#: A release zip over this size is refused unless the node's configuration says otherwise.
+DEFAULT_MAX_ARTIFACT_SIZE = 1 << 30
 
 
 @dataclass(frozen=True)
@@ -129,75 +41,112 @@ class Applied:
     """What one event did to the region."""
 
     package: str
-    version: str
+    kind: str
+    sequence: int
     fetched: bool
     changed: bool
 
 
 class ReleaseReplicator:
-    """Applies verified release events to one region's bucket."""
+    """Applies verified publisher events to one region's bucket."""
 
     def __init__(
         self,
         *,
         store: ObjectStore,
         session: aiohttp.ClientSession,
-        trusted: Mapping[str, PublicKey],
+        root: Callable[[], TrustRoot],
         public_url: str,
         work_dir: Path,
         limits: FetchLimits = FetchLimits(),
+        max_artifact_size: int = DEFAULT_MAX_ARTIFACT_SIZE,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._store = store
         self._session = session
-        self._trusted = trusted
+        self._root = root
         self._public_url = public_url
         self._work_dir = work_dir
         self._limits = limits
+        self._max_artifact_size = max_artifact_size
+        self._clock = clock
 
-    async def apply(self, value: bytes) -> Applied:
-        """Verify and apply one record; every effect is durable when this returns.
+    def verify(self, value: bytes) -> PackageEvent:
+        """Verify a record against the trust root in force; raises ``RejectedError``."""
+        return verify_event(
+            value, self._root(), now=self._clock(), max_artifact_size=self._max_artifact_size
+        )
+
+    async def apply(self, value: bytes, position: str) -> Applied:
+        """Verify and apply one record found at ``position``; effects are durable on return.
 
         Raises ``RejectedError`` (never applicable) or ``TransientError`` (retry).
         """
-        event = verify_release(value, self._trusted)
+        event = self.verify(value)
+        digest = hashlib.sha256(SignedEvent.from_bytes(value).payload).hexdigest()
         state_doc = await asyncio.to_thread(self._store.get, layout.state_key(event.package))
         state = PackageState.from_json(state_doc.data) if state_doc else PackageState(event.package)
-        new_state = apply_release(state, event)
-        fetched = await self._ensure_artifact(event)
-        if new_state is None:
-            return Applied(event.package, event.version, fetched=fetched, changed=False)
-        # Documents before state: the state is the record that the event was
-        # applied, so it is written last. A crash in between leaves the state
-        # behind, and the replay renders and writes the same documents again.
-        await self._write_documents(new_state)
-        await asyncio.to_thread(
-            self._store.put_bytes,
-            layout.state_key(event.package),
-            new_state.to_json(),
-            content_type="application/json",
-        )
-        return Applied(event.package, event.version, fetched=fetched, changed=True)
+        transition = apply_event(state, event, digest=digest, position=position)
+        if transition is None:
+            return Applied(event.package, type(event).__name__, event.sequence, False, False)
+        fetched = False
+        if transition.fetch is not None and isinstance(event, ReleasePublished):
+            fetched = await self._ensure_artifact(event.package, transition.fetch)
+        await self._write(transition)
+        if transition.delete is not None:
+            # After the state: a crash before this leaves an orphan zip, never a
+            # version whose zip is gone.
+            await asyncio.to_thread(self._store.delete, layout.artifact_key(transition.delete))
+        return Applied(event.package, type(event).__name__, event.sequence, fetched, True)
 
-    async def _ensure_artifact(self, event: ReleasePublished) -> bool:
-        key = layout.artifact_key(event.artifact.sha256)
+    async def _ensure_artifact(self, package: str, artifact: Artifact) -> bool:
+        key = layout.artifact_key(artifact.sha256)
         existing = await asyncio.to_thread(self._store.stat, key)
-        if existing is not None and existing.size == event.artifact.size:
+        if existing is not None and existing.size == artifact.size:
             return False
         path = await fetch_artifact(
             self._session,
-            event.artifact.origin_url,
-            event.artifact,
+            artifact.origin_url,
+            artifact,
             work_dir=self._work_dir,
             limits=self._limits,
         )
         try:
+            check_top_directory(path, package)
             await asyncio.to_thread(self._store.put_file, key, path, content_type="application/zip")
         finally:
             path.unlink(missing_ok=True)
         return True
 
-    async def _write_documents(self, state: PackageState) -> None:
+    async def _write(self, transition: Transition) -> None:
+        state = transition.state
         for key, document in render_documents(state, self._public_url).items():
             await asyncio.to_thread(
                 self._store.put_bytes, key, document, content_type="application/json"
             )
+        await asyncio.to_thread(
+            self._store.put_bytes,
+            layout.state_key(state.package),
+            state.to_json(),
+            content_type="application/json",
+        )
+
+
+def check_top_directory(path: Path, package: str) -> None:
+    """A release zip holds one top directory named after the project (``token/`` for drupal/token).
+
+    Raises ``WrongPackageError`` when it holds another project's files (wrong
+    software under a right name) or is not a zip.
+    """
+    project = package.split("/", 1)[1]
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except zipfile.BadZipFile as exc:
+        raise WrongPackageError(f"the artifact of {package} is not a zip file: {exc}") from exc
+    tops = {name.split("/", 1)[0] for name in names if name.strip("/")}
+    if tops != {project} or not any(name.startswith(f"{project}/") for name in names):
+        raise WrongPackageError(
+            f"the artifact of {package} holds {sorted(tops)[:3]}, not one {project}/ "
+            "directory: it is another project's release"
+        )

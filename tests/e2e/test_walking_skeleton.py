@@ -2,144 +2,20 @@
 
 from __future__ import annotations
 
-import subprocess
-import time
 import zipfile
-from collections.abc import Iterator
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
-from uuid import uuid4
 
 import orjson
 import pytest
 
-from connectors.kafka import EventProducer, Topics, bootstrap_servers, ensure_topics
-from infra import devstack, localnet
-from schemas.events import Artifact, ReleasePublished, ReleaseRejected
-from schemas.signing import SignedEvent, SigningKey, seal
-from services.demo import write_key_pair
-from services.publisher import build_release, publish_release
+from infra import localnet
+from schemas.events import Artifact
+from schemas.signing import SignedEvent, seal
 from services.sample_projects import sample_zip
+from tests.e2e.harness import REGIONS, Federation, rejections_of, wait_until_served
 
 pytestmark = pytest.mark.e2e
-
-REGIONS = ("eu", "us")
-RECORD_DELIMITER = "\n--fairstream-test-record--\n"
-
-
-@dataclass
-class Federation:
-    stack: devstack.Stack
-    topics: Topics
-    key: SigningKey
-    origin: localnet.LocalProcess
-    origin_root: Path
-    nodes: dict[str, localnet.LocalProcess]
-    producer: EventProducer
-
-    def release(
-        self, project: str, drupal_version: str, require: dict[str, str] | None = None
-    ) -> tuple[ReleasePublished, Path]:
-        zip_path = sample_zip(self.origin_root / "files", project, drupal_version, require or {})
-        event = build_release(
-            package=f"drupal/{project}",
-            drupal_version=drupal_version,
-            zip_path=zip_path,
-            origin_url=f"{self.origin.url}/files/{zip_path.name}",
-        )
-        return event, zip_path
-
-    def publish(self, event: ReleasePublished) -> None:
-        publish_release(event, [self.key], self.producer, self.topics.releases)
-
-    def kcat(self, *args: str) -> bytes:
-        """Run Debian's kcat against the federation's broker."""
-        broker = bootstrap_servers(self.stack.broker_url)
-        result = subprocess.run(
-            ["kcat", "-b", broker, *args],
-            capture_output=True,
-            timeout=60,
-            check=False,
-            env=localnet.kcat_environment(self.stack.data_dir),
-        )
-        assert result.returncode == 0, result.stderr.decode(errors="replace")
-        return result.stdout
-
-
-@pytest.fixture(scope="module")
-def federation(
-    stack: devstack.Stack, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[Federation]:
-    root = tmp_path_factory.mktemp("federation")
-    prefix = f"e2e-{uuid4().hex[:8]}."
-    topics = Topics.with_prefix(prefix)
-    ensure_topics(stack.broker_url, {topics.releases: 4, topics.rejected: 1})
-    key = SigningKey.generate()
-    public_key = write_key_pair(key, root / "keys" / "drupal.key")
-    origin_root = root / "origin"
-    (origin_root / "files").mkdir(parents=True)
-    processes: list[localnet.LocalProcess] = []
-    try:
-        origin = localnet.start_origin(origin_root, log=root / "logs" / "origin.log")
-        processes.append(origin)
-        nodes = {}
-        for region in REGIONS:
-            nodes[region] = localnet.start_node(
-                region,
-                broker_url=stack.broker_url,
-                store_url=stack.store_url,
-                trust=[public_key],
-                data_dir=root / f"node-{region}",
-                topic_prefix=prefix,
-                bucket=f"{prefix.strip('.')}-{region}",
-            )
-            processes.append(nodes[region])
-        producer = EventProducer(stack.broker_url)
-        yield Federation(stack, topics, key, origin, origin_root, nodes, producer)
-        producer.close()
-    finally:
-        for process in processes:
-            process.stop()
-
-
-def wait_until_served(
-    federation: Federation, package: str, version: str, timeout: float = 60.0
-) -> None:
-    """Until every region serves ``version`` of ``package`` (its p2, as Composer reads it)."""
-    deadline = time.monotonic() + timeout
-    missing = set(federation.nodes)
-    while missing and time.monotonic() < deadline:
-        for region in sorted(missing):
-            if version in localnet.fetch_p2_versions(federation.nodes[region].url, package):
-                missing.discard(region)
-        time.sleep(0.2)
-    if missing:
-        logs = {r: federation.nodes[r].log_tail(30) for r in missing}
-        pytest.fail(f"{package} {version} not served by {sorted(missing)} in {timeout} s:\n{logs}")
-
-
-def rejections_of(
-    federation: Federation, key: str, count: int, timeout: float = 30.0
-) -> list[ReleaseRejected]:
-    """The rejected topic's records for ``key``, read with kcat until ``count`` are there."""
-    deadline = time.monotonic() + timeout
-    while True:
-        raw = federation.kcat(
-            "-C",
-            "-t",
-            federation.topics.rejected,
-            "-o",
-            "beginning",
-            "-e",
-            "-f",
-            f"%s{RECORD_DELIMITER}",
-        )
-        parts = raw.split(RECORD_DELIMITER.encode())
-        assert parts[-1] == b""
-        found = [r for r in map(ReleaseRejected.from_bytes, parts[:-1]) if r.key == key]
-        if len(found) >= count or time.monotonic() > deadline:
-            return found
-        time.sleep(0.5)
 
 
 def zip_member(zip_path: Path, name: str) -> bytes:

@@ -1,9 +1,11 @@
-"""streams.replication.ReleaseReplicator end to end: real S3 store, real origin over HTTP."""
+"""streams.replication.ReleaseReplicator end to end: real S3 store, real origin over HTTP,
+events signed by a publisher key that a trust root delegates ``drupal/*`` to."""
 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -11,6 +13,7 @@ from uuid import uuid4
 import aiohttp
 import orjson
 import pytest
+from aiohttp import web
 from aiohttp.test_utils import TestServer
 from minio import Minio
 
@@ -18,24 +21,50 @@ from connectors.origin import FetchLimits
 from connectors.store import ObjectStore, StoreLocation
 from schemas import layout
 from schemas.composer import expand
-from schemas.errors import ArtifactMismatchError, SignatureError, VersionConflictError
-from schemas.events import ReleasePublished
+from schemas.errors import (
+    ArtifactMismatchError,
+    ArtifactTooLargeError,
+    ReplayError,
+    RootExpiredError,
+    SignatureError,
+    UndelegatedKeyError,
+    VersionConflictError,
+    WrongPackageError,
+)
+from schemas.events import ReleaseExpunged, ReleasePublished, ReleaseYanked, utc_now
 from schemas.signing import SignedEvent, SigningKey, seal
+from schemas.trust import TrustRoot
 from services.origin_http import origin_app
-from services.publisher import build_release
+from services.publisher import build_release, next_sequence
 from services.sample_projects import sample_zip
-from streams.replication import Applied, PackageState, ReleaseReplicator
+from services.trust_admin import DelegationSpec, build_root
+from streams.package_state import PackageState
+from streams.replication import Applied, ReleaseReplicator
 
 pytestmark = pytest.mark.integration
 
 PUBLIC_URL = "http://eu.fairstream.test:8080"
-KEY = SigningKey(seed=b"\x11" * 32)
-TRUSTED = {KEY.public_key.keyid: KEY.public_key}
+ROOT_KEY = SigningKey(seed=b"\x10" * 32)
+KEY = SigningKey(seed=b"\x11" * 32)  # drupal.org's publisher key
+ACME_KEY = SigningKey(seed=b"\x13" * 32)  # another publisher's, delegated acme/* only
+ROOT = build_root(
+    version=1,
+    root_keys=[ROOT_KEY.public_key],
+    root_threshold=1,
+    delegations=[
+        DelegationSpec("drupal/*", "drupal.org", (KEY.public_key,), 1),
+        DelegationSpec("acme/*", "acme.example", (ACME_KEY.public_key,), 1),
+    ],
+)
 LIMITS = FetchLimits(connect_timeout=2.0, read_timeout=2.0)
 
 
+def position(offset: int) -> str:
+    return f"fair.releases:0:{offset}"
+
+
 class RecordingStore(ObjectStore):
-    """The real store, remembering every key the replicator writes."""
+    """The real store, remembering every key the replicator writes or deletes, in order."""
 
     def __init__(self, location: StoreLocation, bucket: str) -> None:
         super().__init__(location, bucket)
@@ -48,6 +77,10 @@ class RecordingStore(ObjectStore):
     def put_file(self, key: str, path: Path, *, content_type: str) -> None:
         self.writes.append(key)
         super().put_file(key, path, content_type=content_type)
+
+    def delete(self, key: str) -> None:
+        self.writes.append(f"DELETE {key}")
+        super().delete(key)
 
 
 @pytest.fixture
@@ -65,8 +98,20 @@ def origin_root(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-async def origin(origin_root: Path) -> AsyncIterator[TestServer]:
-    running = TestServer(origin_app(origin_root))
+def origin_requests() -> list[str]:
+    """The paths the origin was asked for, in order."""
+    return []
+
+
+@pytest.fixture
+async def origin(origin_root: Path, origin_requests: list[str]) -> AsyncIterator[TestServer]:
+    app = origin_app(origin_root)
+
+    async def record(request: web.Request, response: web.StreamResponse) -> None:
+        origin_requests.append(request.path)
+
+    app.on_response_prepare.append(record)
+    running = TestServer(app)
     await running.start_server()
     try:
         yield running
@@ -75,25 +120,71 @@ async def origin(origin_root: Path) -> AsyncIterator[TestServer]:
 
 
 @pytest.fixture
-async def replicator(store: RecordingStore, work_dir: Path) -> AsyncIterator[ReleaseReplicator]:
-    async with aiohttp.ClientSession() as session:
-        yield ReleaseReplicator(
-            store=store,
-            session=session,
-            trusted=TRUSTED,
-            public_url=PUBLIC_URL,
-            work_dir=work_dir,
-            limits=LIMITS,
-        )
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as created:
+        yield created
 
 
-def release(origin: TestServer, origin_root: Path, drupal_version: str) -> ReleasePublished:
-    zip_path = sample_zip(origin_root, "token", drupal_version, {"drupal/core": "^10"})
+@pytest.fixture
+def make_replicator(
+    store: RecordingStore, work_dir: Path, session: aiohttp.ClientSession
+) -> Callable[..., ReleaseReplicator]:
+    """A replicator under ROOT; keyword arguments override its settings."""
+
+    def make(**overrides: Any) -> ReleaseReplicator:
+        settings: dict[str, Any] = {
+            "store": store,
+            "session": session,
+            "root": lambda: ROOT,
+            "public_url": PUBLIC_URL,
+            "work_dir": work_dir,
+            "limits": LIMITS,
+            **overrides,
+        }
+        return ReleaseReplicator(**settings)
+
+    return make
+
+
+@pytest.fixture
+def replicator(make_replicator: Callable[..., ReleaseReplicator]) -> ReleaseReplicator:
+    return make_replicator()
+
+
+def release(
+    origin: TestServer, origin_root: Path, drupal_version: str, *, project: str = "token"
+) -> ReleasePublished:
+    zip_path = sample_zip(origin_root, project, drupal_version, {"drupal/core": "^10"})
     return build_release(
-        package="drupal/token",
+        package=f"drupal/{project}",
         drupal_version=drupal_version,
         zip_path=zip_path,
         origin_url=str(origin.make_url(f"/{zip_path.name}")),
+    )
+
+
+def signed(event: ReleasePublished | ReleaseYanked | ReleaseExpunged, *keys: SigningKey) -> bytes:
+    return seal(event.to_bytes(), keys or (KEY,))
+
+
+def yank(version: str) -> ReleaseYanked:
+    return ReleaseYanked(
+        package="drupal/token",
+        version=version,
+        sequence=next_sequence(),
+        reason="breaks the update path from 1.9",
+        yanked_at=utc_now(),
+    )
+
+
+def expunge(version: str, sha256: str, package: str = "drupal/token") -> ReleaseExpunged:
+    return ReleaseExpunged(
+        package=package,
+        version=version,
+        sha256=sha256,
+        sequence=next_sequence(),
+        reason="SA-CONTRIB-2025-042: remote code execution",
+        expunged_at=utc_now(),
     )
 
 
@@ -115,11 +206,18 @@ def bucket_contents(store: ObjectStore) -> dict[str, bytes]:
     return contents
 
 
-def p2_entries(contents: dict[str, bytes], *, dev: bool = False) -> list[dict[str, Any]]:
-    document = orjson.loads(contents[layout.p2_key("drupal/token", dev=dev)])
+def p2_entries(
+    contents: dict[str, bytes], *, dev: bool = False, package: str = "drupal/token"
+) -> list[dict[str, Any]]:
+    document = orjson.loads(contents[layout.p2_key(package, dev=dev)])
     assert document["minified"] == "composer/2.0"
-    entries: list[dict[str, Any]] = expand(document["packages"]["drupal/token"])
+    entries: list[dict[str, Any]] = expand(document["packages"][package])
     return entries
+
+
+# ---------------------------------------------------------------------------
+# Releases
+# ---------------------------------------------------------------------------
 
 
 async def test_a_signed_release_lands_in_the_bucket(
@@ -127,13 +225,17 @@ async def test_a_signed_release_lands_in_the_bucket(
     store: RecordingStore,
     origin: TestServer,
     origin_root: Path,
+    origin_requests: list[str],
     work_dir: Path,
 ) -> None:
     event = release(origin, origin_root, "8.x-1.9")
 
-    applied = await replicator.apply(seal(event.to_bytes(), [KEY]))
+    applied = await replicator.apply(signed(event), position(0))
 
-    assert applied == Applied("drupal/token", "1.9.0", fetched=True, changed=True)
+    assert applied == Applied(
+        "drupal/token", "ReleasePublished", event.sequence, fetched=True, changed=True
+    )
+    assert origin_requests == ["/token-8.x-1.9.zip"]
     # Artifact first, the state (the record that the event was applied) last.
     assert store.writes[0] == layout.artifact_key(event.artifact.sha256)
     assert store.writes[-1] == layout.state_key("drupal/token")
@@ -150,6 +252,8 @@ async def test_a_signed_release_lands_in_the_bucket(
     state = PackageState.from_json(contents[layout.state_key("drupal/token")])
     assert set(state.versions) == {"1.9.0"}
     assert state.versions["1.9.0"].sha256 == event.artifact.sha256
+    assert state.sequence == event.sequence
+    assert list(state.applied.values()) == [position(0)]
 
     [entry] = p2_entries(contents)
     assert entry["name"] == "drupal/token"
@@ -164,26 +268,55 @@ async def test_a_signed_release_lands_in_the_bucket(
     assert list(work_dir.iterdir()) == []
 
 
-async def test_applying_the_same_record_again_changes_nothing(
+async def test_a_redelivery_at_the_same_position_changes_nothing(
     replicator: ReleaseReplicator,
     store: RecordingStore,
     origin: TestServer,
     origin_root: Path,
+    origin_requests: list[str],
     work_dir: Path,
 ) -> None:
-    value = seal(release(origin, origin_root, "8.x-1.9").to_bytes(), [KEY])
-    await replicator.apply(value)
+    event = release(origin, origin_root, "8.x-1.9")
+    value = signed(event)
+    await replicator.apply(value, position(0))
     before = bucket_contents(store)
     store.writes.clear()
-    # Were the origin asked again, it would now fail: the artifact must come from the bucket.
+    origin_requests.clear()
+    # Were the origin asked again, it would now fail: nothing may be fetched.
     (origin_root / "token-8.x-1.9.zip").unlink()
 
-    again = await replicator.apply(value)
+    again = await replicator.apply(value, position(0))
 
-    assert again == Applied("drupal/token", "1.9.0", fetched=False, changed=False)
-    assert bucket_contents(store) == before
+    assert again == Applied(
+        "drupal/token", "ReleasePublished", event.sequence, fetched=False, changed=False
+    )
+    assert bucket_contents(store) == before  # documents byte-identical
     assert store.writes == []  # not even rewritten with the same bytes
+    assert origin_requests == []
     assert list(work_dir.iterdir()) == []
+
+
+async def test_a_replay_at_another_position_is_refused_and_writes_nothing(
+    replicator: ReleaseReplicator,
+    store: RecordingStore,
+    origin: TestServer,
+    origin_root: Path,
+    origin_requests: list[str],
+) -> None:
+    value = signed(release(origin, origin_root, "8.x-1.9"))
+    await replicator.apply(value, position(0))
+    before = bucket_contents(store)
+    store.writes.clear()
+    origin_requests.clear()
+
+    with pytest.raises(ReplayError) as raised:
+        await replicator.apply(value, position(7))
+
+    assert position(0) in str(raised.value)
+    assert position(7) in str(raised.value)
+    assert store.writes == []
+    assert bucket_contents(store) == before
+    assert origin_requests == []
 
 
 async def test_a_second_version_keeps_the_first(
@@ -196,8 +329,8 @@ async def test_a_second_version_keeps_the_first(
     second = release(origin, origin_root, "8.x-1.10")
     dev = release(origin, origin_root, "8.x-1.x-dev")
 
-    for event in (first, second, dev):
-        applied = await replicator.apply(seal(event.to_bytes(), [KEY]))
+    for offset, event in enumerate((first, second, dev)):
+        applied = await replicator.apply(signed(event), position(offset))
         assert applied.changed and applied.fetched
 
     contents = bucket_contents(store)
@@ -205,6 +338,7 @@ async def test_a_second_version_keeps_the_first(
         assert layout.artifact_key(event.artifact.sha256) in contents
     state = PackageState.from_json(contents[layout.state_key("drupal/token")])
     assert set(state.versions) == {"1.9.0", "1.10.0", "1.x-dev"}
+    assert state.sequence == dev.sequence
     stable = p2_entries(contents)
     assert [(e["version"], e["dist"]["shasum"]) for e in stable] == [
         ("1.10.0", second.artifact.sha1),
@@ -231,7 +365,34 @@ async def test_other_bytes_at_the_origin_write_nothing(
     (origin_root / "token-8.x-1.9.zip").write_bytes(bytes(len(genuine)))  # same size
 
     with pytest.raises(ArtifactMismatchError, match="differs from the signed one"):
-        await replicator.apply(seal(event.to_bytes(), [KEY]))
+        await replicator.apply(signed(event), position(0))
+
+    assert store.writes == []
+    assert bucket_contents(store) == {}
+    assert list(work_dir.iterdir()) == []
+
+
+async def test_a_zip_of_another_project_is_refused_and_not_stored(
+    replicator: ReleaseReplicator,
+    store: RecordingStore,
+    origin: TestServer,
+    origin_root: Path,
+    work_dir: Path,
+    tmp_path: Path,
+) -> None:
+    # pathauto's zip, signed as drupal/token 8.x-1.9 with its true digests: only the
+    # zip's top directory tells it is another project.
+    pathauto = sample_zip(tmp_path / "other", "pathauto", "8.x-1.9")
+    (origin_root / "token-8.x-1.9.zip").write_bytes(pathauto.read_bytes())
+    event = build_release(
+        package="drupal/token",
+        drupal_version="8.x-1.9",
+        zip_path=pathauto,
+        origin_url=str(origin.make_url("/token-8.x-1.9.zip")),
+    )
+
+    with pytest.raises(WrongPackageError, match=r"\['pathauto'\], not one token/ directory"):
+        await replicator.apply(signed(event), position(0))
 
     assert store.writes == []
     assert bucket_contents(store) == {}
@@ -243,6 +404,7 @@ async def test_a_tampered_envelope_writes_nothing(
     store: RecordingStore,
     origin: TestServer,
     origin_root: Path,
+    origin_requests: list[str],
 ) -> None:
     event = release(origin, origin_root, "8.x-1.9")
     signature = KEY.sign(event.to_bytes())
@@ -253,13 +415,15 @@ async def test_a_tampered_envelope_writes_nothing(
     )
     tampered = SignedEvent(payload=evil.to_bytes(), signatures=(signature,)).to_bytes()
 
+    with pytest.raises(SignatureError) as raised:
+        await replicator.apply(tampered, position(0))
+    assert type(raised.value) is SignatureError
     with pytest.raises(SignatureError):
-        await replicator.apply(tampered)
-    with pytest.raises(SignatureError):
-        await replicator.apply(seal(event.to_bytes(), [SigningKey(seed=b"\x12" * 32)]))
+        await replicator.apply(signed(event, SigningKey(seed=b"\x12" * 32)), position(1))
 
     assert store.writes == []
     assert bucket_contents(store) == {}
+    assert origin_requests == []
 
 
 async def test_a_conflicting_version_is_refused_before_fetching(
@@ -267,11 +431,13 @@ async def test_a_conflicting_version_is_refused_before_fetching(
     store: RecordingStore,
     origin: TestServer,
     origin_root: Path,
+    origin_requests: list[str],
     tmp_path: Path,
 ) -> None:
-    await replicator.apply(seal(release(origin, origin_root, "8.x-1.9").to_bytes(), [KEY]))
+    await replicator.apply(signed(release(origin, origin_root, "8.x-1.9")), position(0))
     before = bucket_contents(store)
     store.writes.clear()
+    origin_requests.clear()
     # Another zip, published again as 8.x-1.9.
     other_zip = sample_zip(tmp_path / "other", "token", "8.x-1.9", {"drupal/core": "^11"})
     (origin_root / "token-8.x-1.9.zip").write_bytes(other_zip.read_bytes())
@@ -283,7 +449,222 @@ async def test_a_conflicting_version_is_refused_before_fetching(
     )
 
     with pytest.raises(VersionConflictError, match="already published"):
-        await replicator.apply(seal(conflicting.to_bytes(), [KEY]))
+        await replicator.apply(signed(conflicting), position(1))
 
     assert store.writes == []
     assert bucket_contents(store) == before
+    assert origin_requests == []
+
+
+# ---------------------------------------------------------------------------
+# Yank and expunge
+# ---------------------------------------------------------------------------
+
+
+async def test_a_yank_removes_the_version_from_the_p2_served(
+    replicator: ReleaseReplicator,
+    store: RecordingStore,
+    origin: TestServer,
+    origin_root: Path,
+    origin_requests: list[str],
+) -> None:
+    first = release(origin, origin_root, "8.x-1.9")
+    second = release(origin, origin_root, "8.x-1.10")
+    await replicator.apply(signed(first), position(0))
+    await replicator.apply(signed(second), position(1))
+    store.writes.clear()
+    origin_requests.clear()
+    withdrawal = yank("1.10.0")
+
+    applied = await replicator.apply(signed(withdrawal), position(2))
+
+    assert applied == Applied(
+        "drupal/token", "ReleaseYanked", withdrawal.sequence, fetched=False, changed=True
+    )
+    contents = bucket_contents(store)
+    assert [entry["version"] for entry in p2_entries(contents)] == ["1.9.0"]
+    # Lock files that name 1.10.0 still install it: the artifact stays.
+    assert layout.artifact_key(second.artifact.sha256) in contents
+    state = PackageState.from_json(contents[layout.state_key("drupal/token")])
+    assert state.versions["1.10.0"].yanked == "breaks the update path from 1.9"
+    assert sorted(store.writes) == sorted(
+        [
+            layout.p2_key("drupal/token"),
+            layout.p2_key("drupal/token", dev=True),
+            layout.state_key("drupal/token"),
+        ]
+    )
+    assert store.writes[-1] == layout.state_key("drupal/token")
+    assert origin_requests == []
+
+
+async def test_an_expunge_deletes_the_artifact(
+    replicator: ReleaseReplicator,
+    store: RecordingStore,
+    origin: TestServer,
+    origin_root: Path,
+    origin_requests: list[str],
+) -> None:
+    first = release(origin, origin_root, "8.x-1.9")
+    second = release(origin, origin_root, "8.x-1.10")
+    await replicator.apply(signed(first), position(0))
+    await replicator.apply(signed(second), position(1))
+    store.writes.clear()
+    removal = expunge("1.9.0", first.artifact.sha256)
+
+    applied = await replicator.apply(signed(removal), position(2))
+
+    assert applied == Applied(
+        "drupal/token", "ReleaseExpunged", removal.sequence, fetched=False, changed=True
+    )
+    key = layout.artifact_key(first.artifact.sha256)
+    assert store.stat(key) is None
+    contents = bucket_contents(store)
+    assert key not in contents
+    assert layout.artifact_key(second.artifact.sha256) in contents
+    assert [entry["version"] for entry in p2_entries(contents)] == ["1.10.0"]
+    state = PackageState.from_json(contents[layout.state_key("drupal/token")])
+    assert set(state.versions) == {"1.10.0"}
+    assert state.expunged == {"1.9.0": first.artifact.sha256}
+    # The zip goes last: a crash before leaves an orphan zip, never a version without one.
+    assert store.writes[-2:] == [layout.state_key("drupal/token"), f"DELETE {key}"]
+
+    # And the expunged version never comes back, not even with its original bytes.
+    store.writes.clear()
+    origin_requests.clear()
+    again = build_release(
+        package="drupal/token",
+        drupal_version="8.x-1.9",
+        zip_path=origin_root / "token-8.x-1.9.zip",
+        origin_url=first.artifact.origin_url,
+    )
+    with pytest.raises(VersionConflictError, match="was expunged"):
+        await replicator.apply(signed(again), position(3))
+    assert store.writes == []
+    assert origin_requests == []
+    assert store.stat(key) is None
+
+
+async def test_an_expunge_from_another_namespace_deletes_no_artifact_of_ours(
+    replicator: ReleaseReplicator,
+    store: RecordingStore,
+    origin: TestServer,
+    origin_root: Path,
+) -> None:
+    # acme's genuine key may expunge acme's packages; naming drupal/token's zip in an
+    # expunge of acme/foo must not delete it: artifacts are shared by content address.
+    token = release(origin, origin_root, "8.x-1.9")
+    await replicator.apply(signed(token), position(0))
+    store.writes.clear()
+
+    await replicator.apply(
+        signed(expunge("1.0.0", token.artifact.sha256, package="acme/foo"), ACME_KEY),
+        position(1),
+    )
+
+    assert not any(write.startswith("DELETE") for write in store.writes)
+    assert store.stat(layout.artifact_key(token.artifact.sha256)) is not None
+
+
+# ---------------------------------------------------------------------------
+# The trust root and the node's limits
+# ---------------------------------------------------------------------------
+
+
+async def test_an_event_signed_by_a_key_not_delegated_for_drupal_writes_nothing(
+    replicator: ReleaseReplicator,
+    store: RecordingStore,
+    origin: TestServer,
+    origin_root: Path,
+    origin_requests: list[str],
+) -> None:
+    # acme's key is genuine and in the root, but for acme/* only: namespace squatting.
+    event = release(origin, origin_root, "8.x-1.9")
+
+    with pytest.raises(UndelegatedKeyError) as raised:
+        await replicator.apply(signed(event, ACME_KEY), position(0))
+
+    assert "delegated for acme/*" in str(raised.value)
+    assert store.writes == []
+    assert bucket_contents(store) == {}
+    assert origin_requests == []
+
+
+@pytest.mark.parametrize("after", [timedelta(0), timedelta(days=30)], ids=["at-expiry", "later"])
+async def test_an_expired_root_refuses_every_event(
+    make_replicator: Callable[..., ReleaseReplicator],
+    store: RecordingStore,
+    origin: TestServer,
+    origin_root: Path,
+    origin_requests: list[str],
+    after: timedelta,
+) -> None:
+    expired_at: datetime = ROOT.expires + after
+    replicator = make_replicator(clock=lambda: expired_at)
+    event = release(origin, origin_root, "8.x-1.9")
+
+    with pytest.raises(RootExpiredError, match="trust root v1 expired"):
+        await replicator.apply(signed(event), position(0))
+
+    assert store.writes == []
+    assert bucket_contents(store) == {}
+    assert origin_requests == []
+    # A moment before expiry, the same event is applied.
+    before = make_replicator(clock=lambda: ROOT.expires - timedelta(seconds=1))
+    assert (await before.apply(signed(event), position(0))).changed
+
+
+async def test_an_artifact_over_the_size_limit_is_refused_before_any_fetch(
+    make_replicator: Callable[..., ReleaseReplicator],
+    store: RecordingStore,
+    origin: TestServer,
+    origin_root: Path,
+    origin_requests: list[str],
+    work_dir: Path,
+) -> None:
+    event = release(origin, origin_root, "8.x-1.9")
+    replicator = make_replicator(max_artifact_size=event.artifact.size - 1)
+
+    with pytest.raises(
+        ArtifactTooLargeError, match=f"over this node's limit of {event.artifact.size - 1}"
+    ):
+        await replicator.apply(signed(event), position(0))
+
+    assert origin_requests == []
+    assert store.writes == []
+    assert bucket_contents(store) == {}
+    assert list(work_dir.iterdir()) == []
+    # At exactly the limit it is fetched.
+    at_limit = make_replicator(max_artifact_size=event.artifact.size)
+    assert (await at_limit.apply(signed(event), position(0))).fetched
+    assert origin_requests == ["/token-8.x-1.9.zip"]
+
+
+async def test_each_event_is_verified_against_the_root_in_force(
+    make_replicator: Callable[..., ReleaseReplicator],
+    store: RecordingStore,
+    origin: TestServer,
+    origin_root: Path,
+) -> None:
+    new_key = SigningKey(seed=b"\x14" * 32)
+    rotated = build_root(
+        version=2,
+        root_keys=[ROOT_KEY.public_key],
+        root_threshold=1,
+        delegations=[DelegationSpec("drupal/*", "drupal.org", (new_key.public_key,), 1)],
+    )
+    in_force: list[TrustRoot] = [ROOT]
+    replicator = make_replicator(root=lambda: in_force[-1])
+    await replicator.apply(signed(release(origin, origin_root, "8.x-1.9")), position(0))
+
+    in_force.append(rotated)  # the publisher's old key is revoked by the rotation
+    with pytest.raises(UndelegatedKeyError):
+        await replicator.apply(signed(release(origin, origin_root, "8.x-1.10")), position(1))
+    applied = await replicator.apply(
+        signed(release(origin, origin_root, "8.x-1.10"), new_key), position(2)
+    )
+
+    assert applied.changed
+    state = store.get(layout.state_key("drupal/token"))
+    assert state is not None
+    assert set(PackageState.from_json(state.data).versions) == {"1.9.0", "1.10.0"}

@@ -1,4 +1,5 @@
-"""The pure parts of replication: apply_release, render_documents, verify_release; build_release."""
+"""The pure parts of replication: build_release, package state transitions, render_documents,
+verify_event against a trust root, the zip's top directory. No sockets."""
 
 from __future__ import annotations
 
@@ -6,41 +7,71 @@ import dataclasses
 import hashlib
 import re
 import zipfile
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from schemas.composer import expand
+from schemas.composer import expand, version_entry
 from schemas.errors import (
     InvalidVersionError,
     MalformedEventError,
+    ReplayError,
+    RollbackError,
     SignatureError,
+    UndelegatedKeyError,
     UnknownSchemaError,
     VersionConflictError,
+    WrongPackageError,
 )
-from schemas.events import ReleasePublished
-from schemas.signing import PublicKey, SignedEvent, SigningKey, seal
+from schemas.events import (
+    AdvisorySource,
+    Artifact,
+    PackageEvent,
+    ReleaseExpunged,
+    ReleasePublished,
+    ReleaseYanked,
+    SecurityAdvisory,
+)
+from schemas.signing import SignedEvent, SigningKey, seal
+from schemas.trust import verify_event
+from schemas.versions import drupal_to_composer
 from services.publisher import PublishInputError, build_release, inspect_zip
 from services.sample_projects import sample_zip
-from streams.replication import (
+from services.trust_admin import DelegationSpec, build_root
+from streams.package_state import (
     PackageState,
+    Transition,
     VersionRecord,
-    apply_release,
+    apply_event,
     render_documents,
-    verify_release,
 )
+from streams.replication import check_top_directory
 
 PUBLIC_URL = "https://eu.fairstream.example"
 ORIGIN = "https://ftp.drupal.org/files/projects"
+ROOT_KEY = SigningKey(seed=b"\x05" * 32)
 KEY = SigningKey(seed=b"\x07" * 32)
-TRUSTED = {KEY.public_key.keyid: KEY.public_key}
+NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
+PUBLISHED = datetime(2025, 5, 1, 9, 30, tzinfo=UTC)
+ROOT = build_root(
+    version=1,
+    root_keys=[ROOT_KEY.public_key],
+    root_threshold=1,
+    delegations=[DelegationSpec("drupal/*", "drupal.org", (KEY.public_key,), 1)],
+    expires=datetime(2026, 1, 1, tzinfo=UTC),
+)
+TOKEN = "drupal/token"
 
 
 def make_release(
     tmp_path: Path, drupal_version: str = "8.x-1.9", **kwargs: Any
 ) -> ReleasePublished:
+    """A release of a real sample zip, as the publisher builds it."""
     project = kwargs.pop("project", "token")
     zip_path = sample_zip(tmp_path / "zips", project, drupal_version, kwargs.pop("require", None))
     return build_release(
@@ -52,11 +83,105 @@ def make_release(
     )
 
 
+def release(
+    drupal_version: str = "8.x-1.9", *, sequence: int = 1, content: bytes | None = None
+) -> ReleasePublished:
+    """A release of drupal/token built in memory: the artifact is ``content``'s digests."""
+    data = f"token {drupal_version}".encode() if content is None else content
+    sha1 = hashlib.sha1(data).hexdigest()
+    return ReleasePublished(
+        package=TOKEN,
+        drupal_version=drupal_version,
+        version=drupal_to_composer(drupal_version),
+        published_at=PUBLISHED,
+        artifact=Artifact(
+            sha256=hashlib.sha256(data).hexdigest(),
+            sha1=sha1,
+            size=len(data),
+            origin_url=f"{ORIGIN}/token-{drupal_version}.zip",
+        ),
+        composer=version_entry(
+            name=TOKEN,
+            drupal_version=drupal_version,
+            sha1=sha1,
+            metadata={"require": {"drupal/core": "^10"}},
+        ),
+        sequence=sequence,
+    )
+
+
+def yank(version: str, *, sequence: int, reason: str = "broken update hook") -> ReleaseYanked:
+    return ReleaseYanked(
+        package=TOKEN, version=version, sequence=sequence, reason=reason, yanked_at=PUBLISHED
+    )
+
+
+def expunge(version: str, sha256: str, *, sequence: int) -> ReleaseExpunged:
+    return ReleaseExpunged(
+        package=TOKEN,
+        version=version,
+        sha256=sha256,
+        sequence=sequence,
+        reason="SA-CONTRIB-2025-042: remote code execution",
+        expunged_at=PUBLISHED,
+    )
+
+
+def advisory(*, sequence: int, **changes: Any) -> SecurityAdvisory:
+    fields: dict[str, Any] = {
+        "package": TOKEN,
+        "sequence": sequence,
+        "advisory_id": "SA-CONTRIB-2025-042",
+        "affected_versions": ">=1.0.0,<1.10.0",
+        "title": "Token - Critical - Remote code execution",
+        "link": "https://www.drupal.org/sa-contrib-2025-042",
+        "reported_at": "2025-05-01 09:30:00",
+        "sources": (AdvisorySource("drupal.org", "SA-CONTRIB-2025-042"),),
+        "published_at": PUBLISHED,
+        "cve": "CVE-2025-12345",
+        "severity": "critical",
+    }
+    return SecurityAdvisory(**{**fields, **changes})
+
+
+def digest_of(event: PackageEvent) -> str:
+    """The replicator's digest of an event: sha256 of the signed payload."""
+    return hashlib.sha256(event.to_bytes()).hexdigest()
+
+
+def position(offset: int) -> str:
+    return f"fair.releases:0:{offset}"
+
+
+def apply(state: PackageState, event: PackageEvent, offset: int) -> Transition | None:
+    return apply_event(state, event, digest=digest_of(event), position=position(offset))
+
+
+def applied(*events: PackageEvent) -> PackageState:
+    """The state after applying ``events`` at offsets 0, 1, ... to a fresh drupal/token."""
+    state = PackageState(TOKEN)
+    for offset, event in enumerate(events):
+        transition = apply(state, event, offset)
+        assert transition is not None
+        state = transition.state
+    return state
+
+
 def p2_versions(documents: dict[str, bytes], key: str, package: str) -> list[dict[str, Any]]:
     document = orjson.loads(documents[key])
     assert document["minified"] == "composer/2.0"
     versions: list[dict[str, Any]] = expand(document["packages"][package])
     return versions
+
+
+def served(state: PackageState) -> list[str]:
+    """The versions the p2 documents list, stable then dev."""
+    documents = render_documents(state, PUBLIC_URL)
+    return [
+        entry["version"]
+        for key in ("p2/drupal/token.json", "p2/drupal/token~dev.json")
+        for entry in p2_versions(documents, key, TOKEN)
+    ]
 
 
 # ---------------------------------------------------------------------------
@@ -84,6 +209,17 @@ def test_build_release_describes_the_zip(tmp_path: Path) -> None:
     assert event.composer["license"] == "GPL-2.0-or-later"
     # The event survives its own encoding.
     assert ReleasePublished.from_bytes(event.to_bytes()) == event
+
+
+def test_build_release_takes_the_sequence_given(tmp_path: Path) -> None:
+    assert make_release(tmp_path, sequence=42).sequence == 42
+
+
+def test_build_release_numbers_releases_in_increasing_order(tmp_path: Path) -> None:
+    sequences = [make_release(tmp_path).sequence for _ in range(5)]
+
+    assert sequences == sorted(set(sequences))
+    assert sequences[0] > 0
 
 
 def test_sample_zips_are_reproducible(tmp_path: Path) -> None:
@@ -178,16 +314,20 @@ def test_build_release_refuses_a_broken_composer_json(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------------------
-# apply_release
+# apply_event: publishing
 # ---------------------------------------------------------------------------
 
 
-def test_apply_release_adds_the_version(tmp_path: Path) -> None:
-    event = make_release(tmp_path)
+def test_a_release_adds_the_version_and_asks_for_its_artifact(tmp_path: Path) -> None:
+    event = make_release(tmp_path, sequence=7)
+    empty = PackageState("drupal/token")
 
-    state = apply_release(PackageState("drupal/token"), event)
+    transition = apply(empty, event, 3)
 
-    assert state is not None
+    assert transition is not None
+    assert transition.fetch == event.artifact
+    assert transition.delete is None
+    state = transition.state
     assert state.package == "drupal/token"
     assert state.versions == {
         "1.9.0": VersionRecord(
@@ -198,42 +338,91 @@ def test_apply_release_adds_the_version(tmp_path: Path) -> None:
             composer=event.composer,
         )
     }
+    assert state.sequence == 7
+    assert state.applied == {digest_of(event): "fair.releases:0:3"}
+    assert empty == PackageState("drupal/token")  # the old state is not modified
 
 
-def test_apply_release_twice_is_a_no_op(tmp_path: Path) -> None:
+def test_a_redelivery_at_the_same_position_is_a_no_op(tmp_path: Path) -> None:
     event = make_release(tmp_path)
-    state = apply_release(PackageState("drupal/token"), event)
-    assert state is not None
+    state = applied(event)
 
-    assert apply_release(state, event) is None
+    assert apply(state, event, 0) is None
     # Also after the state went through its JSON document, as the replicator stores it.
-    assert apply_release(PackageState.from_json(state.to_json()), event) is None
+    assert apply(PackageState.from_json(state.to_json()), event, 0) is None
 
 
-def test_apply_release_keeps_earlier_versions(tmp_path: Path) -> None:
-    first = make_release(tmp_path, "8.x-1.9")
-    second = make_release(tmp_path, "8.x-1.10")
-    state = apply_release(PackageState("drupal/token"), first)
-    assert state is not None
+def test_the_same_signed_event_at_another_position_is_a_replay(tmp_path: Path) -> None:
+    event = make_release(tmp_path)
+    state = applied(event)
 
-    both = apply_release(state, second)
+    with pytest.raises(ReplayError) as raised:
+        apply(state, event, 9)
 
-    assert both is not None
-    assert set(both.versions) == {"1.9.0", "1.10.0"}
+    message = str(raised.value)
+    assert "drupal/token" in message
+    assert "fair.releases:0:0" in message
+    assert "fair.releases:0:9" in message
+    assert raised.value.reason == "replay"
+    # Replay is recognised by the digest even after the JSON round trip.
+    with pytest.raises(ReplayError):
+        apply(PackageState.from_json(state.to_json()), event, 9)
+
+
+@pytest.mark.parametrize("sequence", [1, 4, 5], ids=["lower", "lower-by-one", "equal"])
+def test_a_sequence_not_above_the_last_is_a_rollback(sequence: int) -> None:
+    state = applied(release("8.x-1.10", sequence=5))
+    older = release("8.x-1.9", sequence=sequence)
+
+    with pytest.raises(RollbackError) as raised:
+        apply(state, older, 1)
+
+    message = str(raised.value)
+    assert f"event sequence {sequence} is not above the last applied 5" in message
+    assert raised.value.reason == "rollback"
+
+
+def test_the_first_event_may_have_sequence_zero() -> None:
+    state = applied(release(sequence=0))
+
+    assert state.sequence == 0
+    with pytest.raises(RollbackError):
+        apply(state, release("8.x-1.10", sequence=0), 1)
+
+
+def test_a_rollback_changes_nothing() -> None:
+    state = applied(release("8.x-1.10", sequence=5))
+    before = state.to_json()
+
+    with pytest.raises(RollbackError):
+        apply(state, release("8.x-1.9", sequence=2), 1)
+
+    assert state.to_json() == before
+
+
+def test_a_later_version_keeps_the_earlier_ones(tmp_path: Path) -> None:
+    first = make_release(tmp_path, "8.x-1.9", sequence=1)
+    second = make_release(tmp_path, "8.x-1.10", sequence=2)
+    state = applied(first)
+
+    transition = apply(state, second, 1)
+
+    assert transition is not None
+    assert transition.fetch == second.artifact
+    assert set(transition.state.versions) == {"1.9.0", "1.10.0"}
     assert set(state.versions) == {"1.9.0"}  # the old state is not modified
 
 
-def test_apply_release_refuses_other_bytes_for_a_published_version(tmp_path: Path) -> None:
-    event = make_release(tmp_path)
-    state = apply_release(PackageState("drupal/token"), event)
-    assert state is not None
+def test_other_bytes_for_a_published_version_are_a_conflict(tmp_path: Path) -> None:
+    event = make_release(tmp_path, sequence=1)
+    state = applied(event)
     other_sha256 = hashlib.sha256(b"other zip").hexdigest()
     other = dataclasses.replace(
-        event, artifact=dataclasses.replace(event.artifact, sha256=other_sha256)
+        event, sequence=2, artifact=dataclasses.replace(event.artifact, sha256=other_sha256)
     )
 
     with pytest.raises(VersionConflictError) as raised:
-        apply_release(state, other)
+        apply(state, other, 1)
 
     message = str(raised.value)
     assert "drupal/token 1.9.0" in message
@@ -242,28 +431,217 @@ def test_apply_release_refuses_other_bytes_for_a_published_version(tmp_path: Pat
     assert raised.value.reason == "version-conflict"
 
 
-def test_apply_release_refuses_another_size_or_sha1(tmp_path: Path) -> None:
-    event = make_release(tmp_path)
-    state = apply_release(PackageState("drupal/token"), event)
-    assert state is not None
+def test_another_size_or_sha1_for_a_published_version_is_a_conflict(tmp_path: Path) -> None:
+    event = make_release(tmp_path, sequence=1)
+    state = applied(event)
 
     with pytest.raises(VersionConflictError):
-        apply_release(
+        apply(
             state,
-            dataclasses.replace(event, artifact=dataclasses.replace(event.artifact, size=1)),
+            dataclasses.replace(
+                event, sequence=2, artifact=dataclasses.replace(event.artifact, size=1)
+            ),
+            1,
         )
     with pytest.raises(VersionConflictError):
-        apply_release(
+        apply(
             state,
-            dataclasses.replace(event, artifact=dataclasses.replace(event.artifact, sha1="0" * 40)),
+            dataclasses.replace(
+                event, sequence=2, artifact=dataclasses.replace(event.artifact, sha1="0" * 40)
+            ),
+            1,
         )
+
+
+def test_the_same_bytes_published_again_later_are_accepted_without_a_fetch(
+    tmp_path: Path,
+) -> None:
+    first = make_release(tmp_path, sequence=1)
+    again = make_release(tmp_path, sequence=2)  # same zip, a new signed event
+    state = applied(first)
+
+    transition = apply(state, again, 1)
+
+    assert transition is not None
+    assert transition.fetch is None
+    assert transition.delete is None
+    assert transition.state.versions == state.versions
+    assert transition.state.sequence == 2
+    assert transition.state.applied == {
+        digest_of(first): "fair.releases:0:0",
+        digest_of(again): "fair.releases:0:1",
+    }
+
+
+# ---------------------------------------------------------------------------
+# apply_event: yank, expunge, advisory
+# ---------------------------------------------------------------------------
+
+
+def test_a_yank_hides_the_version_from_metadata_but_keeps_it() -> None:
+    first, second = release("8.x-1.9", sequence=1), release("8.x-1.10", sequence=2)
+    state = applied(first, second)
+
+    transition = apply(state, yank("1.10.0", sequence=3), 2)
+
+    assert transition is not None
+    assert transition.fetch is None
+    assert transition.delete is None  # existing lock files still install it
+    yanked = transition.state
+    assert set(yanked.versions) == {"1.9.0", "1.10.0"}
+    assert yanked.versions["1.10.0"].yanked == "broken update hook"
+    assert yanked.versions["1.9.0"].yanked is None
+    assert yanked.sequence == 3
+    assert served(state) == ["1.10.0", "1.9.0"]
+    assert served(yanked) == ["1.9.0"]
+    assert PackageState.from_json(yanked.to_json()) == yanked
+
+
+def test_a_yanked_version_cannot_be_published_again_with_other_bytes() -> None:
+    state = applied(release("8.x-1.9", sequence=1), yank("1.9.0", sequence=2))
+
+    with pytest.raises(VersionConflictError):
+        apply(state, release("8.x-1.9", sequence=3, content=b"other"), 2)
+
+
+def test_a_yank_of_an_unknown_version_only_advances_the_sequence() -> None:
+    state = applied(release("8.x-1.9", sequence=1))
+
+    transition = apply(state, yank("2.0.0", sequence=2), 1)
+
+    assert transition is not None
+    assert transition.state.versions == state.versions
+    assert transition.state.sequence == 2
+    assert (transition.fetch, transition.delete) == (None, None)
+
+
+def test_an_expunge_removes_the_version_and_deletes_its_artifact() -> None:
+    first, second = release("8.x-1.9", sequence=1), release("8.x-1.10", sequence=2)
+    state = applied(first, second)
+
+    transition = apply(state, expunge("1.9.0", first.artifact.sha256, sequence=3), 2)
+
+    assert transition is not None
+    assert transition.delete == first.artifact.sha256
+    assert transition.fetch is None
+    assert set(transition.state.versions) == {"1.10.0"}
+    assert transition.state.expunged == {"1.9.0": first.artifact.sha256}
+    assert served(transition.state) == ["1.10.0"]
+    assert PackageState.from_json(transition.state.to_json()) == transition.state
+
+
+def test_an_expunge_keeps_an_artifact_another_version_still_uses() -> None:
+    shared = b"the same zip, published under two versions"
+    first = release("8.x-1.9", sequence=1, content=shared)
+    second = release("8.x-1.10", sequence=2, content=shared)
+    state = applied(first, second)
+
+    transition = apply(state, expunge("1.9.0", first.artifact.sha256, sequence=3), 2)
+
+    assert transition is not None
+    assert transition.delete is None
+    assert set(transition.state.versions) == {"1.10.0"}
+
+
+def test_an_expunge_naming_other_bytes_is_refused() -> None:
+    event = release("8.x-1.9", sequence=1)
+    state = applied(event)
+    other = hashlib.sha256(b"another zip").hexdigest()
+
+    with pytest.raises(VersionConflictError) as raised:
+        apply(state, expunge("1.9.0", other, sequence=2), 1)
+
+    assert other in str(raised.value)
+    assert event.artifact.sha256 in str(raised.value)
+
+
+def test_an_expunge_of_a_version_this_package_never_had_deletes_nothing() -> None:
+    # Artifacts are content addressed across every package of the bucket: an expunge
+    # must not delete bytes this package does not hold (another package's zip, say).
+    state = applied(release("8.x-1.9", sequence=1))
+    elsewhere = hashlib.sha256(b"drupal/pathauto 8.x-1.12").hexdigest()
+
+    transition = apply(state, expunge("1.10.0", elsewhere, sequence=2), 1)
+
+    assert transition is not None
+    assert transition.delete is None
+    assert transition.state.versions == state.versions
+    assert transition.state.expunged == {"1.10.0": elsewhere}
+
+
+def test_an_expunged_version_never_comes_back() -> None:
+    event = release("8.x-1.9", sequence=1)
+    state = applied(event, expunge("1.9.0", event.artifact.sha256, sequence=2))
+
+    for again in (
+        dataclasses.replace(event, sequence=3),
+        release("8.x-1.9", sequence=3, content=b"new"),
+    ):
+        with pytest.raises(VersionConflictError, match="was expunged"):
+            apply(state, again, 2)
+    # Also after a restart (the state read back from its JSON).
+    with pytest.raises(VersionConflictError, match="was expunged"):
+        apply(PackageState.from_json(state.to_json()), dataclasses.replace(event, sequence=3), 2)
+
+
+def test_an_advisory_is_kept_in_composers_field_names() -> None:
+    state = applied(release(sequence=1))
+
+    transition = apply(state, advisory(sequence=2), 1)
+
+    assert transition is not None
+    assert (transition.fetch, transition.delete) == (None, None)
+    assert transition.state.versions == state.versions
+    assert transition.state.advisories == {
+        "SA-CONTRIB-2025-042": {
+            "advisoryId": "SA-CONTRIB-2025-042",
+            "packageName": "drupal/token",
+            "affectedVersions": ">=1.0.0,<1.10.0",
+            "title": "Token - Critical - Remote code execution",
+            "link": "https://www.drupal.org/sa-contrib-2025-042",
+            "cve": "CVE-2025-12345",
+            "reportedAt": "2025-05-01 09:30:00",
+            "sources": [{"name": "drupal.org", "remoteId": "SA-CONTRIB-2025-042"}],
+            "severity": "critical",
+        }
+    }
+    # An advisory does not change what is installable.
+    assert render_documents(transition.state, PUBLIC_URL) == render_documents(state, PUBLIC_URL)
+
+
+def test_a_later_advisory_with_the_same_id_replaces_it() -> None:
+    state = applied(advisory(sequence=1), advisory(sequence=2, cve=None, title="Token - revised"))
+
+    [kept] = state.advisories.values()
+    assert kept["title"] == "Token - revised"
+    assert kept["cve"] is None
 
 
 def test_package_state_json_round_trips(tmp_path: Path) -> None:
-    state = apply_release(PackageState("drupal/token"), make_release(tmp_path))
-    assert state is not None
+    first = make_release(tmp_path, "8.x-1.9", sequence=1)
+    state = applied(
+        first,
+        make_release(tmp_path, "8.x-1.10", sequence=2),
+        make_release(tmp_path, "8.x-1.x-dev", sequence=3),
+        yank("1.10.0", sequence=4),
+        expunge("1.9.0", first.artifact.sha256, sequence=5),
+        advisory(sequence=6),
+    )
 
     assert PackageState.from_json(state.to_json()) == state
+    assert PackageState.from_json(state.to_json()).to_json() == state.to_json()
+
+
+def test_a_state_document_without_the_new_fields_reads_as_never_applied() -> None:
+    # A state written before sequences existed: versions only.
+    state = applied(release(sequence=1))
+    document = orjson.loads(state.to_json())
+    old = {"package": document["package"], "versions": document["versions"]}
+
+    read = PackageState.from_json(orjson.dumps(old))
+
+    assert read.versions == state.versions
+    assert (read.sequence, dict(read.applied), dict(read.expunged)) == (-1, {}, {})
 
 
 # ---------------------------------------------------------------------------
@@ -274,8 +652,7 @@ def test_package_state_json_round_trips(tmp_path: Path) -> None:
 @pytest.mark.parametrize("public_url", [PUBLIC_URL, PUBLIC_URL + "/"])
 def test_render_documents_points_dist_at_this_node(tmp_path: Path, public_url: str) -> None:
     event = make_release(tmp_path)
-    state = apply_release(PackageState("drupal/token"), event)
-    assert state is not None
+    state = applied(event)
 
     documents = render_documents(state, public_url)
 
@@ -288,15 +665,20 @@ def test_render_documents_points_dist_at_this_node(tmp_path: Path, public_url: s
         "reference": "8.x-1.9",
         "shasum": event.artifact.sha1,
     }
+    assert (
+        entry["dist"]["shasum"]
+        == hashlib.sha1((tmp_path / "zips" / "token-8.x-1.9.zip").read_bytes()).hexdigest()
+    )
     assert p2_versions(documents, "p2/drupal/token~dev.json", "drupal/token") == []
 
 
 def test_render_documents_splits_dev_versions_and_sorts(tmp_path: Path) -> None:
-    state: PackageState | None = PackageState("drupal/token")
-    for drupal_version in ("8.x-1.9", "8.x-1.x-dev", "8.x-1.10"):
-        assert state is not None
-        state = apply_release(state, make_release(tmp_path, drupal_version))
-    assert state is not None
+    state = applied(
+        *(
+            make_release(tmp_path, drupal_version, sequence=sequence)
+            for sequence, drupal_version in enumerate(("8.x-1.9", "8.x-1.x-dev", "8.x-1.10"))
+        )
+    )
 
     documents = render_documents(state, PUBLIC_URL)
 
@@ -309,28 +691,131 @@ def test_render_documents_splits_dev_versions_and_sorts(tmp_path: Path) -> None:
 
 
 def test_render_documents_does_not_depend_on_application_order(tmp_path: Path) -> None:
-    first, second = make_release(tmp_path, "8.x-1.9"), make_release(tmp_path, "8.x-1.10")
-    one = apply_release(PackageState("drupal/token"), first)
-    other = apply_release(PackageState("drupal/token"), second)
-    assert one is not None and other is not None
-    one, other = apply_release(one, second), apply_release(other, first)
-    assert one is not None and other is not None
+    one = applied(
+        make_release(tmp_path, "8.x-1.9", sequence=1),
+        make_release(tmp_path, "8.x-1.10", sequence=2),
+    )
+    other = applied(
+        make_release(tmp_path, "8.x-1.10", sequence=1),
+        make_release(tmp_path, "8.x-1.9", sequence=2),
+    )
 
     assert render_documents(one, PUBLIC_URL) == render_documents(other, PUBLIC_URL)
 
 
+def test_a_package_without_versions_renders_empty_documents() -> None:
+    event = release(sequence=1)
+    state = applied(event, expunge("1.9.0", event.artifact.sha256, sequence=2))
+
+    assert served(state) == []
+
+
 # ---------------------------------------------------------------------------
-# verify_release
+# Properties
+# ---------------------------------------------------------------------------
+
+VERSIONS = (
+    "8.x-1.0",
+    "8.x-1.9",
+    "8.x-1.10",
+    "8.x-2.0-beta1",
+    "8.x-1.x-dev",
+    "7.x-3.4-beta2",
+    "2.0.3",
+    "2.1.x",
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.sampled_from(VERSIONS), unique=True, min_size=1), st.randoms())
+def test_the_order_of_publication_does_not_change_what_is_served(
+    versions: list[str], random: Any
+) -> None:
+    shuffled = list(versions)
+    random.shuffle(shuffled)
+
+    in_order = applied(*(release(v, sequence=n) for n, v in enumerate(versions, start=1)))
+    reordered = applied(*(release(v, sequence=n) for n, v in enumerate(shuffled, start=1)))
+
+    assert reordered.versions == in_order.versions
+    assert render_documents(reordered, PUBLIC_URL) == render_documents(in_order, PUBLIC_URL)
+    assert sorted(served(reordered)) == sorted(drupal_to_composer(v) for v in versions)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.permutations(range(len(VERSIONS))))
+def test_any_permutation_in_sequence_order_ends_in_the_same_state(order: list[int]) -> None:
+    events: list[PackageEvent] = [
+        release(version, sequence=10 * n) for n, version in enumerate(VERSIONS)
+    ]
+    events += [yank("1.9.0", sequence=15), advisory(sequence=25)]
+    delivered = [events[i] for i in order] + events[len(VERSIONS) :]
+
+    state = applied(*sorted(delivered, key=lambda event: event.sequence))
+
+    assert state == applied(*sorted(events, key=lambda event: event.sequence))
+    assert state.sequence == 10 * (len(VERSIONS) - 1)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.permutations(range(len(VERSIONS))))
+def test_events_delivered_out_of_order_are_refused_once_a_later_one_applied(
+    order: list[int],
+) -> None:
+    events = [release(version, sequence=n) for n, version in enumerate(VERSIONS, start=1)]
+    state = PackageState(TOKEN)
+    accepted: list[str] = []
+
+    for offset, index in enumerate(order):
+        event = events[index]
+        if event.sequence <= state.sequence:
+            with pytest.raises(RollbackError):
+                apply(state, event, offset)
+            continue
+        transition = apply(state, event, offset)
+        assert transition is not None
+        assert transition.fetch == event.artifact
+        state = transition.state
+        accepted.append(event.version)
+
+    assert state.sequence == len(VERSIONS)
+    assert sorted(state.versions) == sorted(accepted)
+    assert drupal_to_composer(VERSIONS[-1]) in state.versions
+    assert PackageState.from_json(state.to_json()) == state
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(min_value=0, max_value=len(VERSIONS)), max_size=20))
+def test_redeliveries_interleaved_anywhere_change_nothing(redeliveries: list[int]) -> None:
+    events = [release(version, sequence=n) for n, version in enumerate(VERSIONS, start=1)]
+    expected = applied(*events)
+    state = PackageState(TOKEN)
+    pending = list(redeliveries)
+
+    for offset, event in enumerate(events):
+        transition = apply(state, event, offset)
+        assert transition is not None
+        state = transition.state
+        # At-least-once: any event already applied may come again, at its own position.
+        while pending and pending[0] <= offset:
+            again = pending.pop(0)
+            assert apply(state, events[again], again) is None
+
+    assert state == expected
+
+
+# ---------------------------------------------------------------------------
+# verify_event (the checks the replicator runs before apply_event)
 # ---------------------------------------------------------------------------
 
 
-def test_verify_release_returns_the_signed_event(tmp_path: Path) -> None:
+def test_verify_event_returns_the_signed_event(tmp_path: Path) -> None:
     event = make_release(tmp_path)
 
-    assert verify_release(seal(event.to_bytes(), [KEY]), TRUSTED) == event
+    assert verify_event(seal(event.to_bytes(), [KEY]), ROOT, now=NOW) == event
 
 
-def test_verify_release_refuses_a_version_that_does_not_match_the_drupal_version(
+def test_verify_event_refuses_a_version_that_does_not_match_the_drupal_version(
     tmp_path: Path,
 ) -> None:
     event = make_release(tmp_path)
@@ -339,46 +824,114 @@ def test_verify_release_refuses_a_version_that_does_not_match_the_drupal_version
     )
 
     with pytest.raises(MalformedEventError) as raised:
-        verify_release(seal(lying.to_bytes(), [KEY]), TRUSTED)
+        verify_event(seal(lying.to_bytes(), [KEY]), ROOT, now=NOW)
 
     assert "Drupal version 8.x-1.9 maps to 1.9.0, the event says 2.0.0" in str(raised.value)
 
 
-def test_verify_release_refuses_an_invalid_drupal_version(tmp_path: Path) -> None:
+def test_verify_event_refuses_an_invalid_drupal_version(tmp_path: Path) -> None:
     event = dataclasses.replace(make_release(tmp_path), drupal_version="8.x-1.9-final")
 
     with pytest.raises(InvalidVersionError, match=re.escape("8.x-1.9-final")):
-        verify_release(seal(event.to_bytes(), [KEY]), TRUSTED)
+        verify_event(seal(event.to_bytes(), [KEY]), ROOT, now=NOW)
 
 
-def test_verify_release_refuses_a_bad_signature(tmp_path: Path) -> None:
-    payload = make_release(tmp_path).to_bytes()
-    signature = KEY.sign(payload)
-    tampered = bytearray(payload)
-    tampered[-1] ^= 0x01
-    envelope = SignedEvent(payload=bytes(tampered), signatures=(signature,)).to_bytes()
+def test_verify_event_refuses_metadata_of_another_package(tmp_path: Path) -> None:
+    event = make_release(tmp_path)
+    other = dataclasses.replace(event, composer={**event.composer, "name": "drupal/pathauto"})
 
-    with pytest.raises(SignatureError):
-        verify_release(envelope, TRUSTED)
+    with pytest.raises(WrongPackageError, match="drupal/pathauto"):
+        verify_event(seal(other.to_bytes(), [KEY]), ROOT, now=NOW)
 
 
-def test_verify_release_refuses_an_untrusted_publisher(tmp_path: Path) -> None:
+def test_verify_event_refuses_a_bad_signature(tmp_path: Path) -> None:
+    event = make_release(tmp_path)
+    signature = KEY.sign(event.to_bytes())
+    # Redirect nodes to another zip, keeping the publisher's signature.
+    evil = dataclasses.replace(
+        event, artifact=dataclasses.replace(event.artifact, origin_url="https://evil.example/t.zip")
+    )
+    envelope = SignedEvent(payload=evil.to_bytes(), signatures=(signature,)).to_bytes()
+
+    with pytest.raises(SignatureError) as raised:
+        verify_event(envelope, ROOT, now=NOW)
+
+    assert type(raised.value) is SignatureError
+    assert raised.value.reason == "bad-signature"
+
+
+def test_verify_event_refuses_an_undelegated_publisher(tmp_path: Path) -> None:
     stranger = SigningKey(seed=b"\x09" * 32)
 
-    with pytest.raises(SignatureError):
-        verify_release(seal(make_release(tmp_path).to_bytes(), [stranger]), TRUSTED)
+    with pytest.raises(UndelegatedKeyError) as raised:
+        verify_event(seal(make_release(tmp_path).to_bytes(), [stranger]), ROOT, now=NOW)
+
+    assert stranger.public_key.keyid[:16] in str(raised.value)
+    assert raised.value.reason == "undelegated-key"
 
 
-def test_verify_release_refuses_a_signed_payload_that_is_no_release() -> None:
+def test_verify_event_refuses_a_signed_payload_that_is_no_package_event() -> None:
     other = SignedEvent(payload=b"x", signatures=()).to_bytes()
 
     with pytest.raises(UnknownSchemaError):
-        verify_release(seal(other, [KEY]), TRUSTED)
+        verify_event(seal(other, [KEY]), ROOT, now=NOW)
 
 
-def test_verify_release_trusts_only_the_given_keys(tmp_path: Path) -> None:
+def test_verify_event_trusts_only_the_namespaces_the_root_delegates(tmp_path: Path) -> None:
     sealed = seal(make_release(tmp_path).to_bytes(), [KEY])
-    empty: dict[str, PublicKey] = {}
+    nothing_delegated = build_root(
+        version=1,
+        root_keys=[ROOT_KEY.public_key],
+        root_threshold=1,
+        delegations=[],
+        expires=ROOT.expires,
+    )
 
-    with pytest.raises(SignatureError, match="trusted: none"):
-        verify_release(sealed, empty)
+    with pytest.raises(UndelegatedKeyError, match=r"delegated: none"):
+        verify_event(sealed, nothing_delegated, now=NOW)
+
+
+# ---------------------------------------------------------------------------
+# check_top_directory
+# ---------------------------------------------------------------------------
+
+
+def write_zip(path: Path, names: list[str]) -> Path:
+    with zipfile.ZipFile(path, "w") as archive:
+        for name in names:
+            archive.writestr(name, "<?php")
+    return path
+
+
+def test_a_zip_with_the_projects_top_directory_passes(tmp_path: Path) -> None:
+    check_top_directory(sample_zip(tmp_path, "token", "8.x-1.9"), "drupal/token")
+
+
+@pytest.mark.parametrize(
+    ("names", "found"),
+    [
+        (["pathauto/pathauto.module"], "['pathauto']"),
+        (["token/token.module", "pathauto/pathauto.module"], "['pathauto', 'token']"),
+        (["token.module"], "['token.module']"),
+        (["tokens/token.module"], "['tokens']"),
+    ],
+    ids=["another-project", "two-projects", "flat", "look-alike"],
+)
+def test_a_zip_of_another_project_is_the_wrong_package(
+    tmp_path: Path, names: list[str], found: str
+) -> None:
+    path = write_zip(tmp_path / "token-8.x-1.9.zip", names)
+
+    with pytest.raises(WrongPackageError) as raised:
+        check_top_directory(path, "drupal/token")
+
+    assert found in str(raised.value)
+    assert "not one token/ directory" in str(raised.value)
+
+
+def test_a_file_that_is_no_zip_is_the_wrong_package(tmp_path: Path) -> None:
+    path = tmp_path / "token-8.x-1.9.zip"
+    path.write_bytes(b"a tarball, honest")
+
+    with pytest.raises(WrongPackageError, match="is not a zip file"):
+        check_top_directory(path, "drupal/token")

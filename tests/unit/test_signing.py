@@ -6,6 +6,7 @@ import hashlib
 import io
 import re
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import fastavro
@@ -301,7 +302,9 @@ DOMAIN = b"fairstream/signed-event/v1\x00"
 
 
 def parsed_avsc(name: str) -> Any:
-    with open(f"schemas/avro/{name}.avsc", "rb") as handle:
+    """The latest version of a schema family, read as a third party would: from the file."""
+    versions = Path("schemas/avro", name).glob("v*.avsc")
+    with max(versions, key=lambda path: int(path.stem[1:])).open("rb") as handle:
         return fastavro.parse_schema(orjson.loads(handle.read()))
 
 

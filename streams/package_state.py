@@ -1,0 +1,205 @@
+"""A package as a node knows it, and the pure decision of what one verified event does to it.
+
+The state records the last applied per-package sequence and where each applied
+event sat in the log, so that an at-least-once redelivery is recognised as such
+(same event, same position: nothing to do), while the same signed event
+produced again elsewhere (replay) or an older sequence (rollback) is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import orjson
+
+from schemas import layout
+from schemas.composer import render_p2, with_dist_url
+from schemas.errors import ReplayError, RollbackError, VersionConflictError
+from schemas.events import (
+    Artifact,
+    PackageEvent,
+    ReleaseExpunged,
+    ReleasePublished,
+    ReleaseYanked,
+    SecurityAdvisory,
+)
+
+
+@dataclass(frozen=True)
+class VersionRecord:
+    """A verified version of a package as a node keeps it."""
+
+    drupal_version: str
+    sha256: str
+    sha1: str
+    size: int
+    composer: dict[str, Any]
+    yanked: str | None = None
+
+
+@dataclass(frozen=True)
+class PackageState:
+    """Everything a node knows of one package."""
+
+    package: str
+    versions: Mapping[str, VersionRecord] = field(default_factory=dict)
+    sequence: int = -1
+    applied: Mapping[str, str] = field(default_factory=dict)
+    expunged: Mapping[str, str] = field(default_factory=dict)
+    advisories: Mapping[str, dict[str, Any]] = field(default_factory=dict)
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {
+                "package": self.package,
+                "sequence": self.sequence,
+                "applied": dict(self.applied),
+                "expunged": dict(self.expunged),
+                "advisories": dict(self.advisories),
+                "versions": {v: record.__dict__ for v, record in self.versions.items()},
+            },
+            option=orjson.OPT_SORT_KEYS,
+        )
+
+    @classmethod
+    def from_json(cls, data: bytes) -> PackageState:
+        document = orjson.loads(data)
+        return cls(
+            package=document["package"],
+            versions={v: VersionRecord(**r) for v, r in document["versions"].items()},
+            sequence=document.get("sequence", -1),
+            applied=document.get("applied", {}),
+            expunged=document.get("expunged", {}),
+            advisories=document.get("advisories", {}),
+        )
+
+    def references(self, sha256: str) -> bool:
+        """Whether a version still kept points at this artifact."""
+        return any(record.sha256 == sha256 for record in self.versions.values())
+
+
+@dataclass(frozen=True)
+class Transition:
+    """What one event does: the new state, and the artifact effects it needs."""
+
+    state: PackageState
+    fetch: Artifact | None = None
+    delete: str | None = None
+
+
+def apply_event(
+    state: PackageState, event: PackageEvent, *, digest: str, position: str
+) -> Transition | None:
+    """The transition ``event`` makes, or None when this very delivery was applied already.
+
+    ``digest`` is the sha256 of the signed payload, ``position`` where the
+    record sits in the log (``topic:partition:offset``). Raises
+    ``ReplayError``, ``RollbackError`` or ``VersionConflictError``.
+    """
+    seen_at = state.applied.get(digest)
+    if seen_at is not None:
+        if seen_at == position:
+            return None
+        raise ReplayError(
+            f"{event.package}: this signed event was applied already at {seen_at}; "
+            f"the copy at {position} is a replay and is ignored"
+        )
+    if event.sequence <= state.sequence:
+        raise RollbackError(
+            f"{event.package}: event sequence {event.sequence} is not above the last applied "
+            f"{state.sequence}; an older event cannot undo a newer one (rollback or freeze attack)"
+        )
+    applied = {**state.applied, digest: position}
+    advanced = replace(state, sequence=event.sequence, applied=applied)
+    if isinstance(event, ReleasePublished):
+        return _publish(advanced, event)
+    if isinstance(event, ReleaseYanked):
+        return _yank(advanced, event)
+    if isinstance(event, ReleaseExpunged):
+        return _expunge(advanced, event)
+    return _advise(advanced, event)
+
+
+def _publish(state: PackageState, event: ReleasePublished) -> Transition:
+    if event.version in state.expunged:
+        raise VersionConflictError(
+            f"{event.package} {event.version} was expunged; an expunged version never "
+            "comes back: publish a new version instead"
+        )
+    current = state.versions.get(event.version)
+    if current is not None:
+        same = (current.sha256, current.sha1, current.size) == (
+            event.artifact.sha256,
+            event.artifact.sha1,
+            event.artifact.size,
+        )
+        if same:
+            return Transition(state)
+        raise VersionConflictError(
+            f"{event.package} {event.version} was already published with sha256 "
+            f"{current.sha256}; this event claims {event.artifact.sha256}. Published versions "
+            "are immutable: publish a new version instead"
+        )
+    record = VersionRecord(
+        drupal_version=event.drupal_version,
+        sha256=event.artifact.sha256,
+        sha1=event.artifact.sha1,
+        size=event.artifact.size,
+        composer=event.composer,
+    )
+    return Transition(
+        replace(state, versions={**state.versions, event.version: record}), fetch=event.artifact
+    )
+
+
+def _yank(state: PackageState, event: ReleaseYanked) -> Transition:
+    current = state.versions.get(event.version)
+    if current is None:
+        return Transition(state)
+    versions = {**state.versions, event.version: replace(current, yanked=event.reason)}
+    return Transition(replace(state, versions=versions))
+
+
+def _expunge(state: PackageState, event: ReleaseExpunged) -> Transition:
+    current = state.versions.get(event.version)
+    if current is not None and current.sha256 != event.sha256:
+        raise VersionConflictError(
+            f"expunge of {event.package} {event.version} names sha256 {event.sha256}, "
+            f"this node holds {current.sha256}: refusing to delete other bytes"
+        )
+    versions = {v: r for v, r in state.versions.items() if v != event.version}
+    new_state = replace(
+        state, versions=versions, expunged={**state.expunged, event.version: event.sha256}
+    )
+    delete = None if current is None or new_state.references(event.sha256) else event.sha256
+    return Transition(new_state, delete=delete)
+
+
+def _advise(state: PackageState, event: SecurityAdvisory) -> Transition:
+    advisory = {
+        "advisoryId": event.advisory_id,
+        "packageName": event.package,
+        "affectedVersions": event.affected_versions,
+        "title": event.title,
+        "link": event.link,
+        "cve": event.cve,
+        "reportedAt": event.reported_at,
+        "sources": [{"name": s.name, "remoteId": s.remote_id} for s in event.sources],
+        "severity": event.severity,
+    }
+    return Transition(replace(state, advisories={**state.advisories, event.advisory_id: advisory}))
+
+
+def render_documents(state: PackageState, public_url: str) -> dict[str, bytes]:
+    """The p2 documents of a package, with dist URLs on this node; yanked versions left out."""
+    entries = [
+        with_dist_url(
+            record.composer,
+            public_url.rstrip("/") + layout.dist_path(state.package, version, record.sha256),
+        )
+        for version, record in state.versions.items()
+        if record.yanked is None
+    ]
+    return render_p2(state.package, entries)

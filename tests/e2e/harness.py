@@ -1,0 +1,169 @@
+"""The e2e harness: a federation on the real stack (origin, trust root, two regional nodes)."""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from uuid import uuid4
+
+import pytest
+
+from connectors.kafka import EventProducer, Topics, bootstrap_servers, ensure_topics
+from infra import devstack, localnet
+from schemas.events import ReleasePublished, ReleaseRejected
+from schemas.signing import SigningKey
+from services.publisher import build_release, publish_release
+from services.sample_projects import sample_zip
+from services.trust_admin import DelegationSpec, build_root
+
+REGIONS = ("eu", "us")
+RECORD_DELIMITER = "\n--fairstream-test-record--\n"
+
+
+@dataclass
+class Federation:
+    stack: devstack.Stack
+    topics: Topics
+    key: SigningKey
+    root_key: SigningKey
+    root_file: Path
+    origin: localnet.LocalProcess
+    origin_root: Path
+    nodes: dict[str, localnet.LocalProcess]
+    producer: EventProducer
+    work_dir: Path
+    processes: list[localnet.LocalProcess] = field(default_factory=list)
+
+    def release(
+        self, project: str, drupal_version: str, require: dict[str, str] | None = None
+    ) -> tuple[ReleasePublished, Path]:
+        zip_path = sample_zip(self.origin_root / "files", project, drupal_version, require or {})
+        event = build_release(
+            package=f"drupal/{project}",
+            drupal_version=drupal_version,
+            zip_path=zip_path,
+            origin_url=f"{self.origin.url}/files/{zip_path.name}",
+        )
+        return event, zip_path
+
+    def publish(self, event: ReleasePublished, keys: list[SigningKey] | None = None) -> None:
+        publish_release(event, keys or [self.key], self.producer, self.topics.releases)
+
+    def start_node(self, region: str) -> localnet.LocalProcess:
+        """Start (or restart) a region's node on its own bucket and data directory."""
+        prefix = self.topics.releases.removesuffix("fair.releases")
+        node = localnet.start_node(
+            region,
+            broker_url=self.stack.broker_url,
+            store_url=self.stack.store_url,
+            root=self.root_file,
+            data_dir=self.work_dir / f"node-{region}",
+            topic_prefix=prefix,
+            bucket=f"{prefix.strip('.')}-{region}",
+        )
+        self.nodes[region] = node
+        self.processes.append(node)
+        return node
+
+    def kcat(self, *args: str) -> bytes:
+        """Run Debian's kcat against the federation's broker."""
+        broker = bootstrap_servers(self.stack.broker_url)
+        result = subprocess.run(
+            ["kcat", "-b", broker, *args],
+            capture_output=True,
+            timeout=60,
+            check=False,
+            env=localnet.kcat_environment(self.stack.data_dir),
+        )
+        assert result.returncode == 0, result.stderr.decode(errors="replace")
+        return result.stdout
+
+
+@pytest.fixture(scope="module")
+def federation(
+    stack: devstack.Stack, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Federation]:
+    """A federation of its own for each test module: its topics, root, buckets and nodes."""
+    work_dir = tmp_path_factory.mktemp("federation")
+    topics = Topics.with_prefix(f"e2e-{uuid4().hex[:8]}.")
+    ensure_topics(stack.broker_url, topics.partitions(4))
+    key = SigningKey.generate()
+    root_key = SigningKey.generate()
+    trust_root = build_root(
+        version=1,
+        root_keys=[root_key.public_key],
+        root_threshold=1,
+        delegations=[DelegationSpec("drupal/*", "drupal.org", (key.public_key,), 1)],
+    )
+    root_file = work_dir / "root.avro"
+    root_file.write_bytes(trust_root.sign([root_key]))
+    origin_root = work_dir / "origin"
+    (origin_root / "files").mkdir(parents=True)
+    processes: list[localnet.LocalProcess] = []
+    try:
+        origin = localnet.start_origin(origin_root, log=work_dir / "logs" / "origin.log")
+        processes.append(origin)
+        producer = EventProducer(stack.broker_url)
+        federation = Federation(
+            stack,
+            topics,
+            key,
+            root_key,
+            root_file,
+            origin,
+            origin_root,
+            {},
+            producer,
+            work_dir,
+            processes,
+        )
+        for region in REGIONS:
+            federation.start_node(region)
+        yield federation
+        producer.close()
+    finally:
+        for process in processes:
+            process.stop()
+
+
+def wait_until_served(
+    federation: Federation, package: str, version: str, timeout: float = 60.0
+) -> None:
+    """Until every region serves ``version`` of ``package`` (its p2, as Composer reads it)."""
+    deadline = time.monotonic() + timeout
+    missing = set(federation.nodes)
+    while missing and time.monotonic() < deadline:
+        for region in sorted(missing):
+            if version in localnet.fetch_p2_versions(federation.nodes[region].url, package):
+                missing.discard(region)
+        time.sleep(0.2)
+    if missing:
+        logs = {r: federation.nodes[r].log_tail(30) for r in missing}
+        pytest.fail(f"{package} {version} not served by {sorted(missing)} in {timeout} s:\n{logs}")
+
+
+def rejections_of(
+    federation: Federation, key: str, count: int, timeout: float = 30.0
+) -> list[ReleaseRejected]:
+    """The rejected topic's records for ``key``, read with kcat until ``count`` are there."""
+    deadline = time.monotonic() + timeout
+    while True:
+        raw = federation.kcat(
+            "-C",
+            "-t",
+            federation.topics.rejected,
+            "-o",
+            "beginning",
+            "-e",
+            "-f",
+            f"%s{RECORD_DELIMITER}",
+        )
+        parts = raw.split(RECORD_DELIMITER.encode())
+        assert parts[-1] == b""
+        found = [r for r in map(ReleaseRejected.from_bytes, parts[:-1]) if r.key == key]
+        if len(found) >= count or time.monotonic() > deadline:
+            return found
+        time.sleep(0.5)
