@@ -6,7 +6,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 APT_PACKAGES := composer php-cli php-zip php-curl kcat unzip
 RUN := $(UV) run --frozen
 
-.PHONY: demo test lint unit integration e2e deps python-deps system-deps clean
+.PHONY: demo test lint unit integration e2e bench deps python-deps system-deps clean
 
 demo: deps
 	$(RUN) fairstream demo
@@ -27,6 +27,10 @@ integration: python-deps
 
 e2e: deps
 	$(RUN) pytest tests/e2e
+
+# Benchmarks are not tests: ratios against a baseline measured in the same run.
+bench: python-deps
+	$(RUN) python -m tests.benchmarks.run
 
 deps: python-deps system-deps
 

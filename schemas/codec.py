@@ -125,48 +125,62 @@ def fingerprint_of(data: bytes) -> bytes:
     return data[2:HEADER_SIZE]
 
 
-def decode(data: bytes, *readers: AvroSchema | SchemaFamily) -> tuple[AvroSchema, dict[str, Any]]:
-    """Decode a single object written with one of ``readers``' schemas.
+class Decoder:
+    """Decodes single objects written with any of a fixed set of schemas.
 
     A ``SchemaFamily`` accepts any of its versions and resolves the record into
-    its latest version; a bare ``AvroSchema`` accepts exactly that schema.
+    its latest version; a bare ``AvroSchema`` accepts exactly that schema. The
+    lookup from fingerprint to schemas is built once: decoding is on the hot
+    path of every node.
+    """
+
+    def __init__(self, *readers: AvroSchema | SchemaFamily) -> None:
+        self._readers = readers
+        self._by_fingerprint: dict[bytes, tuple[AvroSchema, Any]] = {}
+        for candidate in reversed(readers):  # the first reader given wins a shared fingerprint
+            if isinstance(candidate, SchemaFamily):
+                for version in candidate.versions:
+                    # Without a distinct reader schema fastavro skips schema resolution.
+                    reader = None if version is candidate.latest else candidate.latest.parsed
+                    self._by_fingerprint[version.fingerprint] = (version, reader)
+            else:
+                self._by_fingerprint[candidate.fingerprint] = (candidate, None)
+
+    def decode(self, data: bytes) -> tuple[AvroSchema, dict[str, Any]]:
+        """The writer's schema and the record. Raises ``UnknownSchemaError``, ``MalformedEventError``."""
+        found = self._by_fingerprint.get(fingerprint_of(data))
+        if found is None:
+            known = ", ".join(_describe(r) for r in self._readers)
+            raise UnknownSchemaError(
+                f"record written with unknown schema fingerprint {fingerprint_of(data).hex()} "
+                f"(this reader knows {known}); upgrade fairstream if the publisher is newer"
+            )
+        writer, reader = found
+        body = io.BytesIO(data)
+        body.seek(HEADER_SIZE)
+        try:
+            record = fastavro.schemaless_reader(body, writer.parsed, reader)
+        except Exception as exc:  # fastavro raises many types on truncated or garbled bodies
+            raise MalformedEventError(
+                f"{writer.name} record does not decode ({type(exc).__name__}: {exc})"
+            ) from exc
+        if body.tell() != len(data):
+            raise MalformedEventError(
+                f"{writer.name} record has {len(data) - body.tell()} trailing bytes"
+            )
+        if not isinstance(record, dict):
+            raise MalformedEventError(f"{writer.name} record decoded to {type(record).__name__}")
+        return writer, record
+
+
+def decode(data: bytes, *readers: AvroSchema | SchemaFamily) -> tuple[AvroSchema, dict[str, Any]]:
+    """Decode a single object written with one of ``readers``' schemas (see ``Decoder``).
+
     Returns the writer's schema and the record. Raises ``UnknownSchemaError``
     when the fingerprint is none of theirs and ``MalformedEventError`` when the
     body does not decode.
     """
-    fingerprint = fingerprint_of(data)
-    writer: AvroSchema | None = None
-    reader: AvroSchema | None = None
-    for candidate in readers:
-        if isinstance(candidate, SchemaFamily):
-            writer = candidate.writer(fingerprint)
-            reader = candidate.latest
-        elif candidate.fingerprint == fingerprint:
-            writer = reader = candidate
-        if writer is not None:
-            break
-    if writer is None or reader is None:
-        known = ", ".join(_describe(r) for r in readers)
-        raise UnknownSchemaError(
-            f"record written with unknown schema fingerprint {fingerprint.hex()} "
-            f"(this reader knows {known}); upgrade fairstream if the publisher is newer"
-        )
-    body = io.BytesIO(data[HEADER_SIZE:])
-    try:
-        # Without a distinct reader schema fastavro skips schema resolution.
-        resolved = None if reader is writer else reader.parsed
-        record = fastavro.schemaless_reader(body, writer.parsed, resolved)
-    except Exception as exc:  # fastavro raises many types on truncated or garbled bodies
-        raise MalformedEventError(
-            f"{writer.name} record does not decode ({type(exc).__name__}: {exc})"
-        ) from exc
-    if body.tell() != len(data) - HEADER_SIZE:
-        raise MalformedEventError(
-            f"{writer.name} record has {len(data) - HEADER_SIZE - body.tell()} trailing bytes"
-        )
-    if not isinstance(record, dict):
-        raise MalformedEventError(f"{writer.name} record decoded to {type(record).__name__}")
-    return writer, record
+    return Decoder(*readers).decode(data)
 
 
 def _describe(reader: AvroSchema | SchemaFamily) -> str:

@@ -9,13 +9,13 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cache, cached_property
 
 import nacl.exceptions
 import nacl.signing
 import orjson
 
-from schemas.codec import decode, encode, load_schema
+from schemas.codec import Decoder, encode, load_schema
 from schemas.errors import ConfigurationError, MalformedEventError, SignatureError
 
 #: Prefix of every signing message: a signature made for fairstream events can
@@ -123,6 +123,11 @@ class Signature:
     sig: bytes
 
 
+@cache
+def _envelope_decoder() -> Decoder:
+    return Decoder(load_schema("signed_event"))
+
+
 @dataclass(frozen=True)
 class SignedEvent:
     """An event's single-object bytes and the signatures over them."""
@@ -142,7 +147,7 @@ class SignedEvent:
     @classmethod
     def from_bytes(cls, data: bytes) -> SignedEvent:
         """Decode an envelope; raises ``MalformedEventError`` / ``UnknownSchemaError``."""
-        _, record = decode(data, load_schema("signed_event"))
+        _, record = _envelope_decoder().decode(data)
         return cls(
             payload=record["payload"],
             signatures=tuple(Signature(s["keyid"], s["sig"]) for s in record["signatures"]),
