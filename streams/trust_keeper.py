@@ -15,7 +15,7 @@ from threading import Lock
 import orjson
 
 from connectors.kafka import read_partition
-from connectors.store import ObjectStore
+from connectors.store import ObjectStore, is_json
 from schemas import layout
 from schemas.errors import RejectedError
 from schemas.trust import TrustRoot, follow_rotations, load_pinned_root
@@ -61,7 +61,7 @@ class TrustKeeper:
         )
         documents = [body.data for _, key in kept if (body := self._store.get(key))]
         self._root = follow_rotations(self._root, documents)
-        position = self._store.get(layout.TRUST_POSITION)
+        position = self._store.get(layout.TRUST_POSITION, complete=is_json)
         if position is not None:
             saved = orjson.loads(position.data)
             # A position read in another trust topic means nothing in this one.

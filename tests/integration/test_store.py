@@ -6,6 +6,7 @@ import dataclasses
 import hashlib
 import os
 import socket
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -15,11 +16,12 @@ from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
+import orjson
 import pytest
 from minio import Minio
 from minio.error import InvalidResponseError
 
-from connectors.store import ObjectStore, StoreLocation, redact_url
+from connectors.store import ObjectStore, StoreLocation, is_json, redact_url
 from infra import devstack
 from schemas.errors import ConfigurationError, StoreUnavailableError, TransientError
 
@@ -271,3 +273,40 @@ def test_from_url_bad_ports_are_configuration_errors(url: str) -> None:
 def test_redact_url_hides_only_the_password() -> None:
     assert redact_url(f"s3://AK:{SECRET}@h:1?tls=1") == "s3://AK:***@h:1?tls=1"
     assert redact_url("s3://h:1") == "s3://h:1"
+
+
+def test_json_reads_racing_overwrites_are_never_torn(location: StoreLocation) -> None:
+    """rclone rewrites objects in place; a metadata read must still be one whole version."""
+    store = ObjectStore(location, f"t-{uuid4().hex[:12]}")
+    store.ensure_bucket()
+    versions = [orjson.dumps({"n": n, "pad": "x" * (20_000 + n * 1_000)}) for n in range(10)]
+    store.put_bytes("p2/drupal/token.json", versions[0], content_type="application/json")
+    stop = threading.Event()
+    writes = 0
+
+    def rewrite() -> None:
+        nonlocal writes
+        while not stop.is_set():
+            store.put_bytes(
+                "p2/drupal/token.json", versions[writes % 10], content_type="application/json"
+            )
+            writes += 1
+            # Far more often than a node rewrites one package's metadata (once per event).
+            time.sleep(0.005)
+
+    writer = threading.Thread(target=rewrite)
+    writer.start()
+    seen = []
+    try:
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            body = store.get("p2/drupal/token.json", complete=is_json)
+            assert body is not None
+            seen.append(body.data)
+    finally:
+        stop.set()
+        writer.join()
+
+    assert writes > 50, "the writer must really race the reader"
+    assert len(seen) > 100
+    assert seen and all(data in versions for data in seen)
