@@ -18,7 +18,7 @@ from connectors.store import StoreLocation
 from infra import devstack
 from schemas import layout
 from schemas.composer import render_packages_json
-from schemas.errors import ConfigurationError, FairstreamError
+from schemas.errors import ConfigurationError, FairstreamError, RejectedError
 from schemas.signing import SigningKey
 from schemas.trust import TrustRoot, load_pinned_root, verify_root_update
 from services.demo import run_demo, write_key_pair
@@ -379,7 +379,13 @@ def node_run(
         max_artifact_size=max_artifact_size,
     )
     ensure_topics(broker_url, topics.partitions(partitions))
-    stream = NodeStream(settings)
+    try:
+        stream = NodeStream(settings)
+    except RejectedError as exc:
+        raise ConfigurationError(
+            f"the pinned trust root {root_path} is not a valid signed root ({exc}); "
+            "pin the file written by `fairstream trust init`"
+        ) from exc
     stream.prepare()
     stream.store.put_bytes(
         layout.PACKAGES_JSON, render_packages_json(), content_type="application/json"

@@ -6,7 +6,9 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
+import orjson
 from rich.table import Table
 
 from connectors.kafka import Topics, group_positions, records_after
@@ -23,6 +25,7 @@ class RegionStatus:
     committed: int
     behind: int
     behind_is_lower_bound: bool
+    trust_root: int | None = None
 
     @property
     def state(self) -> str:
@@ -44,27 +47,32 @@ def region_status(
     positions = group_positions(broker_url, group_id(region), topics.releases)
     committed = {p.partition: p.committed or 0 for p in positions}
     remaining = records_after(broker_url, topics.releases, committed, limit=limit)
+    health = _health(url) if url else None
+    root = health.get("trust_root") if health else None
     return RegionStatus(
         region=region,
         url=url,
-        healthy=_healthy(url) if url else None,
+        healthy=None if url is None else health is not None and health.get("status") == "ok",
+        trust_root=root.get("version") if isinstance(root, dict) else None,
         committed=sum(committed.values()),
         behind=sum(remaining.values()),
         behind_is_lower_bound=any(count >= limit for count in remaining.values()),
     )
 
 
-def _healthy(url: str) -> bool:
+def _health(url: str) -> dict[str, Any] | None:
+    """The node's /health document, or None if it does not answer."""
     try:
         with urllib.request.urlopen(url.rstrip("/") + "/health", timeout=3) as response:
-            return bool(response.status == 200)
-    except (urllib.error.URLError, OSError):
-        return False
+            document = orjson.loads(response.read())
+    except (urllib.error.URLError, OSError, orjson.JSONDecodeError):
+        return None
+    return document if isinstance(document, dict) else None
 
 
 def status_table(statuses: Sequence[RegionStatus]) -> Table:
     table = Table(title="fairstream regions")
-    for column in ("region", "url", "health", "committed events", "state"):
+    for column in ("region", "url", "health", "trust root", "committed events", "state"):
         table.add_column(column)
     for status in statuses:
         health = {True: "[green]up[/]", False: "[red]down[/]", None: "-"}[status.healthy]
@@ -73,6 +81,7 @@ def status_table(statuses: Sequence[RegionStatus]) -> Table:
             status.region,
             status.url or "-",
             health,
+            f"v{status.trust_root}" if status.trust_root is not None else "-",
             str(status.committed),
             f"[{colour}]{status.state}[/]",
         )

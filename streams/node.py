@@ -261,9 +261,30 @@ class NodeStream:
         )
         log.warning("%s[%d]@%d rejected (%s): %s", topic, partition, offset, reason, detail)
         # Wait for the broker's acknowledgement: the offset of the refused record
-        # must not be committed before its rejection is durable.
-        pending = await self.rejected.send(key=(key or "").encode(), value=record.to_bytes())
-        await pending
+        # must not be committed before its rejection is durable. Until the broker
+        # takes it, the partition waits: an exception escaping here would crash the
+        # agent, and Faust acknowledges the record that crashed it (faust #315).
+        attempt = 0
+        while True:
+            try:
+                pending = await self.rejected.send(
+                    key=(key or "").encode(), value=record.to_bytes()
+                )
+                await pending
+                return
+            except Exception as exc:  # aiokafka's errors, whatever the broker's state
+                attempt += 1
+                delay = min(0.5 * 2**attempt, MAX_BACKOFF_SECONDS)
+                log.warning(
+                    "rejection of %s[%d]@%d not recorded yet (%s: %s); retrying in %.1f s",
+                    topic,
+                    partition,
+                    offset,
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
 
     async def close(self) -> None:
         if self._session is not None:
