@@ -29,7 +29,7 @@ from schemas.errors import (
 )
 from schemas.events import ReleaseRejected, utc_now
 from streams.replication import DEFAULT_MAX_ARTIFACT_SIZE, ReleaseReplicator
-from streams.trust_keeper import TrustKeeper
+from streams.trust_keeper import RefusedRoot, TrustKeeper
 
 log = logging.getLogger(__name__)
 
@@ -114,6 +114,8 @@ class NodeStream:
         )
         self._replicator: ReleaseReplicator | None = None
         self._session: aiohttp.ClientSession | None = None
+        # Trust records refused before the producer runs, recorded on the first refresh.
+        self._unrecorded: list[RefusedRoot] = []
         self.app.agent(self.releases, name=f"{settings.group_id}.replicate")(self._replicate)
         self.app.timer(TRUST_REFRESH_SECONDS)(self._refresh_trust)
 
@@ -123,15 +125,16 @@ class NodeStream:
         self.trust.load()
         for refused in self.trust.refresh():
             log.warning("trust topic offset %d refused: %s", refused.offset, refused.error)
+            self._unrecorded.append(refused)
         root = self.trust.root
         log.info("trust root v%d in force, expires %s", root.version, root.expires.isoformat())
 
     async def _refresh_trust(self) -> None:
+        refused, self._unrecorded = self._unrecorded, []
         try:
-            refused = await asyncio.to_thread(self.trust.refresh)
+            refused += await asyncio.to_thread(self.trust.refresh)
         except TransientError as exc:
             log.warning("trust topic not read: %s", exc)
-            return
         for record in refused:
             await self._send_rejection(
                 topic=self.settings.topics.trust,

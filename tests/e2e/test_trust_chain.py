@@ -13,6 +13,7 @@ import pytest
 from infra import localnet
 from schemas.signing import SigningKey, seal
 from services.demo import write_key_pair
+from services.trust_admin import DelegationSpec, build_root
 from tests.e2e.harness import REGIONS, Federation, rejections_of, wait_until_served
 
 pytestmark = pytest.mark.e2e
@@ -116,3 +117,38 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = 30.0) 
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting until {what}")
         time.sleep(0.3)
+
+
+def test_a_forged_root_on_the_trust_topic_is_recorded_by_every_region(
+    federation: Federation, tmp_path: Path
+) -> None:
+    attacker = SigningKey.generate()
+    forged_root = build_root(
+        version=federation_root_version(federation) + 1,
+        root_keys=[attacker.public_key],
+        root_threshold=1,
+        delegations=[DelegationSpec("drupal/*", "attacker", (attacker.public_key,), 1)],
+    )
+    forged = tmp_path / "forged-root.avro"
+    forged.write_bytes(forged_root.sign([attacker]))
+    # One node reads it while running, the other when it starts.
+    federation.nodes["us"].stop()
+    federation.kcat("-P", "-t", federation.topics.trust, "-k", "trust-root", str(forged))
+    federation.start_node("us")
+
+    refused = rejections_of(federation, "trust-root", len(REGIONS), timeout=45.0)
+
+    assert sorted(r.region for r in refused) == sorted(REGIONS)
+    assert {r.reason for r in refused} == {"bad-root-rotation"}
+    assert {r.topic for r in refused} == {federation.topics.trust}
+    assert all(r.record == forged.read_bytes() for r in refused)
+    for node in federation.nodes.values():
+        assert localnet.node_health(node.url)["trust_root"]["version"] < forged_root.version
+
+
+def federation_root_version(federation: Federation) -> int:
+    versions = {
+        localnet.node_health(n.url)["trust_root"]["version"] for n in federation.nodes.values()
+    }
+    assert len(versions) == 1
+    return int(versions.pop())
