@@ -323,6 +323,12 @@ def check_consistency(event: PackageEvent) -> None:
             f"release event for {event.package} carries Composer metadata of {named!r}: "
             "the metadata or the artifact belongs to another package"
         )
+    unset = sorted(key for key, value in event.composer.items() if value == "__unset")
+    if unset:
+        raise MalformedEventError(
+            f"{event.package} {event.version}: Composer metadata {unset} has the value "
+            "'__unset', which the minified composer/2.0 format reads as 'key removed'"
+        )
     expected = drupal_to_composer(event.drupal_version)
     if event.version != expected or event.composer.get("version") != event.version:
         raise MalformedEventError(

@@ -47,12 +47,16 @@ class SigningKey:
     def generate(cls) -> SigningKey:
         return cls(seed=bytes(nacl.signing.SigningKey.generate()))
 
-    @property
+    @cached_property
+    def _nacl(self) -> nacl.signing.SigningKey:
+        return nacl.signing.SigningKey(self.seed)
+
+    @cached_property
     def public_key(self) -> PublicKey:
-        return PublicKey(raw=bytes(nacl.signing.SigningKey(self.seed).verify_key))
+        return PublicKey(raw=bytes(self._nacl.verify_key))
 
     def sign(self, payload: bytes) -> Signature:
-        signed = nacl.signing.SigningKey(self.seed).sign(signing_message(payload))
+        signed = self._nacl.sign(signing_message(payload))
         return Signature(keyid=self.public_key.keyid, sig=signed.signature)
 
     def to_json(self) -> bytes:
@@ -74,7 +78,7 @@ class PublicKey:
 
     raw: bytes
 
-    @property
+    @cached_property
     def keyid(self) -> str:
         return key_id(self.raw)
 
