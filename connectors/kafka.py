@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -19,7 +19,9 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from schemas.errors import BrokerUnavailableError, ConfigurationError
+from schemas.errors import BrokerUnavailableError, ConfigurationError, RejectedError
+from schemas.events import ReleasePublished, decode_package_event
+from schemas.signing import SignedEvent
 
 
 def bootstrap_servers(broker_url: str) -> str:
@@ -217,6 +219,71 @@ def group_positions(
     ]
 
 
+def _iter_to_end(
+    broker_url: str,
+    topic: str,
+    positions: Mapping[int, int],
+    *,
+    limit: int,
+    timeout: float,
+) -> Iterator[tuple[int, int, bytes]]:
+    """Yield (partition, offset, value) of every record at or after ``positions[partition]``.
+
+    Tansu under-reports the high watermark (DESIGN.md), so the end is where the
+    broker answers a fetch with nothing more (partition EOF), not the
+    watermark. A partition stops early at ``limit`` records. Raises
+    ``BrokerUnavailableError`` if the partitions are not read to their end
+    within ``timeout`` seconds of no progress: an unknown end is never
+    reported as "nothing left".
+    """
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap_servers(broker_url),
+            "group.id": "fairstream-reader",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            # At a partition's end the broker holds a fetch this long before saying so.
+            "fetch.wait.max.ms": 50,
+            "log.connection.close": False,
+        }
+    )
+    counts = dict.fromkeys(positions, 0)
+    open_partitions = set(positions)
+    last_progress = time.monotonic()
+    try:
+        consumer.assign([TopicPartition(topic, p, max(o, 0)) for p, o in positions.items()])
+        while open_partitions:
+            messages = consumer.consume(num_messages=1000, timeout=0.1)
+            if not messages:
+                if time.monotonic() - last_progress > timeout:
+                    raise BrokerUnavailableError(
+                        f"could not read {topic} partitions {sorted(open_partitions)} to their "
+                        f"end within {timeout:.0f} s; the broker may be overloaded, try again"
+                    )
+                continue
+            last_progress = time.monotonic()
+            for message in messages:
+                partition, offset = message.partition(), message.offset()
+                error = message.error()
+                if error is not None:
+                    if error.code() == KafkaError._PARTITION_EOF:
+                        open_partitions.discard(partition)
+                        continue
+                    raise BrokerUnavailableError(f"reading {topic} failed: {error.str()}")
+                if partition is None or offset is None or partition not in open_partitions:
+                    continue
+                if offset >= positions[partition]:
+                    yield partition, offset, message.value() or b""
+                    counts[partition] += 1
+                    if counts[partition] >= limit:
+                        open_partitions.discard(partition)
+                        consumer.pause([TopicPartition(topic, partition)])
+    except KafkaException as exc:
+        raise BrokerUnavailableError(f"reading {topic} failed: {exc}") from exc
+    finally:
+        consumer.close()
+
+
 def _read_to_end(
     broker_url: str,
     topic: str,
@@ -225,55 +292,12 @@ def _read_to_end(
     limit: int,
     timeout: float,
 ) -> dict[int, list[tuple[int, bytes]]]:
-    """Read every record at or after ``positions[partition]`` until the broker has no more.
-
-    Tansu under-reports the high watermark (DESIGN.md), so the end is where the
-    broker answers a fetch with nothing more (partition EOF), not the
-    watermark. A partition stops early at ``limit`` records. Raises
-    ``BrokerUnavailableError`` if a partition is not read to its end within
-    ``timeout`` seconds: an unknown end is never reported as "nothing left".
-    """
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap_servers(broker_url),
-            "group.id": "fairstream-reader",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "log.connection.close": False,
-        }
-    )
+    """Every record at or after each position, by partition (see ``_iter_to_end``)."""
     found: dict[int, list[tuple[int, bytes]]] = {p: [] for p in positions}
-    open_partitions = set(positions)
-    deadline = time.monotonic() + timeout
-    try:
-        consumer.assign([TopicPartition(topic, p, max(o, 0)) for p, o in positions.items()])
-        while open_partitions and time.monotonic() < deadline:
-            message = consumer.poll(min(1.0, max(deadline - time.monotonic(), 0.01)))
-            if message is None:
-                continue
-            partition, offset = message.partition(), message.offset()
-            error = message.error()
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    open_partitions.discard(partition)
-                    continue
-                raise BrokerUnavailableError(f"reading {topic} failed: {error.str()}")
-            if partition is None or offset is None or partition not in open_partitions:
-                continue
-            if offset >= positions[partition]:
-                found[partition].append((offset, message.value() or b""))
-                if len(found[partition]) >= limit:
-                    open_partitions.discard(partition)
-                    consumer.pause([TopicPartition(topic, partition)])
-    except KafkaException as exc:
-        raise BrokerUnavailableError(f"reading {topic} failed: {exc}") from exc
-    finally:
-        consumer.close()
-    if open_partitions:
-        raise BrokerUnavailableError(
-            f"could not read {topic} partitions {sorted(open_partitions)} to their end "
-            f"within {timeout:.0f} s; the broker may be overloaded, try again"
-        )
+    for partition, offset, value in _iter_to_end(
+        broker_url, topic, positions, limit=limit, timeout=timeout
+    ):
+        found[partition].append((offset, value))
     return found
 
 
@@ -302,3 +326,37 @@ def read_partition(
     """
     found = _read_to_end(broker_url, topic, {partition: start}, limit=1_000_000, timeout=timeout)
     return found[partition]
+
+
+def published_releases(
+    broker_url: str, topic: str, *, idle_timeout: float = 30.0
+) -> set[tuple[str, str]]:
+    """The (package, version) of every release event on ``topic``: the log as the ledger.
+
+    Reads every partition from its beginning to its end, keeping only the
+    pairs, so that a catalogue of any size fits in memory. Records are decoded
+    (``decode_package_event``) but not verified: a release anyone produced
+    counts as published, since a (package, version) is immutable. Records that
+    do not decode as a package event are passed over. A topic that does not
+    exist holds nothing. Raises ``BrokerUnavailableError``.
+    """
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers(broker_url)})
+    try:
+        # Listing all topics: asking about one by name makes the broker create it.
+        metadata = admin.list_topics(timeout=idle_timeout)
+    except KafkaException as exc:
+        raise BrokerUnavailableError(f"broker {broker_url} did not list topics: {exc}") from exc
+    if topic not in metadata.topics:
+        return set()
+    positions = dict.fromkeys(metadata.topics[topic].partitions, 0)
+    found: set[tuple[str, str]] = set()
+    for _, _, value in _iter_to_end(
+        broker_url, topic, positions, limit=1 << 62, timeout=idle_timeout
+    ):
+        try:
+            event = decode_package_event(SignedEvent.from_bytes(value).payload)
+        except RejectedError:
+            continue
+        if isinstance(event, ReleasePublished):
+            found.add((event.package, event.version))
+    return found

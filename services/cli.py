@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import socket
 from datetime import timedelta
 from pathlib import Path
 
@@ -21,26 +20,30 @@ from schemas.composer import render_packages_json
 from schemas.errors import ConfigurationError, FairstreamError, RejectedError
 from schemas.signing import SigningKey
 from schemas.trust import TrustRoot, load_pinned_root, verify_root_update
+from services.catalogue_cli import register as register_catalogue
+from services.cli_options import (
+    BROKER_OPTION,
+    DATA_DIR_OPTION,
+    PARTITIONS_OPTION,
+    STORE_OPTION,
+    TOPIC_PREFIX_OPTION,
+    listen_address,
+    read_file,
+    stack_urls,
+)
 from services.demo import run_demo, write_key_pair
 from services.http_service import HttpServerService
+from services.importer_cli import register as register_import
 from services.node_http import NodeHttp, NodeHttpSettings
 from services.origin_http import origin_app
 from services.publisher import build_release, publish_release
+from services.publishing_cli import register as register_publishing
 from services.status import region_status, status_table
 from services.trust_admin import DelegationSpec, build_root, public_of, read_key, signing_keys
 from streams.node import NodeSettings, NodeStream
 from streams.replication import DEFAULT_MAX_ARTIFACT_SIZE
 
 console = Console(soft_wrap=True)
-
-DATA_DIR_OPTION = click.option(
-    "--data-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path(".fairstream"),
-    show_default=True,
-    envvar="FAIRSTREAM_DATA_DIR",
-    help="Where the embedded stack keeps its state, logs and S3 data.",
-)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -137,62 +140,6 @@ def dev_status(data_dir: Path) -> None:
     console.print(table)
 
 
-def _stack_urls(data_dir: Path, broker: str | None, store: str | None) -> tuple[str, str]:
-    """Broker and store URLs: given explicitly, or those of the embedded stack in ``data_dir``."""
-    if broker and store:
-        return broker, store
-    stack = devstack.read_stack(data_dir)
-    if stack is None:
-        raise ConfigurationError(
-            f"no --broker/--store given and no embedded stack recorded in {data_dir}; "
-            "start one with `fairstream dev up` or pass the URLs"
-        )
-    return broker or stack.broker_url, store or stack.store_url
-
-
-BROKER_OPTION = click.option(
-    "--broker",
-    envvar="FAIRSTREAM_BROKER_URL",
-    help="Kafka bootstrap URL, kafka://host:port  [default: the embedded stack's]",
-)
-STORE_OPTION = click.option(
-    "--store",
-    envvar="FAIRSTREAM_STORE_URL",
-    help="Object store URL, s3://ACCESS:SECRET@host:port  [default: the embedded stack's]",
-)
-TOPIC_PREFIX_OPTION = click.option(
-    "--topic-prefix",
-    default="",
-    help="Prefix of the topic names (fair.releases, fair.rejected), to run several federations.",
-)
-PARTITIONS_OPTION = click.option(
-    "--partitions",
-    type=click.IntRange(1, 1024),
-    default=4,
-    show_default=True,
-    help="Partitions of the releases topic when it is created (key = package name).",
-)
-
-
-def _check_port_free(host: str, port: int, option: str) -> None:
-    """Fail before anything starts if the HTTP port is taken, naming the option to change."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        try:
-            probe.bind((host, port))
-        except OSError as exc:
-            raise ConfigurationError(
-                f"cannot listen on {host}:{port} ({exc.strerror}); choose another {option} "
-                "or stop the process that holds it"
-            ) from exc
-
-
-def _read_file(path: Path, what: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read {what} {path}: {exc.strerror}") from exc
-
-
 @cli.group()
 def keys() -> None:
     """Ed25519 keys of publishers.
@@ -266,7 +213,7 @@ def publish(
     --origin-url https://ftp.drupal.org/files/projects/token-8.x-1.9.zip --key keys/drupal.key
     """
     signing_keys = [
-        SigningKey.from_json(_read_file(p, "key file"), source=str(p)) for p in key_paths
+        SigningKey.from_json(read_file(p, "key file"), source=str(p)) for p in key_paths
     ]
     metadata: dict[str, object] = {}
     if requires:
@@ -274,7 +221,7 @@ def publish(
         if any(len(pair) != 2 for pair in pairs):
             raise ConfigurationError("--require takes NAME:CONSTRAINT, e.g. drupal/token:^1.9")
         metadata["require"] = dict(pairs)
-    broker_url = broker or _stack_urls(data_dir, None, None)[0]
+    broker_url = broker or stack_urls(data_dir, None, None)[0]
     topics = Topics.with_prefix(topic_prefix)
     release = build_release(
         package=package,
@@ -360,11 +307,8 @@ def node_run(
     """
     if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,40}", region):
         raise ConfigurationError(f"region {region!r} must be lower-case letters, digits and dashes")
-    host, _, port_text = listen.rpartition(":")
-    if not host or not port_text.isdigit():
-        raise ConfigurationError(f"--listen {listen!r} is not HOST:PORT")
-    _check_port_free(host, int(port_text), "--listen")
-    broker_url, store_url = _stack_urls(data_dir, broker, store)
+    host, port = listen_address(listen)
+    broker_url, store_url = stack_urls(data_dir, broker, store)
     topics = Topics.with_prefix(topic_prefix)
     settings = NodeSettings(
         region=region,
@@ -372,7 +316,7 @@ def node_run(
         store=StoreLocation.from_url(store_url),
         bucket=bucket or f"fairstream-{region}",
         public_url=public_url or f"http://{listen}",
-        pinned_root=_read_file(root_path, "trust root file"),
+        pinned_root=read_file(root_path, "trust root file"),
         data_dir=data_dir / "nodes" / region,
         topics=topics,
         session_timeout=session_timeout,
@@ -394,9 +338,7 @@ def node_run(
         NodeHttpSettings(region=region), stream.store, trust_root=lambda: stream.trust.root
     )
     uvloop.install()
-    worker = faust.Worker(
-        stream.app, HttpServerService(http.app, host, int(port_text)), loglevel="info"
-    )
+    worker = faust.Worker(stream.app, HttpServerService(http.app, host, port), loglevel="info")
     worker.execute_from_commandline()
 
 
@@ -416,10 +358,8 @@ def origin_serve(root: Path, listen: str) -> None:
 
     Example: fairstream origin serve ./files --listen 127.0.0.1:8000
     """
-    host, _, port_text = listen.rpartition(":")
-    if not host or not port_text.isdigit():
-        raise ConfigurationError(f"--listen {listen!r} is not HOST:PORT")
-    web.run_app(origin_app(root), host=host, port=int(port_text), print=None)
+    host, port = listen_address(listen)
+    web.run_app(origin_app(root), host=host, port=port, print=None)
 
 
 @cli.command()
@@ -432,7 +372,7 @@ def status(regions: tuple[str, ...], broker: str | None, topic_prefix: str, data
 
     Example: fairstream status --region eu --region us
     """
-    broker_url = broker or _stack_urls(data_dir, None, None)[0]
+    broker_url = broker or stack_urls(data_dir, None, None)[0]
     topics = Topics.with_prefix(topic_prefix)
     console.print(status_table([region_status(broker_url, topics, r) for r in regions]))
 
@@ -573,7 +513,7 @@ def trust_rotate(
 
 def _current_root(path: Path) -> TrustRoot:
     """The root in a signed root file, checked against its own root keys' signatures."""
-    return load_pinned_root(_read_file(path, "trust root file"))
+    return load_pinned_root(read_file(path, "trust root file"))
 
 
 @trust.command("publish")
@@ -589,17 +529,23 @@ def trust_publish(
 
     Example: fairstream trust publish root-v2.avro
     """
-    broker_url = broker or _stack_urls(data_dir, None, None)[0]
+    broker_url = broker or stack_urls(data_dir, None, None)[0]
     topics = Topics.with_prefix(topic_prefix)
     ensure_topics(broker_url, topics.partitions(partitions))
     producer = EventProducer(broker_url)
     delivered = producer.produce(
-        topics.trust, b"trust-root", _read_file(root_file, "trust root file")
+        topics.trust, b"trust-root", read_file(root_file, "trust root file")
     )
     producer.close()
     console.print(
         f"published {root_file} to {delivered.topic}[{delivered.partition}]@{delivered.offset}"
     )
+
+
+# The Drupal.org-side commands live in their own modules and register here.
+register_catalogue(cli)
+register_import(cli)
+register_publishing(cli)
 
 
 def main() -> None:

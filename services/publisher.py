@@ -15,7 +15,7 @@ import orjson
 
 from connectors.kafka import Delivered, EventProducer
 from schemas.composer import version_entry
-from schemas.errors import ConfigurationError
+from schemas.errors import ConfigurationError, UnsafeNameError, WrongPackageError
 from schemas.events import PACKAGE_NAME, Artifact, ReleasePublished, utc_now
 from schemas.signing import SigningKey, seal
 from schemas.versions import drupal_to_composer
@@ -37,6 +37,10 @@ CARRIED_FIELDS = (
     "suggest",
     "extra",
 )
+
+
+#: A project's composer.json is a few KB; more is a zip bomb, not metadata.
+MAX_COMPOSER_JSON = 1 << 20
 
 
 class PublishInputError(ConfigurationError):
@@ -70,6 +74,16 @@ def inspect_zip(path: Path) -> ZipDigest:
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
+            unsafe = [
+                name
+                for name in names
+                if name.startswith("/") or "\\" in name or "\x00" in name or ".." in name.split("/")
+            ]
+            if unsafe:
+                raise UnsafeNameError(
+                    f"zip {path} has entries unsafe to extract ({unsafe[:3]}): absolute paths, "
+                    "'..' segments or backslashes; rebuild the zip"
+                )
             tops = {name.split("/", 1)[0] for name in names if name.strip("/")}
             if len(tops) != 1 or not any("/" in name for name in names):
                 raise PublishInputError(
@@ -79,6 +93,10 @@ def inspect_zip(path: Path) -> ZipDigest:
             top = tops.pop()
             composer_json = None
             if f"{top}/composer.json" in names:
+                if archive.getinfo(f"{top}/composer.json").file_size > MAX_COMPOSER_JSON:
+                    raise PublishInputError(
+                        f"{path}: {top}/composer.json is over {MAX_COMPOSER_JSON} bytes"
+                    )
                 try:
                     composer_json = orjson.loads(archive.read(f"{top}/composer.json"))
                 except orjson.JSONDecodeError as exc:
@@ -109,6 +127,13 @@ def build_release(
     if not origin_url.startswith(("http://", "https://")):
         raise PublishInputError(f"origin URL {origin_url!r} must be http:// or https://")
     digest = inspect_zip(zip_path)
+    project = package.split("/", 1)[1]
+    if digest.top_directory != project:
+        raise WrongPackageError(
+            f"the zip of {package} holds {[digest.top_directory]}, not one {project}/ "
+            "directory; nodes refuse a release whose zip is another project's: check package "
+            "and zip"
+        )
     carried = {k: v for k, v in (digest.composer_json or {}).items() if k in CARRIED_FIELDS}
     entry = version_entry(
         name=package,

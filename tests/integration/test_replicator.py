@@ -4,6 +4,7 @@ events signed by a publisher key that a trust root delegates ``drupal/*`` to."""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -382,13 +383,30 @@ async def test_a_zip_of_another_project_is_refused_and_not_stored(
 ) -> None:
     # pathauto's zip, signed as drupal/token 8.x-1.9 with its true digests: only the
     # zip's top directory tells it is another project.
+    # The publisher refuses such a zip (build_release checks the top directory), so a
+    # hostile publisher's event is made by hand: token's metadata, pathauto's digests.
     pathauto = sample_zip(tmp_path / "other", "pathauto", "8.x-1.9")
+    token = sample_zip(tmp_path / "token", "token", "8.x-1.9")
     (origin_root / "token-8.x-1.9.zip").write_bytes(pathauto.read_bytes())
-    event = build_release(
+    genuine = build_release(
         package="drupal/token",
         drupal_version="8.x-1.9",
-        zip_path=pathauto,
+        zip_path=token,
         origin_url=str(origin.make_url("/token-8.x-1.9.zip")),
+    )
+    data = pathauto.read_bytes()
+    event = dataclasses.replace(
+        genuine,
+        artifact=dataclasses.replace(
+            genuine.artifact,
+            sha256=hashlib.sha256(data).hexdigest(),
+            sha1=hashlib.sha1(data).hexdigest(),
+            size=len(data),
+        ),
+        composer={
+            **genuine.composer,
+            "dist": {**genuine.composer["dist"], "shasum": hashlib.sha1(data).hexdigest()},
+        },
     )
 
     with pytest.raises(WrongPackageError, match=r"\['pathauto'\], not one token/ directory"):

@@ -25,6 +25,7 @@ from schemas.errors import (
     SignatureError,
     UndelegatedKeyError,
     UnknownSchemaError,
+    UnsafeNameError,
     VersionConflictError,
     WrongPackageError,
 )
@@ -935,3 +936,26 @@ def test_a_file_that_is_no_zip_is_the_wrong_package(tmp_path: Path) -> None:
 
     with pytest.raises(WrongPackageError, match="is not a zip file"):
         check_top_directory(path, "drupal/token")
+
+
+def test_build_release_refuses_another_projects_zip(tmp_path: Path) -> None:
+    pathauto = sample_zip(tmp_path, "pathauto", "8.x-1.12")
+
+    with pytest.raises(WrongPackageError, match=r"\['pathauto'\], not one token/ directory"):
+        build_release(
+            package="drupal/token",
+            drupal_version="8.x-1.9",
+            zip_path=pathauto,
+            origin_url="https://ftp.drupal.org/files/projects/token-8.x-1.9.zip",
+        )
+
+
+@pytest.mark.parametrize("entry", ["token/../../etc/cron.d/x", "/token/x", "token\\..\\x"])
+def test_inspect_zip_refuses_entries_unsafe_to_extract(tmp_path: Path, entry: str) -> None:
+    path = tmp_path / "evil.zip"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("token/token.info.yml", "name: token\n")
+        archive.writestr(entry, "x")
+
+    with pytest.raises(UnsafeNameError, match="unsafe to extract"):
+        inspect_zip(path)

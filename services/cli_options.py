@@ -1,0 +1,102 @@
+"""What every ``fairstream`` command shares: its common options and how they are resolved.
+
+A module of its own so that the command modules (``cli``, ``importer_cli``,
+``publishing_cli``, ...) share one definition without importing each other.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import click
+
+from infra import devstack
+from schemas.errors import ConfigurationError, RejectedError
+from schemas.trust import TrustRoot, load_pinned_root
+
+DATA_DIR_OPTION = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".fairstream"),
+    show_default=True,
+    envvar="FAIRSTREAM_DATA_DIR",
+    help="Where the embedded stack keeps its state, logs and S3 data.",
+)
+BROKER_OPTION = click.option(
+    "--broker",
+    envvar="FAIRSTREAM_BROKER_URL",
+    help="Kafka bootstrap URL, kafka://host:port  [default: the embedded stack's]",
+)
+STORE_OPTION = click.option(
+    "--store",
+    envvar="FAIRSTREAM_STORE_URL",
+    help="Object store URL, s3://ACCESS:SECRET@host:port  [default: the embedded stack's]",
+)
+TOPIC_PREFIX_OPTION = click.option(
+    "--topic-prefix",
+    default="",
+    help="Prefix of the topic names (fair.releases, fair.rejected, fair.trust), to run "
+    "several federations.",
+)
+PARTITIONS_OPTION = click.option(
+    "--partitions",
+    type=click.IntRange(1, 1024),
+    default=4,
+    show_default=True,
+    help="Partitions of the releases topic when it is created (key = package name).",
+)
+
+
+def stack_urls(data_dir: Path, broker: str | None, store: str | None) -> tuple[str, str]:
+    """Broker and store URLs: given explicitly, or those of the embedded stack in ``data_dir``."""
+    if broker and store:
+        return broker, store
+    stack = devstack.read_stack(data_dir)
+    if stack is None:
+        raise ConfigurationError(
+            f"no --broker/--store given and no embedded stack recorded in {data_dir}; "
+            "start one with `fairstream dev up` or pass the URLs"
+        )
+    return broker or stack.broker_url, store or stack.store_url
+
+
+def broker_url(data_dir: Path, broker: str | None) -> str:
+    """The broker URL given, or the embedded stack's."""
+    return broker or stack_urls(data_dir, None, None)[0]
+
+
+def listen_address(listen: str, option: str = "--listen") -> tuple[str, int]:
+    """``HOST:PORT`` of a server, checked free, or a ``ConfigurationError`` naming the option."""
+    host, _, port_text = listen.rpartition(":")
+    if not host or not port_text.isdigit() or not 0 <= int(port_text) < 65536:
+        raise ConfigurationError(f"{option} {listen!r} is not HOST:PORT, e.g. 127.0.0.1:8080")
+    port = int(port_text)
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot listen on {host}:{port} ({exc.strerror}); choose another {option} "
+                "or stop the process that holds it"
+            ) from exc
+    return host, port
+
+
+def read_file(path: Path, what: str) -> bytes:
+    """A file's bytes, or a ``ConfigurationError`` saying which file could not be read."""
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read {what} {path}: {exc.strerror}") from exc
+
+
+def pinned_root(path: Path) -> TrustRoot:
+    """The trust root in a pinned root file, or a ``ConfigurationError`` naming the file."""
+    try:
+        return load_pinned_root(read_file(path, "trust root file"))
+    except RejectedError as exc:
+        raise ConfigurationError(
+            f"the pinned trust root {path} is not a valid signed root ({exc}); pin the file "
+            "written by `fairstream trust init` or `trust rotate`"
+        ) from exc

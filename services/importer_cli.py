@@ -1,0 +1,152 @@
+"""The ``fairstream import`` command: a Composer repository into the releases topic, signed."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import click
+from rich.console import Console
+
+from connectors.composer_repo import SourceLimits, packages_json_url
+from connectors.kafka import Topics
+from schemas.errors import ConfigurationError
+from schemas.signing import SigningKey
+from services.cli_options import (
+    BROKER_OPTION,
+    DATA_DIR_OPTION,
+    PARTITIONS_OPTION,
+    TOPIC_PREFIX_OPTION,
+)
+from services.cli_options import broker_url as resolve_broker
+from services.importer import (
+    ImportSettings,
+    RichImportProgress,
+    import_repository,
+    load_checksums,
+    summary_table,
+)
+
+
+def register(group: click.Group) -> None:
+    """Add ``import`` to the ``fairstream`` command group."""
+    group.add_command(import_command)
+
+
+@click.command("import")
+@click.argument("url")
+@click.option(
+    "--key",
+    "key_paths",
+    required=True,
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Private key file(s) to sign every release with; repeat for several signatures.",
+)
+@click.option(
+    "--checksums",
+    "checksums_path",
+    type=click.Path(path_type=Path),
+    help="JSON {dist URL path: {sha256, sha1, size}}: no zip listed there is downloaded.",
+)
+@click.option(
+    "--packages",
+    "packages_path",
+    type=click.Path(path_type=Path),
+    help="Package names to import, one per line  [default: the repository's available-packages]",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0, min_open=True),
+    default=20.0,
+    show_default=True,
+    help="Requests per second to the source, zips included.",
+)
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 256),
+    default=8,
+    show_default=True,
+    help="Requests to the source in flight at once.",
+)
+@BROKER_OPTION
+@TOPIC_PREFIX_OPTION
+@PARTITIONS_OPTION
+@DATA_DIR_OPTION
+def import_command(
+    url: str,
+    key_paths: tuple[Path, ...],
+    checksums_path: Path | None,
+    packages_path: Path | None,
+    rate: float,
+    concurrency: int,
+    broker: str | None,
+    topic_prefix: str,
+    partitions: int,
+    data_dir: Path,
+) -> None:
+    """Publish one signed release per version of a Composer v2 repository; run again to resume.
+
+    Reads packages.json, every p2/<name>.json and ~dev.json (minified or not), and signs each
+    version with its Composer metadata and the original dist URL and sha1 as its origin. sha256
+    and size come from --checksums, else from downloading the zip (its sha1 must be the p2
+    shasum). Releases already on the topic are skipped, so an interrupted import resumes.
+
+    Example: fairstream import https://packages.drupal.org/8 --packages drupal-projects.txt
+    --key keys/drupal.key --rate 10
+    """
+    packages_json_url(url)  # a malformed URL is the user's mistake: say so before anything runs
+    keys = [_signing_key(path) for path in key_paths]
+    checksums = (
+        load_checksums(_read(checksums_path, "checksums file"), source=str(checksums_path))
+        if checksums_path is not None
+        else None
+    )
+    packages = _package_names(packages_path) if packages_path is not None else None
+    broker = resolve_broker(data_dir, broker)
+    settings = ImportSettings(
+        repository_url=url,
+        broker_url=broker,
+        keys=tuple(keys),
+        topics=Topics.with_prefix(topic_prefix),
+        partitions=partitions,
+        packages=packages,
+        checksums=checksums,
+        limits=SourceLimits(rate=rate, concurrency=concurrency),
+    )
+    console = Console(soft_wrap=True, stderr=True)
+    with RichImportProgress(console) as progress:
+        report = asyncio.run(import_repository(settings, observer=progress))
+    Console(soft_wrap=True).print(summary_table(report))
+
+
+def _read(path: Path, what: str) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise ConfigurationError(f"cannot read {what} {path}: {exc.strerror}") from exc
+
+
+def _signing_key(path: Path) -> SigningKey:
+    data = _read(path, "key file")
+    if b'"seed"' not in data:
+        raise ConfigurationError(
+            f"{path} is not a private key; signing needs the .key file of `fairstream keys generate`"
+        )
+    return SigningKey.from_json(data, source=str(path))
+
+
+def _package_names(path: Path) -> tuple[str, ...]:
+    """Names from a file, one per line; blank lines and ``#`` comments are passed over."""
+    try:
+        text = _read(path, "package list").decode()
+    except UnicodeDecodeError as exc:
+        raise ConfigurationError(f"package list {path} is not UTF-8 text: {exc}") from exc
+    names = tuple(
+        line.split("#", 1)[0].strip() for line in text.splitlines() if line.split("#", 1)[0].strip()
+    )
+    if not names:
+        raise ConfigurationError(
+            f"package list {path} names no package; write one name per line, e.g. drupal/token"
+        )
+    return names
