@@ -197,12 +197,19 @@ def fetch_p2_versions(node_url: str, package: str) -> dict[str, dict[str, Any]]:
 
 
 def composer_require(
-    site_dir: Path, repository_url: str, packages: Sequence[str], *, timeout: float = 300.0
+    site_dir: Path,
+    repository_url: str,
+    packages: Sequence[str],
+    *,
+    extra_repositories: Sequence[dict[str, Any]] = (),
+    timeout: float = 300.0,
 ) -> subprocess.CompletedProcess[str]:
     """Run the real ``composer require`` in a fresh project that knows only ``repository_url``.
 
-    Packagist is disabled and ``secure-http`` is off (our dev nodes speak plain
-    http on loopback). Composer's cache and home live under ``site_dir``.
+    ``extra_repositories`` come after it (for packages it does not serve, such
+    as a stand-in for ``drupal/core``). Packagist is disabled and ``secure-http``
+    is off (our dev nodes speak plain http on loopback). Composer's cache and
+    home live under ``site_dir``.
     """
     site_dir.mkdir(parents=True, exist_ok=True)
     project = {
@@ -210,6 +217,7 @@ def composer_require(
         "type": "project",
         "repositories": [
             {"type": "composer", "url": repository_url},
+            *extra_repositories,
             {"packagist.org": False},
         ],
         "config": {"secure-http": False},
