@@ -244,6 +244,7 @@ _EMPTY, _VERSION, _BRANCH = 0, 1, 2
 VersionSortKey = tuple[int, tuple[tuple[int, int], ...], str]
 
 
+@lru_cache(maxsize=16384)
 def version_sort_key(version_normalized: str) -> VersionSortKey:
     """Return a key that orders normalized versions as Composer does, oldest first.
 

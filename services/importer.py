@@ -228,10 +228,39 @@ def plan_package(
                     continue
                 seen[normalized] = outcome.version
                 candidates[outcome.version] = outcome
-    ordered = sorted(
-        candidates.values(), key=lambda c: version_sort_key(normalize_version(c.version))
-    )
-    return PackagePlan(package, tuple(ordered), tuple(skipped))
+    servable, unservable = _servable(package, list(candidates.values()))
+    ordered = sorted(servable, key=lambda c: version_sort_key(normalize_version(c.version)))
+    return PackagePlan(package, tuple(ordered), (*skipped, *unservable))
+
+
+def _servable(package: str, candidates: list[Candidate]) -> tuple[list[Candidate], list[Skipped]]:
+    """Split off the entries a node could not render: one would break the package's whole p2.
+
+    What every node will do with them, done once for the package; only when that
+    fails is each entry rendered alone, to name the ones at fault.
+    """
+    if not candidates:
+        return [], []
+    try:
+        composer_documents.render_p2(
+            package,
+            [composer_documents.with_dist_url(c.composer, c.origin_url) for c in candidates],
+        )
+    except (MalformedEventError, InvalidVersionError):
+        pass
+    else:
+        return candidates, []
+    servable: list[Candidate] = []
+    refused: list[Skipped] = []
+    for candidate in candidates:
+        try:
+            entry = composer_documents.with_dist_url(candidate.composer, candidate.origin_url)
+            composer_documents.render_p2(package, [entry])
+        except (MalformedEventError, InvalidVersionError) as exc:
+            refused.append(_skip(candidate, SkipReason.MALFORMED_ENTRY, str(exc)))
+        else:
+            servable.append(candidate)
+    return servable, refused
 
 
 def _candidate(
@@ -328,12 +357,6 @@ def _candidate(
     composer = dict(entry)
     composer["name"] = package
     composer["dist"] = {key: value for key, value in dist.items() if key != "url"}
-    try:
-        # What every node will do with it: an entry it cannot render would break the
-        # whole p2 document of the package there.
-        composer_documents.render_p2(package, [composer_documents.with_dist_url(composer, url)])
-    except (MalformedEventError, InvalidVersionError) as exc:
-        return Skipped(package, shown, SkipReason.MALFORMED_ENTRY, str(exc))
     return Candidate(
         package=package,
         version=shown,
