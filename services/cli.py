@@ -25,6 +25,7 @@ from services.cli_options import (
     BROKER_OPTION,
     DATA_DIR_OPTION,
     PARTITIONS_OPTION,
+    SIGNING_KEY_OPTION,
     STORE_OPTION,
     TOPIC_PREFIX_OPTION,
     listen_address,
@@ -176,14 +177,7 @@ def keys_generate(path: Path) -> None:
     help="The release zip (one top directory).",
 )
 @click.option("--origin-url", required=True, help="Where nodes download the zip from.")
-@click.option(
-    "--key",
-    "key_paths",
-    required=True,
-    multiple=True,
-    type=click.Path(path_type=Path),
-    help="Private key file(s) to sign with; repeat for several signatures.",
-)
+@SIGNING_KEY_OPTION
 @click.option(
     "--require",
     "requires",

@@ -39,6 +39,14 @@ TOPIC_PREFIX_OPTION = click.option(
     help="Prefix of the topic names (fair.releases, fair.rejected, fair.trust), to run "
     "several federations.",
 )
+SIGNING_KEY_OPTION = click.option(
+    "--key",
+    "key_paths",
+    required=True,
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Private key file(s) to sign with; repeat for several signatures (a threshold).",
+)
 PARTITIONS_OPTION = click.option(
     "--partitions",
     type=click.IntRange(1, 1024),

@@ -16,6 +16,7 @@ from services.cli_options import (
     BROKER_OPTION,
     DATA_DIR_OPTION,
     PARTITIONS_OPTION,
+    SIGNING_KEY_OPTION,
     TOPIC_PREFIX_OPTION,
 )
 from services.cli_options import broker_url as resolve_broker
@@ -35,14 +36,7 @@ def register(group: click.Group) -> None:
 
 @click.command("import")
 @click.argument("url")
-@click.option(
-    "--key",
-    "key_paths",
-    required=True,
-    multiple=True,
-    type=click.Path(path_type=Path),
-    help="Private key file(s) to sign every release with; repeat for several signatures.",
-)
+@SIGNING_KEY_OPTION
 @click.option(
     "--checksums",
     "checksums_path",
