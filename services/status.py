@@ -73,7 +73,8 @@ def _health(url: str) -> dict[str, Any] | None:
 def status_table(statuses: Sequence[RegionStatus]) -> Table:
     table = Table(title="fairstream regions")
     for column in ("region", "url", "health", "trust root", "committed events", "state"):
-        table.add_column(column)
+        # URLs are what a person copies: never cut them short.
+        table.add_column(column, no_wrap=column == "url", min_width=22 if column == "url" else None)
     for status in statuses:
         health = {True: "[green]up[/]", False: "[red]down[/]", None: "-"}[status.healthy]
         colour = "green" if status.state == "in sync" else "yellow"
