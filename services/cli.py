@@ -206,9 +206,7 @@ def publish(
     Example: fairstream publish drupal/token 8.x-1.9 --zip token-8.x-1.9.zip
     --origin-url https://ftp.drupal.org/files/projects/token-8.x-1.9.zip --key keys/drupal.key
     """
-    signing_keys = [
-        SigningKey.from_json(read_file(p, "key file"), source=str(p)) for p in key_paths
-    ]
+    keys = signing_keys(key_paths)
     metadata: dict[str, object] = {}
     if requires:
         pairs = [r.split(":", 1) for r in requires]
@@ -226,7 +224,7 @@ def publish(
     )
     ensure_topics(broker_url, topics.partitions(partitions))
     producer = EventProducer(broker_url)
-    delivered = publish_release(release, signing_keys, producer, topics.releases)
+    delivered = publish_release(release, keys, producer, topics.releases)
     producer.close()
     console.print(
         f"published {release.package} {release.drupal_version} (Composer {release.version}, "

@@ -11,13 +11,13 @@ from rich.console import Console
 from connectors.composer_repo import SourceLimits, packages_json_url
 from connectors.kafka import Topics
 from schemas.errors import ConfigurationError
-from schemas.signing import SigningKey
 from services.cli_options import (
     BROKER_OPTION,
     DATA_DIR_OPTION,
     PARTITIONS_OPTION,
     SIGNING_KEY_OPTION,
     TOPIC_PREFIX_OPTION,
+    read_file,
 )
 from services.cli_options import broker_url as resolve_broker
 from services.importer import (
@@ -27,6 +27,7 @@ from services.importer import (
     load_checksums,
     summary_table,
 )
+from services.trust_admin import signing_keys
 
 
 def register(group: click.Group) -> None:
@@ -90,9 +91,9 @@ def import_command(
     --key keys/drupal.key --rate 10
     """
     packages_json_url(url)  # a malformed URL is the user's mistake: say so before anything runs
-    keys = [_signing_key(path) for path in key_paths]
+    keys = signing_keys(key_paths)
     checksums = (
-        load_checksums(_read(checksums_path, "checksums file"), source=str(checksums_path))
+        load_checksums(read_file(checksums_path, "checksums file"), source=str(checksums_path))
         if checksums_path is not None
         else None
     )
@@ -114,26 +115,10 @@ def import_command(
     Console(soft_wrap=True).print(summary_table(report))
 
 
-def _read(path: Path, what: str) -> bytes:
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise ConfigurationError(f"cannot read {what} {path}: {exc.strerror}") from exc
-
-
-def _signing_key(path: Path) -> SigningKey:
-    data = _read(path, "key file")
-    if b'"seed"' not in data:
-        raise ConfigurationError(
-            f"{path} is not a private key; signing needs the .key file of `fairstream keys generate`"
-        )
-    return SigningKey.from_json(data, source=str(path))
-
-
 def _package_names(path: Path) -> tuple[str, ...]:
     """Names from a file, one per line; blank lines and ``#`` comments are passed over."""
     try:
-        text = _read(path, "package list").decode()
+        text = read_file(path, "package list").decode()
     except UnicodeDecodeError as exc:
         raise ConfigurationError(f"package list {path} is not UTF-8 text: {exc}") from exc
     names = tuple(

@@ -42,7 +42,9 @@ def signing_keys(paths: Sequence[Path]) -> list[SigningKey]:
     for path in paths:
         key = read_key(path)
         if not isinstance(key, SigningKey):
-            raise ConfigurationError(f"{path} is a public key; signing needs the private .key file")
+            raise ConfigurationError(
+                f"{path} is a public key, not a private key; signing needs the private .key file"
+            )
         keys.append(key)
     return keys
 
