@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 
 class FairstreamError(Exception):
     """Root of every error fairstream raises on purpose."""
@@ -140,3 +142,56 @@ class UnsafeNameError(MalformedEventError):
     """A package name or version unsafe as an object key or a URL path segment."""
 
     reason = "unsafe-name"
+
+
+# --- fetching a release zip from the origin or a replica ------------------------------
+
+# Down here rather than at the top: this block was appended to the error families above.
+
+
+@dataclass(frozen=True)
+class SourceFailure:
+    """Why one source (the origin or a replica) did not deliver an artifact.
+
+    ``definite`` is true when the source delivered other bytes than the signed
+    ones (a mismatch), false when it did not deliver at all (refused, timeout,
+    too slow, error status) and may well deliver later.
+    """
+
+    url: str
+    reason: str
+    definite: bool
+
+
+class ArtifactMismatchEverywhereError(ArtifactMismatchError):
+    """Every source delivered other bytes than the signed ones: nobody has the artifact."""
+
+    def __init__(self, message: str, *, attempts: tuple[SourceFailure, ...]) -> None:
+        super().__init__(message)
+        self.attempts = attempts
+
+
+class ArtifactUnreachableError(OriginUnavailableError):
+    """No source delivered the signed artifact, and not every one delivered other bytes.
+
+    ``url`` is the artifact's signed origin URL, ``attempts`` says what each
+    source did, in the order they were tried (empty when there was no source).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        url: str,
+        attempts: tuple[SourceFailure, ...],
+        retry_after: float = 30.0,
+    ) -> None:
+        super().__init__(message, url=url, retry_after=retry_after)
+        self.attempts = attempts
+
+
+class InternalFailureError(RejectedError):
+    """Applying an event kept failing for a reason that is a bug of ours, not bad input: it is
+    set aside (with the failure) so that the events behind it are not held up."""
+
+    reason = "internal-error"

@@ -1,13 +1,15 @@
-"""connectors.origin.fetch_artifact against real aiohttp servers on loopback."""
+"""connectors.origin.fetch_artifact and fetch_from_sources against real aiohttp servers on loopback."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import os
 import socket
 import time
-from collections.abc import AsyncIterator
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -16,8 +18,15 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from connectors import origin
-from connectors.origin import CHUNK_SIZE, FetchLimits, fetch_artifact
-from schemas.errors import ArtifactMismatchError, OriginUnavailableError
+from connectors.origin import CHUNK_SIZE, FetchLimits, fetch_artifact, fetch_from_sources
+from schemas.errors import (
+    ArtifactMismatchError,
+    ArtifactMismatchEverywhereError,
+    ArtifactUnreachableError,
+    ConfigurationError,
+    OriginUnavailableError,
+    SourceFailure,
+)
 from schemas.events import Artifact
 from services.origin_http import origin_app
 
@@ -28,6 +37,10 @@ FAST = FetchLimits(connect_timeout=2.0, read_timeout=0.5)
 #: How long a stalling handler sleeps: far longer than FAST.read_timeout. The server
 #: cancels the handler when the client hangs up, so no test waits for it.
 STALL_SECONDS = 30
+#: A zip small enough to trickle: at 1 byte/s it would take minutes, while the
+#: TRICKLE limits give it TRICKLE.deadline(len(SMALL_ZIP)) == 1 s in all.
+SMALL_ZIP = os.urandom(500)
+TRICKLE = FetchLimits(connect_timeout=2.0, read_timeout=5.0, min_rate=1000.0, grace=0.5)
 
 
 def artifact_for(data: bytes, url: str) -> Artifact:
@@ -46,7 +59,14 @@ class StreamedBytes:
         self.sent = 0
 
 
-def misbehaving_app(streamed: StreamedBytes) -> web.Application:
+def misbehaving_app(streamed: StreamedBytes, hits: Counter[str]) -> web.Application:
+    @web.middleware
+    async def count(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        hits[request.path] += 1
+        return await handler(request)
+
     async def server_error(request: web.Request) -> web.Response:
         return web.Response(status=500, text="boom")
 
@@ -81,6 +101,22 @@ def misbehaving_app(streamed: StreamedBytes) -> web.Application:
         await response.write(ZIP[1000:])
         return response
 
+    async def drip(request: web.Request) -> web.StreamResponse:
+        # One byte a second: every byte comes well within read_timeout.
+        response = web.StreamResponse()
+        response.content_length = len(SMALL_ZIP)
+        await response.prepare(request)
+        try:
+            for offset in range(len(SMALL_ZIP)):
+                await response.write(SMALL_ZIP[offset : offset + 1])
+                await asyncio.sleep(1)
+        except ConnectionResetError:  # the client hung up, as it should
+            pass
+        return response
+
+    async def small(request: web.Request) -> web.Response:
+        return web.Response(body=SMALL_ZIP, content_type="application/zip")
+
     async def silent(request: web.Request) -> web.Response:
         await asyncio.sleep(STALL_SECONDS)
         return web.Response(body=ZIP)
@@ -91,13 +127,15 @@ def misbehaving_app(streamed: StreamedBytes) -> web.Application:
     async def good(request: web.Request) -> web.Response:
         return web.Response(body=ZIP, content_type="application/zip")
 
-    app = web.Application()
+    app = web.Application(middlewares=[count])
     app.router.add_get("/500", server_error)
     app.router.add_get("/other", other_bytes)
     app.router.add_get("/short", short)
     app.router.add_get("/announced", announced_too_long)
     app.router.add_get("/endless", endless)
     app.router.add_get("/trickle", trickle)
+    app.router.add_get("/drip", drip)
+    app.router.add_get("/small.zip", small)
     app.router.add_get("/silent", silent)
     app.router.add_get("/redirect", redirect)
     app.router.add_get("/files/token.zip", good)
@@ -110,8 +148,14 @@ def streamed() -> StreamedBytes:
 
 
 @pytest.fixture
-async def server(streamed: StreamedBytes) -> AsyncIterator[TestServer]:
-    running = TestServer(misbehaving_app(streamed))
+def hits() -> Counter[str]:
+    """Requests the misbehaving server received, by path."""
+    return Counter()
+
+
+@pytest.fixture
+async def server(streamed: StreamedBytes, hits: Counter[str]) -> AsyncIterator[TestServer]:
+    running = TestServer(misbehaving_app(streamed, hits))
     await running.start_server()
     try:
         yield running
@@ -140,6 +184,13 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 def url(server: TestServer, path: str) -> str:
     return str(server.make_url(path))
+
+
+def closed_port_url() -> str:
+    """A loopback URL nobody listens on: connecting is refused."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{probe.getsockname()[1]}/token.zip"
 
 
 async def test_a_good_download_is_returned_as_a_file(
@@ -305,9 +356,7 @@ async def test_an_origin_that_never_answers_times_out_quickly(
 async def test_a_refused_connection_is_origin_unavailable(
     session: aiohttp.ClientSession, work_dir: Path
 ) -> None:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        source = f"http://127.0.0.1:{probe.getsockname()[1]}/token.zip"
+    source = closed_port_url()
 
     with pytest.raises(OriginUnavailableError) as raised:
         await fetch_artifact(
@@ -339,3 +388,264 @@ async def test_a_cancelled_download_leaves_no_file(
 def test_the_chunk_size_bounds_the_excess() -> None:
     # The excess read above is bounded by one chunk: keep the chunk small.
     assert origin.CHUNK_SIZE <= 1024 * 1024
+
+
+# --- fetch_from_sources: fallback from one source to the next --------------------------
+
+
+def warned_about(caplog: pytest.LogCaptureFixture, source: str) -> list[str]:
+    return [
+        record.getMessage()
+        for record in caplog.records
+        if record.name == "connectors.origin"
+        and record.levelno == logging.WARNING
+        and f" {source}: " in record.getMessage()
+    ]
+
+
+async def test_the_first_source_that_delivers_wins(
+    server: TestServer, hits: Counter[str], session: aiohttp.ClientSession, work_dir: Path
+) -> None:
+    origin_url, replica = url(server, "/files/token.zip"), url(server, "/500")
+
+    fetched = await fetch_from_sources(
+        session, [origin_url, replica], artifact_for(ZIP, origin_url), work_dir=work_dir
+    )
+
+    assert fetched.source == origin_url
+    assert fetched.path.read_bytes() == ZIP
+    assert hits["/500"] == 0  # the canonical origin is preferred, replicas are a fallback
+    assert list(work_dir.iterdir()) == [fetched.path]
+
+
+async def test_a_server_error_falls_back_to_a_replica(
+    server: TestServer,
+    hits: Counter[str],
+    session: aiohttp.ClientSession,
+    work_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    origin_url, replica = url(server, "/500"), url(server, "/files/token.zip")
+
+    fetched = await fetch_from_sources(
+        session, [origin_url, replica], artifact_for(ZIP, origin_url), work_dir=work_dir
+    )
+
+    assert fetched.source == replica
+    assert fetched.path.read_bytes() == ZIP
+    assert hits["/500"] == 1
+    assert any("answered 500" in message for message in warned_about(caplog, origin_url))
+    assert list(work_dir.iterdir()) == [fetched.path]
+
+
+async def test_a_missing_file_falls_back_to_a_replica(
+    static_origin: TestServer,
+    server: TestServer,
+    session: aiohttp.ClientSession,
+    work_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    origin_url = url(static_origin, "/files/projects/absent.zip")
+    replica = url(server, "/files/token.zip")
+
+    fetched = await fetch_from_sources(
+        session, [origin_url, replica], artifact_for(ZIP, origin_url), work_dir=work_dir
+    )
+
+    assert fetched.source == replica
+    assert fetched.path.read_bytes() == ZIP
+    assert any("answered 404" in message for message in warned_about(caplog, origin_url))
+    assert list(work_dir.iterdir()) == [fetched.path]
+
+
+async def test_a_refused_connection_falls_back_to_a_replica(
+    server: TestServer,
+    session: aiohttp.ClientSession,
+    work_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    origin_url, replica = closed_port_url(), url(server, "/files/token.zip")
+
+    fetched = await fetch_from_sources(
+        session,
+        [origin_url, replica],
+        artifact_for(ZIP, origin_url),
+        work_dir=work_dir,
+        limits=FAST,
+    )
+
+    assert fetched.source == replica
+    assert fetched.path.read_bytes() == ZIP
+    assert any("could not download" in message for message in warned_about(caplog, origin_url))
+    assert list(work_dir.iterdir()) == [fetched.path]
+
+
+async def test_other_bytes_fall_back_to_the_signed_bytes(
+    server: TestServer,
+    session: aiohttp.ClientSession,
+    work_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    origin_url, replica = url(server, "/other"), url(server, "/files/token.zip")
+
+    fetched = await fetch_from_sources(
+        session, [origin_url, replica], artifact_for(ZIP, origin_url), work_dir=work_dir
+    )
+
+    assert fetched.source == replica
+    assert fetched.path.read_bytes() == ZIP
+    assert any("differs from the signed one" in m for m in warned_about(caplog, origin_url))
+    assert list(work_dir.iterdir()) == [fetched.path]  # the wrong bytes were deleted
+
+
+async def test_a_trickling_source_is_too_slow(
+    server: TestServer, session: aiohttp.ClientSession, work_dir: Path
+) -> None:
+    source = url(server, "/drip")
+
+    with pytest.raises(OriginUnavailableError) as raised:
+        await fetch_artifact(
+            session, source, artifact_for(SMALL_ZIP, source), work_dir=work_dir, limits=TRICKLE
+        )
+
+    message = str(raised.value)
+    # Abandoned by the rate, not by read_timeout: a byte came every second.
+    assert f"source {source} is too slow: " in message
+    assert f" of {len(SMALL_ZIP)} bytes in " in message
+    assert "below the minimum rate of 1000 bytes/s" in message
+    assert "lower min_rate" in message
+    assert raised.value.url == source
+    assert raised.value.status_code is None
+    assert list(work_dir.iterdir()) == []
+
+
+async def test_a_trickling_source_is_abandoned_for_the_next(
+    server: TestServer,
+    hits: Counter[str],
+    session: aiohttp.ClientSession,
+    work_dir: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    origin_url, replica = url(server, "/drip"), url(server, "/small.zip")
+
+    fetched = await fetch_from_sources(
+        session,
+        [origin_url, replica],
+        artifact_for(SMALL_ZIP, origin_url),
+        work_dir=work_dir,
+        limits=TRICKLE,
+    )
+
+    assert fetched.source == replica
+    assert fetched.path.read_bytes() == SMALL_ZIP
+    assert hits["/drip"] == 1
+    assert any("is too slow" in message for message in warned_about(caplog, origin_url))
+    assert list(work_dir.iterdir()) == [fetched.path]
+
+
+async def test_other_bytes_everywhere_is_an_artifact_mismatch(
+    server: TestServer, session: aiohttp.ClientSession, work_dir: Path
+) -> None:
+    sources = [url(server, "/other"), url(server, "/short"), url(server, "/announced")]
+
+    with pytest.raises(ArtifactMismatchError) as raised:
+        await fetch_from_sources(
+            session, sources, artifact_for(ZIP, sources[0]), work_dir=work_dir, limits=FAST
+        )
+
+    assert isinstance(raised.value, ArtifactMismatchEverywhereError)
+    assert raised.value.reason == "artifact-mismatch"  # rejected, never retried
+    assert [attempt.url for attempt in raised.value.attempts] == sources
+    assert all(attempt.definite for attempt in raised.value.attempts)
+    message = str(raised.value)
+    assert "every source of the artifact sha256" in message
+    assert f"[1] {sources[0]}: artifact from {sources[0]} differs" in message
+    assert f"[2] {sources[1]}: artifact from {sources[1]} differs" in message
+    assert f"size {len(ZIP) - 1} != signed" in message
+    assert f"[3] {sources[2]}: origin {sources[2]} announces" in message
+    assert list(work_dir.iterdir()) == []
+
+
+async def test_mixed_failures_are_unreachable_and_retried(
+    static_origin: TestServer, server: TestServer, session: aiohttp.ClientSession, work_dir: Path
+) -> None:
+    sources = [
+        url(server, "/500"),
+        url(server, "/other"),
+        closed_port_url(),
+        url(static_origin, "/files/projects/absent.zip"),
+        url(server, "/endless"),
+    ]
+    signed = artifact_for(ZIP, sources[0])
+
+    with pytest.raises(ArtifactUnreachableError) as raised:
+        await fetch_from_sources(session, sources, signed, work_dir=work_dir, limits=FAST)
+
+    error = raised.value
+    assert isinstance(error, OriginUnavailableError)  # transient: retried with backoff
+    assert not isinstance(error, ArtifactMismatchError)
+    assert error.url == signed.origin_url
+    assert error.retry_after == 30.0
+    assert [(a.url, a.definite) for a in error.attempts] == [
+        (sources[0], False),
+        (sources[1], True),
+        (sources[2], False),
+        (sources[3], False),
+        (sources[4], True),
+    ]
+    message = str(error)
+    assert f"no source delivered the artifact sha256 {signed.sha256}" in message
+    for number, source in enumerate(sources, start=1):
+        assert f"[{number}] {source}: " in message
+    assert "answered 500" in message and "answered 404" in message
+    assert "retried with backoff" in message
+    assert list(work_dir.iterdir()) == []
+
+
+async def test_duplicate_sources_are_tried_once(
+    server: TestServer, hits: Counter[str], session: aiohttp.ClientSession, work_dir: Path
+) -> None:
+    failing, other = url(server, "/500"), url(server, "/other")
+
+    with pytest.raises(ArtifactUnreachableError) as raised:
+        await fetch_from_sources(
+            session,
+            [failing, other, failing, other, failing],
+            artifact_for(ZIP, failing),
+            work_dir=work_dir,
+        )
+
+    assert hits["/500"] == 1
+    assert hits["/other"] == 1
+    assert [attempt.url for attempt in raised.value.attempts] == [failing, other]
+    assert list(work_dir.iterdir()) == []
+
+
+async def test_no_source_is_unreachable(session: aiohttp.ClientSession, work_dir: Path) -> None:
+    signed = artifact_for(ZIP, "https://ftp.drupal.org/files/projects/token-8.x-1.9.zip")
+
+    with pytest.raises(ArtifactUnreachableError) as raised:
+        await fetch_from_sources(session, [], signed, work_dir=work_dir)
+
+    assert raised.value.attempts == ()
+    assert raised.value.url == signed.origin_url
+    assert "neither the origin nor any replica is known" in str(raised.value)
+    assert list(work_dir.iterdir()) == []
+
+
+def test_source_failures_compare_by_value() -> None:
+    assert SourceFailure("http://a/", "answered 500", definite=False) == SourceFailure(
+        "http://a/", "answered 500", definite=False
+    )
+
+
+def test_the_default_limits_let_a_big_zip_download_on_a_slow_link() -> None:
+    # 500 MB at 1 MB/s, far below loopback or any data centre link, takes 500 s.
+    assert FetchLimits().deadline(500 * 1000 * 1000) > 500
+    assert TRICKLE.deadline(len(SMALL_ZIP)) == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize(("min_rate", "grace"), [(0.0, 1.0), (-5.0, 1.0), (1000.0, -1.0)])
+def test_limits_that_cannot_work_are_refused(min_rate: float, grace: float) -> None:
+    with pytest.raises(ConfigurationError, match="fetch limits"):
+        FetchLimits(min_rate=min_rate, grace=grace)
