@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -22,6 +24,8 @@ from confluent_kafka.cimpl import NewTopic
 from schemas.errors import BrokerUnavailableError, ConfigurationError, RejectedError
 from schemas.events import ReleasePublished, decode_package_event
 from schemas.signing import SignedEvent
+
+log = logging.getLogger(__name__)
 
 
 def bootstrap_servers(broker_url: str) -> str:
@@ -49,6 +53,8 @@ class Topics:
     releases: str = "fair.releases"
     rejected: str = "fair.rejected"
     trust: str = "fair.trust"
+    replicas: str = "fair.replicas"
+    downloads: str = "fair.downloads"
 
     @classmethod
     def with_prefix(cls, prefix: str) -> Topics:
@@ -56,11 +62,19 @@ class Topics:
             releases=f"{prefix}fair.releases",
             rejected=f"{prefix}fair.rejected",
             trust=f"{prefix}fair.trust",
+            replicas=f"{prefix}fair.replicas",
+            downloads=f"{prefix}fair.downloads",
         )
 
     def partitions(self, releases: int) -> dict[str, int]:
         """Partition counts to create: releases by package, the others in one ordered log."""
-        return {self.releases: releases, self.rejected: 1, self.trust: 1}
+        return {
+            self.releases: releases,
+            self.rejected: 1,
+            self.trust: 1,
+            self.replicas: 1,
+            self.downloads: 1,
+        }
 
 
 def ensure_topics(broker_url: str, partitions: Mapping[str, int], *, timeout: float = 15.0) -> None:
@@ -360,3 +374,107 @@ def published_releases(
         if isinstance(event, ReleasePublished):
             found.add((event.package, event.version))
     return found
+
+
+class TopicFollower:
+    """Reads every partition of a topic from its beginning and keeps following it, in a thread.
+
+    For state every worker needs whole (which nodes hold which replica, the
+    region's download counts), so it reads outside the consumer group: no
+    partition is shared out, nothing is committed. ``on_record(value)`` is
+    called in the follower's thread, in log order per partition.
+    """
+
+    def __init__(
+        self,
+        broker_url: str,
+        topic: str,
+        on_record: Callable[[bytes], None],
+        *,
+        name: str = "follower",
+    ) -> None:
+        self._broker_url = broker_url
+        self._topic = topic
+        self._on_record = on_record
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"{name}:{topic}", daemon=True)
+        self.records = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        self._stop.set()
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap_servers(self._broker_url),
+                "group.id": "fairstream-follower",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+                "fetch.wait.max.ms": 100,
+                "log.connection.close": False,
+            }
+        )
+        try:
+            partitions = self._partitions(consumer)
+            consumer.assign([TopicPartition(self._topic, p, 0) for p in partitions])
+            while not self._stop.is_set():
+                for message in consumer.consume(num_messages=500, timeout=0.2):
+                    if message.error() is not None:
+                        continue
+                    value = message.value()
+                    if value is None:
+                        continue
+                    try:
+                        self._on_record(value)
+                    except Exception:  # one bad record must not stop the follower
+                        log.exception("%s: record at %s not applied", self._topic, message.offset())
+                    self.records += 1
+        except KafkaException as exc:
+            log.error("following %s stopped: %s", self._topic, exc)
+        finally:
+            consumer.close()
+
+    def _partitions(self, consumer: Consumer) -> list[int]:
+        while not self._stop.is_set():
+            try:
+                # All topics: asking about one by name makes Tansu create it.
+                topics = consumer.list_topics(timeout=5.0).topics
+            except KafkaException:
+                time.sleep(1.0)
+                continue
+            if self._topic in topics and topics[self._topic].partitions:
+                return sorted(topics[self._topic].partitions)
+            time.sleep(1.0)
+        return []
+
+
+def topic_partitions(broker_url: str, topic: str, *, timeout: float = 15.0) -> list[int]:
+    """The partitions of ``topic`` (empty when it does not exist; never creates it).
+
+    Raises ``BrokerUnavailableError``.
+    """
+    admin = AdminClient({"bootstrap.servers": bootstrap_servers(broker_url)})
+    try:
+        # Listing all topics: asking about one by name makes the broker create it.
+        metadata = admin.list_topics(timeout=timeout)
+    except KafkaException as exc:
+        raise BrokerUnavailableError(f"broker {broker_url} did not list topics: {exc}") from exc
+    found = metadata.topics.get(topic)
+    return sorted(found.partitions) if found is not None else []
+
+
+def iter_partition(
+    broker_url: str, topic: str, partition: int, *, start: int = 0, timeout: float = 30.0
+) -> Iterator[tuple[int, bytes]]:
+    """(offset, value) of every record of one partition from ``start`` to its end, streamed.
+
+    Raises ``BrokerUnavailableError`` (see ``_iter_to_end``).
+    """
+    for _, offset, value in _iter_to_end(
+        broker_url, topic, {partition: start}, limit=1 << 62, timeout=timeout
+    ):
+        yield offset, value

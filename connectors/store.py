@@ -260,6 +260,25 @@ class ObjectStore:
         except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
             raise self._unavailable("list", prefix, exc) from exc
 
+    def list_objects(self, prefix: str) -> list[tuple[str, StoredObject]]:
+        """Every object under ``prefix`` with its size and modification time (one listing)."""
+        try:
+            found = []
+            for item in self._client.list_objects(self.bucket, prefix=prefix, recursive=True):
+                found.append(
+                    (
+                        str(item.object_name),
+                        StoredObject(
+                            size=item.size or 0,
+                            last_modified=item.last_modified or datetime.now(UTC),
+                            etag=(item.etag or "").strip('"'),
+                        ),
+                    )
+                )
+            return found
+        except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise self._unavailable("list", prefix, exc) from exc
+
     def presigned_url(self, key: str, *, expires: timedelta = timedelta(minutes=15)) -> str:
         """A URL that lets anyone GET the object until it expires; computed locally."""
         try:

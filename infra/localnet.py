@@ -111,6 +111,20 @@ def start_fairstream(
     return LocalProcess(name=name, url=url, log=log, process=process)
 
 
+def run_fairstream(
+    args: Sequence[str], *, timeout: float = 600.0
+) -> subprocess.CompletedProcess[str]:
+    """Run ``fairstream ARGS`` to its end with the running interpreter; output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+        env={**os.environ, "COLUMNS": "200"},
+    )
+
+
 def start_origin(root: Path, *, log: Path, port: int | None = None) -> LocalProcess:
     """A static origin serving ``root``; returns once it answers."""
     port = port or free_port()
@@ -137,8 +151,12 @@ def start_node(
     port: int | None = None,
     bucket: str | None = None,
     wait: bool = True,
+    options: Sequence[str] = (),
 ) -> LocalProcess:
-    """A regional node (stream worker and HTTP) in its own process; returns once it answers."""
+    """A regional node (stream worker and HTTP) in its own process; returns once it answers.
+
+    ``options`` are more ``fairstream node run`` options (``--mode``, ``--include``, ...).
+    """
     port = port or free_port()
     args = [
         "node",
@@ -160,7 +178,7 @@ def start_node(
         "--session-timeout",
         str(session_timeout),
     ]
-    args += ["--root", str(root)]
+    args += ["--root", str(root), *options]
     if bucket is not None:
         args += ["--bucket", bucket]
     node = start_fairstream(
@@ -224,6 +242,14 @@ def composer_require(
         "minimum-stability": "stable",
     }
     (site_dir / "composer.json").write_bytes(orjson.dumps(project, option=orjson.OPT_INDENT_2))
+    return composer(site_dir, "require", "--no-progress", *packages, timeout=timeout)
+
+
+def composer(
+    site_dir: Path, *args: str, timeout: float = 300.0
+) -> subprocess.CompletedProcess[str]:
+    """Run the real ``composer`` in ``site_dir`` (made by ``composer_require``), non-interactive,
+    with its cache and home under ``site_dir``."""
     env = {
         **os.environ,
         "COMPOSER_HOME": str(site_dir / ".composer-home"),
@@ -233,7 +259,7 @@ def composer_require(
         "COMPOSER_DISABLE_NETWORK": "0",
     }
     return subprocess.run(
-        ["composer", "require", "--no-progress", "--no-interaction", *packages],
+        ["composer", "--no-interaction", *args],
         cwd=site_dir,
         env=env,
         capture_output=True,

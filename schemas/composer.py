@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import math
 import re
+from collections.abc import Sequence
 from typing import Any, Final
 
 import orjson
@@ -171,7 +172,9 @@ def _same_json(a: object, b: object) -> bool:
 # ---------------------------------------------------------------------------
 
 
-def render_p2(name: str, versions: list[dict[str, Any]]) -> dict[str, bytes]:
+def render_p2(
+    name: str, versions: list[dict[str, Any]], *, advisories: list[dict[str, Any]] | None = None
+) -> dict[str, bytes]:
     """Render the two p2 documents Composer 2 fetches for a package, keyed by their path.
 
     ``{"p2/<name>.json": ..., "p2/<name>~dev.json": ...}``: the stable versions in the first,
@@ -181,6 +184,7 @@ def render_p2(name: str, versions: list[dict[str, Any]]) -> dict[str, bytes]:
     mishandles nulls. An entry without ``name`` gets ``name``; one without ``version_normalized``
     gets it. A package without dev (or stable) versions gets an empty list there. The bytes
     depend only on the set of entries (and the key order inside each), not on their order.
+    ``advisories``, when given, go into the stable document as ``"security-advisories"``.
 
     Raises:
         InvalidVersionError: an entry's ``version`` is one Composer refuses.
@@ -206,7 +210,10 @@ def render_p2(name: str, versions: list[dict[str, Any]]) -> dict[str, bytes]:
     entries.sort(key=lambda entry: version_sort_key(entry["version_normalized"]), reverse=True)
     stable = [entry for entry in entries if not is_dev(entry["version"])]
     dev = [entry for entry in entries if is_dev(entry["version"])]
-    return {stable_path: _p2_document(name, stable), dev_path: _p2_document(name, dev)}
+    return {
+        stable_path: _p2_document(name, stable, advisories),
+        dev_path: _p2_document(name, dev, None),
+    }
 
 
 def _servable_entry(name: str, version: dict[str, Any]) -> dict[str, Any]:
@@ -271,8 +278,14 @@ def _without_nulls(value: Any, *, where: str) -> Any:
     return value
 
 
-def _p2_document(name: str, entries: list[dict[str, Any]]) -> bytes:
-    document = {"packages": {name: minify(entries)}, "minified": MINIFIED_FORMAT}
+def _p2_document(
+    name: str, entries: list[dict[str, Any]], advisories: list[dict[str, Any]] | None
+) -> bytes:
+    document: dict[str, Any] = {"packages": {name: minify(entries)}, "minified": MINIFIED_FORMAT}
+    if advisories is not None:
+        document["security-advisories"] = [
+            _object_without_nulls(advisory, where=f"{name} advisory") for advisory in advisories
+        ]
     try:
         return orjson.dumps(document)
     except orjson.JSONEncodeError as exc:
@@ -284,20 +297,37 @@ def render_packages_json(
     patterns: tuple[str, ...] = ("drupal/*",),
     notify_batch: str | None = None,
     metadata_url: str = "/p2/%package%.json",
+    security_advisories_api: str | None = None,
+    security_advisories_in_metadata: bool = False,
+    dist_mirrors: Sequence[str] = (),
 ) -> bytes:
     """Render the root ``packages.json`` of a Composer v2 repository, as compact JSON.
 
     ``{"packages": [], "metadata-url": ..., "available-package-patterns": [...]}``, plus
-    ``"notify-batch"`` when given. Composer resolves a URL starting with ``/`` against the
-    scheme and host of the repository URL, dropping its path: a node served below a path
-    prefix must pass absolute URLs. Without patterns the key is left out (Composer reads an
-    empty list as "no list" and then asks this repository for every package). Never raises.
+    ``"notify-batch"`` when given; ``"security-advisories"`` (``{"metadata": ...}``, with
+    ``"api-url"`` when given) when ``security_advisories_api`` is given or
+    ``security_advisories_in_metadata`` is true; ``"mirrors"`` with one
+    ``{"dist-url": ..., "preferred": false}`` per ``dist_mirrors`` template (Composer fills in
+    ``%package%``, ``%version%`` (normalized), ``%prettyVersion%``, ``%reference%`` and
+    ``%type%``, and tries these after the package's own dist URL). Composer resolves a URL
+    starting with ``/`` against the scheme and host of the repository URL, dropping its path: a
+    node served below a path prefix must pass absolute URLs. Without patterns the key is left out
+    (Composer reads an empty list as "no list" and then asks this repository for every package).
+    Never raises.
     """
     document: dict[str, Any] = {"packages": [], "metadata-url": metadata_url}
     if patterns:
         document["available-package-patterns"] = list(patterns)
     if notify_batch is not None:
         document["notify-batch"] = notify_batch
+    if security_advisories_api is not None or security_advisories_in_metadata:
+        advisories: dict[str, Any] = {"metadata": security_advisories_in_metadata}
+        if security_advisories_api is not None:
+            advisories["api-url"] = security_advisories_api
+        document["security-advisories"] = advisories
+    if dist_mirrors:
+        # "preferred": false keeps the package's own dist URL (this node) first.
+        document["mirrors"] = [{"dist-url": url, "preferred": False} for url in dist_mirrors]
     return orjson.dumps(document)
 
 

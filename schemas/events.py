@@ -368,3 +368,56 @@ def utc_now() -> datetime:
     """Now, in UTC, at the millisecond precision events carry."""
     now = datetime.now(UTC)
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+@dataclass(frozen=True)
+class ReplicaAvailable:
+    """A region announces a verified copy of an artifact: a source other regions may fetch from."""
+
+    node_id: str
+    region: str
+    package: str
+    version: str
+    sha256: str
+    size: int
+    url: str
+    verified_at: datetime
+
+    def to_bytes(self) -> bytes:
+        return encode(load_schema("replica_available"), self.__dict__)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> ReplicaAvailable:
+        """Raises ``MalformedEventError`` or ``UnknownSchemaError``."""
+        _, record = decode(data, schema_family("replica_available"))
+        return cls(**record)
+
+
+@dataclass(frozen=True)
+class DownloadCount:
+    package: str
+    version: str
+    downloads: int
+    sha256: str | None = None
+
+
+@dataclass(frozen=True)
+class DownloadCounts:
+    """Downloads a region served in one period, per package version."""
+
+    node_id: str
+    region: str
+    period_start: datetime
+    period_end: datetime
+    counts: tuple[DownloadCount, ...]
+
+    def to_bytes(self) -> bytes:
+        record = {**self.__dict__, "counts": [count.__dict__ for count in self.counts]}
+        return encode(load_schema("download_counts"), record)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> DownloadCounts:
+        """Reads every version of the family. Raises ``MalformedEventError``."""
+        _, record = decode(data, schema_family("download_counts"))
+        counts = tuple(DownloadCount(**count) for count in record.pop("counts"))
+        return cls(**record, counts=counts)

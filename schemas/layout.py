@@ -19,9 +19,46 @@ def artifact_key(sha256: str) -> str:
     return f"artifacts/sha256/{sha256[:2]}/{sha256}.zip"
 
 
-def state_key(package: str) -> str:
-    """The derived state of a package (its verified versions): ``state/drupal/token.json``."""
-    return f"state/{package}.json"
+def state_prefix(package: str) -> str:
+    """Where the versions of a package's derived state live: ``state/drupal/token/``."""
+    return f"state/{package}/"
+
+
+def state_key(package: str, sequence: int) -> str:
+    """The derived state of a package after its event ``sequence`` was applied.
+
+    ``state/drupal/token/00001732100000000000.json``: one object per sequence,
+    never overwritten, so the newest is the one with the largest name. A worker
+    that lost its partition and writes late can only add an older object, never
+    replace a newer one (the store has no conditional writes).
+    """
+    if sequence < 0:
+        raise ValueError(f"sequence {sequence} is negative: nothing was applied")
+    return f"{state_prefix(package)}{sequence:020d}.json"
+
+
+def state_sequence(key: str) -> int | None:
+    """The sequence in a ``state_key``, or None for any other key."""
+    name = key.rsplit("/", 1)[-1]
+    stem = name.removesuffix(".json")
+    return int(stem) if stem != name and len(stem) == 20 and stem.isdigit() else None
+
+
+def pending_key(sha256: str) -> str:
+    """A release whose zip no source delivered yet: ``pending/<sha256>.json``, retried later."""
+    if not _SHA256.fullmatch(sha256):
+        raise ValueError(f"{sha256!r} is not a lower-case hex sha256")
+    return f"pending/{sha256}.json"
+
+
+PENDING_PREFIX = "pending/"
+ARTIFACT_PREFIX = "artifacts/sha256/"
+
+
+def artifact_sha256(key: str) -> str | None:
+    """The sha256 an ``artifact_key`` addresses, or None for any other key."""
+    name = key.rsplit("/", 1)[-1].removesuffix(".zip")
+    return name if key.startswith(ARTIFACT_PREFIX) and _SHA256.fullmatch(name) else None
 
 
 def p2_key(package: str, *, dev: bool = False) -> str:

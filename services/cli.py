@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -11,13 +12,16 @@ import faust
 import uvloop
 from aiohttp import web
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from connectors.kafka import EventProducer, Topics, ensure_topics
-from connectors.store import StoreLocation
+from connectors.state_store import PackageStates
+from connectors.store import ObjectStore, StoreLocation
 from infra import devstack
 from schemas import layout
 from schemas.composer import render_packages_json
 from schemas.errors import ConfigurationError, FairstreamError, RejectedError
+from schemas.package_state import render_documents
 from schemas.signing import SigningKey
 from schemas.trust import TrustRoot, load_pinned_root, verify_root_update
 from services.catalogue_cli import register as register_catalogue
@@ -42,7 +46,10 @@ from services.publishing_cli import register as register_publishing
 from services.status import region_status, status_table
 from services.trust_admin import DelegationSpec, build_root, public_of, read_key, signing_keys
 from streams.node import NodeSettings, NodeStream
+from streams.policy import ReplicationMode, ReplicationPolicy, parse_size
+from streams.rebuild import rebuild_region
 from streams.replication import DEFAULT_MAX_ARTIFACT_SIZE
+from streams.trust_keeper import TrustKeeper
 
 console = Console(soft_wrap=True)
 
@@ -233,6 +240,54 @@ def publish(
     )
 
 
+_POLICY_OPTIONS = [
+    click.option(
+        "--mode",
+        type=click.Choice([m.value for m in ReplicationMode]),
+        default=ReplicationMode.FULL.value,
+        show_default=True,
+        help="full: copy every zip into the region's store; metadata-only: serve metadata and "
+        "redirect downloads to a verified replica or the origin.",
+    ),
+    click.option(
+        "--include",
+        multiple=True,
+        metavar="PATTERN",
+        help="Serve only packages matching these globs (a partial mirror)  [default: drupal/*]",
+    ),
+    click.option(
+        "--exclude",
+        multiple=True,
+        metavar="PATTERN",
+        help="Never serve packages matching these globs.",
+    ),
+    click.option(
+        "--quota",
+        default=None,
+        metavar="SIZE",
+        help="Keep at most this much zip data (e.g. 20G); cold zips are evicted beyond it.",
+    ),
+]
+
+
+def policy_options(command: Callable[..., None]) -> Callable[..., None]:
+    """The options that choose what a region replicates (``ReplicationPolicy``)."""
+    for option in reversed(_POLICY_OPTIONS):
+        command = option(command)
+    return command
+
+
+def policy_from_options(
+    mode: str, include: tuple[str, ...], exclude: tuple[str, ...], quota: str | None
+) -> ReplicationPolicy:
+    return ReplicationPolicy(
+        mode=ReplicationMode(mode),
+        include=include or ("drupal/*",),
+        exclude=exclude,
+        quota_bytes=parse_size(quota) if quota is not None else None,
+    )
+
+
 @cli.group()
 def node() -> None:
     """A regional node: stream worker and Composer repository.
@@ -274,6 +329,15 @@ def node() -> None:
     show_default=True,
     help="Consumer group session timeout in seconds (Tansu joins in about half of it).",
 )
+@policy_options
+@click.option(
+    "--retry-parked-every",
+    "pending_interval",
+    type=click.FloatRange(0.5, 3600),
+    default=15.0,
+    show_default=True,
+    help="Seconds between looks at zips no source delivered yet (the first retry waits as long).",
+)
 @BROKER_OPTION
 @STORE_OPTION
 @TOPIC_PREFIX_OPTION
@@ -287,6 +351,11 @@ def node_run(
     public_url: str | None,
     bucket: str | None,
     session_timeout: float,
+    mode: str,
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
+    quota: str | None,
+    pending_interval: float,
     broker: str | None,
     store: str | None,
     topic_prefix: str,
@@ -295,7 +364,11 @@ def node_run(
 ) -> None:
     """Replicate the releases topic into this region's store and serve it to Composer.
 
+    Run it again with the same --region (and another --listen) to add a worker: the
+    workers of a region share its partitions and its bucket.
+
     Example: fairstream node run --region eu --root root.avro --listen 127.0.0.1:8081
+    --mode full --include 'drupal/*' --exclude 'drupal/legacy_*' --quota 20G
     """
     if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,40}", region):
         raise ConfigurationError(f"region {region!r} must be lower-case letters, digits and dashes")
@@ -313,6 +386,8 @@ def node_run(
         topics=topics,
         session_timeout=session_timeout,
         max_artifact_size=max_artifact_size,
+        policy=policy_from_options(mode, include, exclude, quota),
+        pending_interval=pending_interval,
     )
     ensure_topics(broker_url, topics.partitions(partitions))
     try:
@@ -323,15 +398,131 @@ def node_run(
             "pin the file written by `fairstream trust init`"
         ) from exc
     stream.prepare()
-    stream.store.put_bytes(
-        layout.PACKAGES_JSON, render_packages_json(), content_type="application/json"
-    )
+    # The node renders packages.json per request; this copy makes the bucket alone a
+    # static Composer repository. Written only when it differs, like every document.
+    static_root = render_packages_json(patterns=settings.policy.include)
+    stored_root = stream.store.get(layout.PACKAGES_JSON)
+    if stored_root is None or stored_root.data != static_root:
+        stream.store.put_bytes(layout.PACKAGES_JSON, static_root, content_type="application/json")
+    policy = settings.policy
     http = NodeHttp(
-        NodeHttpSettings(region=region), stream.store, trust_root=lambda: stream.trust.root
+        NodeHttpSettings(
+            region=region,
+            patterns=policy.include,
+            public_url=settings.public_url,
+            mirror_artifacts=policy.mirrors_artifacts,
+        ),
+        stream.store,
+        trust_root=lambda: stream.trust.root,
+        states=stream.states,
+        replicas=stream.replicas.urls,
+        peers=stream.replicas.peers,
+        on_missing=lambda package, version, record: stream.replicator.request_refetch(
+            package, version, record
+        ),
+        on_download=stream.tally.record,
+        on_serve=stream.hot.record_serve,
     )
     uvloop.install()
     worker = faust.Worker(stream.app, HttpServerService(http.app, host, port), loglevel="info")
     worker.execute_from_commandline()
+
+
+@node.command("rebuild")
+@click.option("--region", required=True, help="The region whose metadata to re-derive.")
+@click.option(
+    "--root",
+    "root_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The region's pinned trust root; rotations follow from the trust topic.",
+)
+@click.option(
+    "--public-url",
+    required=True,
+    help="The URL the region's nodes are reached at (dist URLs in p2 are built on it).",
+)
+@click.option("--bucket", default=None, help="The region's bucket  [default: fairstream-REGION]")
+@click.option(
+    "--max-artifact-size",
+    type=click.IntRange(1),
+    default=DEFAULT_MAX_ARTIFACT_SIZE,
+    show_default=True,
+    help="Refuse release zips larger than this many bytes (as the nodes do).",
+)
+@policy_options
+@BROKER_OPTION
+@STORE_OPTION
+@TOPIC_PREFIX_OPTION
+@DATA_DIR_OPTION
+def node_rebuild(
+    region: str,
+    root_path: Path,
+    public_url: str,
+    bucket: str | None,
+    max_artifact_size: int,
+    mode: str,
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
+    quota: str | None,
+    broker: str | None,
+    store: str | None,
+    topic_prefix: str,
+    data_dir: Path,
+) -> None:
+    """Re-derive every package state and p2 document of a region from the log and the store.
+
+    Reads the releases topic from offset 0, verifies each event, and writes only what
+    differs (a healthy region ends byte-identical). Zips a full mirror lacks are parked
+    for the nodes to fetch; metadata of packages the log no longer gives is removed.
+    Safe while the region's nodes run.
+
+    Example: fairstream node rebuild --region eu --root root.avro
+    --public-url https://eu.packages.example.org
+    """
+    broker_url, store_url = stack_urls(data_dir, broker, store)
+    topics = Topics.with_prefix(topic_prefix)
+    policy = policy_from_options(mode, include, exclude, quota)
+    objects = ObjectStore(StoreLocation.from_url(store_url), bucket or f"fairstream-{region}")
+    objects.ensure_bucket()
+    keeper = TrustKeeper(
+        read_file(root_path, "trust root file"),
+        store=objects,
+        broker_url=broker_url,
+        topic=topics.trust,
+    )
+    keeper.load()
+    keeper.refresh()
+    states = PackageStates(objects, render=lambda state: render_documents(state, public_url))
+    with Progress(
+        TextColumn("[bold]rebuild {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as progress:
+        task = progress.add_task(region, total=None)
+        report = rebuild_region(
+            broker_url=broker_url,
+            topic=topics.releases,
+            store=objects,
+            states=states,
+            root=keeper.root,
+            policy=policy,
+            max_artifact_size=max_artifact_size,
+            on_record=lambda: progress.advance(task),
+        )
+    console.print(
+        f"rebuilt region {region}: {report.records} records, {report.packages} packages; "
+        f"{report.states_written} states and {report.documents_written} p2 documents written, "
+        f"{report.fetches_parked} zips parked for fetching, {len(report.removed)} packages removed"
+    )
+    if report.kept_from_earlier_roots:
+        console.print(
+            f"  {report.kept_from_earlier_roots} records kept as applied under an earlier root"
+        )
+    for reason, count in sorted(report.refused.items()):
+        console.print(f"  {count} records refused: {reason}")
 
 
 @cli.group()

@@ -81,6 +81,8 @@ def listen_address(listen: str, option: str = "--listen") -> tuple[str, int]:
         raise ConfigurationError(f"{option} {listen!r} is not HOST:PORT, e.g. 127.0.0.1:8080")
     port = int(port_text)
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As the server will: a port left in TIME_WAIT by a stopped node is free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as exc:

@@ -1,9 +1,16 @@
 """The Faust app of a regional node: one consumer group per region, one agent per topic.
 
-The agent is a thin loop: each record goes to ``ReleaseReplicator.apply``; a
-rejected record goes to the rejected topic with its reason; a transient failure
-is retried with backoff. The record's offset is acknowledged only when the loop
-body returns, so Faust commits it only after its effects are durable.
+The agent is a thin loop over batches of records (``noack_take``): each record
+is verified, the batch goes to ``ReleaseReplicator.apply_batch`` (which writes
+each package once per batch), a refused record goes to the rejected topic with
+its reason, and only then are the batch's records acknowledged, so Faust
+commits an offset only after its effects are durable. Faust's own ``take``
+acknowledges a batch even when processing it was cancelled; ``noack_take``
+with explicit acks does not.
+
+Beside the agent: followers of the replicas and downloads topics (every worker
+needs them whole), a timer that retries parked fetches, one that produces the
+region's download counts, and one that follows trust root rotations.
 """
 
 from __future__ import annotations
@@ -11,14 +18,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import faust
 
-from connectors.kafka import Topics, bootstrap_servers
+from connectors.kafka import TopicFollower, Topics, bootstrap_servers
 from connectors.origin import FetchLimits
+from connectors.state_store import PackageStates
 from connectors.store import ObjectStore, StoreLocation
 from schemas.errors import (
     RejectedError,
@@ -27,15 +36,22 @@ from schemas.errors import (
     TransientError,
     UndelegatedKeyError,
 )
-from schemas.events import ReleaseRejected, utc_now
-from streams.replication import DEFAULT_MAX_ARTIFACT_SIZE, ReleaseReplicator
+from schemas.events import ReleaseRejected, ReplicaAvailable, utc_now
+from schemas.package_state import render_documents
+from streams.artifacts import DownloadTally, HotStats, ReplicaRegistry
+from streams.policy import ReplicationPolicy
+from streams.replication import (
+    DEFAULT_MAX_ARTIFACT_SIZE,
+    Applied,
+    Refused,
+    ReleaseReplicator,
+    Skipped,
+    Verified,
+)
 from streams.trust_keeper import RefusedRoot, TrustKeeper
 
 log = logging.getLogger(__name__)
 
-#: An unexpected error (a bug, not bad input) is retried this many times before the
-#: record is set aside in the rejected topic, so one poison record cannot stall a partition.
-MAX_UNEXPECTED_FAILURES = 5
 MAX_BACKOFF_SECONDS = 60.0
 #: How often a node looks for trust root rotations on the trust topic.
 TRUST_REFRESH_SECONDS = 10.0
@@ -55,10 +71,19 @@ class NodeSettings:
     pinned_root: bytes
     data_dir: Path
     topics: Topics = Topics()
+    policy: ReplicationPolicy = ReplicationPolicy()
     session_timeout: float = 10.0
     commit_interval: float = 1.0
     fetch_limits: FetchLimits = FetchLimits()
     max_artifact_size: int = DEFAULT_MAX_ARTIFACT_SIZE
+    #: Records applied together: each package is written once per batch.
+    batch_size: int = 1000
+    #: How long a batch waits to fill; the floor of the publish-to-served latency.
+    batch_within: float = 0.05
+    #: How often parked fetches are looked at, and the first delay before one is retried.
+    pending_interval: float = 15.0
+    #: How often the region's download counts are produced.
+    downloads_interval: float = 10.0
 
     @property
     def group_id(self) -> str:
@@ -91,20 +116,10 @@ class NodeStream:
             broker_commit_interval=settings.commit_interval,
             producer_acks=-1,
         )
-        self.releases = self.app.topic(
-            settings.topics.releases,
-            key_type=bytes,
-            value_type=bytes,
-            key_serializer="raw",
-            value_serializer="raw",
-        )
-        self.rejected = self.app.topic(
-            settings.topics.rejected,
-            key_type=bytes,
-            value_type=bytes,
-            key_serializer="raw",
-            value_serializer="raw",
-        )
+        self.releases = self._raw_topic(settings.topics.releases)
+        self.rejected = self._raw_topic(settings.topics.rejected)
+        self.replica_topic = self._raw_topic(settings.topics.replicas)
+        self.downloads_topic = self._raw_topic(settings.topics.downloads)
         self.store = ObjectStore(settings.store, settings.bucket)
         self.trust = TrustKeeper(
             settings.pinned_root,
@@ -112,15 +127,39 @@ class NodeStream:
             broker_url=settings.broker_url,
             topic=settings.topics.trust,
         )
+        self.states = PackageStates(
+            self.store, render=lambda state: render_documents(state, settings.public_url)
+        )
+        self.replicas = ReplicaRegistry(settings.region)
+        self.hot = HotStats(settings.region)
+        self.tally = DownloadTally(settings.region, settings.region, utc_now())
+        self._followers = [
+            TopicFollower(settings.broker_url, settings.topics.replicas, self.replicas.add_record),
+            TopicFollower(settings.broker_url, settings.topics.downloads, self.hot.add_record),
+        ]
         self._replicator: ReleaseReplicator | None = None
         self._session: aiohttp.ClientSession | None = None
         # Trust records refused before the producer runs, recorded on the first refresh.
         self._unrecorded: list[RefusedRoot] = []
+        self.rejected_total = 0
         self.app.agent(self.releases, name=f"{settings.group_id}.replicate")(self._replicate)
         self.app.timer(TRUST_REFRESH_SECONDS)(self._refresh_trust)
+        self.app.timer(settings.downloads_interval)(self._flush_downloads)
+        if settings.policy.mirrors_artifacts:
+            self.app.timer(settings.pending_interval)(self._retry_pending)
+        self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
+
+    def _raw_topic(self, name: str) -> faust.TopicT:
+        return self.app.topic(
+            name,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+        )
 
     def prepare(self) -> None:
-        """Blocking start-up work: the bucket, and the trust root from bucket and trust topic."""
+        """Blocking start-up work: the bucket, the trust root, the followers."""
         self.store.ensure_bucket()
         self.trust.load()
         for refused in self.trust.refresh():
@@ -128,6 +167,37 @@ class NodeStream:
             self._unrecorded.append(refused)
         root = self.trust.root
         log.info("trust root v%d in force, expires %s", root.version, root.expires.isoformat())
+        for follower in self._followers:
+            follower.start()
+
+    def _on_revoked(self, sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        # Another worker may now write newer states of these packages.
+        if self._replicator is not None:
+            self._replicator.forget_cached_states()
+
+    @property
+    def replicator(self) -> ReleaseReplicator:
+        """The replicator; built on first use, inside the running event loop."""
+        if self._replicator is None:
+            self._session = aiohttp.ClientSession()
+            work_dir = self.settings.data_dir / "downloads"
+            work_dir.mkdir(parents=True, exist_ok=True)
+            self._replicator = ReleaseReplicator(
+                store=self.store,
+                session=self._session,
+                root=lambda: self.trust.root,
+                public_url=self.settings.public_url,
+                work_dir=work_dir,
+                region=self.settings.region,
+                policy=self.settings.policy,
+                limits=self.settings.fetch_limits,
+                max_artifact_size=self.settings.max_artifact_size,
+                replicas=self.replicas,
+                hot=self.hot,
+                announce=self._announce,
+                pending_first_delay=timedelta(seconds=self.settings.pending_interval),
+            )
+        return self._replicator
 
     async def _refresh_trust(self) -> None:
         refused, self._unrecorded = self._unrecorded, []
@@ -146,45 +216,50 @@ class NodeStream:
                 detail=str(record.error),
             )
 
-    async def _replicator_for_loop(self) -> ReleaseReplicator:
-        if self._replicator is None:
-            self._session = aiohttp.ClientSession()
-            work_dir = self.settings.data_dir / "downloads"
-            work_dir.mkdir(parents=True, exist_ok=True)
-            self._replicator = ReleaseReplicator(
-                store=self.store,
-                session=self._session,
-                root=lambda: self.trust.root,
-                public_url=self.settings.public_url,
-                work_dir=work_dir,
-                limits=self.settings.fetch_limits,
-                max_artifact_size=self.settings.max_artifact_size,
-            )
-        return self._replicator
-
     async def _replicate(self, stream: faust.StreamT[Any]) -> None:
-        replicator = await self._replicator_for_loop()
-        async for event in stream.events():
-            await self._handle(replicator, event)
+        replicator = self.replicator
+        settings = self.settings
+        # noack_take is on faust's Stream, not on its StreamT interface.
+        batches = stream.noack_take(settings.batch_size, within=settings.batch_within)  # type: ignore[attr-defined]
+        async for events in batches:
+            await self._handle_batch(replicator, events)
+            for event in events:
+                await stream.ack(event)
 
-    async def _handle(self, replicator: ReleaseReplicator, event: faust.EventT[Any]) -> None:
+    async def _handle_batch(
+        self, replicator: ReleaseReplicator, events: list[faust.EventT[Any]]
+    ) -> None:
+        verified: list[tuple[faust.EventT[Any], Verified]] = []
+        for event in events:
+            item = await self._verify(replicator, event)
+            if item is not None:
+                verified.append((event, item))
+        outcomes = await replicator.apply_batch([item for _, item in verified])
+        for (event, item), outcome in zip(verified, outcomes, strict=True):
+            if isinstance(outcome, Refused):
+                await self._record_rejection(event, outcome.reason, outcome.detail)
+            elif isinstance(outcome, Skipped):
+                log.debug("%s: %s is outside this region's policy", item.position, outcome.package)
+            elif isinstance(outcome, Applied):
+                _log_applied(item, outcome)
+
+    async def _verify(
+        self, replicator: ReleaseReplicator, event: faust.EventT[Any]
+    ) -> Verified | None:
+        """The verified record, or None when it was refused (and recorded as such)."""
         message = event.message
         position = f"{message.topic}:{message.partition}:{message.offset}"
         value = message.value if isinstance(message.value, bytes) else b""
-        unexpected = 0
-        attempt = 0
         trust_refreshed = False
         while True:
-            attempt += 1
             try:
-                applied = await replicator.apply(value, position)
+                return replicator.verify(value, position)
             except RootExpiredError as exc:
                 # Fail closed, but do not reject: the event may be fine under the
                 # next root. Nothing is applied until a newer root arrives.
                 log.error("%s: %s; waiting", position, exc)
                 await self._refresh_trust()
                 await asyncio.sleep(FROZEN_RETRY_SECONDS)
-                continue
             except (UndelegatedKeyError, ThresholdError) as exc:
                 if not trust_refreshed:
                     # A rotation delegating the key may be on the trust topic and not
@@ -193,40 +268,48 @@ class NodeStream:
                     await self._refresh_trust()
                     continue
                 await self._record_rejection(event, exc.reason, str(exc))
-                return
+                return None
             except RejectedError as exc:
                 await self._record_rejection(event, exc.reason, str(exc))
-                return
-            except TransientError as exc:
-                delay = min(exc.retry_after * 2 ** min(attempt - 1, 6), MAX_BACKOFF_SECONDS)
-                log.warning(
-                    "%s: %s; retrying in %.1f s (attempt %d)", position, exc, delay, attempt
+                return None
+            except Exception as exc:  # verification is pure: a retry would fail the same way
+                log.exception("%s: verification failed unexpectedly", position)
+                await self._record_rejection(
+                    event, "internal-error", f"{type(exc).__name__}: {exc}; report this bug"
                 )
-                await asyncio.sleep(delay)
-                continue
-            except Exception as exc:
-                unexpected += 1
-                log.exception(
-                    "%s: unexpected failure %d/%d", position, unexpected, MAX_UNEXPECTED_FAILURES
-                )
-                if unexpected >= MAX_UNEXPECTED_FAILURES:
-                    await self._record_rejection(
-                        event, "internal-error", f"{type(exc).__name__}: {exc}; report this bug"
-                    )
-                    return
-                await asyncio.sleep(min(2.0**unexpected, MAX_BACKOFF_SECONDS))
-                continue
-            log.info(
-                "%s: %s %s #%d %s",
-                position,
-                applied.package,
-                applied.kind,
-                applied.sequence,
-                ("applied" + (", artifact fetched" if applied.fetched else ""))
-                if applied.changed
-                else "already applied",
-            )
+                return None
+
+    async def _announce(self, replica: ReplicaAvailable) -> None:
+        key = f"{replica.region}/{replica.sha256}".encode()
+        await self._send_until_acked(self.replica_topic, key, replica.to_bytes(), "replica")
+        self.replicas.add(replica)
+
+    async def _retry_pending(self) -> None:
+        try:
+            report = await self.replicator.retry_pending()
+        except TransientError as exc:
+            log.warning("parked fetches not retried: %s", exc)
             return
+        if report.retried:
+            log.info(
+                "parked fetches: %d retried, %d recovered, %d still pending",
+                report.retried,
+                report.recovered,
+                report.still_pending,
+            )
+
+    async def _flush_downloads(self) -> None:
+        counts = self.tally.drain(datetime.now(UTC))
+        if counts is None:
+            return
+        try:
+            pending = await self.downloads_topic.send(
+                key=self.settings.region.encode(), value=counts.to_bytes()
+            )
+            await pending
+        except Exception as exc:  # aiokafka's errors: keep the counts for the next period
+            log.warning("download counts not produced yet (%s); kept for the next period", exc)
+            self.tally.restore(counts)
 
     async def _record_rejection(self, event: faust.EventT[Any], reason: str, detail: str) -> None:
         message = event.message
@@ -263,26 +346,31 @@ class NodeStream:
             record=value,
         )
         log.warning("%s[%d]@%d rejected (%s): %s", topic, partition, offset, reason, detail)
-        # Wait for the broker's acknowledgement: the offset of the refused record
-        # must not be committed before its rejection is durable. Until the broker
-        # takes it, the partition waits: an exception escaping here would crash the
-        # agent, and Faust acknowledges the record that crashed it (faust #315).
+        self.rejected_total += 1
+        # The offset of the refused record must not be committed before its
+        # rejection is durable.
+        await self._send_until_acked(
+            self.rejected, (key or "").encode(), record.to_bytes(), f"rejection of {topic}@{offset}"
+        )
+
+    async def _send_until_acked(
+        self, topic: faust.TopicT, key: bytes, value: bytes, what: str
+    ) -> None:
+        """Produce one record and wait for the broker's acknowledgement, retrying until it
+        comes: an exception escaping here would crash the agent, and Faust acknowledges
+        the record that crashed it (faust #315)."""
         attempt = 0
         while True:
             try:
-                pending = await self.rejected.send(
-                    key=(key or "").encode(), value=record.to_bytes()
-                )
+                pending = await topic.send(key=key, value=value)
                 await pending
                 return
             except Exception as exc:  # aiokafka's errors, whatever the broker's state
                 attempt += 1
                 delay = min(0.5 * 2**attempt, MAX_BACKOFF_SECONDS)
                 log.warning(
-                    "rejection of %s[%d]@%d not recorded yet (%s: %s); retrying in %.1f s",
-                    topic,
-                    partition,
-                    offset,
+                    "%s not recorded yet (%s: %s); retrying in %.1f s",
+                    what,
                     type(exc).__name__,
                     exc,
                     delay,
@@ -290,5 +378,23 @@ class NodeStream:
                 await asyncio.sleep(delay)
 
     async def close(self) -> None:
+        for follower in self._followers:
+            await asyncio.to_thread(follower.stop)
+        if self._replicator is not None:
+            await self._replicator.close()
         if self._session is not None:
             await self._session.close()
+
+
+def _log_applied(item: Verified, applied: Applied) -> None:
+    if not applied.changed:
+        what = "already applied"
+    elif applied.parked:
+        what = "applied, zip unreachable: parked for retry"
+    elif applied.fetched:
+        what = "applied, artifact fetched"
+    else:
+        what = "applied"
+    log.info(
+        "%s: %s %s #%d %s", item.position, applied.package, applied.kind, applied.sequence, what
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from uuid import uuid4
@@ -12,9 +12,10 @@ from uuid import uuid4
 import pytest
 
 from connectors.kafka import EventProducer, Topics, bootstrap_servers, ensure_topics
+from connectors.store import ObjectStore, StoreLocation
 from infra import devstack, localnet
-from schemas.events import ReleasePublished, ReleaseRejected
-from schemas.signing import SigningKey
+from schemas.events import PackageEvent, ReleasePublished, ReleaseRejected
+from schemas.signing import SigningKey, seal
 from services.publisher import build_release, publish_release
 from services.sample_projects import sample_zip
 from services.trust_admin import DelegationSpec, build_root
@@ -36,6 +37,7 @@ class Federation:
     producer: EventProducer
     work_dir: Path
     processes: list[localnet.LocalProcess] = field(default_factory=list)
+    node_options: Mapping[str, Sequence[str]] = field(default_factory=dict)
 
     def release(
         self, project: str, drupal_version: str, require: dict[str, str] | None = None
@@ -52,19 +54,46 @@ class Federation:
     def publish(self, event: ReleasePublished, keys: list[SigningKey] | None = None) -> None:
         publish_release(event, keys or [self.key], self.producer, self.topics.releases)
 
-    def start_node(self, region: str) -> localnet.LocalProcess:
-        """Start (or restart) a region's node on its own bucket and data directory."""
+    def publish_event(self, event: PackageEvent) -> None:
+        """Sign and produce a yank, expunge or advisory (or a release), keyed by package."""
+        value = seal(event.to_bytes(), [self.key])
+        self.producer.produce(self.topics.releases, event.package.encode(), value)
+
+    def bucket(self, region: str) -> str:
+        return f"{self.topics.releases.removesuffix('fair.releases').strip('.')}-{region}"
+
+    def store(self, region: str) -> ObjectStore:
+        """The object store bucket of a region, for looking at what its nodes wrote."""
+        return ObjectStore(StoreLocation.from_url(self.stack.store_url), self.bucket(region))
+
+    def start_node(
+        self,
+        region: str,
+        *,
+        name: str | None = None,
+        options: Sequence[str] = (),
+        port: int | None = None,
+    ) -> localnet.LocalProcess:
+        """Start (or restart) a node of ``region`` on the region's bucket.
+
+        ``name`` tells apart several workers of one region (default: the region);
+        ``options`` are more ``fairstream node run`` options. Without options, the
+        region's options from the test module's ``NODE_OPTIONS`` apply.
+        """
+        name = name or region
         prefix = self.topics.releases.removesuffix("fair.releases")
         node = localnet.start_node(
             region,
             broker_url=self.stack.broker_url,
             store_url=self.stack.store_url,
             root=self.root_file,
-            data_dir=self.work_dir / f"node-{region}",
+            data_dir=self.work_dir / f"node-{name}",
             topic_prefix=prefix,
-            bucket=f"{prefix.strip('.')}-{region}",
+            bucket=self.bucket(region),
+            options=options or self.node_options.get(region, ()),
+            port=port,
         )
-        self.nodes[region] = node
+        self.nodes[name] = node
         self.processes.append(node)
         return node
 
@@ -84,9 +113,14 @@ class Federation:
 
 @pytest.fixture(scope="module")
 def federation(
-    stack: devstack.Stack, tmp_path_factory: pytest.TempPathFactory
+    stack: devstack.Stack,
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
 ) -> Iterator[Federation]:
-    """A federation of its own for each test module: its topics, root, buckets and nodes."""
+    """A federation of its own for each test module: its topics, root, buckets and nodes.
+
+    A module may set ``NODE_OPTIONS = {region: [options of fairstream node run]}``.
+    """
     work_dir = tmp_path_factory.mktemp("federation")
     topics = Topics.with_prefix(f"e2e-{uuid4().hex[:8]}.")
     ensure_topics(stack.broker_url, topics.partitions(4))
@@ -119,6 +153,7 @@ def federation(
             producer,
             work_dir,
             processes,
+            getattr(request.module, "NODE_OPTIONS", {}),
         )
         for region in REGIONS:
             federation.start_node(region)
@@ -130,11 +165,16 @@ def federation(
 
 
 def wait_until_served(
-    federation: Federation, package: str, version: str, timeout: float = 60.0
+    federation: Federation,
+    package: str,
+    version: str,
+    timeout: float = 60.0,
+    nodes: Iterable[str] | None = None,
 ) -> None:
-    """Until every region serves ``version`` of ``package`` (its p2, as Composer reads it)."""
+    """Until every node (or those named) serves ``version`` of ``package`` (its p2, as
+    Composer reads it)."""
     deadline = time.monotonic() + timeout
-    missing = set(federation.nodes)
+    missing = set(federation.nodes if nodes is None else nodes)
     while missing and time.monotonic() < deadline:
         for region in sorted(missing):
             if version in localnet.fetch_p2_versions(federation.nodes[region].url, package):

@@ -14,6 +14,7 @@ from confluent_kafka.admin import AdminClient
 from connectors.kafka import (
     Delivered,
     EventProducer,
+    TopicFollower,
     bootstrap_servers,
     ensure_topics,
     group_positions,
@@ -246,3 +247,50 @@ def test_group_positions_on_a_closed_port_is_broker_unavailable() -> None:
         group_positions(closed_broker_url(), "g", "t", timeout=1.0)
 
     assert time.monotonic() - started < 5
+
+
+def test_a_follower_reads_a_topic_from_its_beginning_and_keeps_following(
+    stack: devstack.Stack, producer: EventProducer
+) -> None:
+    topic = unique("follow")
+    ensure_topics(stack.broker_url, {topic: 2})
+    for n in range(3):
+        producer.produce(topic, f"k{n}".encode(), f"before-{n}".encode())
+    seen: list[bytes] = []
+    follower = TopicFollower(stack.broker_url, topic, seen.append)
+    follower.start()
+    try:
+        deadline = time.monotonic() + 30
+        while len(seen) < 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        producer.produce(topic, b"k9", b"after")
+        while len(seen) < 4 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        follower.stop()
+    assert sorted(seen) == [b"after", b"before-0", b"before-1", b"before-2"]
+
+
+def test_a_follower_survives_a_record_its_callback_refuses(
+    stack: devstack.Stack, producer: EventProducer
+) -> None:
+    topic = unique("follow-bad")
+    ensure_topics(stack.broker_url, {topic: 1})
+    kept: list[bytes] = []
+
+    def on_record(value: bytes) -> None:
+        if value == b"poison":
+            raise ValueError("not a record of ours")
+        kept.append(value)
+
+    producer.produce(topic, b"k", b"poison")
+    producer.produce(topic, b"k", b"fine")
+    follower = TopicFollower(stack.broker_url, topic, on_record)
+    follower.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not kept and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        follower.stop()
+    assert kept == [b"fine"]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from collections.abc import AsyncIterator, Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -32,15 +32,23 @@ from schemas.errors import (
     VersionConflictError,
     WrongPackageError,
 )
-from schemas.events import ReleaseExpunged, ReleasePublished, ReleaseYanked, utc_now
+from schemas.events import (
+    ReleaseExpunged,
+    ReleasePublished,
+    ReleaseYanked,
+    ReplicaAvailable,
+    utc_now,
+)
+from schemas.package_state import PackageState
 from schemas.signing import SignedEvent, SigningKey, seal
 from schemas.trust import TrustRoot
 from services.origin_http import origin_app
 from services.publisher import build_release, next_sequence
 from services.sample_projects import sample_zip
 from services.trust_admin import DelegationSpec, build_root
-from streams.package_state import PackageState
-from streams.replication import Applied, ReleaseReplicator
+from streams.artifacts import HotStats, ReplicaRegistry
+from streams.policy import ReplicationMode, ReplicationPolicy
+from streams.replication import Applied, ReleaseReplicator, Skipped, Verified
 
 pytestmark = pytest.mark.integration
 
@@ -237,20 +245,20 @@ async def test_a_signed_release_lands_in_the_bucket(
         "drupal/token", "ReleasePublished", event.sequence, fetched=True, changed=True
     )
     assert origin_requests == ["/token-8.x-1.9.zip"]
-    # Artifact first, the state (the record that the event was applied) last.
-    assert store.writes[0] == layout.artifact_key(event.artifact.sha256)
-    assert store.writes[-1] == layout.state_key("drupal/token")
+    # Artifact first, then the state (a new object per sequence), then the p2 it derives.
+    state_key = layout.state_key("drupal/token", event.sequence)
+    assert store.writes[:2] == [layout.artifact_key(event.artifact.sha256), state_key]
     contents = bucket_contents(store)
     assert set(contents) == {
         layout.artifact_key(event.artifact.sha256),
-        layout.state_key("drupal/token"),
+        state_key,
         layout.p2_key("drupal/token"),
         layout.p2_key("drupal/token", dev=True),
     }
     zip_bytes = (origin_root / "token-8.x-1.9.zip").read_bytes()
     assert contents[layout.artifact_key(event.artifact.sha256)] == zip_bytes
 
-    state = PackageState.from_json(contents[layout.state_key("drupal/token")])
+    state = PackageState.from_json(contents[state_key])
     assert set(state.versions) == {"1.9.0"}
     assert state.versions["1.9.0"].sha256 == event.artifact.sha256
     assert state.sequence == event.sequence
@@ -337,7 +345,7 @@ async def test_a_second_version_keeps_the_first(
     contents = bucket_contents(store)
     for event in (first, second, dev):
         assert layout.artifact_key(event.artifact.sha256) in contents
-    state = PackageState.from_json(contents[layout.state_key("drupal/token")])
+    state = PackageState.from_json(contents[layout.state_key("drupal/token", dev.sequence)])
     assert set(state.versions) == {"1.9.0", "1.10.0", "1.x-dev"}
     assert state.sequence == dev.sequence
     stable = p2_entries(contents)
@@ -503,16 +511,11 @@ async def test_a_yank_removes_the_version_from_the_p2_served(
     assert [entry["version"] for entry in p2_entries(contents)] == ["1.9.0"]
     # Lock files that name 1.10.0 still install it: the artifact stays.
     assert layout.artifact_key(second.artifact.sha256) in contents
-    state = PackageState.from_json(contents[layout.state_key("drupal/token")])
+    state_key = layout.state_key("drupal/token", withdrawal.sequence)
+    state = PackageState.from_json(contents[state_key])
     assert state.versions["1.10.0"].yanked == "breaks the update path from 1.9"
-    assert sorted(store.writes) == sorted(
-        [
-            layout.p2_key("drupal/token"),
-            layout.p2_key("drupal/token", dev=True),
-            layout.state_key("drupal/token"),
-        ]
-    )
-    assert store.writes[-1] == layout.state_key("drupal/token")
+    # Only the stable document changed: the dev one keeps its bytes and its Last-Modified.
+    assert store.writes == [state_key, layout.p2_key("drupal/token")]
     assert origin_requests == []
 
 
@@ -541,11 +544,16 @@ async def test_an_expunge_deletes_the_artifact(
     assert key not in contents
     assert layout.artifact_key(second.artifact.sha256) in contents
     assert [entry["version"] for entry in p2_entries(contents)] == ["1.10.0"]
-    state = PackageState.from_json(contents[layout.state_key("drupal/token")])
+    state_key = layout.state_key("drupal/token", removal.sequence)
+    state = PackageState.from_json(contents[state_key])
     assert set(state.versions) == {"1.10.0"}
     assert state.expunged == {"1.9.0": first.artifact.sha256}
     # The zip goes last: a crash before leaves an orphan zip, never a version without one.
-    assert store.writes[-2:] == [layout.state_key("drupal/token"), f"DELETE {key}"]
+    assert store.writes[0] == state_key
+    assert store.writes[-2:] == [
+        f"DELETE {key}",
+        f"DELETE {layout.pending_key(first.artifact.sha256)}",
+    ]
 
     # And the expunged version never comes back, not even with its original bytes.
     store.writes.clear()
@@ -683,6 +691,226 @@ async def test_each_event_is_verified_against_the_root_in_force(
     )
 
     assert applied.changed
-    state = store.get(layout.state_key("drupal/token"))
+    state = store.get(layout.state_key("drupal/token", applied.sequence))
     assert state is not None
     assert set(PackageState.from_json(state.data).versions) == {"1.9.0", "1.10.0"}
+
+
+# ---------------------------------------------------------------------------
+# Batches, modes, sources, parked fetches, quota
+# ---------------------------------------------------------------------------
+
+
+def verified_batch(
+    replicator: ReleaseReplicator, events: list[ReleasePublished], first_offset: int = 0
+) -> list[Verified]:
+    return [
+        replicator.verify(signed(event), position(first_offset + n))
+        for n, event in enumerate(events)
+    ]
+
+
+async def test_a_batch_writes_each_package_once(
+    replicator: ReleaseReplicator,
+    store: RecordingStore,
+    origin: TestServer,
+    origin_root: Path,
+) -> None:
+    token = [release(origin, origin_root, f"8.x-1.{n}") for n in range(1, 6)]
+    pathauto = [release(origin, origin_root, f"8.x-1.{n}", project="pathauto") for n in range(1, 4)]
+    batch = verified_batch(replicator, [*token, *pathauto])
+
+    outcomes = await replicator.apply_batch(batch)
+
+    assert [type(o) for o in outcomes] == [Applied] * 8
+    # One state object per package for the whole batch, not one per release.
+    states = [key for key in store.writes if key.startswith("state/")]
+    assert sorted(states) == sorted(
+        [
+            layout.state_key("drupal/token", token[-1].sequence),
+            layout.state_key("drupal/pathauto", pathauto[-1].sequence),
+        ]
+    )
+    documents = [key for key in store.writes if key.startswith("p2/")]
+    assert sorted(documents) == sorted(
+        [
+            layout.p2_key(p, dev=d)
+            for p in ("drupal/token", "drupal/pathauto")
+            for d in (False, True)
+        ]
+    )
+    contents = bucket_contents(store)
+    assert len(p2_entries(contents)) == 5
+    assert len(p2_entries(contents, package="drupal/pathauto")) == 3
+
+
+async def test_a_metadata_only_region_fetches_nothing(
+    make_replicator: Callable[..., ReleaseReplicator],
+    store: RecordingStore,
+    origin: TestServer,
+    origin_root: Path,
+    origin_requests: list[str],
+) -> None:
+    replicator = make_replicator(policy=ReplicationPolicy(mode=ReplicationMode.METADATA_ONLY))
+    event = release(origin, origin_root, "8.x-1.9")
+
+    applied = await replicator.apply(signed(event), position(0))
+
+    assert applied.changed and not applied.fetched
+    assert origin_requests == []
+    contents = bucket_contents(store)
+    assert not any(key.startswith("artifacts/") for key in contents)
+    [entry] = p2_entries(contents)
+    assert entry["dist"]["shasum"] == event.artifact.sha1
+
+
+async def test_a_package_outside_the_allow_list_is_skipped(
+    make_replicator: Callable[..., ReleaseReplicator],
+    store: RecordingStore,
+    origin: TestServer,
+    origin_root: Path,
+) -> None:
+    replicator = make_replicator(policy=ReplicationPolicy(include=("drupal/token",)))
+    token = release(origin, origin_root, "8.x-1.9")
+    pathauto = release(origin, origin_root, "8.x-1.12", project="pathauto")
+
+    outcomes = await replicator.apply_batch(verified_batch(replicator, [token, pathauto]))
+
+    assert isinstance(outcomes[0], Applied)
+    assert outcomes[1] == Skipped("drupal/pathauto")
+    assert not any("pathauto" in key for key in store.writes)
+
+
+async def test_an_unreachable_zip_is_parked_then_fetched_when_due(
+    make_replicator: Callable[..., ReleaseReplicator],
+    store: RecordingStore,
+    origin: TestServer,
+    origin_root: Path,
+) -> None:
+    now = [datetime(2026, 11, 22, 12, 0, tzinfo=UTC)]
+    replicator = make_replicator(clock=lambda: now[0])
+    event = release(origin, origin_root, "8.x-1.9")
+    zip_path = origin_root / "token-8.x-1.9.zip"
+    aside = zip_path.with_suffix(".aside")
+    zip_path.rename(aside)
+
+    applied = await replicator.apply(signed(event), position(0))
+
+    assert applied.changed and applied.parked and not applied.fetched
+    pending = store.get(layout.pending_key(event.artifact.sha256))
+    assert pending is not None
+    parked = orjson.loads(pending.data)
+    assert (parked["package"], parked["version"], parked["attempts"]) == (
+        "drupal/token",
+        "1.9.0",
+        0,
+    )
+    assert "404" in parked["last_error"]
+    # The version is served meanwhile: its dist is answered by a redirect elsewhere.
+    assert [e["version"] for e in p2_entries(bucket_contents(store))] == ["1.9.0"]
+
+    # Not due yet: nothing is tried.
+    assert (await replicator.retry_pending()).retried == 0
+    now[0] += timedelta(minutes=1)
+    still = await replicator.retry_pending()
+    assert (still.retried, still.recovered, still.still_pending) == (1, 0, 1)
+    retried = store.get(layout.pending_key(event.artifact.sha256))
+    assert retried is not None and orjson.loads(retried.data)["attempts"] == 1
+
+    aside.rename(zip_path)
+    now[0] += timedelta(hours=2)
+    report = await replicator.retry_pending()
+    assert (report.retried, report.recovered, report.still_pending) == (1, 1, 0)
+    assert store.stat(layout.pending_key(event.artifact.sha256)) is None
+    assert store.stat(layout.artifact_key(event.artifact.sha256)) is not None
+
+
+async def test_a_replica_is_used_when_the_origin_fails_and_copies_are_announced(
+    make_replicator: Callable[..., ReleaseReplicator],
+    store: RecordingStore,
+    origin: TestServer,
+    origin_root: Path,
+    tmp_path: Path,
+) -> None:
+    event = release(origin, origin_root, "8.x-1.9")
+    replica_root = tmp_path / "replica"
+    replica_root.mkdir()
+    (origin_root / "token-8.x-1.9.zip").rename(replica_root / event.artifact.sha256)
+    replica = TestServer(origin_app(replica_root))
+    await replica.start_server()
+    registry = ReplicaRegistry("eu")
+    announced: list[ReplicaAvailable] = []
+
+    async def announce(copy: ReplicaAvailable) -> None:
+        announced.append(copy)
+
+    try:
+        registry.add(
+            ReplicaAvailable(
+                node_id="us",
+                region="us",
+                package="drupal/token",
+                version="1.9.0",
+                sha256=event.artifact.sha256,
+                size=event.artifact.size,
+                url=str(replica.make_url(f"/{event.artifact.sha256}")),
+                verified_at=utc_now(),
+            )
+        )
+        replicator = make_replicator(region="eu", replicas=registry, announce=announce)
+        applied = await replicator.apply(signed(event), position(0))
+    finally:
+        await replica.close()
+
+    assert applied.fetched and not applied.parked
+    assert store.stat(layout.artifact_key(event.artifact.sha256)) is not None
+    [copy] = announced
+    assert (copy.region, copy.sha256) == ("eu", event.artifact.sha256)
+    assert copy.url == PUBLIC_URL + layout.dist_path("drupal/token", "1.9.0", copy.sha256)
+
+
+async def test_the_quota_evicts_the_coldest_zips(
+    make_replicator: Callable[..., ReleaseReplicator],
+    store: RecordingStore,
+    origin: TestServer,
+    origin_root: Path,
+) -> None:
+    events = [release(origin, origin_root, f"8.x-1.{n}") for n in range(1, 4)]
+    sizes = [event.artifact.size for event in events]
+    hot = HotStats("eu")
+    replicator = make_replicator(
+        region="eu", hot=hot, policy=ReplicationPolicy(quota_bytes=sizes[0] + sizes[1] + 10)
+    )
+    await replicator.apply(signed(events[0]), position(0))
+    await replicator.apply(signed(events[1]), position(1))
+    # The first is downloaded now and again; the second never.
+    hot.add(events[0].artifact.sha256, 2, datetime.now(UTC) - timedelta(hours=3))
+
+    await replicator.apply(signed(events[2]), position(2))
+
+    held = {
+        sha
+        for key in store.list_keys(layout.ARTIFACT_PREFIX)
+        if (sha := layout.artifact_sha256(key))
+    }
+    assert held == {events[0].artifact.sha256, events[2].artifact.sha256}
+    assert replicator.store_bytes() == sizes[0] + sizes[2]
+    # The evicted version stays in the metadata: its dist redirects until it is fetched again.
+    assert len(p2_entries(bucket_contents(store))) == 3
+
+
+async def test_a_redelivery_repairs_documents_a_crash_cut_short(
+    replicator: ReleaseReplicator, store: RecordingStore, origin: TestServer, origin_root: Path
+) -> None:
+    event = release(origin, origin_root, "8.x-1.9")
+    value = signed(event)
+    await replicator.apply(value, position(0))
+    store.delete(layout.p2_key("drupal/token"))  # the crash came between state and p2
+    replicator.forget_cached_states()  # a restarted worker knows nothing
+    store.writes.clear()
+
+    again = await replicator.apply(value, position(0))
+
+    assert not again.changed
+    assert store.writes == [layout.p2_key("drupal/token")]
+    assert [e["version"] for e in p2_entries(bucket_contents(store))] == ["1.9.0"]

@@ -389,6 +389,70 @@ def test_packages_json_with_an_absolute_metadata_url() -> None:
     assert orjson.loads(render_packages_json(metadata_url=url))["metadata-url"] == url
 
 
+def test_packages_json_with_advisories_and_mirrors() -> None:
+    raw = render_packages_json(
+        metadata_url="https://eu.example/p2/%package%.json",
+        notify_batch="https://eu.example/downloads/",
+        security_advisories_api="https://eu.example/api/security-advisories/",
+        security_advisories_in_metadata=True,
+        dist_mirrors=[
+            "https://us.example/mirror/%package%/%prettyVersion%.%type%",
+            "https://ap.example/mirror/%package%/%prettyVersion%.%type%",
+        ],
+    )
+    assert orjson.loads(raw) == {
+        "packages": [],
+        "metadata-url": "https://eu.example/p2/%package%.json",
+        "available-package-patterns": ["drupal/*"],
+        "notify-batch": "https://eu.example/downloads/",
+        "security-advisories": {
+            "metadata": True,
+            "api-url": "https://eu.example/api/security-advisories/",
+        },
+        "mirrors": [
+            {
+                "dist-url": "https://us.example/mirror/%package%/%prettyVersion%.%type%",
+                "preferred": False,
+            },
+            {
+                "dist-url": "https://ap.example/mirror/%package%/%prettyVersion%.%type%",
+                "preferred": False,
+            },
+        ],
+    }
+    # Composer's `!empty($mirror['preferred'])`: false must be a JSON false, not "false".
+    assert b'"preferred":false' in raw
+
+
+@pytest.mark.parametrize(
+    ("api", "in_metadata", "expected"),
+    [
+        (None, True, {"metadata": True}),
+        (
+            "/api/security-advisories/",
+            False,
+            {"metadata": False, "api-url": "/api/security-advisories/"},
+        ),
+    ],
+)
+def test_packages_json_security_advisories_key(
+    api: str | None, in_metadata: bool, expected: dict[str, Any]
+) -> None:
+    document = orjson.loads(
+        render_packages_json(
+            security_advisories_api=api, security_advisories_in_metadata=in_metadata
+        )
+    )
+    assert document["security-advisories"] == expected
+    assert "mirrors" not in document
+
+
+def test_packages_json_without_advisories_or_mirrors_leaves_the_keys_out() -> None:
+    document = orjson.loads(render_packages_json(dist_mirrors=[]))
+    assert "security-advisories" not in document
+    assert "mirrors" not in document
+
+
 # ---------------------------------------------------------------------------
 # version_entry / with_dist_url
 # ---------------------------------------------------------------------------

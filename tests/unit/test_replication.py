@@ -16,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from schemas import layout
 from schemas.composer import expand, version_entry
 from schemas.errors import (
     InvalidVersionError,
@@ -38,19 +39,19 @@ from schemas.events import (
     ReleaseYanked,
     SecurityAdvisory,
 )
-from schemas.signing import SignedEvent, SigningKey, seal
-from schemas.trust import verify_event
-from schemas.versions import drupal_to_composer
-from services.publisher import PublishInputError, build_release, inspect_zip
-from services.sample_projects import sample_zip
-from services.trust_admin import DelegationSpec, build_root
-from streams.package_state import (
+from schemas.package_state import (
     PackageState,
     Transition,
     VersionRecord,
     apply_event,
     render_documents,
 )
+from schemas.signing import SignedEvent, SigningKey, seal
+from schemas.trust import verify_event
+from schemas.versions import drupal_to_composer
+from services.publisher import PublishInputError, build_release, inspect_zip
+from services.sample_projects import sample_zip
+from services.trust_admin import DelegationSpec, build_root
 from streams.replication import check_top_directory
 
 PUBLIC_URL = "https://eu.fairstream.example"
@@ -337,6 +338,7 @@ def test_a_release_adds_the_version_and_asks_for_its_artifact(tmp_path: Path) ->
             sha1=event.artifact.sha1,
             size=event.artifact.size,
             composer=event.composer,
+            origin_url=event.artifact.origin_url,
         )
     }
     assert state.sequence == 7
@@ -606,8 +608,18 @@ def test_an_advisory_is_kept_in_composers_field_names() -> None:
             "severity": "critical",
         }
     }
-    # An advisory does not change what is installable.
-    assert render_documents(transition.state, PUBLIC_URL) == render_documents(state, PUBLIC_URL)
+    # An advisory does not change what is installable, and Composer reads it from p2.
+    before = render_documents(state, PUBLIC_URL)
+    after = render_documents(transition.state, PUBLIC_URL)
+    stable = layout.p2_key("drupal/token")
+    assert orjson.loads(after[stable])["packages"] == orjson.loads(before[stable])["packages"]
+    assert orjson.loads(before[stable])["security-advisories"] == []
+    assert orjson.loads(after[stable])["security-advisories"] == [
+        transition.state.advisories["SA-CONTRIB-2025-042"]
+    ]
+    dev = layout.p2_key("drupal/token", dev=True)
+    assert after[dev] == before[dev]
+    assert "security-advisories" not in orjson.loads(after[dev])
 
 
 def test_a_later_advisory_with_the_same_id_replaces_it() -> None:
@@ -959,3 +971,18 @@ def test_inspect_zip_refuses_entries_unsafe_to_extract(tmp_path: Path, entry: st
 
     with pytest.raises(UnsafeNameError, match="unsafe to extract"):
         inspect_zip(path)
+
+
+def test_a_loaded_state_renders_the_same_bytes(tmp_path: Path) -> None:
+    state = PackageState("drupal/token")
+    for offset, version in enumerate(("8.x-1.9", "8.x-1.10", "8.x-1.x-dev")):
+        event = make_release(tmp_path, sequence=offset + 1, drupal_version=version)
+        transition = apply(state, event, offset)
+        assert transition is not None
+        state = transition.state
+
+    loaded = PackageState.from_json(state.to_json())
+
+    assert loaded == state
+    assert render_documents(loaded, PUBLIC_URL) == render_documents(state, PUBLIC_URL)
+    assert loaded.to_json() == state.to_json()

@@ -114,7 +114,17 @@ def test_newer_reader_reads_older_records(
 
     for field in older.parsed["fields"]:
         if field["name"] in resolved:
-            assert resolved[field["name"]] == record[field["name"]]
+            # Fields the newer version added inside nested records take their defaults.
+            assert as_older(resolved[field["name"]], field["type"]) == record[field["name"]]
+
+
+def as_older(value: Any, schema: Any) -> Any:
+    """``value`` read by a newer schema, cut back to the fields of the older ``schema``."""
+    if isinstance(schema, dict) and schema.get("type") == "record" and isinstance(value, dict):
+        return {f["name"]: as_older(value.get(f["name"]), f["type"]) for f in schema["fields"]}
+    if isinstance(schema, dict) and schema.get("type") == "array" and isinstance(value, list):
+        return [as_older(item, schema["items"]) for item in value]
+    return value
 
 
 @pytest.mark.parametrize(

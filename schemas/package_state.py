@@ -16,7 +16,12 @@ import orjson
 
 from schemas import layout
 from schemas.composer import render_p2, with_dist_url
-from schemas.errors import ReplayError, RollbackError, VersionConflictError
+from schemas.errors import (
+    InvalidVersionError,
+    ReplayError,
+    RollbackError,
+    VersionConflictError,
+)
 from schemas.events import (
     Artifact,
     PackageEvent,
@@ -25,6 +30,7 @@ from schemas.events import (
     ReleaseYanked,
     SecurityAdvisory,
 )
+from schemas.versions import normalize_version
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,8 @@ class VersionRecord:
     size: int
     composer: dict[str, Any]
     yanked: str | None = None
+    #: The canonical origin of the zip, as signed: the first source to fetch from.
+    origin_url: str = ""
 
 
 @dataclass(frozen=True)
@@ -51,6 +59,10 @@ class PackageState:
     advisories: Mapping[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_json(self) -> bytes:
+        """The state document. Keys are not sorted: the order inside each version's Composer
+        entry is the publisher's, and p2 rendered from a loaded state must be byte for byte
+        what the state in memory rendered (else equal documents would be rewritten). The
+        maps keep the order events were applied in, which a replay repeats."""
         return orjson.dumps(
             {
                 "package": self.package,
@@ -59,8 +71,7 @@ class PackageState:
                 "expunged": dict(self.expunged),
                 "advisories": dict(self.advisories),
                 "versions": {v: record.__dict__ for v, record in self.versions.items()},
-            },
-            option=orjson.OPT_SORT_KEYS,
+            }
         )
 
     @classmethod
@@ -148,6 +159,7 @@ def _publish(state: PackageState, event: ReleasePublished) -> Transition:
         sha1=event.artifact.sha1,
         size=event.artifact.size,
         composer=event.composer,
+        origin_url=event.artifact.origin_url,
     )
     return Transition(
         replace(state, versions={**state.versions, event.version: record}), fetch=event.artifact
@@ -193,7 +205,11 @@ def _advise(state: PackageState, event: SecurityAdvisory) -> Transition:
 
 
 def render_documents(state: PackageState, public_url: str) -> dict[str, bytes]:
-    """The p2 documents of a package, with dist URLs on this node; yanked versions left out."""
+    """The p2 documents of a package, with dist URLs on this node; yanked versions left out.
+
+    The stable document carries the package's security advisories, which Composer
+    reads from there when ``packages.json`` says ``"security-advisories": {"metadata": true}``.
+    """
     entries = [
         with_dist_url(
             record.composer,
@@ -202,4 +218,21 @@ def render_documents(state: PackageState, public_url: str) -> dict[str, bytes]:
         for version, record in state.versions.items()
         if record.yanked is None
     ]
-    return render_p2(state.package, entries)
+    advisories = [state.advisories[key] for key in sorted(state.advisories)]
+    return render_p2(state.package, entries, advisories=advisories)
+
+
+def find_version(state: PackageState, version: str) -> tuple[str, VersionRecord] | None:
+    """The kept version a Composer version string names, pretty (``1.9.0``) or normalized
+    (``1.9.0.0``, what Composer's install notifications send)."""
+    record = state.versions.get(version)
+    if record is not None:
+        return version, record
+    for pretty, candidate in state.versions.items():
+        try:
+            normalized = candidate.composer.get("version_normalized") or normalize_version(pretty)
+        except InvalidVersionError:
+            continue
+        if normalized == version:
+            return pretty, candidate
+    return None
