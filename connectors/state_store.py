@@ -93,6 +93,23 @@ class PackageStates:
         Last-Modified stays). Without them, the stored documents are read first.
         Raises ``StoreUnavailableError``; a retry after it is safe.
         """
+        newest = self.sequences(state.package)
+        if newest and newest[-1] > state.sequence:
+            # Checked before writing too, so that a worker that lost the package to
+            # another does not even briefly put older documents in place: what is
+            # left is the moment between this listing and the write, which the
+            # listing after the write repairs.
+            loaded = self.load(state.package)
+            if loaded is not None and loaded.sequence > state.sequence:
+                log.warning(
+                    "%s: state #%d is older than #%d written by another worker; rendering that",
+                    state.package,
+                    state.sequence,
+                    loaded.sequence,
+                )
+                # Its state need not be kept either: the newer owner resumed from the
+                # last committed offset, at or before this worker's events.
+                return self._fence(loaded, None, False, superseded=loaded.sequence)
         if state_changed:
             self._store.put_bytes(
                 layout.state_key(state.package, state.sequence),
@@ -100,9 +117,19 @@ class PackageStates:
                 content_type="application/json",
             )
         known = dict(stored_documents) if stored_documents is not None else None
+        return self._fence(state, known, state_changed, superseded=None)
+
+    def _fence(
+        self,
+        state: PackageState,
+        known: dict[str, bytes] | None,
+        state_changed: bool,
+        *,
+        superseded: int | None,
+    ) -> Saved:
+        """Write the documents of ``state``, then of any newer state found, until none is."""
         written: list[str] = []
         current = state
-        superseded: int | None = None
         for _ in range(MAX_FENCE_ROUNDS):
             if known is None:
                 known = self.documents(current.package)

@@ -24,6 +24,7 @@ from typing import Any
 
 import aiohttp
 import faust
+from faust.types import TP
 
 from connectors.kafka import TopicFollower, Topics, bootstrap_servers
 from connectors.origin import FetchLimits
@@ -42,6 +43,7 @@ from streams.artifacts import DownloadTally, HotStats, ReplicaRegistry
 from streams.policy import ReplicationPolicy
 from streams.replication import (
     DEFAULT_MAX_ARTIFACT_SIZE,
+    Abandoned,
     Applied,
     Refused,
     ReleaseReplicator,
@@ -170,6 +172,11 @@ class NodeStream:
         for follower in self._followers:
             follower.start()
 
+    def _owns(self, position: str) -> bool:
+        """Whether this worker still owns the partition of a record at ``position``."""
+        topic, partition, _ = position.rsplit(":", 2)
+        return TP(topic, int(partition)) in self.app.consumer.assignment()
+
     def _on_revoked(self, sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         # Another worker may now write newer states of these packages.
         if self._replicator is not None:
@@ -196,6 +203,7 @@ class NodeStream:
                 hot=self.hot,
                 announce=self._announce,
                 pending_first_delay=timedelta(seconds=self.settings.pending_interval),
+                owns=self._owns,
             )
         return self._replicator
 
@@ -222,13 +230,18 @@ class NodeStream:
         # noack_take is on faust's Stream, not on its StreamT interface.
         batches = stream.noack_take(settings.batch_size, within=settings.batch_within)  # type: ignore[attr-defined]
         async for events in batches:
-            await self._handle_batch(replicator, events)
+            abandoned = await self._handle_batch(replicator, events)
             for event in events:
-                await stream.ack(event)
+                # A record of a partition revoked meanwhile is not acknowledged: an
+                # acknowledgement could commit it for its new owner (aiokafka #929).
+                if id(event) not in abandoned:
+                    await stream.ack(event)
 
     async def _handle_batch(
         self, replicator: ReleaseReplicator, events: list[faust.EventT[Any]]
-    ) -> None:
+    ) -> set[int]:
+        """Apply a batch; returns the ids of the events abandoned (partition revoked)."""
+        abandoned: set[int] = set()
         verified: list[tuple[faust.EventT[Any], Verified]] = []
         for event in events:
             item = await self._verify(replicator, event)
@@ -242,6 +255,10 @@ class NodeStream:
                 log.debug("%s: %s is outside this region's policy", item.position, outcome.package)
             elif isinstance(outcome, Applied):
                 _log_applied(item, outcome)
+            elif isinstance(outcome, Abandoned):
+                abandoned.add(id(event))
+                log.info("%s: partition revoked meanwhile; left to its new owner", item.position)
+        return abandoned
 
     async def _verify(
         self, replicator: ReleaseReplicator, event: faust.EventT[Any]

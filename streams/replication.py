@@ -111,7 +111,15 @@ class Skipped:
     package: str
 
 
-Outcome = Applied | Refused | Skipped
+@dataclass(frozen=True)
+class Abandoned:
+    """An event of a partition this worker no longer owns (a rebalance happened meanwhile):
+    nothing written, not to be acknowledged; the partition's new owner applies it."""
+
+    package: str
+
+
+Outcome = Applied | Refused | Skipped | Abandoned
 
 
 @dataclass(frozen=True)
@@ -141,6 +149,7 @@ class ReleaseReplicator:
         hot: HotStats | None = None,
         announce: Announce | None = None,
         pending_first_delay: timedelta = PENDING_FIRST_DELAY,
+        owns: Callable[[str], bool] = lambda position: True,
     ) -> None:
         self._store = store
         self._session = session
@@ -156,6 +165,7 @@ class ReleaseReplicator:
         self._hot = hot or HotStats(region)
         self._announce = announce
         self._pending_first_delay = pending_first_delay
+        self._owns = owns
         self.states = PackageStates(store, render=self.render)
         self._cache: OrderedDict[str, PackageState] = OrderedDict()
         self._sizes: dict[str, int] | None = None
@@ -187,7 +197,7 @@ class ReleaseReplicator:
         (outcome,) = await self.apply_batch([verified])
         if isinstance(outcome, Refused):
             raise outcome.error
-        if isinstance(outcome, Skipped):
+        if isinstance(outcome, Skipped | Abandoned):
             return Applied(outcome.package, type(verified.event).__name__, -1, False, False)
         return outcome
 
@@ -250,7 +260,12 @@ class ReleaseReplicator:
             return PackageState(package), False
         return loaded, True
 
+    def _still_owned(self, items: list[Verified]) -> bool:
+        return all(self._owns(item.position) for item in items)
+
     async def _apply_package_once(self, package: str, items: list[Verified]) -> list[Outcome]:
+        if not self._still_owned(items):
+            return [Abandoned(package) for _ in items]
         old, existed = await self._load(package)
         current = old
         redelivered = False
@@ -287,6 +302,11 @@ class ReleaseReplicator:
             current = transition.state
             outcomes.append(Applied(package, kind, event.sequence, fetched, True, parked))
         changed = current is not old
+        if (changed or redelivered) and not self._still_owned(items):
+            # Revoked while fetching: the new owner writes this package (zips fetched
+            # meanwhile are content addressed and harmless).
+            self._cache.pop(package, None)
+            return [Abandoned(package) for _ in items]
         if changed or redelivered:
             if redelivered:
                 known: Mapping[str, bytes] | None = None  # a crash may have cut a write short

@@ -48,7 +48,7 @@ from services.sample_projects import sample_zip
 from services.trust_admin import DelegationSpec, build_root
 from streams.artifacts import HotStats, ReplicaRegistry
 from streams.policy import ReplicationMode, ReplicationPolicy
-from streams.replication import Applied, ReleaseReplicator, Skipped, Verified
+from streams.replication import Abandoned, Applied, ReleaseReplicator, Skipped, Verified
 
 pytestmark = pytest.mark.integration
 
@@ -914,3 +914,32 @@ async def test_a_redelivery_repairs_documents_a_crash_cut_short(
     assert not again.changed
     assert store.writes == [layout.p2_key("drupal/token")]
     assert [e["version"] for e in p2_entries(bucket_contents(store))] == ["1.9.0"]
+
+
+async def test_a_partition_revoked_mid_batch_writes_nothing(
+    make_replicator: Callable[..., ReleaseReplicator],
+    store: RecordingStore,
+    origin: TestServer,
+    origin_root: Path,
+    origin_requests: list[str],
+) -> None:
+    asked: list[str] = []
+
+    def owns(at: str) -> bool:
+        # Owned when the batch starts, revoked by the time its effects would be written.
+        asked.append(at)
+        return len(asked) == 1
+
+    replicator = make_replicator(owns=owns)
+    event = release(origin, origin_root, "8.x-1.9")
+    item = replicator.verify(signed(event), position(0))
+
+    outcomes = await replicator.apply_batch([item])
+
+    assert outcomes == [Abandoned("drupal/token")]
+    assert origin_requests == ["/token-8.x-1.9.zip"]  # the zip (content addressed) is kept
+    assert not any(key.startswith(("state/", "p2/")) for key in store.writes)
+    # Revoked before the batch: not even fetched.
+    origin_requests.clear()
+    assert await replicator.apply_batch([item]) == [Abandoned("drupal/token")]
+    assert origin_requests == []

@@ -312,7 +312,8 @@ def test_a_stale_writer_that_finds_its_documents_current_writes_none(
 
     assert saved.superseded_by == 7
     assert saved.documents_written == ()
-    assert store.puts == [layout.state_key(PACKAGE, 5)]
+    # Seen before writing: not even its state object is written.
+    assert store.puts == []
     assert store.stat(P2) == before
 
 
@@ -520,3 +521,18 @@ def test_two_workers_saving_interleaved_sequences_end_with_the_newest(
     assert reader.sequences(PACKAGE) == [2 * rounds - 2, 2 * rounds - 1, 2 * rounds]
     # Only a worker whose state was older than another's can have been superseded.
     assert all(sequence < 2 * rounds for sequence in superseded)
+
+
+def test_a_stale_writer_never_puts_older_documents_in_place(
+    store: HookedStore, other_store: ObjectStore
+) -> None:
+    PackageStates(other_store, render_sequence).save(state(7))
+    store.puts.clear()
+
+    saved = PackageStates(store, render_sequence).save(state(5))
+
+    # The newer state was seen before anything was written: no document of #5, ever.
+    assert saved.superseded_by == 7
+    assert store.puts == []
+    body = store.get(P2)
+    assert body is not None and body.data == render_sequence(state(7))[P2]
