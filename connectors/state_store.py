@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 #: State objects kept per package besides the newest, for a look back after an incident.
 KEPT_STATES = 2
+#: Older state objects are deleted once this many more than KEPT_STATES have piled up.
+PRUNE_SLACK = 6
 #: A fence that keeps finding newer states gives up after this many rounds: the
 #: writers of those states finish the job themselves.
 MAX_FENCE_ROUNDS = 8
@@ -93,23 +95,6 @@ class PackageStates:
         Last-Modified stays). Without them, the stored documents are read first.
         Raises ``StoreUnavailableError``; a retry after it is safe.
         """
-        newest = self.sequences(state.package)
-        if newest and newest[-1] > state.sequence:
-            # Checked before writing too, so that a worker that lost the package to
-            # another does not even briefly put older documents in place: what is
-            # left is the moment between this listing and the write, which the
-            # listing after the write repairs.
-            loaded = self.load(state.package)
-            if loaded is not None and loaded.sequence > state.sequence:
-                log.warning(
-                    "%s: state #%d is older than #%d written by another worker; rendering that",
-                    state.package,
-                    state.sequence,
-                    loaded.sequence,
-                )
-                # Its state need not be kept either: the newer owner resumed from the
-                # last committed offset, at or before this worker's events.
-                return self._fence(loaded, None, False, superseded=loaded.sequence)
         if state_changed:
             self._store.put_bytes(
                 layout.state_key(state.package, state.sequence),
@@ -163,6 +148,10 @@ class PackageStates:
         )
 
     def _prune(self, package: str, sequences: list[int]) -> None:
+        # In rounds, not on every write: a delete per write would be a third more
+        # requests on a store that answers a few hundred a second (rclone).
+        if len(sequences) <= KEPT_STATES + 1 + PRUNE_SLACK:
+            return
         for sequence in sequences[: -(KEPT_STATES + 1)]:
             self._store.delete(layout.state_key(package, sequence))
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+from collections import Counter
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -55,6 +57,8 @@ from streams.trust_keeper import RefusedRoot, TrustKeeper
 log = logging.getLogger(__name__)
 
 MAX_BACKOFF_SECONDS = 60.0
+#: Batches up to this size log each record; larger ones log a summary line.
+PER_RECORD_LOG_MAX = 50
 #: How often a node looks for trust root rotations on the trust topic.
 TRUST_REFRESH_SECONDS = 10.0
 #: While the root in force is expired, how long to wait before looking for a newer one.
@@ -247,17 +251,34 @@ class NodeStream:
             item = await self._verify(replicator, event)
             if item is not None:
                 verified.append((event, item))
+        started = time.monotonic()
         outcomes = await replicator.apply_batch([item for _, item in verified])
+        # Each record is logged in a small batch (what an operator watches live); a large
+        # one (a bootstrap, a catch-up) is summed up in one line.
+        each = len(events) <= PER_RECORD_LOG_MAX
         for (event, item), outcome in zip(verified, outcomes, strict=True):
             if isinstance(outcome, Refused):
                 await self._record_rejection(event, outcome.reason, outcome.detail)
             elif isinstance(outcome, Skipped):
                 log.debug("%s: %s is outside this region's policy", item.position, outcome.package)
             elif isinstance(outcome, Applied):
-                _log_applied(item, outcome)
+                _log_applied(item, outcome, logging.INFO if each else logging.DEBUG)
             elif isinstance(outcome, Abandoned):
                 abandoned.add(id(event))
                 log.info("%s: partition revoked meanwhile; left to its new owner", item.position)
+        kinds = Counter(type(outcome).__name__ for outcome in outcomes)
+        log.info(
+            "batch of %d records in %.0f ms: %d applied, %d refused, %d skipped, %d abandoned; "
+            "written since start: %d states, %d p2 documents",
+            len(events),
+            (time.monotonic() - started) * 1000,
+            kinds["Applied"],
+            kinds["Refused"] + len(events) - len(verified),
+            kinds["Skipped"],
+            kinds["Abandoned"],
+            replicator.written["states"],
+            replicator.written["documents"],
+        )
         return abandoned
 
     async def _verify(
@@ -403,7 +424,7 @@ class NodeStream:
             await self._session.close()
 
 
-def _log_applied(item: Verified, applied: Applied) -> None:
+def _log_applied(item: Verified, applied: Applied, level: int) -> None:
     if not applied.changed:
         what = "already applied"
     elif applied.parked:
@@ -412,6 +433,12 @@ def _log_applied(item: Verified, applied: Applied) -> None:
         what = "applied, artifact fetched"
     else:
         what = "applied"
-    log.info(
-        "%s: %s %s #%d %s", item.position, applied.package, applied.kind, applied.sequence, what
+    log.log(
+        level,
+        "%s: %s %s #%d %s",
+        item.position,
+        applied.package,
+        applied.kind,
+        applied.sequence,
+        what,
     )

@@ -21,7 +21,7 @@ import asyncio
 import hashlib
 import logging
 import zipfile
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -166,6 +166,8 @@ class ReleaseReplicator:
         self._announce = announce
         self._pending_first_delay = pending_first_delay
         self._owns = owns
+        #: Objects written since start: ``states`` and p2 ``documents`` (coalescing shows here).
+        self.written: Counter[str] = Counter()
         self.states = PackageStates(store, render=self.render)
         self._cache: OrderedDict[str, PackageState] = OrderedDict()
         self._sizes: dict[str, int] | None = None
@@ -317,6 +319,8 @@ class ReleaseReplicator:
             saved = await asyncio.to_thread(
                 self.states.save, current, state_changed=changed, stored_documents=known
             )
+            self.written["states"] += int(saved.state_written)
+            self.written["documents"] += len(saved.documents_written)
             if saved.superseded_by is not None:
                 self._cache.pop(package, None)
             else:
