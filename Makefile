@@ -3,7 +3,7 @@
 
 # uv from PATH, or the one `python-deps` installs with pip (always reachable as a module).
 UV ?= $(shell command -v uv 2>/dev/null || echo python3 -m uv)
-APT_PACKAGES := composer php-cli php-zip php-curl kcat unzip
+APT_PACKAGES := composer php-cli php-zip php-curl kcat unzip nginx-light wrk
 RUN := $(UV) run --frozen
 
 .PHONY: demo test lint unit integration e2e bench deps python-deps system-deps clean
@@ -29,7 +29,7 @@ e2e: deps
 	$(RUN) pytest tests/e2e
 
 # Benchmarks are not tests: ratios against a baseline measured in the same run.
-bench: python-deps
+bench: deps
 	$(RUN) python -m tests.benchmarks.run
 
 deps: python-deps system-deps
