@@ -203,6 +203,14 @@ NOTES = """
   no verification) the same records. Measured at 3,000 projects (about 30,000
   releases) to fit the suite's time budget; the goal's 300,000 releases are
   projected from the rate (`projected_seconds_for_300000_releases`).
+- **Bootstrap at full size, measured once** (2026-11-22, `bench_node.bootstrap`
+  with 30,000 projects, outside `make bench` for its time): 299,561 releases
+  in 1,065 s, 281 releases/s against 26,800 records/s for the bare consumer
+  (0.01x); peak RSS 254 MB; 62,884 p2 writes (2.10 per package) and 31,522
+  state writes (1.05 per package). Per package it is slower than at 3,000
+  projects (569 releases/s): a LIST under `state/drupal/<name>/` stays at
+  about 1.5 ms with 3,000 sibling packages (measured), so the slowdown is
+  elsewhere in the store with tens of thousands of keys; not found yet.
 - Where the bootstrap's time goes: the embedded object store. `rclone serve
   s3` spends about 2.7 ms of CPU per PUT (measured: 1,000 small PUTs, 2.65 ms
   wall and 2.72 ms of rclone CPU each, 0.9 ms of our client's); it answers
