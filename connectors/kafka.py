@@ -354,15 +354,9 @@ def published_releases(
     do not decode as a package event are passed over. A topic that does not
     exist holds nothing. Raises ``BrokerUnavailableError``.
     """
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers(broker_url)})
-    try:
-        # Listing all topics: asking about one by name makes the broker create it.
-        metadata = admin.list_topics(timeout=idle_timeout)
-    except KafkaException as exc:
-        raise BrokerUnavailableError(f"broker {broker_url} did not list topics: {exc}") from exc
-    if topic not in metadata.topics:
+    positions = dict.fromkeys(topic_partitions(broker_url, topic, timeout=idle_timeout), 0)
+    if not positions:
         return set()
-    positions = dict.fromkeys(metadata.topics[topic].partitions, 0)
     found: set[tuple[str, str]] = set()
     for _, _, value in _iter_to_end(
         broker_url, topic, positions, limit=1 << 62, timeout=idle_timeout
