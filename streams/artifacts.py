@@ -19,13 +19,17 @@ from schemas.events import DownloadCount, DownloadCounts, ReplicaAvailable
 
 
 class ReplicaRegistry:
-    """sha256 → the dist URLs of other regions that announced a verified copy (thread safe)."""
+    """sha256 → the dist URLs of other regions that announced a verified copy, and other
+    download sources such as a peer network's origin URLs (thread safe)."""
 
     def __init__(self, own_region: str) -> None:
         self._own_region = own_region
         self._lock = threading.Lock()
         self._by_sha256: dict[str, dict[str, str]] = {}
         self._bases: dict[str, str] = {}
+        # Download sources other than nodes (a peer network's origin URLs): fetched from
+        # and checked by this node, never a redirect target for clients.
+        self._sources: dict[str, dict[str, str]] = {}
 
     def add(self, replica: ReplicaAvailable) -> None:
         if replica.region == self._own_region:
@@ -44,6 +48,19 @@ class ReplicaRegistry:
         """Other regions' URLs for a verified copy of ``sha256``, in a stable order."""
         with self._lock:
             return [url for _, url in sorted(self._by_sha256.get(sha256, {}).items())]
+
+    def add_source(self, sha256: str, label: str, url: str) -> None:
+        """Remember ``url`` as one more place to fetch ``sha256`` from, under ``label``
+        (``peer:typo3``); the last URL a label gave for a sha256 wins."""
+        with self._lock:
+            self._sources.setdefault(sha256, {})[label] = url
+
+    def sources(self, sha256: str) -> list[str]:
+        """Every URL to fetch ``sha256`` from: other regions' copies, then the other sources,
+        each in a stable order. Whatever they deliver is checked against the signed sha256."""
+        with self._lock:
+            extra = [url for _, url in sorted(self._sources.get(sha256, {}).items())]
+        return [*self.urls(sha256), *extra]
 
     def peers(self) -> list[str]:
         """Base URLs of the other regions that announced any copy."""

@@ -182,10 +182,14 @@ class ReleaseReplicator:
         have written newer ones."""
         self._cache.clear()
 
-    def verify(self, value: bytes, position: str) -> Verified:
-        """Verify a record against the trust root in force; raises ``RejectedError``."""
+    def verify(self, value: bytes, position: str, *, root: TrustRoot | None = None) -> Verified:
+        """Verify a record against ``root`` (default: the trust root in force, ours; a peer
+        network's records are verified against its own); raises ``RejectedError``."""
         event = verify_event(
-            value, self._root(), now=self._clock(), max_artifact_size=self._max_artifact_size
+            value,
+            root if root is not None else self._root(),
+            now=self._clock(),
+            max_artifact_size=self._max_artifact_size,
         )
         digest = hashlib.sha256(SignedEvent.from_bytes(value).payload).hexdigest()
         return Verified(event, digest, position)
@@ -343,8 +347,9 @@ class ReleaseReplicator:
     # Artifacts ---------------------------------------------------------------
 
     def _sources(self, artifact: Artifact) -> list[str]:
-        # AspireCloud: the canonical origin first, then regions that announced a copy.
-        return [artifact.origin_url, *self._replicas.urls(artifact.sha256)]
+        # AspireCloud: the canonical origin first, then regions that announced a copy,
+        # then other sources (peer networks' origins).
+        return [artifact.origin_url, *self._replicas.sources(artifact.sha256)]
 
     async def _ensure_artifact(self, package: str, version: str, artifact: Artifact) -> bool:
         """Make sure the region holds the zip; True when it was fetched now.
