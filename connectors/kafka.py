@@ -7,6 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 from confluent_kafka import (
@@ -23,6 +24,7 @@ from confluent_kafka.cimpl import NewTopic
 
 from schemas.errors import BrokerUnavailableError, ConfigurationError, RejectedError
 from schemas.events import ReleasePublished, decode_package_event
+from schemas.federation import PartitionSync
 from schemas.signing import SignedEvent
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,8 @@ class Topics:
     trust: str = "fair.trust"
     replicas: str = "fair.replicas"
     downloads: str = "fair.downloads"
+    #: Compacted: each node's signed registration and latest heartbeat.
+    status: str = "fair.status"
 
     @classmethod
     def with_prefix(cls, prefix: str) -> Topics:
@@ -64,6 +68,7 @@ class Topics:
             trust=f"{prefix}fair.trust",
             replicas=f"{prefix}fair.replicas",
             downloads=f"{prefix}fair.downloads",
+            status=f"{prefix}fair.status",
         )
 
     def partitions(self, releases: int) -> dict[str, int]:
@@ -74,11 +79,24 @@ class Topics:
             self.trust: 1,
             self.replicas: 1,
             self.downloads: 1,
+            self.status: 1,
         }
 
+    @property
+    def compacted(self) -> frozenset[str]:
+        """Topics where only the last record of each key matters."""
+        return frozenset({self.status})
 
-def ensure_topics(broker_url: str, partitions: Mapping[str, int], *, timeout: float = 15.0) -> None:
-    """Create the topics that do not exist yet; existing ones are left as they are.
+
+def ensure_topics(
+    broker_url: str,
+    partitions: Mapping[str, int],
+    *,
+    compacted: Iterable[str] = (),
+    timeout: float = 15.0,
+) -> None:
+    """Create the topics that do not exist yet (``compacted`` ones with
+    ``cleanup.policy=compact``); existing ones are left as they are.
 
     Raises ``BrokerUnavailableError`` when the broker does not answer.
     """
@@ -87,8 +105,14 @@ def ensure_topics(broker_url: str, partitions: Mapping[str, int], *, timeout: fl
         existing = admin.list_topics(timeout=timeout).topics
     except KafkaException as exc:
         raise BrokerUnavailableError(f"broker {broker_url} did not list topics: {exc}") from exc
+    compact = set(compacted)
     wanted = [
-        NewTopic(name, num_partitions=count, replication_factor=1)
+        NewTopic(
+            name,
+            num_partitions=count,
+            replication_factor=1,
+            config={"cleanup.policy": "compact"} if name in compact else {},
+        )
         for name, count in partitions.items()
         if name not in existing
     ]
@@ -240,8 +264,9 @@ def _iter_to_end(
     *,
     limit: int,
     timeout: float,
-) -> Iterator[tuple[int, int, bytes]]:
-    """Yield (partition, offset, value) of every record at or after ``positions[partition]``.
+) -> Iterator[tuple[int, int, bytes, int]]:
+    """Yield (partition, offset, value, timestamp in ms) of every record at or after
+    ``positions[partition]``.
 
     Tansu under-reports the high watermark (DESIGN.md), so the end is where the
     broker answers a fetch with nothing more (partition EOF), not the
@@ -287,7 +312,7 @@ def _iter_to_end(
                 if partition is None or offset is None or partition not in open_partitions:
                     continue
                 if offset >= positions[partition]:
-                    yield partition, offset, message.value() or b""
+                    yield partition, offset, message.value() or b"", message.timestamp()[1]
                     counts[partition] += 1
                     if counts[partition] >= limit:
                         open_partitions.discard(partition)
@@ -308,7 +333,7 @@ def _read_to_end(
 ) -> dict[int, list[tuple[int, bytes]]]:
     """Every record at or after each position, by partition (see ``_iter_to_end``)."""
     found: dict[int, list[tuple[int, bytes]]] = {p: [] for p in positions}
-    for partition, offset, value in _iter_to_end(
+    for partition, offset, value, _ in _iter_to_end(
         broker_url, topic, positions, limit=limit, timeout=timeout
     ):
         found[partition].append((offset, value))
@@ -342,6 +367,50 @@ def read_partition(
     return found[partition]
 
 
+def region_sync(
+    broker_url: str, group: str, topic: str, *, limit: int = 1_000, timeout: float = 10.0
+) -> list[PartitionSync]:
+    """Per partition of ``topic``: ``group``'s committed offset (every event below it is
+    applied), the log end, and the events at or after the committed offset with the
+    publish time of the first of them.
+
+    The count is the larger of the log end's difference (exact on Apache Kafka) and a
+    count by reading up to ``limit`` records (exact on Tansu, whose log end is low), so a
+    region is never reported in sync while an event waits. Raises ``BrokerUnavailableError``.
+    """
+    positions = group_positions(broker_url, group, topic, timeout=timeout)
+    committed = {p.partition: p.committed or 0 for p in positions}
+    counted = dict.fromkeys(committed, 0)
+    oldest: dict[int, int] = {}
+    for partition, _, _, timestamp in _iter_to_end(
+        broker_url, topic, committed, limit=limit, timeout=timeout
+    ):
+        counted[partition] += 1
+        if partition not in oldest and timestamp > 0:
+            oldest[partition] = timestamp
+    found = []
+    for position in positions:
+        p = position.partition
+        behind = max(position.behind, counted[p])
+        first = oldest.get(p)
+        found.append(
+            PartitionSync(
+                topic=topic,
+                partition=p,
+                applied_offset=committed[p],
+                log_end=max(position.log_end, committed[p] + counted[p]),
+                behind=behind,
+                behind_is_lower_bound=counted[p] >= limit,
+                oldest_unapplied_at=(
+                    datetime.fromtimestamp(first / 1000, UTC)
+                    if first is not None and behind
+                    else None
+                ),
+            )
+        )
+    return found
+
+
 def published_releases(
     broker_url: str, topic: str, *, idle_timeout: float = 30.0
 ) -> set[tuple[str, str]]:
@@ -358,7 +427,7 @@ def published_releases(
     if not positions:
         return set()
     found: set[tuple[str, str]] = set()
-    for _, _, value in _iter_to_end(
+    for _, _, value, _ in _iter_to_end(
         broker_url, topic, positions, limit=1 << 62, timeout=idle_timeout
     ):
         try:
@@ -468,7 +537,132 @@ def iter_partition(
 
     Raises ``BrokerUnavailableError`` (see ``_iter_to_end``).
     """
-    for _, offset, value in _iter_to_end(
+    for _, offset, value, _ in _iter_to_end(
         broker_url, topic, {partition: start}, limit=1 << 62, timeout=timeout
     ):
         yield offset, value
+
+
+@dataclass(frozen=True)
+class ConsumedRecord:
+    """One record read by a ``GroupConsumer``."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+
+
+class GroupConsumer:
+    """A member of a consumer group on one topic that commits only the offsets it is given.
+
+    Blocking, and not safe for concurrent calls: drive it from one thread.
+    Every method raises ``BrokerUnavailableError`` for a broker that does not
+    answer or refuses; librdkafka reconnects by itself, so the caller may go
+    on calling after a pause.
+    """
+
+    def __init__(
+        self,
+        broker_url: str,
+        topic: str,
+        group: str,
+        *,
+        session_timeout: float = 10.0,
+        on_revoke: Callable[[list[int]], None] = lambda partitions: None,
+    ) -> None:
+        self._broker_url = broker_url
+        self._topic = topic
+        self._on_revoke = on_revoke
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap_servers(broker_url),
+                "group.id": group,
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "auto.offset.reset": "earliest",
+                # Asking for a topic by name must not create it on someone else's cluster.
+                "allow.auto.create.topics": False,
+                "session.timeout.ms": int(session_timeout * 1000),
+                "heartbeat.interval.ms": int(max(session_timeout / 6, 0.5) * 1000),
+                "fetch.wait.max.ms": 100,
+                "log.connection.close": False,
+                # Connection failures come back from poll() and list_topics() and are
+                # logged by the caller with its backoff; librdkafka would log each retry.
+                "log_level": 2,
+                "logger": logging.getLogger(f"{__name__}.librdkafka"),
+            }
+        )
+        self._subscribed = False
+
+    def topic_exists(self, timeout: float = 5.0) -> bool:
+        """Whether the topic exists (listing all topics: naming one may create it)."""
+        try:
+            return self._topic in self._consumer.list_topics(timeout=timeout).topics
+        except KafkaException as exc:
+            raise BrokerUnavailableError(
+                f"broker {self._broker_url} did not list topics: {exc}"
+            ) from exc
+
+    def poll(self, max_records: int, timeout: float) -> list[ConsumedRecord]:
+        """Up to ``max_records`` records, waiting at most ``timeout`` seconds; joins the
+        group on the first call. Raises ``BrokerUnavailableError`` when nothing but errors came.
+        """
+        try:
+            if not self._subscribed:
+                self._consumer.subscribe(
+                    [self._topic], on_revoke=lambda _, partitions: self._revoked(partitions)
+                )
+                self._subscribed = True
+            messages = self._consumer.consume(num_messages=max_records, timeout=timeout)
+        except KafkaException as exc:
+            raise BrokerUnavailableError(f"reading {self._topic} failed: {exc}") from exc
+        records: list[ConsumedRecord] = []
+        errors: list[str] = []
+        for message in messages:
+            error = message.error()
+            partition, offset = message.partition(), message.offset()
+            if error is not None:
+                errors.append(error.str())
+            elif partition is not None and offset is not None:
+                records.append(
+                    ConsumedRecord(
+                        self._topic, partition, offset, message.key(), message.value() or b""
+                    )
+                )
+        if errors and not records:
+            raise BrokerUnavailableError(
+                f"reading {self._topic} on {self._broker_url} failed: {'; '.join(errors[:3])}"
+            )
+        return records
+
+    def _revoked(self, partitions: list[TopicPartition]) -> None:
+        self._on_revoke(sorted(tp.partition for tp in partitions))
+
+    def commit(self, next_offsets: Mapping[int, int]) -> None:
+        """Commit, per partition, the offset of the next record to read (synchronously).
+
+        Raises ``BrokerUnavailableError`` when the commit failed, for one
+        partition or all (after a rebalance, say): the records are read again.
+        """
+        if not next_offsets:
+            return
+        offsets = [TopicPartition(self._topic, p, o) for p, o in sorted(next_offsets.items())]
+        try:
+            committed = self._consumer.commit(offsets=offsets, asynchronous=False) or []
+        except KafkaException as exc:
+            raise BrokerUnavailableError(f"committing {self._topic} offsets failed: {exc}") from exc
+        failed = [tp for tp in committed if tp.error is not None]
+        if failed:
+            raise BrokerUnavailableError(
+                f"committing {self._topic} offsets failed for partitions "
+                f"{[tp.partition for tp in failed]}: {failed[0].error}"
+            )
+
+    def close(self) -> None:
+        """Leave the group (its partitions go to the other members at once)."""
+        try:
+            self._consumer.close()
+        except (KafkaException, RuntimeError) as exc:
+            log.debug("closing the consumer of %s: %s", self._topic, exc)

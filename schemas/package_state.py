@@ -45,6 +45,9 @@ class VersionRecord:
     yanked: str | None = None
     #: The canonical origin of the zip, as signed: the first source to fetch from.
     origin_url: str = ""
+    #: Where the event that published it sits in the log (``topic:partition:offset``): a
+    #: node has this version once its applied offset of that partition is past it.
+    position: str = ""
 
 
 @dataclass(frozen=True)
@@ -125,7 +128,7 @@ def apply_event(
     applied = {**state.applied, digest: position}
     advanced = replace(state, sequence=event.sequence, applied=applied)
     if isinstance(event, ReleasePublished):
-        return _publish(advanced, event)
+        return _publish(advanced, event, position)
     if isinstance(event, ReleaseYanked):
         return _yank(advanced, event)
     if isinstance(event, ReleaseExpunged):
@@ -133,7 +136,7 @@ def apply_event(
     return _advise(advanced, event)
 
 
-def _publish(state: PackageState, event: ReleasePublished) -> Transition:
+def _publish(state: PackageState, event: ReleasePublished, position: str) -> Transition:
     if event.version in state.expunged:
         raise VersionConflictError(
             f"{event.package} {event.version} was expunged; an expunged version never "
@@ -160,6 +163,7 @@ def _publish(state: PackageState, event: ReleasePublished) -> Transition:
         size=event.artifact.size,
         composer=event.composer,
         origin_url=event.artifact.origin_url,
+        position=position,
     )
     return Transition(
         replace(state, versions={**state.versions, event.version: record}), fetch=event.artifact

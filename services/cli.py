@@ -28,24 +28,30 @@ from services.catalogue_cli import register as register_catalogue
 from services.cli_options import (
     BROKER_OPTION,
     DATA_DIR_OPTION,
+    NODE_KEY_OPTION,
     PARTITIONS_OPTION,
     SIGNING_KEY_OPTION,
+    STATUS_EVERY_OPTION,
     STORE_OPTION,
     TOPIC_PREFIX_OPTION,
     listen_address,
+    node_key,
     read_file,
     stack_urls,
 )
 from services.demo import run_demo, write_key_pair
+from services.directory import Directory, directory_app
 from services.http_service import HttpServerService
 from services.importer_cli import register as register_import
 from services.node_http import NodeHttp, NodeHttpSettings
 from services.origin_http import origin_app
 from services.publisher import build_release, publish_release
 from services.publishing_cli import register as register_publishing
-from services.status import region_status, status_table
+from services.registry import RegionMap, Registry
+from services.status import directory_admissions, federation_table, read_node_book
 from services.trust_admin import DelegationSpec, build_root, public_of, read_key, signing_keys
 from streams.node import NodeSettings, NodeStream
+from streams.peering import parse_peer, with_peer_namespaces
 from streams.policy import ReplicationMode, ReplicationPolicy, parse_size
 from streams.rebuild import rebuild_region
 from streams.replication import DEFAULT_MAX_ARTIFACT_SIZE
@@ -338,6 +344,20 @@ def node() -> None:
     show_default=True,
     help="Seconds between looks at zips no source delivered yet (the first retry waits as long).",
 )
+@click.option(
+    "--peer",
+    "peer_specs",
+    multiple=True,
+    metavar="NAME:policy=P,broker=URL,...",
+    help="Follow another network's releases topic (repeatable). NAME:KEY=VALUE,... with keys "
+    "policy (canonical, source or refuse), broker (kafka://HOST:PORT), topic [default: "
+    "fair.releases], root (the peer's own signed trust root file) and namespace (VENDOR/*, "
+    "canonical only, repeatable). canonical: its packages in those namespaces are applied and "
+    "served here; source: its zip URLs only become download sources; refuse: its records are "
+    "recorded as rejected. No peer can publish drupal/* or what our trust root delegates.",
+)
+@NODE_KEY_OPTION
+@STATUS_EVERY_OPTION
 @BROKER_OPTION
 @STORE_OPTION
 @TOPIC_PREFIX_OPTION
@@ -356,6 +376,9 @@ def node_run(
     exclude: tuple[str, ...],
     quota: str | None,
     pending_interval: float,
+    peer_specs: tuple[str, ...],
+    node_key_path: Path | None,
+    status_every: float,
     broker: str | None,
     store: str | None,
     topic_prefix: str,
@@ -369,12 +392,21 @@ def node_run(
 
     Example: fairstream node run --region eu --root root.avro --listen 127.0.0.1:8081
     --mode full --include 'drupal/*' --exclude 'drupal/legacy_*' --quota 20G
+
+    \b
+    Example with a peer network:
+    fairstream node run --region eu --root root.avro --peer \\
+      'typo3:policy=canonical,broker=kafka://kafka.typo3.example:9092,root=peers/typo3-root.avro,namespace=typo3/*'
     """
     if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,40}", region):
         raise ConfigurationError(f"region {region!r} must be lower-case letters, digits and dashes")
     host, port = listen_address(listen)
     broker_url, store_url = stack_urls(data_dir, broker, store)
     topics = Topics.with_prefix(topic_prefix)
+    peers = tuple(
+        parse_peer(spec, lambda path: read_file(path, "peer trust root file"))
+        for spec in peer_specs
+    )
     settings = NodeSettings(
         region=region,
         broker_url=broker_url,
@@ -386,10 +418,13 @@ def node_run(
         topics=topics,
         session_timeout=session_timeout,
         max_artifact_size=max_artifact_size,
-        policy=policy_from_options(mode, include, exclude, quota),
+        policy=with_peer_namespaces(policy_from_options(mode, include, exclude, quota), peers),
         pending_interval=pending_interval,
+        peers=peers,
+        node_key=node_key(node_key_path, data_dir, region, listen),
+        status_interval=status_every,
     )
-    ensure_topics(broker_url, topics.partitions(partitions))
+    ensure_topics(broker_url, topics.partitions(partitions), compacted=topics.compacted)
     try:
         stream = NodeStream(settings)
     except RejectedError as exc:
@@ -546,18 +581,183 @@ def origin_serve(root: Path, listen: str) -> None:
 
 
 @cli.command()
-@click.option("--region", "regions", required=True, multiple=True, help="Region(s) to show.")
+@click.option("--region", "regions", multiple=True, help="Show only these regions.")
+@click.option(
+    "--directory",
+    "directory_url",
+    default=None,
+    help="A directory's URL: adds whether it admitted each node, and why.",
+)
 @BROKER_OPTION
 @TOPIC_PREFIX_OPTION
 @DATA_DIR_OPTION
-def status(regions: tuple[str, ...], broker: str | None, topic_prefix: str, data_dir: Path) -> None:
-    """Print each region's sync state: committed events and events still to apply.
+def status(
+    regions: tuple[str, ...],
+    directory_url: str | None,
+    broker: str | None,
+    topic_prefix: str,
+    data_dir: Path,
+) -> None:
+    """Print every node of the federation from its last heartbeat: region, URL, in sync or
+    how far behind, last heartbeat, store usage.
 
-    Example: fairstream status --region eu --region us
+    Example: fairstream status --directory https://packages.example.org
     """
     broker_url = broker or stack_urls(data_dir, None, None)[0]
     topics = Topics.with_prefix(topic_prefix)
-    console.print(status_table([region_status(broker_url, topics, r) for r in regions]))
+    book = read_node_book(broker_url, topics.status)
+    admissions = directory_admissions(directory_url) if directory_url else None
+    console.print(federation_table(book, regions=regions, admissions=admissions))
+
+
+@cli.group()
+def directory() -> None:
+    """The directory: the Composer repository URL site builders configure once.
+
+    Example: fairstream directory serve --root root.avro --region-map 10.0.0.0/8=eu
+    """
+
+
+@directory.command("serve")
+@click.option(
+    "--root",
+    "root_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The pinned trust root; the directory verifies every event itself.",
+)
+@click.option(
+    "--name", default="directory", show_default=True, help="Its consumer group and bucket name."
+)
+@click.option(
+    "--listen", default="127.0.0.1:8090", show_default=True, help="HOST:PORT to serve on."
+)
+@click.option(
+    "--public-url", default=None, help="URL clients reach it at  [default: http://LISTEN]"
+)
+@click.option(
+    "--region-map",
+    "region_map",
+    multiple=True,
+    metavar="CIDR=REGION",
+    help="Clients from this network are in this region; repeatable, the most specific wins.",
+)
+@click.option(
+    "--geo-header",
+    default=None,
+    help="A header a trusted front proxy sets to the client's region (e.g. X-Geo-Region).",
+)
+@click.option(
+    "--silence-window",
+    type=click.FloatRange(1),
+    default=24 * 3600.0,
+    show_default=True,
+    help="Seconds after which a silent node is dropped (it is re-tested when it returns).",
+)
+@click.option(
+    "--stale-after",
+    type=click.FloatRange(0.5),
+    default=30.0,
+    show_default=True,
+    help="Seconds without a heartbeat after which a node is sent no clients.",
+)
+@click.option(
+    "--check-every",
+    type=click.FloatRange(0.2),
+    default=2.0,
+    show_default=True,
+    help="Seconds between admission rounds (self-tests of new, returning and refused nodes).",
+)
+@click.option(
+    "--self-test-package",
+    default=None,
+    help="The package whose metadata and smallest zip a node must serve to be admitted "
+    "[default: the first one the node serves]",
+)
+@click.option("--session-timeout", type=click.FloatRange(1, 300), default=10.0, show_default=True)
+@BROKER_OPTION
+@STORE_OPTION
+@TOPIC_PREFIX_OPTION
+@PARTITIONS_OPTION
+@DATA_DIR_OPTION
+def directory_serve(
+    root_path: Path,
+    name: str,
+    listen: str,
+    public_url: str | None,
+    region_map: tuple[str, ...],
+    geo_header: str | None,
+    silence_window: float,
+    stale_after: float,
+    check_every: float,
+    self_test_package: str | None,
+    session_timeout: float,
+    broker: str | None,
+    store: str | None,
+    topic_prefix: str,
+    partitions: int,
+    data_dir: Path,
+) -> None:
+    """Serve the catalogue to Composer and send each download to the best admitted,
+    in-sync node of the client's region (else another region's, else the signed origin).
+
+    Example: fairstream directory serve --root root.avro --listen 0.0.0.0:8090
+    --public-url https://packages.example.org --region-map 10.0.0.0/8=eu
+    --region-map 192.168.0.0/16=us
+    """
+    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,40}", name):
+        raise ConfigurationError(f"--name {name!r} must be lower-case letters, digits and dashes")
+    try:
+        regions = RegionMap.parse(region_map, geo_header=geo_header)
+    except ValueError as exc:
+        raise ConfigurationError(f"--region-map {exc}") from None
+    host, port = listen_address(listen)
+    broker_url, store_url = stack_urls(data_dir, broker, store)
+    topics = Topics.with_prefix(topic_prefix)
+    settings = NodeSettings(
+        region=name,
+        broker_url=broker_url,
+        store=StoreLocation.from_url(store_url),
+        bucket=f"fairstream-{name}",
+        public_url=public_url or f"http://{listen}",
+        pinned_root=read_file(root_path, "trust root file"),
+        data_dir=data_dir / "directories" / name,
+        topics=topics,
+        session_timeout=session_timeout,
+        policy=ReplicationPolicy(mode=ReplicationMode.METADATA_ONLY),
+    )
+    ensure_topics(broker_url, topics.partitions(partitions), compacted=topics.compacted)
+    stream = NodeStream(settings)
+    stream.prepare()
+    service = Directory(
+        broker_url=broker_url,
+        status_topic=topics.status,
+        states=stream.states,
+        registry=Registry(
+            silence_window=timedelta(seconds=silence_window),
+            stale_after=timedelta(seconds=stale_after),
+        ),
+        regions=regions,
+        check_every=check_every,
+        self_test_package=self_test_package,
+    )
+    service.start()
+    http = NodeHttp(
+        NodeHttpSettings(
+            region=name,
+            patterns=settings.policy.include,
+            public_url=settings.public_url,
+            mirror_artifacts=False,
+        ),
+        stream.store,
+        trust_root=lambda: stream.trust.root,
+        states=stream.states,
+        dist_router=service.route,
+    )
+    uvloop.install()
+    app = directory_app(http, service)
+    worker = faust.Worker(stream.app, HttpServerService(app, host, port), loglevel="info")
+    worker.execute_from_commandline()
 
 
 @cli.command()

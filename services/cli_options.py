@@ -13,6 +13,7 @@ import click
 
 from infra import devstack
 from schemas.errors import ConfigurationError, RejectedError
+from schemas.signing import SigningKey
 from schemas.trust import TrustRoot, load_pinned_root
 
 DATA_DIR_OPTION = click.option(
@@ -110,3 +111,42 @@ def pinned_root(path: Path) -> TrustRoot:
             f"the pinned trust root {path} is not a valid signed root ({exc}); pin the file "
             "written by `fairstream trust init` or `trust rotate`"
         ) from exc
+
+
+NODE_KEY_OPTION = click.option(
+    "--node-key",
+    "node_key_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="The node's own Ed25519 key, which signs its registration and heartbeats; created "
+    "if missing  [default: DATA_DIR/nodes/REGION/node-HOST-PORT.key]",
+)
+STATUS_EVERY_OPTION = click.option(
+    "--status-every",
+    type=click.FloatRange(0.2, 3600),
+    default=10.0,
+    show_default=True,
+    help="Seconds between heartbeats (sync state) on the status topic.",
+)
+
+
+def node_key(path: Path | None, data_dir: Path, region: str, listen: str) -> SigningKey:
+    """The node's key from ``path`` (or its default place), created there (mode 600) if missing.
+
+    Raises ``ConfigurationError`` naming a file that is not a private key.
+    """
+    if path is None:
+        path = data_dir / "nodes" / region / f"node-{listen.replace(':', '-')}.key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        key = SigningKey.generate()
+        path.touch(mode=0o600)
+        path.write_bytes(key.to_json())
+        path.with_suffix(".pub").write_bytes(key.public_key.to_json())
+        return key
+    data = read_file(path, "node key file")
+    if b'"seed"' not in data:
+        raise ConfigurationError(
+            f"{path} is a public key; --node-key needs the node's private .key file"
+        )
+    return SigningKey.from_json(data, source=str(path))

@@ -83,6 +83,10 @@ def mirror_url_template(base_url: str) -> str:
     return base_url.rstrip("/") + MIRROR_TEMPLATE
 
 
+#: Chooses where a dist request goes (the directory's choice of node): a URL, or None.
+DistRouter = Callable[[web.Request, str, str, VersionRecord], str | None]
+
+
 class NodeHttp:
     """The aiohttp application of one regional node.
 
@@ -93,7 +97,9 @@ class NodeHttp:
     ``on_missing(package, version, record)`` is told when this mirroring node is asked for a
     zip it does not hold; ``on_download(package, version, sha256)`` counts each install
     notification (what Drupal.org's statistics count); ``on_serve(package, version, sha256)``
-    each answered dist redirect (what makes a zip hot in this region's store). Callbacks are called on the event loop and
+    each answered dist redirect (what makes a zip hot in this region's store);
+    ``dist_router(request, package, version, record)``, when given, chooses where a dist
+    request for a zip not held here goes, instead of replicas and the origin (the directory). Callbacks are called on the event loop and
     must not block; an exception in them is logged, never turned into an error answer.
     """
 
@@ -110,6 +116,7 @@ class NodeHttp:
         on_missing: Callable[[str, str, VersionRecord], None] | None = None,
         on_download: Callable[[str, str, str], None] | None = None,
         on_serve: Callable[[str, str, str], None] | None = None,
+        dist_router: DistRouter | None = None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -121,6 +128,7 @@ class NodeHttp:
         self._on_missing = on_missing
         self._on_download = on_download
         self._on_serve = on_serve
+        self._dist_router = dist_router
         # Per public base URL: the packages.json last rendered and when it changed.
         self._root_documents: dict[str, tuple[bytes, datetime]] = {}
         self._state_reads = asyncio.Semaphore(STATE_READS_AT_ONCE)
@@ -230,7 +238,10 @@ class NodeHttp:
             )
         if self.settings.mirror_artifacts:
             self._call("on_missing", self._on_missing, package, pretty, record)
-        target = self._elsewhere(sha256, record)
+        if self._dist_router is not None:
+            target = self._dist_router(request, package, pretty, record)
+        else:
+            target = self._elsewhere(sha256, record)
         if target is None:
             raise web.HTTPServiceUnavailable(
                 text=f"{package} {pretty} is not stored here yet and has no other source; "

@@ -41,7 +41,9 @@ from schemas.errors import (
 )
 from schemas.events import ReleaseRejected, ReplicaAvailable, utc_now
 from schemas.package_state import render_documents
+from schemas.signing import SigningKey
 from streams.artifacts import DownloadTally, HotStats, ReplicaRegistry
+from streams.peering import PeerFollower, PeerSettings, peer_group
 from streams.policy import ReplicationPolicy
 from streams.replication import (
     DEFAULT_MAX_ARTIFACT_SIZE,
@@ -52,6 +54,7 @@ from streams.replication import (
     Skipped,
     Verified,
 )
+from streams.sync import StatusReporter, registration_of
 from streams.trust_keeper import RefusedRoot, TrustKeeper
 
 log = logging.getLogger(__name__)
@@ -90,6 +93,12 @@ class NodeSettings:
     pending_interval: float = 15.0
     #: How often the region's download counts are produced.
     downloads_interval: float = 10.0
+    #: The node's own key: with it, the node registers and sends heartbeats (sync state).
+    node_key: SigningKey | None = None
+    #: How often a heartbeat is sent.
+    status_interval: float = 10.0
+    #: Other networks this node follows, each under its own policy (streams/peering.py).
+    peers: tuple[PeerSettings, ...] = ()
 
     @property
     def group_id(self) -> str:
@@ -154,6 +163,24 @@ class NodeStream:
         if settings.policy.mirrors_artifacts:
             self.app.timer(settings.pending_interval)(self._retry_pending)
         self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
+        self._peer_followers: list[PeerFollower] = []
+        if settings.peers:
+            self.app.task(self._follow_peers)
+        self.reporter: StatusReporter | None = None
+        if settings.node_key is not None:
+            self.reporter = StatusReporter(
+                key=settings.node_key,
+                registration=registration_of(
+                    settings.node_key, settings.region, settings.public_url, settings.policy
+                ),
+                broker_url=settings.broker_url,
+                topics=settings.topics,
+                group=settings.group_id,
+                store=self.store,
+                trust_root=lambda: self.trust.root,
+                rejected_total=lambda: self.rejected_total,
+            )
+            self.app.timer(settings.status_interval)(self._heartbeat)
 
     def _raw_topic(self, name: str) -> faust.TopicT:
         return self.app.topic(
@@ -175,9 +202,19 @@ class NodeStream:
         log.info("trust root v%d in force, expires %s", root.version, root.expires.isoformat())
         for follower in self._followers:
             follower.start()
+        if self.reporter is not None:
+            self.reporter.register()
+
+    async def _heartbeat(self) -> None:
+        if self.reporter is not None:
+            await asyncio.to_thread(self.reporter.report)
 
     def _owns(self, position: str) -> bool:
         """Whether this worker still owns the partition of a record at ``position``."""
+        if position.startswith("peer/"):
+            # A peer's record: its partition is held in the region's group on the peer's
+            # cluster, and its follower commits nothing it did not apply.
+            return True
         topic, partition, _ = position.rsplit(":", 2)
         return TP(topic, int(partition)) in self.app.consumer.assignment()
 
@@ -415,7 +452,26 @@ class NodeStream:
                 )
                 await asyncio.sleep(delay)
 
+    async def _follow_peers(self) -> None:
+        """One follower per peer network, as long as the app runs (they never raise)."""
+        replicator = self.replicator
+        self._peer_followers = [
+            PeerFollower(
+                peer,
+                group=peer_group(self.settings.group_id, peer.name),
+                replicator=replicator,
+                our_root=lambda: self.trust.root,
+                sources=self.replicas,
+                reject=self._send_rejection,
+                session_timeout=self.settings.session_timeout,
+            )
+            for peer in self.settings.peers
+        ]
+        await asyncio.gather(*(follower.run() for follower in self._peer_followers))
+
     async def close(self) -> None:
+        for peer_follower in self._peer_followers:
+            peer_follower.stop()
         for follower in self._followers:
             await asyncio.to_thread(follower.stop)
         if self._replicator is not None:

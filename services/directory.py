@@ -1,0 +1,291 @@
+"""The directory: the one Composer repository URL site builders configure.
+
+It materializes the catalogue itself (a metadata-only node of its own) and
+serves ``packages.json`` and p2 from it, so its metadata only ever holds
+verified versions with their signed sha1. A dist request is answered with a
+302 to the best node for the client (``services.registry.choose``). Nodes come
+from the status topic: the directory admits a node after a self-test (a
+version's p2 entry and zip fetched through the node, sha1 checked against the
+signed one), and drops one silent for longer than the silence window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import aiohttp
+import orjson
+from aiohttp import web
+
+from connectors.kafka import TopicFollower
+from connectors.state_store import PackageStates
+from schemas.composer import expand
+from schemas.errors import RejectedError
+from schemas.federation import NodeBook
+from schemas.package_state import PackageState, VersionRecord
+from services.node_http import NodeHttp
+from services.registry import Choice, NodeEntry, RegionMap, Registry, choose
+
+log = logging.getLogger(__name__)
+
+SELF_TEST_TIMEOUT = aiohttp.ClientTimeout(total=60, sock_connect=5, sock_read=20)
+
+
+@dataclass(frozen=True)
+class SelfTest:
+    #: None: nothing to test yet (the node stays pending and is tested next round).
+    passed: bool | None
+    reason: str
+
+
+class Directory:
+    """The registry fed from the status topic, the admission loop and the dist choice."""
+
+    def __init__(
+        self,
+        *,
+        broker_url: str,
+        status_topic: str,
+        states: PackageStates,
+        registry: Registry,
+        regions: RegionMap,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        check_every: float = 2.0,
+        self_test_package: str | None = None,
+    ) -> None:
+        self.registry = registry
+        self.regions = regions
+        self._states = states
+        self._clock = clock
+        self._check_every = check_every
+        self._self_test_package = self_test_package
+        self._book = NodeBook()
+        self._lock = threading.Lock()
+        self.refused_records = 0
+        self._follower = TopicFollower(broker_url, status_topic, self._on_record, name="directory")
+        self._task: asyncio.Task[None] | None = None
+
+    # The status topic --------------------------------------------------------------
+
+    def _on_record(self, value: bytes) -> None:
+        """One record of the status topic, in the follower's thread."""
+        try:
+            with self._lock:
+                record = self._book.add(value)
+                self.registry.observe(record, self._clock())
+        except RejectedError as exc:
+            # A forged or malformed record changes nothing; it is counted and logged.
+            self.refused_records += 1
+            log.warning("status record refused: %s", exc)
+
+    def start(self) -> None:
+        self._follower.start()
+
+    async def on_startup(self, app: web.Application) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._admission_loop())
+
+    async def on_cleanup(self, app: web.Application) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        await asyncio.to_thread(self._follower.stop)
+
+    # Admission ---------------------------------------------------------------------
+
+    async def _admission_loop(self) -> None:
+        async with aiohttp.ClientSession(timeout=SELF_TEST_TIMEOUT) as session:
+            while True:
+                try:
+                    await self.check(session)
+                except Exception:  # the loop must outlive any one node's surprise
+                    log.exception("admission round failed")
+                await asyncio.sleep(self._check_every)
+
+    async def check(self, session: aiohttp.ClientSession) -> None:
+        """One round: drop silent nodes, self-test the ones due."""
+        now = self._clock()
+        with self._lock:
+            for entry in self.registry.sweep(now):
+                log.warning(
+                    "node %s (%s) dropped: %s",
+                    entry.node_id[:16],
+                    entry.registration.base_url,
+                    entry.reason,
+                )
+            due = self.registry.due_for_test(now)
+        for entry in due:
+            result = await self.self_test(session, entry)
+            if result.passed is None:
+                continue
+            with self._lock:
+                self.registry.record_test(
+                    entry.node_id, result.passed, result.reason, self._clock()
+                )
+            level = logging.INFO if result.passed else logging.WARNING
+            log.log(
+                level,
+                "node %s (%s, %s) %s: %s",
+                entry.node_id[:16],
+                entry.registration.region,
+                entry.registration.base_url,
+                "admitted" if result.passed else "refused",
+                result.reason,
+            )
+
+    async def _test_subject(self, entry: NodeEntry) -> tuple[str, str, VersionRecord] | None:
+        """A version the node serves and has applied: the package named for self-tests, or
+        the first the directory holds that the node serves."""
+        status = entry.status
+        if status is None:
+            return None
+        names = (
+            [self._self_test_package]
+            if self._self_test_package
+            else await asyncio.to_thread(self._states.packages)
+        )
+        for name in names:
+            if not entry.serves(name):
+                continue
+            state = await asyncio.to_thread(self._states.load, name)
+            if state is None:
+                continue
+            for version, record in _versions_smallest_first(state):
+                if (
+                    record.yanked is None
+                    and record.position
+                    and status.has_applied(record.position)
+                ):
+                    return name, version, record
+        return None
+
+    async def self_test(self, session: aiohttp.ClientSession, entry: NodeEntry) -> SelfTest:
+        """Fetch a known version's p2 entry and zip through the node; check the signed sha1."""
+        subject = await self._test_subject(entry)
+        if subject is None:
+            return SelfTest(None, "nothing to test yet: it has applied no version it serves")
+        package, version, record = subject
+        base = entry.registration.base_url
+        try:
+            async with session.get(f"{base}/p2/{package}.json") as response:
+                if response.status != 200:
+                    return SelfTest(False, f"p2/{package}.json answered {response.status}")
+                document = orjson.loads(await response.read())
+            entries = expand(document.get("packages", {}).get(package, []))
+            match = next((e for e in entries if e.get("version") == version), None)
+            if match is None:
+                return SelfTest(False, f"p2/{package}.json does not list {version}")
+            dist = match.get("dist", {})
+            if dist.get("shasum") != record.sha1:
+                return SelfTest(
+                    False,
+                    f"p2 gives {package} {version} sha1 {dist.get('shasum')}, signed {record.sha1}",
+                )
+            digest = hashlib.sha1(usedforsecurity=False)  # Composer's shasum: compared, not trusted
+            size = 0
+            async with session.get(str(dist["url"])) as response:
+                if response.status != 200:
+                    return SelfTest(
+                        False, f"the zip of {package} {version} answered {response.status}"
+                    )
+                async for chunk in response.content.iter_chunked(1 << 16):
+                    size += len(chunk)
+                    if size > record.size:
+                        return SelfTest(
+                            False, f"the zip of {package} {version} is larger than signed"
+                        )
+                    digest.update(chunk)
+        except (aiohttp.ClientError, TimeoutError, OSError, ValueError, KeyError) as exc:
+            return SelfTest(
+                False, f"fetching {package} {version} failed: {type(exc).__name__}: {exc}"
+            )
+        if digest.hexdigest() != record.sha1:
+            return SelfTest(
+                False,
+                f"the zip of {package} {version} has sha1 {digest.hexdigest()}, signed {record.sha1}",
+            )
+        return SelfTest(True, f"served {package} {version} with the signed sha1")
+
+    # Clients -----------------------------------------------------------------------
+
+    def route(
+        self, request: web.Request, package: str, version: str, record: VersionRecord
+    ) -> str | None:
+        """The dist router of the directory's ``NodeHttp``: 302 target for this client."""
+        region = self.regions.region_of(request.headers, request.remote)
+        with self._lock:
+            choice = choose(
+                self.registry,
+                package=package,
+                version=version,
+                record=record,
+                client_region=region,
+                now=self._clock(),
+            )
+            if choice.node_id is not None:
+                self.registry.count_served(choice.node_id)
+        _log_choice(package, version, region, choice)
+        return choice.url or None
+
+    async def nodes_json(self, request: web.Request) -> web.Response:
+        """Every node the directory knows: registration, admission, sync state."""
+        now = self._clock()
+        with self._lock:
+            entries = list(self.registry.nodes.values())
+            live = {e.node_id: self.registry.live(e, now) for e in entries}
+        nodes = []
+        for entry in sorted(
+            entries, key=lambda e: (e.registration.region, e.registration.base_url)
+        ):
+            status = entry.status
+            nodes.append(
+                {
+                    "node_id": entry.node_id,
+                    "region": entry.registration.region,
+                    "base_url": entry.registration.base_url,
+                    "mode": entry.registration.mode,
+                    "include": list(entry.registration.include),
+                    "admission": entry.admission,
+                    "reason": entry.reason,
+                    "live": live[entry.node_id],
+                    "last_seen": entry.last_seen.isoformat() if entry.last_seen else None,
+                    "served": entry.served,
+                    "state": status.state if status else None,
+                    "events_behind": status.events_behind if status else None,
+                    "seconds_behind": status.seconds_behind if status else None,
+                    "applied": {
+                        f"{p.topic}:{p.partition}": p.applied_offset for p in status.partitions
+                    }
+                    if status
+                    else {},
+                }
+            )
+        return web.json_response({"nodes": nodes, "refused_records": self.refused_records})
+
+
+def directory_app(node_http: NodeHttp, directory: Directory) -> web.Application:
+    """The directory's HTTP: the Composer repository of ``node_http`` plus ``/nodes.json``."""
+    app = node_http.app
+    app.router.add_get("/nodes.json", directory.nodes_json)
+    app.on_startup.append(directory.on_startup)
+    app.on_cleanup.append(directory.on_cleanup)
+    return app
+
+
+def _versions_smallest_first(state: PackageState) -> list[tuple[str, VersionRecord]]:
+    return sorted(state.versions.items(), key=lambda item: (item[1].size, item[0]))
+
+
+def _log_choice(package: str, version: str, region: str | None, choice: Choice) -> None:
+    log.info(
+        "dist %s %s for client region %s → %s (%s)",
+        package,
+        version,
+        region or "unknown",
+        choice.region or "origin",
+        choice.why,
+    )

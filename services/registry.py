@@ -1,0 +1,218 @@
+"""The directory's registry of nodes and its choice of node for a download: pure logic.
+
+A node is sent clients only when it is admitted (it passed a self-test), it
+was heard from recently, and its heartbeat shows the region has applied the
+very event that published the version asked for. A node silent for longer
+than the silence window is dropped and must pass a new self-test when it
+comes back.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from fnmatch import fnmatchcase
+
+from schemas.federation import NodeRegistration, NodeStatus
+from schemas.package_state import VersionRecord
+
+#: AspireCloud's default: a peer silent this long is defederated.
+DEFAULT_SILENCE_WINDOW = timedelta(hours=24)
+#: A node not heard from for this long is not sent clients (it may be down).
+DEFAULT_STALE_AFTER = timedelta(seconds=30)
+#: How long a refused node waits before it is tested again.
+DEFAULT_RETEST_AFTER = timedelta(seconds=60)
+
+PENDING, ADMITTED, REFUSED, DROPPED = "pending", "admitted", "refused", "dropped"
+
+
+@dataclass(frozen=True)
+class NodeEntry:
+    """What the directory knows of one node."""
+
+    registration: NodeRegistration
+    status: NodeStatus | None = None
+    #: When the directory last received a record of it, on the directory's own clock
+    #: (a node's clock may be wrong by a day; liveness must not depend on it).
+    last_seen: datetime | None = None
+    admission: str = PENDING
+    reason: str = "waiting for its self-test"
+    tested_at: datetime | None = None
+    served: int = 0
+
+    @property
+    def node_id(self) -> str:
+        return self.registration.node_id
+
+    def serves(self, package: str) -> bool:
+        r = self.registration
+        return any(fnmatchcase(package, p) for p in r.include) and not any(
+            fnmatchcase(package, p) for p in r.exclude
+        )
+
+
+@dataclass
+class Registry:
+    """Every node the directory heard of, with its admission; ``now`` is always passed in."""
+
+    silence_window: timedelta = DEFAULT_SILENCE_WINDOW
+    stale_after: timedelta = DEFAULT_STALE_AFTER
+    retest_after: timedelta = DEFAULT_RETEST_AFTER
+    nodes: dict[str, NodeEntry] = field(default_factory=dict)
+
+    def observe(self, record: NodeRegistration | NodeStatus, now: datetime) -> None:
+        """A verified registration or heartbeat arrived. A node that was dropped and is
+        heard from again waits for a new self-test; so does one whose registration changed."""
+        if isinstance(record, NodeRegistration):
+            known = self.nodes.get(record.node_id)
+            if known is None or known.registration != record:
+                self.nodes[record.node_id] = NodeEntry(record, last_seen=now)
+            return
+        entry = self.nodes.get(record.node_id)
+        if entry is None:
+            return
+        if entry.admission == DROPPED:
+            entry = replace(entry, admission=PENDING, reason="back after silence; re-testing")
+        self.nodes[record.node_id] = replace(entry, status=record, last_seen=now)
+
+    def sweep(self, now: datetime) -> list[NodeEntry]:
+        """Drop nodes silent for longer than the silence window; returns those dropped now."""
+        dropped = []
+        for node_id, entry in self.nodes.items():
+            if entry.admission == DROPPED or entry.last_seen is None:
+                continue
+            if now - entry.last_seen > self.silence_window:
+                hours = self.silence_window.total_seconds() / 3600
+                entry = replace(
+                    entry,
+                    admission=DROPPED,
+                    reason=f"silent for more than {hours:g} h; defederated until it is heard again",
+                )
+                self.nodes[node_id] = entry
+                dropped.append(entry)
+        return dropped
+
+    def due_for_test(self, now: datetime) -> list[NodeEntry]:
+        """Nodes to self-test now: new or returning ones, and refused ones after a pause."""
+        due = []
+        for entry in self.nodes.values():
+            if (entry.admission == PENDING and entry.status is not None) or (
+                entry.admission == REFUSED
+                and (entry.tested_at is None or now - entry.tested_at >= self.retest_after)
+            ):
+                due.append(entry)
+        return due
+
+    def record_test(self, node_id: str, passed: bool, reason: str, now: datetime) -> None:
+        entry = self.nodes.get(node_id)
+        if entry is None or entry.admission == DROPPED:
+            return
+        self.nodes[node_id] = replace(
+            entry, admission=ADMITTED if passed else REFUSED, reason=reason, tested_at=now
+        )
+
+    def count_served(self, node_id: str) -> None:
+        entry = self.nodes.get(node_id)
+        if entry is not None:
+            self.nodes[node_id] = replace(entry, served=entry.served + 1)
+
+    def live(self, entry: NodeEntry, now: datetime) -> bool:
+        return entry.last_seen is not None and now - entry.last_seen <= self.stale_after
+
+
+@dataclass(frozen=True)
+class Choice:
+    """Where a download goes, and why (logged, and shown on the status page)."""
+
+    url: str
+    node_id: str | None
+    region: str | None
+    why: str
+
+
+def choose(
+    registry: Registry,
+    *,
+    package: str,
+    version: str,
+    record: VersionRecord,
+    client_region: str | None,
+    now: datetime,
+) -> Choice:
+    """The best node for a client's download of ``package`` ``version``.
+
+    Candidates are admitted, live, not degraded, serve the package and have applied the
+    event that published the version (its log position). Same region first, then others;
+    within a tier full mirrors before metadata-only ones, then the fewest events behind,
+    then a hash of the zip and the node (each zip lands on the same node: warm caches).
+    With no candidate, the signed origin.
+    """
+    candidates = [
+        entry
+        for entry in registry.nodes.values()
+        if entry.admission == ADMITTED
+        and registry.live(entry, now)
+        and entry.status is not None
+        and entry.status.state in ("in-sync", "catching-up")
+        and entry.serves(package)
+        and record.position
+        and entry.status.has_applied(record.position)
+    ]
+
+    def rank(entry: NodeEntry) -> tuple[int, int, int, str]:
+        assert entry.status is not None
+        same = 0 if client_region is not None and entry.registration.region == client_region else 1
+        full = 0 if entry.registration.mode == "full" else 1
+        spread = hashlib.sha256(f"{record.sha256}/{entry.node_id}".encode()).hexdigest()
+        return same, full, entry.status.events_behind, spread
+
+    if candidates:
+        best = min(candidates, key=rank)
+        region = best.registration.region
+        why = "same region" if region == client_region else "nearest in-sync region"
+        url = f"{best.registration.base_url}/dist/{package}/{version}/{record.sha256}.zip"
+        return Choice(url, best.node_id, region, why)
+    return Choice(record.origin_url, None, None, "no in-sync node has it: the signed origin")
+
+
+@dataclass(frozen=True)
+class RegionMap:
+    """How the directory tells a client's region: an explicit header the client sets, a
+    header a trusted front proxy sets, then the client address in a configured network."""
+
+    networks: Sequence[tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, str]] = ()
+    choice_header: str = "X-Fairstream-Region"
+    geo_header: str | None = None
+
+    @classmethod
+    def parse(cls, entries: Iterable[str], **kwargs: str | None) -> RegionMap:
+        """``CIDR=REGION`` entries; raises ``ValueError`` saying which one is wrong."""
+        networks = []
+        for entry in entries:
+            cidr, sep, region = entry.partition("=")
+            if not sep or not region:
+                raise ValueError(f"{entry!r} is not CIDR=REGION, e.g. 10.0.0.0/8=eu")
+            try:
+                networks.append((ipaddress.ip_network(cidr.strip(), strict=False), region.strip()))
+            except ValueError as exc:
+                raise ValueError(f"{entry!r}: {exc}") from None
+        # The most specific network wins.
+        networks.sort(key=lambda item: -item[0].prefixlen)
+        return cls(networks=tuple(networks), **{k: v for k, v in kwargs.items() if v})
+
+    def region_of(self, headers: Mapping[str, str], address: str | None) -> str | None:
+        for header in (self.choice_header, self.geo_header):
+            if header and headers.get(header):
+                return headers[header].strip().lower()
+        if address:
+            try:
+                ip = ipaddress.ip_address(address)
+            except ValueError:
+                return None
+            for network, region in self.networks:
+                if ip.version == network.version and ip in network:
+                    return region
+        return None

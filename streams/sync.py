@@ -1,0 +1,204 @@
+"""A node's sync state, measured from the log, published as signed heartbeats.
+
+Consumer lag is the sync state: the region's committed offsets (every event
+below is applied and durable) against what the log holds, counted by reading.
+Every process of a region that serves clients (a ``node run`` worker, a
+``node serve`` frontend) registers itself and sends heartbeats on the
+compacted status topic; the directory reads them to decide where to send
+clients, and ``fairstream status`` to print the federation.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from itertools import count
+
+from connectors.kafka import EventProducer, Topics, region_sync
+from connectors.store import ObjectStore
+from schemas import layout
+from schemas.errors import TransientError
+from schemas.events import utc_now
+from schemas.federation import (
+    NodeRegistration,
+    NodeStatus,
+    PartitionSync,
+    registration_key,
+    seal_registration,
+    seal_status,
+    status_key,
+)
+from schemas.signing import SigningKey
+from schemas.trust import TrustRoot
+from streams.policy import ReplicationPolicy
+
+log = logging.getLogger(__name__)
+
+#: How often the bytes of zips in the store are counted again (a listing of every zip).
+STORE_USAGE_EVERY_SECONDS = 300.0
+#: Events counted by reading, per partition, before a count is reported as "at least".
+COUNT_LIMIT = 1_000
+
+
+@dataclass(frozen=True)
+class SyncSummary:
+    """A region's sync state over all partitions, as a heartbeat states it."""
+
+    events_behind: int
+    lower_bound: bool
+    seconds_behind: float | None
+
+
+def summarize(partitions: tuple[PartitionSync, ...], now: datetime) -> SyncSummary:
+    """Sum the partitions: events behind, and the age of the oldest unapplied event."""
+    oldest = [p.oldest_unapplied_at for p in partitions if p.behind and p.oldest_unapplied_at]
+    return SyncSummary(
+        events_behind=sum(p.behind for p in partitions),
+        lower_bound=any(p.behind_is_lower_bound for p in partitions),
+        seconds_behind=max(0.0, (now - min(oldest)).total_seconds()) if oldest else None,
+    )
+
+
+def node_state(summary: SyncSummary, root: TrustRoot, now: datetime) -> tuple[str, str]:
+    """The state a heartbeat carries and, when degraded, why, in a sentence."""
+    if root.expires <= now:
+        return (
+            "degraded",
+            f"trust root v{root.version} expired at {root.expires:%Y-%m-%d %H:%M} UTC; "
+            "nothing new is applied until a newer root is published",
+        )
+    if summary.events_behind == 0:
+        return "in-sync", ""
+    return "catching-up", ""
+
+
+def registration_of(
+    key: SigningKey, region: str, base_url: str, policy: ReplicationPolicy
+) -> NodeRegistration:
+    """The registration of a node serving ``policy`` at ``base_url``."""
+    return NodeRegistration(
+        node_id=key.public_key.keyid,
+        public_key=key.public_key.raw.hex(),
+        region=region,
+        base_url=base_url.rstrip("/"),
+        mode=policy.mode.value,
+        include=tuple(policy.include),
+        exclude=tuple(policy.exclude),
+        capacity_bytes=policy.quota_bytes,
+        registered_at=utc_now(),
+    )
+
+
+class StatusReporter:
+    """Registers one node and produces its heartbeats (blocking calls: run them in a thread)."""
+
+    def __init__(
+        self,
+        *,
+        key: SigningKey,
+        registration: NodeRegistration,
+        broker_url: str,
+        topics: Topics,
+        group: str,
+        store: ObjectStore,
+        trust_root: Callable[[], TrustRoot],
+        rejected_total: Callable[[], int] = lambda: 0,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.registration = registration
+        self._key = key
+        self._broker_url = broker_url
+        self._topics = topics
+        self._group = group
+        self._store = store
+        self._trust_root = trust_root
+        self._rejected_total = rejected_total
+        self._clock = clock
+        self._sequence = count()
+        self._producer: EventProducer | None = None
+        self._store_bytes: int | None = None
+        self._store_counted_at = float("-inf")
+        self._lock = threading.Lock()
+        self.last: NodeStatus | None = None
+
+    @property
+    def node_id(self) -> str:
+        return self.registration.node_id
+
+    def _produce(self, key: bytes, value: bytes) -> None:
+        if self._producer is None:
+            self._producer = EventProducer(self._broker_url, delivery_timeout=10.0)
+        self._producer.produce(self._topics.status, key, value)
+
+    def register(self) -> None:
+        """Produce the node's signed registration; raises ``BrokerUnavailableError``."""
+        with self._lock:
+            self._produce(
+                registration_key(self.node_id), seal_registration(self.registration, self._key)
+            )
+        log.info(
+            "registered node %s (%s, %s) on %s",
+            self.node_id[:16],
+            self.registration.region,
+            self.registration.base_url,
+            self._topics.status,
+        )
+
+    def measure(self, *, stopping: bool = False) -> NodeStatus:
+        """The node's status now; raises ``BrokerUnavailableError`` or ``StoreUnavailableError``."""
+        now = self._clock()
+        partitions = tuple(
+            region_sync(self._broker_url, self._group, self._topics.releases, limit=COUNT_LIMIT)
+        )
+        summary = summarize(partitions, now)
+        root = self._trust_root()
+        state, detail = (
+            ("stopped", "the node was shut down") if stopping else node_state(summary, root, now)
+        )
+        return NodeStatus(
+            node_id=self.node_id,
+            region=self.registration.region,
+            base_url=self.registration.base_url,
+            sequence=next(self._sequence),
+            heartbeat_at=now,
+            partitions=partitions,
+            events_behind=summary.events_behind,
+            behind_is_lower_bound=summary.lower_bound,
+            seconds_behind=summary.seconds_behind,
+            artifacts_pending=len(self._store.list_keys(layout.PENDING_PREFIX)),
+            rejected_total=self._rejected_total(),
+            store_bytes=self._usage(),
+            trust_root_version=root.version,
+            state=state,
+            detail=detail,
+        )
+
+    def _usage(self) -> int | None:
+        if self.registration.mode != "full":
+            return 0
+        if time.monotonic() - self._store_counted_at >= STORE_USAGE_EVERY_SECONDS:
+            objects = self._store.list_objects(layout.ARTIFACT_PREFIX)
+            self._store_bytes = sum(stored.size for _, stored in objects)
+            self._store_counted_at = time.monotonic()
+        return self._store_bytes
+
+    def report(self, *, stopping: bool = False) -> NodeStatus | None:
+        """Measure and produce one heartbeat; a failure is logged and returns None."""
+        try:
+            status = self.measure(stopping=stopping)
+            with self._lock:
+                self._produce(status_key(self.node_id), seal_status(status, self._key))
+        except TransientError as exc:
+            log.warning("heartbeat not sent: %s", exc)
+            return None
+        self.last = status
+        return status
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._producer.close()
+            self._producer = None

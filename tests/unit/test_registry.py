@@ -1,0 +1,171 @@
+"""The directory's pure decisions: admission, defederation on an injected clock, and the
+choice of node per package version (never one that has not applied it)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from schemas.errors import MalformedEventError, SignatureError
+from schemas.federation import (
+    NodeBook,
+    NodeRegistration,
+    NodeStatus,
+    PartitionSync,
+    seal_registration,
+    seal_status,
+)
+from schemas.package_state import VersionRecord
+from schemas.signing import SigningKey, seal
+from services.registry import ADMITTED, DROPPED, PENDING, RegionMap, Registry, choose
+
+T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
+TOPIC = "fair.releases"
+
+
+def registration(key: SigningKey, region: str, mode: str = "full") -> NodeRegistration:
+    return NodeRegistration(
+        node_id=key.public_key.keyid,
+        public_key=key.public_key.raw.hex(),
+        region=region,
+        base_url=f"http://{region}.example",
+        mode=mode,
+        include=("drupal/*",),
+        exclude=(),
+        capacity_bytes=None,
+        registered_at=T0,
+    )
+
+
+def heartbeat(key: SigningKey, region: str, applied: int, behind: int = 0) -> NodeStatus:
+    return NodeStatus(
+        node_id=key.public_key.keyid,
+        region=region,
+        base_url=f"http://{region}.example",
+        sequence=1,
+        heartbeat_at=T0,
+        partitions=(PartitionSync(TOPIC, 0, applied, applied + behind, behind),),
+        events_behind=behind,
+        behind_is_lower_bound=False,
+        seconds_behind=None,
+        artifacts_pending=0,
+        rejected_total=0,
+        store_bytes=0,
+        trust_root_version=1,
+        state="in-sync" if behind == 0 else "catching-up",
+    )
+
+
+def record(offset: int) -> VersionRecord:
+    return VersionRecord(
+        drupal_version="8.x-1.9",
+        sha256="a" * 64,
+        sha1="b" * 40,
+        size=10,
+        composer={},
+        origin_url="https://ftp.drupal.org/token.zip",
+        position=f"{TOPIC}:0:{offset}",
+    )
+
+
+def admitted_registry(*nodes: tuple[SigningKey, str, int]) -> Registry:
+    registry = Registry(silence_window=timedelta(hours=24), stale_after=timedelta(seconds=30))
+    for key, region, applied in nodes:
+        registry.observe(registration(key, region), T0)
+        registry.observe(heartbeat(key, region, applied), T0)
+        registry.record_test(key.public_key.keyid, True, "ok", T0)
+    return registry
+
+
+def pick(registry: Registry, offset: int, region: str | None, now: datetime = T0) -> str | None:
+    return choose(
+        registry,
+        package="drupal/token",
+        version="1.9.0",
+        record=record(offset),
+        client_region=region,
+        now=now,
+    ).region
+
+
+def test_the_client_goes_to_its_region_only_for_versions_it_has_applied() -> None:
+    eu, us = SigningKey.generate(), SigningKey.generate()
+    registry = admitted_registry((eu, "eu", 5), (us, "us", 10))
+    assert pick(registry, 4, "eu") == "eu"  # eu applied offsets 0..4
+    assert pick(registry, 5, "eu") == "us"  # offset 5 is not applied in eu yet
+    assert pick(registry, 10, "eu") is None  # nobody has it: the signed origin
+    choice = choose(
+        registry,
+        package="drupal/token",
+        version="1.9.0",
+        record=record(10),
+        client_region="eu",
+        now=T0,
+    )
+    assert choice.url == "https://ftp.drupal.org/token.zip"
+
+
+def test_a_node_is_chosen_only_after_its_self_test_and_while_heard_from() -> None:
+    eu = SigningKey.generate()
+    registry = Registry(stale_after=timedelta(seconds=30))
+    registry.observe(registration(eu, "eu"), T0)
+    registry.observe(heartbeat(eu, "eu", 5), T0)
+    assert registry.nodes[eu.public_key.keyid].admission == PENDING
+    assert pick(registry, 1, "eu") is None
+    registry.record_test(eu.public_key.keyid, True, "ok", T0)
+    assert pick(registry, 1, "eu") == "eu"
+    assert pick(registry, 1, "eu", now=T0 + timedelta(seconds=31)) is None
+
+
+def test_silent_nodes_are_defederated_and_retested_when_they_return() -> None:
+    eu = SigningKey.generate()
+    registry = admitted_registry((eu, "eu", 5))
+    assert registry.sweep(T0 + timedelta(hours=23)) == []
+    dropped = registry.sweep(T0 + timedelta(hours=24, seconds=1))
+    assert [e.node_id for e in dropped] == [eu.public_key.keyid]
+    assert registry.nodes[eu.public_key.keyid].admission == DROPPED
+    later = T0 + timedelta(hours=30)
+    registry.observe(heartbeat(eu, "eu", 6), later)
+    entry = registry.nodes[eu.public_key.keyid]
+    assert entry.admission == PENDING and entry in registry.due_for_test(later)
+    assert pick(registry, 1, "eu", now=later) is None
+    registry.record_test(eu.public_key.keyid, True, "ok", later)
+    assert registry.nodes[eu.public_key.keyid].admission == ADMITTED
+
+
+def test_full_mirrors_before_metadata_only_and_region_map() -> None:
+    full, meta = SigningKey.generate(), SigningKey.generate()
+    registry = Registry()
+    for key, mode in ((meta, "metadata-only"), (full, "full")):
+        registry.observe(registration(key, "eu", mode), T0)
+        registry.observe(heartbeat(key, "eu", 5), T0)
+        registry.record_test(key.public_key.keyid, True, "ok", T0)
+    choice = choose(
+        registry, package="drupal/x", version="1", record=record(1), client_region="eu", now=T0
+    )
+    assert choice.node_id == full.public_key.keyid
+    regions = RegionMap.parse(["10.0.0.0/8=eu", "10.1.0.0/16=us"])
+    assert regions.region_of({}, "10.1.2.3") == "us"
+    assert regions.region_of({}, "10.2.2.3") == "eu"
+    assert regions.region_of({"X-Fairstream-Region": "AP"}, "10.1.2.3") == "ap"
+    assert regions.region_of({}, "192.0.2.1") is None
+    with pytest.raises(ValueError, match="CIDR=REGION"):
+        RegionMap.parse(["10.0.0.0/8"])
+
+
+def test_the_book_keeps_only_records_signed_by_the_registered_key() -> None:
+    eu, forger = SigningKey.generate(), SigningKey.generate()
+    book = NodeBook()
+    book.add(seal_registration(registration(eu, "eu"), eu))
+    book.add(seal_status(heartbeat(eu, "eu", 3), eu))
+    assert book.statuses[eu.public_key.keyid].applied_offset(TOPIC, 0) == 3
+    forged = heartbeat(eu, "eu", 99)
+    with pytest.raises(SignatureError):
+        book.add(seal(forged.to_bytes(), [forger]))  # eu's id, another key
+    stranger = SigningKey.generate()
+    with pytest.raises(SignatureError, match="no registration"):
+        book.add(seal_status(heartbeat(stranger, "us", 1), stranger))
+    with pytest.raises(MalformedEventError):
+        NodeRegistration(**{**registration(eu, "eu").__dict__, "node_id": "f" * 64})
+    assert book.statuses[eu.public_key.keyid].applied_offset(TOPIC, 0) == 3
