@@ -463,6 +463,80 @@ def node_run(
     worker.execute_from_commandline()
 
 
+@node.command("serve")
+@click.option("--region", required=True, help="The region whose bucket to serve.")
+@click.option(
+    "--root",
+    "root_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The region's pinned trust root; rotations follow from the trust topic.",
+)
+@click.option(
+    "--listen", default="127.0.0.1:8080", show_default=True, help="HOST:PORT to serve on."
+)
+@click.option(
+    "--public-url", default=None, help="URL clients reach it at  [default: http://LISTEN]"
+)
+@click.option("--bucket", default=None, help="The region's bucket  [default: fairstream-REGION]")
+@policy_options
+@NODE_KEY_OPTION
+@STATUS_EVERY_OPTION
+@BROKER_OPTION
+@STORE_OPTION
+@TOPIC_PREFIX_OPTION
+@DATA_DIR_OPTION
+def node_serve(
+    region: str,
+    root_path: Path,
+    listen: str,
+    public_url: str | None,
+    bucket: str | None,
+    mode: str,
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
+    quota: str | None,
+    node_key_path: Path | None,
+    status_every: float,
+    broker: str | None,
+    store: str | None,
+    topic_prefix: str,
+    data_dir: Path,
+) -> None:
+    """Serve a region's bucket to Composer without consuming the log: an HTTP frontend.
+
+    The region's workers (`node run`) write the bucket; a frontend only reads it, so it
+    keeps serving every version the region applied while the workers are stopped or
+    behind. It registers and sends heartbeats with the region's sync state. p2 comes from
+    the bucket as the workers wrote it, so in production put workers and frontends behind
+    the region's one public URL (their --public-url).
+
+    Example: fairstream node serve --region eu --root root.avro --listen 0.0.0.0:8080
+    --public-url https://eu.packages.example.org
+    """
+    from services.frontend import Frontend, FrontendSettings
+
+    host, port = listen_address(listen)
+    broker_url, store_url = stack_urls(data_dir, broker, store)
+    topics = Topics.with_prefix(topic_prefix)
+    frontend = Frontend(
+        FrontendSettings(
+            region=region,
+            broker_url=broker_url,
+            store=StoreLocation.from_url(store_url),
+            bucket=bucket or f"fairstream-{region}",
+            public_url=public_url or f"http://{listen}",
+            pinned_root=read_file(root_path, "trust root file"),
+            policy=policy_from_options(mode, include, exclude, quota),
+            node_key=node_key(node_key_path, data_dir, region, listen),
+            topics=topics,
+            status_interval=status_every,
+        )
+    )
+    frontend.prepare()
+    web.run_app(frontend.http.app, host=host, port=port, print=None)
+
+
 @node.command("rebuild")
 @click.option("--region", required=True, help="The region whose metadata to re-derive.")
 @click.option(

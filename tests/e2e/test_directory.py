@@ -8,10 +8,10 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-import orjson
 import pytest
 
 from infra import localnet
@@ -152,35 +152,96 @@ def test_nodes_are_admitted_and_clients_sent_to_their_region(
     assert federation.nodes["eu"].url in table.stdout
 
 
-def test_a_stopped_node_gets_no_clients_until_it_answers_and_catches_up(
+def start_frontend(federation: Federation, region: str) -> localnet.LocalProcess:
+    """``fairstream node serve``: the region's bucket over HTTP, without a worker."""
+    port = localnet.free_port()
+    frontend = localnet.start_fairstream(
+        f"frontend {region}",
+        [
+            "node",
+            "serve",
+            "--region",
+            region,
+            "--root",
+            str(federation.root_file),
+            "--broker",
+            federation.stack.broker_url,
+            "--store",
+            federation.stack.store_url,
+            "--listen",
+            f"127.0.0.1:{port}",
+            "--bucket",
+            federation.bucket(region),
+            "--data-dir",
+            str(federation.work_dir / f"frontend-{region}"),
+            "--topic-prefix",
+            federation.topics.releases.removesuffix("fair.releases"),
+            "--status-every",
+            "1",
+        ],
+        url=f"http://127.0.0.1:{port}",
+        log=federation.work_dir / "logs" / f"frontend-{region}.log",
+    )
+    federation.processes.append(frontend)
+    frontend.wait_until_answering("/health")
+    return frontend
+
+
+def test_a_stopped_region_keeps_the_versions_it_has_and_gets_new_ones_once_caught_up(
     federation: Federation,
 ) -> None:
-    directory = start_directory(federation, "--region-map", "127.0.0.0/8=eu")
-    eventually(
-        lambda: nodes_by_region(directory).get("eu", {}).get("admission") == "admitted",
-        "eu admitted",
-    )
-    eu = federation.nodes["eu"]
-    os.kill(eu.process.pid, signal.SIGSTOP)
+    """Three regions; ap's worker is stopped (SIGSTOP) while releases keep coming. Its
+    frontend keeps serving what ap applied; new versions go to eu or us until ap catches up."""
+    worker = federation.start_node("ap", options=["--status-every", "1"])
+    old, _ = federation.release("ctools", "8.x-3.1")
+    federation.publish(old)
+    wait_until_served(federation, "drupal/ctools", "3.1.0", nodes=["eu", "us", "ap"])
+    frontend = start_frontend(federation, "ap")
+    directory = start_directory(federation, "--region-map", "127.0.0.0/8=ap")
+
+    def admitted(url: str) -> bool:
+        nodes = get_json(f"{directory.url}/nodes.json")["nodes"]
+        return any(n["base_url"] == url and n["admission"] == "admitted" for n in nodes)
+
+    for url in (frontend.url, federation.nodes["eu"].url, federation.nodes["us"].url):
+        eventually(partial(admitted, url), f"{url} admitted")
+    serves(directory.url, "drupal/ctools", "3.1.0")
+    old_path = f"/dist/drupal/ctools/3.1.0/{old.artifact.sha256}.zip"
+    ap_urls = (frontend.url, worker.url)
+    assert (redirect_of(directory.url + old_path)[1] or "").startswith(ap_urls)
+
+    os.kill(worker.process.pid, signal.SIGSTOP)
     try:
-        event, _ = federation.release("pathauto", "8.x-1.12")
-        federation.publish(event)
-        wait_until_served(federation, "drupal/pathauto", "1.12.0", nodes=["us"])
-        serves(directory.url, "drupal/pathauto", "1.12.0")
-        url = f"/dist/drupal/pathauto/1.12.0/{event.artifact.sha256}.zip"
-        # eu is silent (stale) and has not applied it: the client goes to us.
+        new, _ = federation.release("ctools", "8.x-3.2")
+        federation.publish(new)
+        wait_until_served(federation, "drupal/ctools", "3.2.0", nodes=["eu", "us"])
+        serves(directory.url, "drupal/ctools", "3.2.0")
+        new_path = f"/dist/drupal/ctools/3.2.0/{new.artifact.sha256}.zip"
+        others = (federation.nodes["eu"].url, federation.nodes["us"].url)
+        # Once eu's and us's heartbeats show it applied (about a second), they get it.
         eventually(
-            lambda: redirect_of(directory.url + url)[1] == federation.nodes["us"].url + url,
-            "new version sent to the in-sync region while eu is stopped",
+            lambda: (redirect_of(directory.url + new_path)[1] or "").startswith(others),
+            "the new version sent to an in-sync region while ap's worker is stopped",
             timeout=20,
         )
+        # The version ap has stays with ap's frontend, which still answers.
+        eventually(
+            lambda: redirect_of(directory.url + old_path)[1] == frontend.url + old_path,
+            "the old version sent to ap's frontend while its worker is stopped",
+            timeout=20,
+        )
+        # ap advertises nothing it has not applied.
+        assert "3.2.0" not in localnet.fetch_p2_versions(frontend.url, "drupal/ctools")
+        behind = next(
+            n
+            for n in get_json(f"{directory.url}/nodes.json")["nodes"]
+            if n["base_url"] == frontend.url
+        )
+        assert behind["events_behind"] >= 1 and behind["state"] == "catching-up"
     finally:
-        os.kill(eu.process.pid, signal.SIGCONT)
-    # Back, caught up: its own region's clients go to it again.
+        os.kill(worker.process.pid, signal.SIGCONT)
     eventually(
-        lambda: redirect_of(directory.url + url)[1] == eu.url + url,
-        "eu sent clients again once it caught up",
-        timeout=60,
+        lambda: (redirect_of(directory.url + new_path)[1] or "").startswith(ap_urls),
+        "ap sent clients for the new version once it caught up",
+        timeout=90,
     )
-    nodes = nodes_by_region(directory)
-    assert orjson.dumps(nodes["eu"]["applied"])  # its heartbeat lists its applied offsets

@@ -1,0 +1,126 @@
+"""A region's HTTP frontend: serves the region's bucket to Composer without consuming the log.
+
+Workers (``node run``) write the region's bucket; frontends (``node serve``)
+only read it, so a region scales its serving apart from its processing, and a
+region whose workers stop (or fall behind) keeps serving every version it has
+applied. Each frontend registers itself and sends heartbeats with the region's
+sync state (the region's committed offsets), so the directory sends it clients
+only for versions the region has applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from connectors.kafka import TopicFollower, Topics
+from connectors.state_store import PackageStates
+from connectors.store import ObjectStore, StoreLocation
+from schemas.errors import TransientError
+from schemas.package_state import render_documents
+from schemas.signing import SigningKey
+from services.node_http import NodeHttp, NodeHttpSettings
+from streams.artifacts import ReplicaRegistry
+from streams.node import TRUST_REFRESH_SECONDS, group_id
+from streams.policy import ReplicationPolicy
+from streams.sync import StatusReporter, registration_of
+from streams.trust_keeper import TrustKeeper
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FrontendSettings:
+    """What a frontend needs; built once by the CLI."""
+
+    region: str
+    broker_url: str
+    store: StoreLocation
+    bucket: str
+    public_url: str
+    pinned_root: bytes
+    policy: ReplicationPolicy
+    node_key: SigningKey
+    topics: Topics = Topics()
+    status_interval: float = 10.0
+
+
+class Frontend:
+    """The region's bucket as a Composer repository, plus the frontend's heartbeats."""
+
+    def __init__(self, settings: FrontendSettings) -> None:
+        self.settings = settings
+        self.store = ObjectStore(settings.store, settings.bucket)
+        self.trust = TrustKeeper(
+            settings.pinned_root,
+            store=self.store,
+            broker_url=settings.broker_url,
+            topic=settings.topics.trust,
+        )
+        states = PackageStates(
+            self.store, render=lambda state: render_documents(state, settings.public_url)
+        )
+        self.replicas = ReplicaRegistry(settings.region)
+        self._follower = TopicFollower(
+            settings.broker_url, settings.topics.replicas, self.replicas.add_record
+        )
+        self.reporter = StatusReporter(
+            key=settings.node_key,
+            registration=registration_of(
+                settings.node_key, settings.region, settings.public_url, settings.policy
+            ),
+            broker_url=settings.broker_url,
+            topics=settings.topics,
+            group=group_id(settings.region),
+            store=self.store,
+            trust_root=lambda: self.trust.root,
+        )
+        self.http = NodeHttp(
+            NodeHttpSettings(
+                region=settings.region,
+                patterns=settings.policy.include,
+                public_url=settings.public_url,
+                mirror_artifacts=settings.policy.mirrors_artifacts,
+            ),
+            self.store,
+            trust_root=lambda: self.trust.root,
+            states=states,
+            replicas=self.replicas.urls,
+            peers=self.replicas.peers,
+        )
+        self._tasks: list[asyncio.Task[None]] = []
+        self.http.app.on_startup.append(self._start)
+        self.http.app.on_cleanup.append(self._stop)
+
+    def prepare(self) -> None:
+        """Blocking start-up: the bucket must exist (a worker made it), the trust root."""
+        self.trust.load()
+        self.trust.refresh()
+        self._follower.start()
+        self.reporter.register()
+
+    async def _start(self, app: web.Application) -> None:
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._every(self.settings.status_interval, self.reporter.report)),
+            loop.create_task(self._every(TRUST_REFRESH_SECONDS, self.trust.refresh)),
+        ]
+
+    async def _every(self, seconds: float, work: object) -> None:
+        assert callable(work)
+        while True:
+            try:
+                await asyncio.to_thread(work)
+            except TransientError as exc:
+                log.warning("%s: %s", getattr(work, "__name__", "task"), exc)
+            await asyncio.sleep(seconds)
+
+    async def _stop(self, app: web.Application) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.to_thread(self._follower.stop)
+        await asyncio.to_thread(self.reporter.report, stopping=True)
+        self.reporter.close()
