@@ -87,6 +87,9 @@ class Directory:
     def start(self) -> None:
         self._follower.start()
 
+    def stop(self) -> None:
+        self._follower.stop()
+
     async def on_startup(self, app: web.Application) -> None:
         self._task = asyncio.get_running_loop().create_task(self._admission_loop())
 

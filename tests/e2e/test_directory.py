@@ -4,17 +4,33 @@ stopped node is sent no clients until it answers and catches up again."""
 
 from __future__ import annotations
 
+import asyncio
+import http.server
 import os
 import signal
+import threading
 import time
+import urllib.request
 from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 
+from connectors.state_store import PackageStates
 from infra import localnet
+from schemas.federation import registration_key, seal_registration, seal_status, status_key
+from schemas.package_state import render_documents
+from schemas.signing import SigningKey
+from services.directory import Directory
+from services.registry import ADMITTED, DROPPED, PENDING, RegionMap, Registry
+from services.status import read_node_book
+from streams.policy import ReplicationPolicy
+from streams.sync import registration_of
 from tests.e2e.harness import Federation, wait_until_served
 from tests.e2e.test_regional_node import get_json, redirect_of
 
@@ -64,7 +80,7 @@ def start_directory(federation: Federation, *options: str) -> localnet.LocalProc
             "--topic-prefix",
             federation.topics.releases.removesuffix("fair.releases"),
             "--name",
-            f"{federation.bucket('dir')}",
+            f"{federation.bucket('dir')}-{port}",
             "--session-timeout",
             "6",
             "--stale-after",
@@ -245,3 +261,154 @@ def test_a_stopped_region_keeps_the_versions_it_has_and_gets_new_ones_once_caugh
         "ap sent clients for the new version once it caught up",
         timeout=90,
     )
+
+
+def directory_in_process(
+    federation: Federation, clock: Callable[[], datetime], stale_after: timedelta
+) -> Directory:
+    """A directory object on the real status topic and eu's real package states, on a clock
+    the test moves."""
+    states = PackageStates(
+        federation.store("eu"), render=lambda state: render_documents(state, "http://x")
+    )
+    directory = Directory(
+        broker_url=federation.stack.broker_url,
+        status_topic=federation.topics.status,
+        states=states,
+        registry=Registry(silence_window=timedelta(hours=24), stale_after=stale_after),
+        regions=RegionMap(),
+        clock=clock,
+    )
+    directory.start()
+    return directory
+
+
+@pytest.fixture
+def stoppable() -> Any:
+    started: list[Directory] = []
+    yield started
+    for directory in started:
+        directory.stop()
+
+
+def admission_of(directory: Directory, base_url: str) -> str | None:
+    for entry in directory.registry.nodes.values():
+        if entry.registration.base_url == base_url and entry.status is not None:
+            return entry.admission
+    return None
+
+
+async def admission_round(directory: Directory) -> None:
+    async with aiohttp.ClientSession() as session:
+        await directory.check(session)
+
+
+def test_a_node_silent_past_the_window_is_dropped_and_retested_when_it_returns(
+    federation: Federation, stoppable: list[Directory]
+) -> None:
+    """Defederation on an injected clock: eu's worker is stopped, the clock moves 24 h, the
+    node is dropped; once it is heard again it is admitted only after a new self-test."""
+    event, _ = federation.release("admin_toolbar", "8.x-3.4")
+    federation.publish(event)
+    wait_until_served(federation, "drupal/admin_toolbar", "3.4.0", nodes=["eu"])
+    now = [datetime.now(UTC)]
+    directory = directory_in_process(federation, lambda: now[0], timedelta(seconds=30))
+    stoppable.append(directory)
+    eu = federation.nodes["eu"]
+    eventually(lambda: admission_of(directory, eu.url) == PENDING, "eu registered, pending")
+    asyncio.run(admission_round(directory))
+    assert admission_of(directory, eu.url) == ADMITTED
+
+    os.kill(eu.process.pid, signal.SIGSTOP)
+    try:
+        time.sleep(2)  # a heartbeat in flight lands before the clock moves
+        now[0] += timedelta(hours=24, seconds=5)
+        asyncio.run(admission_round(directory))
+        assert admission_of(directory, eu.url) == DROPPED
+        entry = next(
+            e for e in directory.registry.nodes.values() if e.registration.base_url == eu.url
+        )
+        assert "silent for more than 24 h" in entry.reason
+    finally:
+        os.kill(eu.process.pid, signal.SIGCONT)
+    eventually(lambda: admission_of(directory, eu.url) == PENDING, "eu heard again: pending")
+    asyncio.run(admission_round(directory))
+    assert admission_of(directory, eu.url) == ADMITTED
+
+
+def test_a_node_serving_other_bytes_than_signed_is_refused_at_admission(
+    federation: Federation, tmp_path: Path
+) -> None:
+    """A hostile node: registered and heartbeating with a valid key, in sync by its word,
+    its p2 copied from eu but its zips other bytes. The self-test refuses it; no client
+    is sent there."""
+    event, _ = federation.release("metatag", "8.x-1.22")
+    federation.publish(event)
+    wait_until_served(federation, "drupal/metatag", "1.22.0", nodes=["eu"])
+    eu = federation.nodes["eu"]
+
+    port = localnet.free_port()
+    base = f"http://127.0.0.1:{port}"
+
+    class Hostile(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            body = b"PK not the signed zip"
+            if "/p2/" in self.path:
+                with urllib.request.urlopen(eu.url + self.path, timeout=5) as answer:
+                    body = answer.read().replace(eu.url.encode(), base.encode())
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Hostile)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        key = SigningKey.generate()
+        registration = registration_of(key, "eu", base, ReplicationPolicy())
+        eu_status = next(
+            s
+            for s in read_node_book(
+                federation.stack.broker_url, federation.topics.status
+            ).statuses.values()
+            if s.base_url == eu.url
+        )
+        # It claims to have applied everything, and more.
+        claim = replace(
+            eu_status,
+            node_id=key.public_key.keyid,
+            base_url=base,
+            sequence=0,
+            partitions=tuple(
+                replace(p, applied_offset=p.applied_offset + 1000) for p in eu_status.partitions
+            ),
+        )
+        federation.producer.produce(
+            federation.topics.status,
+            registration_key(key.public_key.keyid),
+            seal_registration(registration, key),
+        )
+        federation.producer.produce(
+            federation.topics.status, status_key(key.public_key.keyid), seal_status(claim, key)
+        )
+        directory = start_directory(
+            federation, "--region-map", "127.0.0.0/8=eu", "--self-test-package", "drupal/metatag"
+        )
+
+        def refused() -> dict[str, Any] | None:
+            for node in get_json(f"{directory.url}/nodes.json")["nodes"]:
+                if node["base_url"] == base and node["admission"] == "refused":
+                    return node  # type: ignore[no-any-return]
+            return None
+
+        node = eventually(refused, "the hostile node refused at its self-test")
+        assert "sha1" in node["reason"] and event.artifact.sha1 in node["reason"]
+        path = f"/dist/drupal/metatag/1.22.0/{event.artifact.sha256}.zip"
+        location = redirect_of(directory.url + path)[1]
+        assert location is not None and not location.startswith(base)
+    finally:
+        server.shutdown()
+        server.server_close()
