@@ -43,6 +43,7 @@ from services.demo import run_demo, write_key_pair
 from services.directory import Directory, directory_app
 from services.http_service import HttpServerService
 from services.importer_cli import register as register_import
+from services.meta_directory_cli import register as register_meta_directory
 from services.node_http import NodeHttp, NodeHttpSettings
 from services.origin_http import origin_app
 from services.publisher import build_release, publish_release
@@ -1003,6 +1004,7 @@ def trust_publish(
 register_catalogue(cli)
 register_import(cli)
 register_publishing(cli)
+register_meta_directory(directory)
 
 
 def main() -> None:
