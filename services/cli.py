@@ -28,8 +28,10 @@ from services.catalogue_cli import register as register_catalogue
 from services.cli_options import (
     BROKER_OPTION,
     DATA_DIR_OPTION,
+    GEO_HEADER_OPTION,
     NODE_KEY_OPTION,
     PARTITIONS_OPTION,
+    REGION_MAP_OPTION,
     SIGNING_KEY_OPTION,
     STATUS_EVERY_OPTION,
     STORE_OPTION,
@@ -710,18 +712,8 @@ def directory() -> None:
 @click.option(
     "--public-url", default=None, help="URL clients reach it at  [default: http://LISTEN]"
 )
-@click.option(
-    "--region-map",
-    "region_map",
-    multiple=True,
-    metavar="CIDR=REGION",
-    help="Clients from this network are in this region; repeatable, the most specific wins.",
-)
-@click.option(
-    "--geo-header",
-    default=None,
-    help="A header a trusted front proxy sets to the client's region (e.g. X-Geo-Region).",
-)
+@REGION_MAP_OPTION
+@GEO_HEADER_OPTION
 @click.option(
     "--silence-window",
     type=click.FloatRange(1),

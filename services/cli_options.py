@@ -113,6 +113,18 @@ def pinned_root(path: Path) -> TrustRoot:
         ) from exc
 
 
+REGION_MAP_OPTION = click.option(
+    "--region-map",
+    "region_map",
+    multiple=True,
+    metavar="CIDR=REGION",
+    help="Clients from this network are in this region; repeatable, the most specific wins.",
+)
+GEO_HEADER_OPTION = click.option(
+    "--geo-header",
+    default=None,
+    help="A header a trusted front proxy sets to the client's region (e.g. X-Geo-Region).",
+)
 NODE_KEY_OPTION = click.option(
     "--node-key",
     "node_key_path",

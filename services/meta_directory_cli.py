@@ -9,7 +9,7 @@ import uvloop
 from aiohttp import web
 
 from schemas.errors import ConfigurationError
-from services.cli_options import listen_address
+from services.cli_options import GEO_HEADER_OPTION, REGION_MAP_OPTION, listen_address
 from services.meta_directory import REGION_NAME, MetaDirectory, MetaDirectorySettings, Reference
 from services.registry import RegionMap
 
@@ -31,18 +31,8 @@ def register(group: click.Group) -> None:
     help="A directory serving REGION; repeatable. Several URLs for one region are linked "
     "directories serving the same catalogue: clients are spread over them.",
 )
-@click.option(
-    "--region-map",
-    "region_map",
-    multiple=True,
-    metavar="CIDR=REGION",
-    help="Clients from this network are in this region; repeatable, the most specific wins.",
-)
-@click.option(
-    "--geo-header",
-    default=None,
-    help="A header a trusted front proxy sets to the client's region (e.g. X-Geo-Region).",
-)
+@REGION_MAP_OPTION
+@GEO_HEADER_OPTION
 @click.option(
     "--default-region",
     default=None,
