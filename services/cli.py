@@ -53,6 +53,7 @@ from services.publishing_cli import register as register_publishing
 from services.registry import RegionMap, Registry
 from services.status import directory_admissions, federation_table, read_node_book
 from services.trust_admin import DelegationSpec, build_root, public_of, read_key, signing_keys
+from streams.faults import FaultSpec
 from streams.node import NodeSettings, NodeStream
 from streams.peering import parse_peer, with_peer_namespaces
 from streams.policy import ReplicationMode, ReplicationPolicy, parse_size
@@ -361,6 +362,13 @@ def node() -> None:
 )
 @NODE_KEY_OPTION
 @STATUS_EVERY_OPTION
+@click.option(
+    "--fault-point",
+    "fault_point",
+    default=None,
+    hidden=True,
+    help="For the fault harness only: NAME[@N] kills this worker at that point (streams/faults.py).",
+)
 @BROKER_OPTION
 @STORE_OPTION
 @TOPIC_PREFIX_OPTION
@@ -382,6 +390,7 @@ def node_run(
     peer_specs: tuple[str, ...],
     node_key_path: Path | None,
     status_every: float,
+    fault_point: str | None,
     broker: str | None,
     store: str | None,
     topic_prefix: str,
@@ -426,6 +435,7 @@ def node_run(
         peers=peers,
         node_key=node_key(node_key_path, data_dir, region, listen),
         status_interval=status_every,
+        fault=FaultSpec.parse(fault_point) if fault_point else None,
     )
     ensure_topics(broker_url, topics.partitions(partitions), compacted=topics.compacted)
     try:

@@ -43,6 +43,7 @@ from schemas.events import ReleaseRejected, ReplicaAvailable, utc_now
 from schemas.package_state import render_documents
 from schemas.signing import SigningKey
 from streams.artifacts import DownloadTally, HotStats, ReplicaRegistry
+from streams.faults import BEFORE_OFFSET_COMMIT, FaultPoints, FaultSpec
 from streams.peering import PeerFollower, PeerSettings, peer_group
 from streams.policy import ReplicationPolicy
 from streams.replication import (
@@ -99,6 +100,8 @@ class NodeSettings:
     status_interval: float = 10.0
     #: Other networks this node follows, each under its own policy (streams/peering.py).
     peers: tuple[PeerSettings, ...] = ()
+    #: A fault point armed by the fault harness (streams/faults.py); None in production.
+    fault: FaultSpec | None = None
 
     @property
     def group_id(self) -> str:
@@ -115,6 +118,7 @@ class NodeStream:
 
     def __init__(self, settings: NodeSettings) -> None:
         self.settings = settings
+        self.faults = FaultPoints(settings.fault)
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.app = faust.App(
             settings.group_id,
@@ -245,6 +249,7 @@ class NodeStream:
                 announce=self._announce,
                 pending_first_delay=timedelta(seconds=self.settings.pending_interval),
                 owns=self._owns,
+                faults=self.faults,
             )
         return self._replicator
 
@@ -277,6 +282,8 @@ class NodeStream:
                 # acknowledgement could commit it for its new owner (aiokafka #929).
                 if id(event) not in abandoned:
                     await stream.ack(event)
+            # Acknowledged, not yet committed: Faust commits every commit_interval.
+            self.faults.reached(BEFORE_OFFSET_COMMIT)
 
     async def _handle_batch(
         self, replicator: ReleaseReplicator, events: list[faust.EventT[Any]]

@@ -46,6 +46,7 @@ from schemas.package_state import PackageState, VersionRecord, apply_event, rend
 from schemas.signing import SignedEvent
 from schemas.trust import TrustRoot, verify_event
 from streams.artifacts import HotStats, ReplicaRegistry, choose_evictions
+from streams.faults import AFTER_METADATA_WRITE, AFTER_STORE_WRITE, FaultPoints
 from streams.policy import ReplicationPolicy
 
 log = logging.getLogger(__name__)
@@ -150,6 +151,7 @@ class ReleaseReplicator:
         announce: Announce | None = None,
         pending_first_delay: timedelta = PENDING_FIRST_DELAY,
         owns: Callable[[str], bool] = lambda position: True,
+        faults: FaultPoints | None = None,
     ) -> None:
         self._store = store
         self._session = session
@@ -166,6 +168,7 @@ class ReleaseReplicator:
         self._announce = announce
         self._pending_first_delay = pending_first_delay
         self._owns = owns
+        self._faults = faults or FaultPoints(None)
         #: Objects written since start: ``states`` and p2 ``documents`` (coalescing shows here).
         self.written: Counter[str] = Counter()
         self.states = PackageStates(store, render=self.render)
@@ -323,6 +326,7 @@ class ReleaseReplicator:
             saved = await asyncio.to_thread(
                 self.states.save, current, state_changed=changed, stored_documents=known
             )
+            self._faults.reached(AFTER_METADATA_WRITE)
             self.written["states"] += int(saved.state_written)
             self.written["documents"] += len(saved.documents_written)
             if saved.superseded_by is not None:
@@ -385,6 +389,7 @@ class ReleaseReplicator:
                 result.path,
                 content_type="application/zip",
             )
+            self._faults.reached(AFTER_STORE_WRITE)
         finally:
             result.path.unlink(missing_ok=True)
         if self._sizes is not None:

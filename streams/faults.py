@@ -1,0 +1,83 @@
+"""Fault points: places in the node's processing where a fault test kills the worker on purpose.
+
+Luck does not reliably stop a process between its store write and its offset
+commit; a fault point does. The points sit where a crash is most likely to lose or
+double an effect: after a zip is stored (before the metadata that lists it), after
+the metadata is written (before the records are acknowledged), and after the
+records are acknowledged (before the consumer commits their offsets). A node is
+armed with ``--fault-point NAME[@N]`` (hidden; for the fault harness only): the
+N-th time the point is reached (default the first), the process sends itself
+SIGKILL, exactly what ``kill -9`` does, with nothing flushed or closed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final
+
+from schemas.errors import ConfigurationError
+
+log = logging.getLogger(__name__)
+
+AFTER_STORE_WRITE: Final = "after-store-write"
+AFTER_METADATA_WRITE: Final = "after-metadata-write"
+BEFORE_OFFSET_COMMIT: Final = "before-offset-commit"
+FAULT_POINTS: Final = (AFTER_STORE_WRITE, AFTER_METADATA_WRITE, BEFORE_OFFSET_COMMIT)
+
+
+@dataclass(frozen=True)
+class FaultSpec:
+    """A fault point armed to fire on its ``nth`` visit."""
+
+    point: str
+    nth: int = 1
+
+    @classmethod
+    def parse(cls, text: str) -> FaultSpec:
+        """``NAME`` or ``NAME@N``; raises ``ConfigurationError`` for an unknown point or bad N."""
+        point, _, count = text.partition("@")
+        if point not in FAULT_POINTS:
+            raise ConfigurationError(
+                f"fault point {point!r} is not one of {', '.join(FAULT_POINTS)}; "
+                "give NAME or NAME@N (fire on the N-th visit)"
+            )
+        try:
+            nth = int(count) if count else 1
+        except ValueError:
+            nth = 0
+        if nth < 1:
+            raise ConfigurationError(
+                f"fault point {text!r}: N must be a positive whole number (NAME@N)"
+            )
+        return cls(point, nth)
+
+
+def _kill_self() -> None:
+    sys.stderr.flush()
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+class FaultPoints:
+    """Counts visits to the armed point and fires on the N-th; other points cost a compare."""
+
+    def __init__(self, spec: FaultSpec | None, fire: Callable[[], None] = _kill_self) -> None:
+        self._spec = spec
+        self._fire = fire
+        self._visits = 0
+
+    def reached(self, point: str) -> None:
+        """Called by the code at ``point``; fires (by default: SIGKILL) on the armed visit."""
+        spec = self._spec
+        if spec is None or point != spec.point:
+            return
+        self._visits += 1
+        if self._visits == spec.nth:
+            log.critical("fault point %s reached (visit %d): killing this process", point, spec.nth)
+            for handler in logging.getLogger().handlers:
+                handler.flush()
+            self._fire()

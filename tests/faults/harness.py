@@ -1,0 +1,380 @@
+"""The fault harness: a federation on its own real stack, a steady publish load, a poller.
+
+Each fault test module gets its own broker and S3 server (so a test may pause the
+broker or restart the store without touching other tests), an origin, a trust
+root and three regions with different policies: ``eu`` (two workers, every
+package), ``us`` (every package) and ``ap`` (only ``drupal/a*``). ``Load``
+publishes signed releases at a steady rate and records what the broker
+acknowledged; ``Poller`` reads every region's p2 documents all along, so a
+version that ever disappears is caught; ``FaultFederation.history`` collects it
+all for ``checker.check`` once the federation has quiesced.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from uuid import uuid4
+
+import orjson
+import pytest
+
+from connectors.kafka import EventProducer, Topics, ensure_topics, published_releases
+from infra import devstack, localnet
+from schemas.composer import expand
+from schemas.errors import FairstreamError
+from schemas.signing import SigningKey
+from services.publisher import build_release, publish_release
+from services.sample_projects import sample_zip
+from services.trust_admin import DelegationSpec, build_root
+from tests.faults.checker import (
+    Acknowledged,
+    Observation,
+    Release,
+    Served,
+    Verdict,
+    check,
+    included,
+)
+
+log = logging.getLogger(__name__)
+
+PROJECTS = ("alpha", "apple", "azure", "beta", "bravo", "cedar", "delta", "ember")
+#: region -> (include, exclude): the checker expects each region to serve exactly these.
+POLICIES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "eu": (("drupal/*",), ()),
+    "us": (("drupal/*",), ()),
+    "ap": (("drupal/a*",), ()),
+}
+WORKERS = {"eu": ("eu-1", "eu-2"), "us": ("us",), "ap": ("ap",)}
+
+
+@dataclass
+class P2Entry:
+    version: str
+    sha1: str
+    url: str
+
+
+def read_p2(node_url: str, package: str, timeout: float = 5.0) -> list[P2Entry]:
+    """Every entry a node's p2 documents list for ``package``, duplicates kept.
+
+    Raises ``OSError`` (urllib's errors) when the node does not answer.
+    """
+    entries: list[P2Entry] = []
+    for suffix in ("", "~dev"):
+        url = f"{node_url.rstrip('/')}/p2/{package}{suffix}.json"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                document = orjson.loads(response.read())
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:
+                continue
+            raise
+        raw = document.get("packages", {}).get(package, [])
+        if document.get("minified") == "composer/2.0":
+            raw = expand(raw)
+        for entry in raw:
+            dist = entry.get("dist") or {}
+            entries.append(
+                P2Entry(
+                    str(entry["version"]), str(dist.get("shasum", "")), str(dist.get("url", ""))
+                )
+            )
+    return entries
+
+
+def sha256_of_url(url: str, timeout: float = 15.0) -> str | None:
+    """The sha256 of what ``url`` answers (redirects followed), or None if it does not."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return hashlib.sha256(response.read()).hexdigest()
+    except (urllib.error.URLError, OSError):
+        return None
+
+
+@dataclass
+class FaultFederation:
+    stack: devstack.Stack
+    topics: Topics
+    key: SigningKey
+    root_file: Path
+    origin: localnet.LocalProcess
+    origin_root: Path
+    work_dir: Path
+    workers: dict[str, localnet.LocalProcess] = field(default_factory=dict)
+    acknowledged: list[Acknowledged] = field(default_factory=list)
+    restarted: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    observations: list[Observation] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _versions: dict[str, int] = field(default_factory=dict)
+
+    def bucket(self, region: str) -> str:
+        return f"{self.topics.releases.removesuffix('fair.releases').strip('.')}-{region}"
+
+    def start_worker(self, name: str, options: Sequence[str] = ()) -> localnet.LocalProcess:
+        """Start (or restart) worker ``name`` (``eu-1``, ``us``, ...) of its region."""
+        region = name.split("-")[0]
+        include, exclude = POLICIES[region]
+        policy = [*(f"--include={p}" for p in include), *(f"--exclude={p}" for p in exclude)]
+        old = self.workers.get(name)
+        port = None
+        if old is not None:
+            old.stop()  # the same port and data directory: one worker of that name at a time
+            port = int(old.url.rsplit(":", 1)[1])
+        worker = localnet.start_node(
+            region,
+            broker_url=self.stack.broker_url,
+            store_url=self.stack.store_url,
+            root=self.root_file,
+            data_dir=self.work_dir / f"node-{name}",
+            topic_prefix=self.topics.releases.removesuffix("fair.releases"),
+            bucket=self.bucket(region),
+            options=[*policy, "--status-every", "2", *options],
+            port=port,
+        )
+        self.workers[name] = worker
+        return worker
+
+    def server(self, name: str) -> devstack.StackProcess:
+        (process,) = [p for p in self.stack.processes if p.name == name]
+        return process
+
+    def pause_broker(self, seconds: float) -> None:
+        """SIGSTOP the broker for ``seconds`` (past the consumers' session timeout), then SIGCONT."""
+        pid = self.server("broker").pid
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            time.sleep(seconds)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+
+    def restart_store(self, downtime: float) -> None:
+        """Stop the S3 server, leave it down ``downtime`` s, start it again on the same
+        port and directory (its objects are files: nothing is lost by the restart)."""
+        store = self.server("store")
+        running = [p for p in self.restarted if p.poll() is None]
+        if running:
+            running[-1].terminate()
+            running[-1].wait(15)
+        else:
+            os.kill(store.pid, signal.SIGTERM)
+            deadline = time.monotonic() + 15
+            while Path(f"/proc/{store.pid}").exists() and time.monotonic() < deadline:
+                time.sleep(0.1)
+        time.sleep(downtime)
+        with store.log.open("ab") as out:
+            process = subprocess.Popen(
+                store.command, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
+        self.restarted.append(process)
+        deadline = time.monotonic() + 30
+        host, port = store.address.rsplit(":", 1)
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection((host, int(port)), 1):
+                return
+            time.sleep(0.1)
+        raise AssertionError(f"the restarted store did not listen on {store.address}")
+
+    def region_url(self, region: str) -> str | None:
+        """The URL of a live worker of ``region``."""
+        for name in WORKERS[region]:
+            worker = self.workers.get(name)
+            if worker is not None and worker.alive():
+                return worker.url
+        return None
+
+    def publish_one(self, project: str) -> Acknowledged | None:
+        """Build, sign and produce the next release of ``project``; the acknowledged
+        release, or None when the broker did not acknowledge it (then it is not expected)."""
+        with self._lock:
+            number = self._versions.get(project, 0)
+            self._versions[project] = number + 1
+        zip_path = sample_zip(self.origin_root / "files", project, f"8.x-1.{number}", {})
+        event = build_release(
+            package=f"drupal/{project}",
+            drupal_version=f"8.x-1.{number}",
+            zip_path=zip_path,
+            origin_url=f"{self.origin.url}/files/{zip_path.name}",
+        )
+        producer = EventProducer(self.stack.broker_url)
+        try:
+            publish_release(event, [self.key], producer, self.topics.releases)
+        except FairstreamError as exc:
+            log.info("%s %s not acknowledged: %s", event.package, event.version, exc)
+            return None
+        finally:
+            producer.close()
+        ack = Acknowledged(event.package, event.version, event.artifact.sha256, event.artifact.sha1)
+        with self._lock:
+            self.acknowledged.append(ack)
+        return ack
+
+    def expected(self, region: str) -> set[Release]:
+        include, exclude = POLICIES[region]
+        with self._lock:
+            return {
+                (a.package, a.version)
+                for a in self.acknowledged
+                if included(a.package, include, exclude)
+            }
+
+    def wait_until_quiet(self, timeout: float = 120.0) -> None:
+        """Until every region serves every acknowledged release of its policy."""
+        deadline = time.monotonic() + timeout
+        missing: dict[str, set[Release]] = {}
+        while time.monotonic() < deadline:
+            missing = {}
+            for region in POLICIES:
+                url = self.region_url(region)
+                expected = self.expected(region)
+                if url is None:
+                    missing[region] = expected
+                    continue
+                served: set[Release] = set()
+                for package in {p for p, _ in expected}:
+                    with contextlib.suppress(OSError):
+                        served |= {(package, e.version) for e in read_p2(url, package)}
+                if expected - served:
+                    missing[region] = expected - served
+            if not missing:
+                return
+            time.sleep(1.0)
+        tails = {n: w.log_tail(20) for n, w in self.workers.items()}
+        pytest.fail(f"not quiet after {timeout:.0f} s; missing {missing}\n{tails}")
+
+    def history(self) -> Verdict:
+        """Read the final state of every region and the log back, and check the run."""
+        final: dict[str, dict[Release, list[Served]]] = {}
+        for region in POLICIES:
+            url = self.region_url(region)
+            assert url is not None, f"no live worker of {region} to read"
+            served: dict[Release, list[Served]] = {}
+            for project in PROJECTS:
+                package = f"drupal/{project}"
+                for entry in read_p2(url, package):
+                    served.setdefault((package, entry.version), []).append(
+                        Served(entry.sha1, sha256_of_url(entry.url))
+                    )
+            final[region] = served
+        in_log = published_releases(self.stack.broker_url, self.topics.releases)
+        with self._lock:
+            acknowledged = list(self.acknowledged)
+            observations = list(self.observations)
+        return check(acknowledged, in_log, POLICIES, final, observations)
+
+
+class Load:
+    """Publishes releases round-robin over ``PROJECTS`` every ``interval`` s, in a thread."""
+
+    def __init__(self, federation: FaultFederation, interval: float = 0.25) -> None:
+        self.federation = federation
+        self.interval = interval
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="load", daemon=True)
+        self.sent = 0
+
+    def _run(self) -> None:
+        index = 0
+        while not self.stopped.is_set():
+            self.federation.publish_one(PROJECTS[index % len(PROJECTS)])
+            self.sent += 1
+            index += 1
+            self.stopped.wait(self.interval)
+
+    def __enter__(self) -> Load:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopped.set()
+        self.thread.join(60)
+
+
+class Poller:
+    """Reads every region's p2 of every project all along and records what it saw."""
+
+    def __init__(self, federation: FaultFederation, interval: float = 0.3) -> None:
+        self.federation = federation
+        self.interval = interval
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="poller", daemon=True)
+
+    def _run(self) -> None:
+        while not self.stopped.is_set():
+            for region, names in WORKERS.items():
+                for name in names:
+                    worker = self.federation.workers.get(name)
+                    if worker is None or not worker.alive():
+                        continue
+                    for project in PROJECTS:
+                        package = f"drupal/{project}"
+                        try:
+                            listed = tuple(e.version for e in read_p2(worker.url, package, 2.0))
+                        except OSError:
+                            continue
+                        observation = Observation(region, package, time.monotonic(), listed)
+                        with self.federation._lock:
+                            self.federation.observations.append(observation)
+            self.stopped.wait(self.interval)
+
+    def __enter__(self) -> Poller:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopped.set()
+        self.thread.join(60)
+
+
+@pytest.fixture(scope="module")
+def fault_federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultFederation]:
+    """A federation on a stack of its own (faults may pause or restart its servers)."""
+    work_dir = tmp_path_factory.mktemp("faults")
+    stack = devstack.up(work_dir / "stack")
+    topics = Topics.with_prefix(f"faults-{uuid4().hex[:8]}.")
+    key = SigningKey.generate()
+    root_key = SigningKey.generate()
+    root = build_root(
+        version=1,
+        root_keys=[root_key.public_key],
+        root_threshold=1,
+        delegations=[DelegationSpec("drupal/*", "drupal.org", (key.public_key,), 1)],
+    )
+    root_file = work_dir / "root.avro"
+    root_file.write_bytes(root.sign([root_key]))
+    origin_root = work_dir / "origin"
+    (origin_root / "files").mkdir(parents=True)
+    origin: localnet.LocalProcess | None = None
+    federation: FaultFederation | None = None
+    try:
+        ensure_topics(stack.broker_url, topics.partitions(4), compacted=topics.compacted)
+        origin = localnet.start_origin(origin_root, log=work_dir / "logs" / "origin.log")
+        federation = FaultFederation(stack, topics, key, root_file, origin, origin_root, work_dir)
+        for names in WORKERS.values():
+            for name in names:
+                federation.start_worker(name)
+        yield federation
+    finally:
+        if federation is not None:
+            for worker in federation.workers.values():
+                worker.stop()
+        if origin is not None:
+            origin.stop()
+        if federation is not None:
+            for process in federation.restarted:
+                process.terminate()
+                process.wait(15)
+        devstack.down(work_dir / "stack")

@@ -1,0 +1,38 @@
+"""kill -9 of a worker at each fault point, under load: nothing acknowledged is lost.
+
+The worker is armed with a hidden ``--fault-point NAME@N`` and sends itself
+SIGKILL there (streams/faults.py); then it is restarted without it. The region's
+other worker takes its partitions meanwhile (a rebalance under load), and the
+restarted one takes some back (another).
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import pytest
+
+from streams.faults import AFTER_METADATA_WRITE, AFTER_STORE_WRITE, BEFORE_OFFSET_COMMIT
+from tests.faults.harness import FaultFederation, Load, Poller
+
+
+@pytest.mark.parametrize("point", [AFTER_STORE_WRITE, AFTER_METADATA_WRITE, BEFORE_OFFSET_COMMIT])
+def test_a_worker_killed_at_a_fault_point_loses_and_doubles_nothing(
+    fault_federation: FaultFederation, point: str
+) -> None:
+    federation = fault_federation
+    with Load(federation), Poller(federation):
+        armed = federation.start_worker("eu-1", ["--fault-point", f"{point}@2"])
+        deadline = time.monotonic() + 90
+        while armed.alive() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not armed.alive(), f"eu-1 never reached {point}:\n{armed.log_tail(30)}"
+        assert armed.process.returncode == -signal.SIGKILL
+        assert f"fault point {point} reached" in armed.log.read_text()
+        federation.start_worker("eu-1")
+        time.sleep(3)
+    federation.wait_until_quiet()
+    verdict = federation.history()
+    assert verdict.clean, str(verdict)
+    assert len(federation.acknowledged) >= 10

@@ -1,0 +1,107 @@
+"""The fault harness's checker and the node's fault points: pure logic."""
+
+from __future__ import annotations
+
+import pytest
+
+from schemas.errors import ConfigurationError
+from streams.faults import AFTER_METADATA_WRITE, AFTER_STORE_WRITE, FaultPoints, FaultSpec
+from tests.faults.checker import Acknowledged, Observation, Served, check
+
+ALL = {"eu": (("drupal/*",), ()), "ap": (("drupal/a*",), ())}
+A1 = Acknowledged("drupal/alpha", "1.0.0", "a" * 64, "1" * 40)
+B1 = Acknowledged("drupal/beta", "1.0.0", "b" * 64, "2" * 40)
+
+
+def good(ack: Acknowledged) -> list[Served]:
+    return [Served(ack.sha1, ack.sha256)]
+
+
+def final_all() -> dict[str, dict[tuple[str, str], list[Served]]]:
+    return {
+        "eu": {("drupal/alpha", "1.0.0"): good(A1), ("drupal/beta", "1.0.0"): good(B1)},
+        "ap": {("drupal/alpha", "1.0.0"): good(A1)},
+    }
+
+
+def test_a_clean_history_passes_and_respects_each_regions_policy() -> None:
+    verdict = check(
+        [A1, B1], {("drupal/alpha", "1.0.0"), ("drupal/beta", "1.0.0")}, ALL, final_all(), []
+    )
+    assert verdict.clean, str(verdict)
+
+
+def test_an_acknowledged_release_missing_from_the_log_is_lost() -> None:
+    verdict = check([A1, B1], {("drupal/alpha", "1.0.0")}, ALL, final_all(), [])
+    assert verdict.lost == 1
+    assert "drupal/beta" in str(verdict)
+
+
+def test_a_region_that_does_not_serve_a_release_of_its_policy_leaves_it_unseen() -> None:
+    final = final_all()
+    del final["ap"][("drupal/alpha", "1.0.0")]
+    verdict = check([A1, B1], {(a.package, a.version) for a in (A1, B1)}, ALL, final, [])
+    assert (verdict.unseen, verdict.lost) == (1, 0)
+    assert "unseen: ap" in str(verdict)
+
+
+def test_other_bytes_or_another_sha1_are_wrongly_served() -> None:
+    final = final_all()
+    final["eu"][("drupal/beta", "1.0.0")] = [Served(B1.sha1, "f" * 64)]
+    final["ap"][("drupal/alpha", "1.0.0")] = [Served("9" * 40, A1.sha256)]
+    verdict = check([A1, B1], {(a.package, a.version) for a in (A1, B1)}, ALL, final, [])
+    assert verdict.wrongly_served == 2
+
+
+def test_a_zip_that_cannot_be_fetched_is_wrongly_served() -> None:
+    final = final_all()
+    final["eu"][("drupal/beta", "1.0.0")] = [Served(B1.sha1, None)]
+    verdict = check([A1, B1], {(a.package, a.version) for a in (A1, B1)}, ALL, final, [])
+    assert verdict.wrongly_served == 1
+
+
+def test_a_served_release_nobody_acknowledged_is_counted() -> None:
+    final = final_all()
+    final["eu"][("drupal/gamma", "1.0.0")] = [Served("3" * 40, "c" * 64)]
+    verdict = check([A1, B1], {(a.package, a.version) for a in (A1, B1)}, ALL, final, [])
+    assert verdict.never_acknowledged == 1
+
+
+def test_duplicates_in_the_final_state_and_in_observations_are_counted() -> None:
+    final = final_all()
+    final["eu"][("drupal/beta", "1.0.0")] = good(B1) * 2
+    polls = [Observation("eu", "drupal/alpha", 1.0, ("1.0.0", "1.0.0"))]
+    verdict = check([A1, B1], {(a.package, a.version) for a in (A1, B1)}, ALL, final, polls)
+    assert verdict.duplicate == 2
+
+
+def test_a_version_that_disappears_between_polls_is_a_rollback() -> None:
+    polls = [
+        Observation("eu", "drupal/alpha", 2.0, ("1.0.0",)),
+        Observation("eu", "drupal/alpha", 1.0, ("1.0.0", "1.1.0")),
+        Observation("ap", "drupal/alpha", 1.5, ()),
+    ]
+    verdict = check([A1, B1], {(a.package, a.version) for a in (A1, B1)}, ALL, final_all(), polls)
+    assert verdict.rolled_back == 1
+    assert "1.1.0" in str(verdict)
+
+
+def test_fault_specs_parse_and_refuse_what_is_not_a_point() -> None:
+    assert FaultSpec.parse("after-store-write") == FaultSpec(AFTER_STORE_WRITE, 1)
+    assert FaultSpec.parse("after-metadata-write@3") == FaultSpec(AFTER_METADATA_WRITE, 3)
+    for bad in ("after-lunch", "after-store-write@0", "after-store-write@x"):
+        with pytest.raises(ConfigurationError):
+            FaultSpec.parse(bad)
+
+
+def test_a_fault_point_fires_once_on_its_nth_visit_and_ignores_other_points() -> None:
+    fired: list[int] = []
+    points = FaultPoints(FaultSpec(AFTER_METADATA_WRITE, 2), fire=lambda: fired.append(1))
+    points.reached(AFTER_STORE_WRITE)
+    points.reached(AFTER_METADATA_WRITE)
+    assert fired == []
+    points.reached(AFTER_METADATA_WRITE)
+    points.reached(AFTER_METADATA_WRITE)
+    assert fired == [1]
+    FaultPoints(None, fire=lambda: fired.append(2)).reached(AFTER_METADATA_WRITE)
+    assert fired == [1]
