@@ -746,6 +746,15 @@ def directory() -> None:
     help="Seconds between admission rounds (self-tests of new, returning and refused nodes).",
 )
 @click.option(
+    "--spot-check-every",
+    type=click.FloatRange(0.2),
+    default=60.0,
+    show_default=True,
+    help="Seconds between spot checks of an admitted node (a random version it claims to "
+    "have applied, its p2 entry and zip checked against the signed sha1); one failure "
+    "refuses it.",
+)
+@click.option(
     "--self-test-package",
     default=None,
     help="The package whose metadata and smallest zip a node must serve to be admitted "
@@ -767,6 +776,7 @@ def directory_serve(
     silence_window: float,
     stale_after: float,
     check_every: float,
+    spot_check_every: float,
     self_test_package: str | None,
     session_timeout: float,
     broker: str | None,
@@ -813,6 +823,7 @@ def directory_serve(
         registry=Registry(
             silence_window=timedelta(seconds=silence_window),
             stale_after=timedelta(seconds=stale_after),
+            spot_check_every=timedelta(seconds=spot_check_every),
         ),
         regions=regions,
         check_every=check_every,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import secrets
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from schemas.errors import RejectedError
 from schemas.federation import NodeBook
 from schemas.package_state import PackageState, VersionRecord
 from services.node_http import NodeHttp
-from services.registry import Choice, NodeEntry, RegionMap, Registry, choose
+from services.registry import ADMITTED, Choice, NodeEntry, RegionMap, Registry, choose
 
 log = logging.getLogger(__name__)
 
@@ -141,29 +142,37 @@ class Directory:
             )
 
     async def _test_subject(self, entry: NodeEntry) -> tuple[str, str, VersionRecord] | None:
-        """A version the node serves and has applied: the package named for self-tests, or
-        the first the directory holds that the node serves."""
+        """A version the node serves and has applied. For admission: the package named
+        for self-tests, or the first the directory holds that the node serves, its
+        smallest zip. For a spot check of an admitted node: a package drawn at random
+        (a node cannot tell which one is next), its newest version the node claims to
+        have applied (metadata lagging the heartbeat shows there first)."""
         status = entry.status
         if status is None:
             return None
-        names = (
-            [self._self_test_package]
-            if self._self_test_package
-            else await asyncio.to_thread(self._states.packages)
-        )
+        spot = entry.admission == ADMITTED
+        if self._self_test_package and not spot:
+            names = [self._self_test_package]
+        else:
+            names = list(await asyncio.to_thread(self._states.packages))
+            if spot:
+                _UNPREDICTABLE.shuffle(names)
         for name in names:
             if not entry.serves(name):
                 continue
             state = await asyncio.to_thread(self._states.load, name)
             if state is None:
                 continue
-            for version, record in _versions_smallest_first(state):
-                if (
-                    record.yanked is None
-                    and record.position
-                    and status.has_applied(record.position)
-                ):
-                    return name, version, record
+            applied = [
+                (version, record)
+                for version, record in _versions_smallest_first(state)
+                if record.yanked is None and record.position and status.has_applied(record.position)
+            ]
+            if not applied:
+                continue
+            if spot:
+                return name, *max(applied, key=lambda item: _log_offset(item[1].position))
+            return name, *applied[0]
         return None
 
     async def self_test(self, session: aiohttp.ClientSession, entry: NodeEntry) -> SelfTest:
@@ -277,6 +286,16 @@ def directory_app(node_http: NodeHttp, directory: Directory) -> web.Application:
     app.on_startup.append(directory.on_startup)
     app.on_cleanup.append(directory.on_cleanup)
     return app
+
+
+#: Spot checks draw from the system's randomness: a node must not predict the next one.
+_UNPREDICTABLE = secrets.SystemRandom()
+
+
+def _log_offset(position: str) -> int:
+    """The offset of a ``topic:partition:offset`` position (a package's events share a
+    partition, so offsets order its versions)."""
+    return int(position.rsplit(":", 1)[1])
 
 
 def _versions_smallest_first(state: PackageState) -> list[tuple[str, VersionRecord]]:

@@ -4,7 +4,10 @@ A node is sent clients only when it is admitted (it passed a self-test), it
 was heard from recently, and its heartbeat shows the region has applied the
 very event that published the version asked for. A node silent for longer
 than the silence window is dropped and must pass a new self-test when it
-comes back.
+comes back. An admitted node is spot-checked at a steady interval (a version
+chosen at random among those it claims to have applied): a node that turns
+hostile after its admission, or whose metadata lags what its heartbeat claims,
+is refused at its next spot check.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ DEFAULT_SILENCE_WINDOW = timedelta(hours=24)
 DEFAULT_STALE_AFTER = timedelta(seconds=30)
 #: How long a refused node waits before it is tested again.
 DEFAULT_RETEST_AFTER = timedelta(seconds=60)
+#: How often an admitted node is spot-checked.
+DEFAULT_SPOT_CHECK_EVERY = timedelta(seconds=60)
 
 PENDING, ADMITTED, REFUSED, DROPPED = "pending", "admitted", "refused", "dropped"
 
@@ -61,6 +66,7 @@ class Registry:
     silence_window: timedelta = DEFAULT_SILENCE_WINDOW
     stale_after: timedelta = DEFAULT_STALE_AFTER
     retest_after: timedelta = DEFAULT_RETEST_AFTER
+    spot_check_every: timedelta = DEFAULT_SPOT_CHECK_EVERY
     nodes: dict[str, NodeEntry] = field(default_factory=dict)
 
     def observe(self, record: NodeRegistration | NodeStatus, now: datetime) -> None:
@@ -96,20 +102,28 @@ class Registry:
         return dropped
 
     def due_for_test(self, now: datetime) -> list[NodeEntry]:
-        """Nodes to self-test now: new or returning ones, and refused ones after a pause."""
+        """Nodes to test now: new or returning ones, refused ones after a pause, and
+        admitted ones whose last test is older than the spot-check interval."""
+        pause = {REFUSED: self.retest_after, ADMITTED: self.spot_check_every}
         due = []
         for entry in self.nodes.values():
-            if (entry.admission == PENDING and entry.status is not None) or (
-                entry.admission == REFUSED
-                and (entry.tested_at is None or now - entry.tested_at >= self.retest_after)
+            if entry.admission == PENDING:
+                if entry.status is not None:
+                    due.append(entry)
+            elif entry.admission in pause and (
+                entry.tested_at is None or now - entry.tested_at >= pause[entry.admission]
             ):
                 due.append(entry)
         return due
 
     def record_test(self, node_id: str, passed: bool, reason: str, now: datetime) -> None:
+        """The outcome of a self-test or a spot check. An admitted node that fails a spot
+        check is refused at once (no client is sent there) and re-tested later."""
         entry = self.nodes.get(node_id)
         if entry is None or entry.admission == DROPPED:
             return
+        if not passed and entry.admission == ADMITTED:
+            reason = f"failed a spot check after its admission: {reason}"
         self.nodes[node_id] = replace(
             entry, admission=ADMITTED if passed else REFUSED, reason=reason, tested_at=now
         )

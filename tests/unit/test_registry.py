@@ -18,7 +18,7 @@ from schemas.federation import (
 )
 from schemas.package_state import VersionRecord
 from schemas.signing import SigningKey, seal
-from services.registry import ADMITTED, DROPPED, PENDING, RegionMap, Registry, choose
+from services.registry import ADMITTED, DROPPED, PENDING, REFUSED, RegionMap, Registry, choose
 
 T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 TOPIC = "fair.releases"
@@ -169,3 +169,27 @@ def test_the_book_keeps_only_records_signed_by_the_registered_key() -> None:
     with pytest.raises(MalformedEventError):
         NodeRegistration(**{**registration(eu, "eu").__dict__, "node_id": "f" * 64})
     assert book.statuses[eu.public_key.keyid].applied_offset(TOPIC, 0) == 3
+
+
+def test_an_admitted_node_is_spot_checked_and_refused_at_its_first_failure() -> None:
+    eu = SigningKey.generate()
+    registry = admitted_registry((eu, "eu", 5))
+    registry.spot_check_every = timedelta(seconds=60)
+    node_id = eu.public_key.keyid
+    assert registry.due_for_test(T0 + timedelta(seconds=59)) == []
+    later = T0 + timedelta(seconds=60)
+    assert [e.node_id for e in registry.due_for_test(later)] == [node_id]
+    registry.observe(heartbeat(eu, "eu", 5), later)
+    registry.record_test(node_id, True, "served it", later)
+    assert registry.nodes[node_id].admission == ADMITTED
+    assert registry.due_for_test(later + timedelta(seconds=30)) == []
+    assert pick(registry, 1, "eu", now=later) == "eu"
+    failed = later + timedelta(seconds=60)
+    registry.observe(heartbeat(eu, "eu", 5), failed)
+    registry.record_test(node_id, False, "p2 does not list 1.9.0", failed)
+    entry = registry.nodes[node_id]
+    assert entry.admission == REFUSED
+    assert entry.reason == "failed a spot check after its admission: p2 does not list 1.9.0"
+    assert pick(registry, 1, "eu", now=failed) is None
+    # Re-tested after the refusal pause like any refused node; a pass admits it again.
+    assert registry.due_for_test(failed + registry.retest_after) == [entry]
