@@ -152,10 +152,12 @@ def start_node(
     bucket: str | None = None,
     wait: bool = True,
     options: Sequence[str] = (),
+    env: dict[str, str] | None = None,
 ) -> LocalProcess:
     """A regional node (stream worker and HTTP) in its own process; returns once it answers.
 
-    ``options`` are more ``fairstream node run`` options (``--mode``, ``--include``, ...).
+    ``options`` are more ``fairstream node run`` options (``--mode``, ``--include``, ...);
+    ``env`` more environment variables (the fault harness skews a node's clock this way).
     """
     port = port or free_port()
     args = [
@@ -186,6 +188,7 @@ def start_node(
         args,
         url=f"http://127.0.0.1:{port}",
         log=data_dir / "logs" / f"node-{region}-{port}.log",
+        env=env,
     )
     if wait:
         node.wait_until_answering("/health")

@@ -369,6 +369,14 @@ def node() -> None:
     hidden=True,
     help="For the fault harness only: NAME[@N] kills this worker at that point (streams/faults.py).",
 )
+@click.option(
+    "--clock-skew",
+    "clock_skew",
+    type=float,
+    default=0.0,
+    hidden=True,
+    help="For the fault harness only: seconds added to this node's wall clock.",
+)
 @BROKER_OPTION
 @STORE_OPTION
 @TOPIC_PREFIX_OPTION
@@ -391,6 +399,7 @@ def node_run(
     node_key_path: Path | None,
     status_every: float,
     fault_point: str | None,
+    clock_skew: float,
     broker: str | None,
     store: str | None,
     topic_prefix: str,
@@ -436,6 +445,7 @@ def node_run(
         node_key=node_key(node_key_path, data_dir, region, listen),
         status_interval=status_every,
         fault=FaultSpec.parse(fault_point) if fault_point else None,
+        clock_skew=timedelta(seconds=clock_skew),
     )
     ensure_topics(broker_url, topics.partitions(partitions), compacted=topics.compacted)
     try:
@@ -470,6 +480,7 @@ def node_run(
         ),
         on_download=stream.tally.record,
         on_serve=stream.hot.record_serve,
+        clock=stream.now,
     )
     uvloop.install()
     worker = faust.Worker(stream.app, HttpServerService(http.app, host, port), loglevel="info")

@@ -39,7 +39,7 @@ from schemas.errors import (
     TransientError,
     UndelegatedKeyError,
 )
-from schemas.events import ReleaseRejected, ReplicaAvailable, utc_now
+from schemas.events import ReleaseRejected, ReplicaAvailable
 from schemas.package_state import render_documents
 from schemas.signing import SigningKey
 from streams.artifacts import DownloadTally, HotStats, ReplicaRegistry
@@ -102,6 +102,10 @@ class NodeSettings:
     peers: tuple[PeerSettings, ...] = ()
     #: A fault point armed by the fault harness (streams/faults.py); None in production.
     fault: FaultSpec | None = None
+    #: Added to the wall clock for every decision and record of this node: the fault
+    #: harness's clock skew (libfaketime hangs librdkafka, so it is done here). Zero in
+    #: production.
+    clock_skew: timedelta = timedelta(0)
 
     @property
     def group_id(self) -> str:
@@ -119,6 +123,7 @@ class NodeStream:
     def __init__(self, settings: NodeSettings) -> None:
         self.settings = settings
         self.faults = FaultPoints(settings.fault)
+        self._skew = settings.clock_skew
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         self.app = faust.App(
             settings.group_id,
@@ -151,7 +156,7 @@ class NodeStream:
         )
         self.replicas = ReplicaRegistry(settings.region)
         self.hot = HotStats(settings.region)
-        self.tally = DownloadTally(settings.region, settings.region, utc_now())
+        self.tally = DownloadTally(settings.region, settings.region, self.now())
         self._followers = [
             TopicFollower(settings.broker_url, settings.topics.replicas, self.replicas.add_record),
             TopicFollower(settings.broker_url, settings.topics.downloads, self.hot.add_record),
@@ -183,8 +188,13 @@ class NodeStream:
                 store=self.store,
                 trust_root=lambda: self.trust.root,
                 rejected_total=lambda: self.rejected_total,
+                clock=self.now,
             )
             self.app.timer(settings.status_interval)(self._heartbeat)
+
+    def now(self) -> datetime:
+        """This node's wall clock (skewed only by the fault harness)."""
+        return datetime.now(UTC) + self._skew
 
     def _raw_topic(self, name: str) -> faust.TopicT:
         return self.app.topic(
@@ -250,6 +260,7 @@ class NodeStream:
                 pending_first_delay=timedelta(seconds=self.settings.pending_interval),
                 owns=self._owns,
                 faults=self.faults,
+                clock=self.now,
             )
         return self._replicator
 
@@ -381,7 +392,7 @@ class NodeStream:
             )
 
     async def _flush_downloads(self) -> None:
-        counts = self.tally.drain(datetime.now(UTC))
+        counts = self.tally.drain(self.now())
         if counts is None:
             return
         try:
@@ -424,7 +435,7 @@ class NodeStream:
             key=key,
             reason=reason,
             detail=detail,
-            rejected_at=utc_now(),
+            rejected_at=self.now(),
             record=value,
         )
         log.warning("%s[%d]@%d rejected (%s): %s", topic, partition, offset, reason, detail)
@@ -471,6 +482,7 @@ class NodeStream:
                 sources=self.replicas,
                 reject=self._send_rejection,
                 session_timeout=self.settings.session_timeout,
+                clock=self.now,
             )
             for peer in self.settings.peers
         ]

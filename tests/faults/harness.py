@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import http.server
 import logging
 import os
 import signal
@@ -105,13 +106,82 @@ def sha256_of_url(url: str, timeout: float = 15.0) -> str | None:
         return None
 
 
+class FaultyOrigin:
+    """The origin of the zips (stands in for ftp.drupal.org), in this process, with a
+    ``mode``: ``ok``, ``5xx`` (503 to every request), ``trickle`` (one byte a second) or
+    ``down`` (nothing listens: connections are refused)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.mode = "ok"
+        self.port = localnet.free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.requests = 0
+        self._server: http.server.ThreadingHTTPServer | None = None
+        self.start()
+
+    def _handler(self) -> type[http.server.BaseHTTPRequestHandler]:
+        origin = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                origin.requests += 1
+                if origin.mode == "5xx":
+                    self.send_error(503, "origin overloaded (fault injected)")
+                    return
+                path = (origin.root / self.path.lstrip("/")).resolve()
+                if not path.is_relative_to(origin.root.resolve()) or not path.is_file():
+                    self.send_error(404)
+                    return
+                body = path.read_bytes()
+                self.send_response(200)
+                self.send_header("Content-Length", str(len(body)))
+                self.send_header("Content-Type", "application/zip")
+                self.end_headers()
+                if origin.mode == "trickle":
+                    for index in range(len(body)):
+                        if origin.mode != "trickle":
+                            self.wfile.write(body[index:])
+                            return
+                        self.wfile.write(body[index : index + 1])
+                        self.wfile.flush()
+                        time.sleep(1.0)
+                    return
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        return Handler
+
+    def start(self) -> None:
+        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", self.port), self._handler())
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, name="origin", daemon=True).start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def go_down(self) -> None:
+        self.mode = "down"
+        self.stop()
+
+    def come_back(self) -> None:
+        if self._server is None:
+            self.start()
+        self.mode = "ok"
+
+
 @dataclass
 class FaultFederation:
     stack: devstack.Stack
     topics: Topics
     key: SigningKey
     root_file: Path
-    origin: localnet.LocalProcess
+    origin: FaultyOrigin
     origin_root: Path
     work_dir: Path
     workers: dict[str, localnet.LocalProcess] = field(default_factory=dict)
@@ -124,7 +194,9 @@ class FaultFederation:
     def bucket(self, region: str) -> str:
         return f"{self.topics.releases.removesuffix('fair.releases').strip('.')}-{region}"
 
-    def start_worker(self, name: str, options: Sequence[str] = ()) -> localnet.LocalProcess:
+    def start_worker(
+        self, name: str, options: Sequence[str] = (), env: dict[str, str] | None = None
+    ) -> localnet.LocalProcess:
         """Start (or restart) worker ``name`` (``eu-1``, ``us``, ...) of its region."""
         region = name.split("-")[0]
         include, exclude = POLICIES[region]
@@ -142,11 +214,32 @@ class FaultFederation:
             data_dir=self.work_dir / f"node-{name}",
             topic_prefix=self.topics.releases.removesuffix("fair.releases"),
             bucket=self.bucket(region),
-            options=[*policy, "--status-every", "2", *options],
+            options=[*policy, "--status-every", "2", "--retry-parked-every", "1", *options],
             port=port,
+            env=env,
         )
         self.workers[name] = worker
         return worker
+
+    def start_directory(self, *options: str) -> localnet.LocalProcess:
+        """A directory over this federation (admission rounds every half second)."""
+        port = localnet.free_port()
+        directory = localnet.start_fairstream(
+            "directory",
+            [
+                "directory", "serve", "--root", str(self.root_file),
+                "--broker", self.stack.broker_url, "--store", self.stack.store_url,
+                "--listen", f"127.0.0.1:{port}", "--data-dir", str(self.work_dir / "directory"),
+                "--topic-prefix", self.topics.releases.removesuffix("fair.releases"),
+                "--name", f"{self.bucket('dir')}-{port}", "--session-timeout", "6",
+                "--stale-after", "6", "--check-every", "0.5", *options,
+            ],
+            url=f"http://127.0.0.1:{port}",
+            log=self.work_dir / "logs" / f"directory-{port}.log",
+        )  # fmt: skip
+        self.workers[f"directory-{port}"] = directory
+        directory.wait_until_answering("/health")
+        return directory
 
     def server(self, name: str) -> devstack.StackProcess:
         (process,) = [p for p in self.stack.processes if p.name == name]
@@ -357,11 +450,11 @@ def fault_federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fault
     root_file.write_bytes(root.sign([root_key]))
     origin_root = work_dir / "origin"
     (origin_root / "files").mkdir(parents=True)
-    origin: localnet.LocalProcess | None = None
+    origin: FaultyOrigin | None = None
     federation: FaultFederation | None = None
     try:
         ensure_topics(stack.broker_url, topics.partitions(4), compacted=topics.compacted)
-        origin = localnet.start_origin(origin_root, log=work_dir / "logs" / "origin.log")
+        origin = FaultyOrigin(origin_root)
         federation = FaultFederation(stack, topics, key, root_file, origin, origin_root, work_dir)
         for names in WORKERS.values():
             for name in names:
