@@ -180,6 +180,7 @@ class FaultFederation:
     stack: devstack.Stack
     topics: Topics
     key: SigningKey
+    root_key: SigningKey
     root_file: Path
     origin: FaultyOrigin
     origin_root: Path
@@ -187,6 +188,8 @@ class FaultFederation:
     workers: dict[str, localnet.LocalProcess] = field(default_factory=dict)
     acknowledged: list[Acknowledged] = field(default_factory=list)
     restarted: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    #: The keys ``publish_one`` signs with (a trust rotation may change them).
+    keys: list[SigningKey] = field(default_factory=list)
     observations: list[Observation] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _versions: dict[str, int] = field(default_factory=dict)
@@ -304,7 +307,7 @@ class FaultFederation:
         )
         producer = EventProducer(self.stack.broker_url)
         try:
-            publish_release(event, [self.key], producer, self.topics.releases)
+            publish_release(event, self.keys or [self.key], producer, self.topics.releases)
         except FairstreamError as exc:
             log.info("%s %s not acknowledged: %s", event.package, event.version, exc)
             return None
@@ -455,7 +458,9 @@ def fault_federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fault
     try:
         ensure_topics(stack.broker_url, topics.partitions(4), compacted=topics.compacted)
         origin = FaultyOrigin(origin_root)
-        federation = FaultFederation(stack, topics, key, root_file, origin, origin_root, work_dir)
+        federation = FaultFederation(
+            stack, topics, key, root_key, root_file, origin, origin_root, work_dir
+        )
         for names in WORKERS.values():
             for name in names:
                 federation.start_worker(name)
