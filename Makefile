@@ -6,7 +6,7 @@ UV ?= $(shell command -v uv 2>/dev/null || echo python3 -m uv)
 APT_PACKAGES := composer php-cli php-zip php-curl kcat unzip nginx-light wrk
 RUN := $(UV) run --frozen
 
-.PHONY: demo test lint unit integration e2e bench deps python-deps system-deps clean
+.PHONY: demo test lint unit integration e2e bench soak deps python-deps system-deps clean
 
 demo: deps
 	$(RUN) fairstream demo
@@ -31,6 +31,12 @@ e2e: deps
 # Benchmarks are not tests: ratios against a baseline measured in the same run.
 bench: deps
 	$(RUN) python -m tests.benchmarks.run
+
+# Faults drawn at random under load for SOAK_MINUTES, then the history is checked
+# (tests/faults/soak.py; SOAK_SEED reproduces a run).
+SOAK_MINUTES ?= 15
+soak: deps
+	$(RUN) python -m tests.faults.soak --minutes $(SOAK_MINUTES) $(if $(SOAK_SEED),--seed $(SOAK_SEED))
 
 deps: python-deps system-deps
 

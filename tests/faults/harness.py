@@ -31,8 +31,15 @@ from uuid import uuid4
 
 import orjson
 import pytest
+from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from connectors.kafka import EventProducer, Topics, ensure_topics, published_releases
+from connectors.kafka import (
+    EventProducer,
+    Topics,
+    bootstrap_servers,
+    ensure_topics,
+    published_releases,
+)
 from infra import devstack, localnet
 from schemas.composer import expand
 from schemas.errors import FairstreamError
@@ -40,6 +47,7 @@ from schemas.signing import SigningKey
 from services.publisher import build_release, publish_release
 from services.sample_projects import sample_zip
 from services.trust_admin import DelegationSpec, build_root
+from streams.node import group_id
 from tests.faults.checker import (
     Acknowledged,
     Observation,
@@ -284,6 +292,56 @@ class FaultFederation:
             time.sleep(0.1)
         raise AssertionError(f"the restarted store did not listen on {store.address}")
 
+    def kill_at(self, name: str, point: str, nth: int = 2, timeout: float = 90.0) -> bool:
+        """Restart worker ``name`` armed to SIGKILL itself at ``point`` (its ``nth`` visit),
+        wait for it to die there, and start it again unarmed. False when it never reached
+        the point within ``timeout`` (nothing to do there: e.g. no zip to store)."""
+        armed = self.start_worker(name, ["--fault-point", f"{point}@{nth}"])
+        deadline = time.monotonic() + timeout
+        while armed.alive() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        reached = not armed.alive()
+        if reached:
+            assert armed.process.returncode == -signal.SIGKILL, armed.log_tail(30)
+            assert f"fault point {point} reached" in armed.log.read_text(errors="replace")
+        self.start_worker(name)
+        return reached
+
+    def kill_9(self, name: str) -> None:
+        """kill -9 worker ``name`` wherever it is, then start it again."""
+        self.workers[name].kill()
+        self.start_worker(name)
+
+    def origin_fault(self, mode: str, seconds: float) -> None:
+        """The origin ``down``, answering ``5xx`` or ``trickle``-ing for ``seconds``."""
+        if mode == "down":
+            self.origin.go_down()
+        else:
+            self.origin.mode = mode
+        try:
+            time.sleep(seconds)
+        finally:
+            self.origin.come_back()
+
+    def rebalance_storm(self, hold: float = 5.0) -> None:
+        """Region eu from two workers to one, to three, back to two."""
+        self.workers["eu-2"].stop()
+        time.sleep(hold)
+        self.start_worker("eu-2")
+        self.start_worker("eu-3")
+        time.sleep(hold)
+        self.workers["eu-3"].stop()
+
+    def replay(self, region: str) -> None:
+        """Stop the region's workers, set its group back to offset 0, start them again:
+        every event is delivered to the region a second time."""
+        for name in WORKERS[region]:
+            self.workers[name].stop()
+        reset_group(self, region)
+        assert set(committed_offsets(self, region).values()) == {0}
+        for name in WORKERS[region]:
+            self.start_worker(name)
+
     def region_url(self, region: str) -> str | None:
         """The URL of a live worker of ``region``."""
         for name in WORKERS[region]:
@@ -372,6 +430,43 @@ class FaultFederation:
         return check(acknowledged, in_log, POLICIES, final, observations)
 
 
+def committed_offsets(federation: FaultFederation, region: str) -> dict[int, int]:
+    """The region's group's committed offset of every partition of the releases topic."""
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap_servers(federation.stack.broker_url),
+         "group.id": group_id(region)}
+    )  # fmt: skip
+    try:
+        parts = [TopicPartition(federation.topics.releases, p) for p in range(4)]
+        return {tp.partition: tp.offset for tp in consumer.committed(parts, timeout=15)}
+    finally:
+        consumer.close()
+
+
+def reset_group(federation: FaultFederation, region: str, timeout: float = 60.0) -> None:
+    """Commit offset 0 on every partition for the region's (emptied) group, as an operator
+    would with kafka-consumer-groups --reset-offsets --to-earliest. The broker refuses it
+    while the group still has members (until their session expires)."""
+    deadline = time.monotonic() + timeout
+    consumer = Consumer(
+        {"bootstrap.servers": bootstrap_servers(federation.stack.broker_url),
+         "group.id": group_id(region), "enable.auto.commit": False}
+    )  # fmt: skip
+    try:
+        zero = [TopicPartition(federation.topics.releases, p, 0) for p in range(4)]
+        while True:
+            try:
+                consumer.commit(offsets=zero, asynchronous=False)
+                return
+            except KafkaException as exc:
+                if time.monotonic() > deadline:
+                    raise
+                log.info("group %s not empty yet (%s); retrying", group_id(region), exc)
+                time.sleep(1)
+    finally:
+        consumer.close()
+
+
 class Load:
     """Publishes releases round-robin over ``PROJECTS`` every ``interval`` s, in a thread."""
 
@@ -435,10 +530,10 @@ class Poller:
         self.thread.join(60)
 
 
-@pytest.fixture(scope="module")
-def fault_federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultFederation]:
-    """A federation on a stack of its own (faults may pause or restart its servers)."""
-    work_dir = tmp_path_factory.mktemp("faults")
+@contextlib.contextmanager
+def running_federation(work_dir: Path) -> Iterator[FaultFederation]:
+    """A federation on a stack of its own under ``work_dir`` (faults may pause or restart
+    its servers), stopped on exit: for the fault tests and ``make soak``."""
     stack = devstack.up(work_dir / "stack")
     topics = Topics.with_prefix(f"faults-{uuid4().hex[:8]}.")
     key = SigningKey.generate()
@@ -476,3 +571,10 @@ def fault_federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fault
                 process.terminate()
                 process.wait(15)
         devstack.down(work_dir / "stack")
+
+
+@pytest.fixture(scope="module")
+def fault_federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultFederation]:
+    """A federation on a stack of its own for each test module."""
+    with running_federation(tmp_path_factory.mktemp("faults")) as federation:
+        yield federation

@@ -8,16 +8,20 @@ import subprocess
 import time
 from pathlib import Path
 
-from confluent_kafka import Consumer, KafkaException, TopicPartition
-
 from connectors.kafka import EventProducer, bootstrap_servers
 from infra import localnet
 from schemas.events import ReleasePublished, ReleaseRejected
 from schemas.signing import seal
 from services.publisher import build_release, publish_release
 from services.sample_projects import sample_zip
-from streams.node import group_id
-from tests.faults.harness import WORKERS, FaultFederation, Load, Poller, read_p2
+from tests.faults.harness import (
+    WORKERS,
+    FaultFederation,
+    Load,
+    Poller,
+    committed_offsets,
+    read_p2,
+)
 
 DELIMITER = "\n--fault-record--\n"
 
@@ -55,59 +59,19 @@ def rejections(federation: FaultFederation, key: str, count: int) -> list[Releas
         time.sleep(0.5)
 
 
-def committed(federation: FaultFederation, region: str) -> dict[int, int]:
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap_servers(federation.stack.broker_url),
-         "group.id": group_id(region)}
-    )  # fmt: skip
-    try:
-        parts = [TopicPartition(federation.topics.releases, p) for p in range(4)]
-        return {tp.partition: tp.offset for tp in consumer.committed(parts, timeout=15)}
-    finally:
-        consumer.close()
-
-
-def reset_group(federation: FaultFederation, region: str, timeout: float = 60.0) -> None:
-    """Commit offset 0 on every partition for the region's (emptied) group, as an operator
-    would with kafka-consumer-groups --reset-offsets --to-earliest. The broker refuses it
-    while the group still has members (until their session expires)."""
-    deadline = time.monotonic() + timeout
-    consumer = Consumer(
-        {"bootstrap.servers": bootstrap_servers(federation.stack.broker_url),
-         "group.id": group_id(region), "enable.auto.commit": False}
-    )  # fmt: skip
-    try:
-        zero = [TopicPartition(federation.topics.releases, p, 0) for p in range(4)]
-        while True:
-            try:
-                consumer.commit(offsets=zero, asynchronous=False)
-                return
-            except KafkaException as exc:
-                if time.monotonic() > deadline:
-                    raise
-                print(f"group {group_id(region)} not empty yet ({exc}); retrying")
-                time.sleep(1)
-    finally:
-        consumer.close()
-
-
 def test_a_region_replayed_from_offset_zero_applies_everything_again_and_doubles_nothing(
     fault_federation: FaultFederation,
 ) -> None:
     federation = fault_federation
     with Load(federation), Poller(federation):
         time.sleep(4)
-        for name in WORKERS["eu"]:
-            federation.workers[name].stop()
-        reset_group(federation, "eu")
-        assert set(committed(federation, "eu").values()) == {0}
-        for name in WORKERS["eu"]:
-            federation.start_worker(name)
+        federation.replay("eu")
         time.sleep(4)
     federation.wait_until_quiet(timeout=180)
     verdict = federation.history()
     assert verdict.clean, str(verdict)
-    assert sum(committed(federation, "eu").values()) >= len(federation.acknowledged)
+    # Applied again from 0 and committed to the end: every offset was delivered twice.
+    assert sum(committed_offsets(federation, "eu").values()) >= len(federation.acknowledged)
 
 
 def test_the_same_event_produced_twice_by_a_fresh_producer_is_served_once(

@@ -15,17 +15,11 @@ def test_releases_published_while_the_origin_fails_are_served_once_it_is_back(
     fault_federation: FaultFederation, fault: str
 ) -> None:
     federation = fault_federation
-    origin = federation.origin
     with Load(federation), Poller(federation):
         time.sleep(2)
         before = len(federation.acknowledged)
-        if fault == "down":
-            origin.go_down()
-        else:
-            origin.mode = fault
-        time.sleep(15)
+        federation.origin_fault(fault, 15)
         during = len(federation.acknowledged) - before
-        origin.come_back()
         time.sleep(3)
     assert during >= 10, f"only {during} releases published during the fault"
     federation.wait_until_quiet(timeout=240)

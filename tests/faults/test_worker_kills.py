@@ -8,7 +8,6 @@ restarted one takes some back (another).
 
 from __future__ import annotations
 
-import signal
 import time
 
 import pytest
@@ -23,14 +22,7 @@ def test_a_worker_killed_at_a_fault_point_loses_and_doubles_nothing(
 ) -> None:
     federation = fault_federation
     with Load(federation), Poller(federation):
-        armed = federation.start_worker("eu-1", ["--fault-point", f"{point}@2"])
-        deadline = time.monotonic() + 90
-        while armed.alive() and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert not armed.alive(), f"eu-1 never reached {point}:\n{armed.log_tail(30)}"
-        assert armed.process.returncode == -signal.SIGKILL
-        assert f"fault point {point} reached" in armed.log.read_text()
-        federation.start_worker("eu-1")
+        assert federation.kill_at("eu-1", point), f"eu-1 never reached {point}"
         time.sleep(3)
     federation.wait_until_quiet()
     verdict = federation.history()

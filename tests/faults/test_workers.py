@@ -18,15 +18,7 @@ from tests.faults.harness import FaultFederation, Load, Poller
 def test_a_rebalance_storm_loses_and_doubles_nothing(fault_federation: FaultFederation) -> None:
     federation = fault_federation
     with Load(federation), Poller(federation):
-        federation.workers["eu-2"].stop()
-        time.sleep(4)
-        federation.start_worker("eu-2")
-        federation.start_worker("eu-3")
-        time.sleep(6)
-        federation.workers["eu-2"].stop()
-        federation.workers["eu-3"].stop()
-        time.sleep(6)
-        federation.start_worker("eu-2")
+        federation.rebalance_storm(hold=5)
         time.sleep(3)
     federation.wait_until_quiet(timeout=180)
     verdict = federation.history()
