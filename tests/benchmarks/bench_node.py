@@ -45,9 +45,9 @@ from schemas.composer import version_entry
 from schemas.events import Artifact, ReleasePublished, decode_package_event, utc_now
 from schemas.signing import SignedEvent, SigningKey, seal
 from schemas.versions import drupal_to_composer
-from services.trust_admin import DelegationSpec, build_root
 from streams.node import group_id
 from tests.benchmarks.figures import figure, peak_rss_mb
+from tests.roots import write_drupal_root
 
 #: A tenth of the issue's 30,000 projects: on the embedded store the node bootstraps a few
 #: hundred releases a second (every request costs rclone ~3 ms of CPU), so the full size
@@ -166,14 +166,8 @@ class Region:
         self.topics = Topics.with_prefix(self.prefix)
         ensure_topics(stack.broker_url, self.topics.partitions(PARTITIONS))
         root_key = SigningKey.generate()
-        root = build_root(
-            version=1,
-            root_keys=[root_key.public_key],
-            root_threshold=1,
-            delegations=[DelegationSpec("drupal/*", "drupal.org", (key.public_key,), 1)],
-        )
         self.root_file = work / f"{self.prefix}root.avro"
-        self.root_file.write_bytes(root.sign([root_key]))
+        write_drupal_root(self.root_file, key, root_key)
         self.region = f"r{uuid.uuid4().hex[:6]}"
 
     def start_worker(self, name: str) -> localnet.LocalProcess:

@@ -70,8 +70,8 @@ from schemas import layout
 from schemas.events import ReleasePublished
 from schemas.signing import SigningKey
 from services.publisher import build_release, publish_release
-from services.trust_admin import DelegationSpec, build_root
 from tests.benchmarks.figures import figure, peak_rss_mb
+from tests.roots import write_drupal_root
 
 MB = 1_000_000
 SEED = 2026
@@ -715,14 +715,8 @@ def set_up(work: Path, spec: SetSpec, console: Console) -> Federation:
     stack = devstack.up(work / "stack")
     key = SigningKey.generate()
     root_key = SigningKey.generate()
-    root = build_root(
-        version=1,
-        root_keys=[root_key.public_key],
-        root_threshold=1,
-        delegations=[DelegationSpec("drupal/*", "drupal.org", (key.public_key,), 1)],
-    )
     root_file = work / "root.avro"
-    root_file.write_bytes(root.sign([root_key]))
+    write_drupal_root(root_file, key, root_key)
     files = work / "origin" / "files"
     files.mkdir(parents=True)
     port = localnet.free_port()

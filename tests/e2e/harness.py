@@ -18,7 +18,7 @@ from schemas.events import PackageEvent, ReleasePublished, ReleaseRejected
 from schemas.signing import SigningKey, seal
 from services.publisher import build_release, publish_release
 from services.sample_projects import sample_zip
-from services.trust_admin import DelegationSpec, build_root
+from tests.roots import write_drupal_root
 
 REGIONS = ("eu", "us")
 RECORD_DELIMITER = "\n--fairstream-test-record--\n"
@@ -126,14 +126,8 @@ def federation(
     ensure_topics(stack.broker_url, topics.partitions(4))
     key = SigningKey.generate()
     root_key = SigningKey.generate()
-    trust_root = build_root(
-        version=1,
-        root_keys=[root_key.public_key],
-        root_threshold=1,
-        delegations=[DelegationSpec("drupal/*", "drupal.org", (key.public_key,), 1)],
-    )
     root_file = work_dir / "root.avro"
-    root_file.write_bytes(trust_root.sign([root_key]))
+    write_drupal_root(root_file, key, root_key)
     origin_root = work_dir / "origin"
     (origin_root / "files").mkdir(parents=True)
     processes: list[localnet.LocalProcess] = []

@@ -46,7 +46,6 @@ from schemas.errors import FairstreamError
 from schemas.signing import SigningKey
 from services.publisher import build_release, publish_release
 from services.sample_projects import sample_zip
-from services.trust_admin import DelegationSpec, build_root
 from streams.node import group_id
 from tests.faults.checker import (
     Acknowledged,
@@ -57,6 +56,7 @@ from tests.faults.checker import (
     check,
     included,
 )
+from tests.roots import write_drupal_root
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +68,9 @@ POLICIES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "ap": (("drupal/a*",), ()),
 }
 WORKERS = {"eu": ("eu-1", "eu-2"), "us": ("us",), "ap": ("ap",)}
+#: What the checker reads at the end: every region, and the directory (its own verified
+#: p2, and each download 302'd to a node it chose) as a client configured with it sees it.
+CHECKED = {**POLICIES, "directory": (("drupal/*",), ())}
 
 
 @dataclass
@@ -198,6 +201,7 @@ class FaultFederation:
     restarted: list[subprocess.Popen[bytes]] = field(default_factory=list)
     #: The keys ``publish_one`` signs with (a trust rotation may change them).
     keys: list[SigningKey] = field(default_factory=list)
+    directory: localnet.LocalProcess | None = None
     observations: list[Observation] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _versions: dict[str, int] = field(default_factory=dict)
@@ -208,10 +212,18 @@ class FaultFederation:
     def start_worker(
         self, name: str, options: Sequence[str] = (), env: dict[str, str] | None = None
     ) -> localnet.LocalProcess:
-        """Start (or restart) worker ``name`` (``eu-1``, ``us``, ...) of its region."""
+        """Start (or restart) worker ``name`` (``eu-1``, ``us``, ...) of its region.
+
+        Every worker of a region renders its documents with the region's one public URL
+        (docs/architecture.md), here the first worker's address: a document written by a
+        worker that was scaled away must not point clients at it.
+        """
         region = name.split("-")[0]
         include, exclude = POLICIES[region]
         policy = [*(f"--include={p}" for p in include), *(f"--exclude={p}" for p in exclude)]
+        first = self.workers.get(WORKERS[region][0])
+        if first is not None and name != WORKERS[region][0]:
+            policy += ["--public-url", first.url]
         old = self.workers.get(name)
         port = None
         if old is not None:
@@ -343,7 +355,9 @@ class FaultFederation:
             self.start_worker(name)
 
     def region_url(self, region: str) -> str | None:
-        """The URL of a live worker of ``region``."""
+        """The URL of a live worker of ``region`` (or of the directory)."""
+        if region == "directory":
+            return self.directory.url if self.directory and self.directory.alive() else None
         for name in WORKERS[region]:
             worker = self.workers.get(name)
             if worker is not None and worker.alive():
@@ -377,7 +391,7 @@ class FaultFederation:
         return ack
 
     def expected(self, region: str) -> set[Release]:
-        include, exclude = POLICIES[region]
+        include, exclude = CHECKED[region]
         with self._lock:
             return {
                 (a.package, a.version)
@@ -391,7 +405,7 @@ class FaultFederation:
         missing: dict[str, set[Release]] = {}
         while time.monotonic() < deadline:
             missing = {}
-            for region in POLICIES:
+            for region in CHECKED:
                 url = self.region_url(region)
                 expected = self.expected(region)
                 if url is None:
@@ -412,7 +426,7 @@ class FaultFederation:
     def history(self) -> Verdict:
         """Read the final state of every region and the log back, and check the run."""
         final: dict[str, dict[Release, list[Served]]] = {}
-        for region in POLICIES:
+        for region in CHECKED:
             url = self.region_url(region)
             assert url is not None, f"no live worker of {region} to read"
             served: dict[Release, list[Served]] = {}
@@ -427,7 +441,7 @@ class FaultFederation:
         with self._lock:
             acknowledged = list(self.acknowledged)
             observations = list(self.observations)
-        return check(acknowledged, in_log, POLICIES, final, observations)
+        return check(acknowledged, in_log, CHECKED, final, observations)
 
 
 def committed_offsets(federation: FaultFederation, region: str) -> dict[int, int]:
@@ -504,21 +518,26 @@ class Poller:
         self.thread = threading.Thread(target=self._run, name="poller", daemon=True)
 
     def _run(self) -> None:
+        federation = self.federation
         while not self.stopped.is_set():
-            for region, names in WORKERS.items():
-                for name in names:
-                    worker = self.federation.workers.get(name)
-                    if worker is None or not worker.alive():
+            sources = [
+                (region, federation.workers.get(name))
+                for region, names in WORKERS.items()
+                for name in names
+            ]
+            sources.append(("directory", federation.directory))
+            for region, process in sources:
+                if process is None or not process.alive():
+                    continue
+                for project in PROJECTS:
+                    package = f"drupal/{project}"
+                    try:
+                        listed = tuple(e.version for e in read_p2(process.url, package, 2.0))
+                    except OSError:
                         continue
-                    for project in PROJECTS:
-                        package = f"drupal/{project}"
-                        try:
-                            listed = tuple(e.version for e in read_p2(worker.url, package, 2.0))
-                        except OSError:
-                            continue
-                        observation = Observation(region, package, time.monotonic(), listed)
-                        with self.federation._lock:
-                            self.federation.observations.append(observation)
+                    observation = Observation(region, package, time.monotonic(), listed)
+                    with federation._lock:
+                        federation.observations.append(observation)
             self.stopped.wait(self.interval)
 
     def __enter__(self) -> Poller:
@@ -538,14 +557,8 @@ def running_federation(work_dir: Path) -> Iterator[FaultFederation]:
     topics = Topics.with_prefix(f"faults-{uuid4().hex[:8]}.")
     key = SigningKey.generate()
     root_key = SigningKey.generate()
-    root = build_root(
-        version=1,
-        root_keys=[root_key.public_key],
-        root_threshold=1,
-        delegations=[DelegationSpec("drupal/*", "drupal.org", (key.public_key,), 1)],
-    )
     root_file = work_dir / "root.avro"
-    root_file.write_bytes(root.sign([root_key]))
+    write_drupal_root(root_file, key, root_key)
     origin_root = work_dir / "origin"
     (origin_root / "files").mkdir(parents=True)
     origin: FaultyOrigin | None = None
@@ -559,6 +572,9 @@ def running_federation(work_dir: Path) -> Iterator[FaultFederation]:
         for names in WORKERS.values():
             for name in names:
                 federation.start_worker(name)
+        federation.directory = federation.start_directory(
+            "--region-map", "127.0.0.0/8=eu", "--spot-check-every", "5"
+        )
         yield federation
     finally:
         if federation is not None:
