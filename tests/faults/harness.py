@@ -1,6 +1,6 @@
 """The fault harness: a federation on its own real stack, a steady publish load, a poller.
 
-Each fault test module gets its own broker and S3 server (so a test may pause the
+The fault tests share one broker and S3 server of their own (so a test may pause the
 broker or restart the store without touching other tests), an origin, a trust
 root and three regions with different policies: ``eu`` (two workers, every
 package), ``us`` (every package) and ``ap`` (only ``drupal/a*``). ``Load``
@@ -202,9 +202,14 @@ class FaultFederation:
     #: The keys ``publish_one`` signs with (a trust rotation may change them).
     keys: list[SigningKey] = field(default_factory=list)
     directory: localnet.LocalProcess | None = None
+    #: The directory's name: it verifies every event too, and records rejections as it.
+    directory_name: str = ""
     observations: list[Observation] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _versions: dict[str, int] = field(default_factory=dict)
+    #: sha256 of the bytes each dist URL gave, once it gave the signed ones: zips are
+    #: immutable and content addressed, so a later check need not download them again.
+    _fetched: dict[str, str] = field(default_factory=dict)
 
     def bucket(self, region: str) -> str:
         return f"{self.topics.releases.removesuffix('fair.releases').strip('.')}-{region}"
@@ -263,6 +268,14 @@ class FaultFederation:
         self.workers[f"directory-{port}"] = directory
         directory.wait_until_answering("/health")
         return directory
+
+    def directory_name_of(self, directory: localnet.LocalProcess) -> str:
+        return f"{self.bucket('dir')}-{directory.url.rsplit(':', 1)[1]}"
+
+    def verifiers(self) -> set[str]:
+        """Everyone that verifies every event and records what it refuses: the regions
+        and the directory."""
+        return {*WORKERS, self.directory_name}
 
     def server(self, name: str) -> devstack.StackProcess:
         (process,) = [p for p in self.stack.processes if p.name == name]
@@ -433,8 +446,11 @@ class FaultFederation:
             for project in PROJECTS:
                 package = f"drupal/{project}"
                 for entry in read_p2(url, package):
+                    digest = self._fetched.get(entry.url) or sha256_of_url(entry.url)
+                    if digest is not None and entry.url.endswith(f"/{digest}.zip"):
+                        self._fetched[entry.url] = digest
                     served.setdefault((package, entry.version), []).append(
-                        Served(entry.sha1, sha256_of_url(entry.url))
+                        Served(entry.sha1, digest)
                     )
             final[region] = served
         in_log = published_releases(self.stack.broker_url, self.topics.releases)
@@ -575,6 +591,7 @@ def running_federation(work_dir: Path) -> Iterator[FaultFederation]:
         federation.directory = federation.start_directory(
             "--region-map", "127.0.0.0/8=eu", "--spot-check-every", "5"
         )
+        federation.directory_name = federation.directory_name_of(federation.directory)
         yield federation
     finally:
         if federation is not None:
@@ -589,8 +606,10 @@ def running_federation(work_dir: Path) -> Iterator[FaultFederation]:
         devstack.down(work_dir / "stack")
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def fault_federation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FaultFederation]:
-    """A federation on a stack of its own for each test module."""
+    """One federation on a stack of its own for every fault test: each test checks the whole
+    history so far, so a fault's damage found later still fails (and setting up four
+    workers and a directory once saves minutes)."""
     with running_federation(tmp_path_factory.mktemp("faults")) as federation:
         yield federation

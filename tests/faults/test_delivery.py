@@ -15,7 +15,6 @@ from schemas.signing import seal
 from services.publisher import build_release, publish_release
 from services.sample_projects import sample_zip
 from tests.faults.harness import (
-    WORKERS,
     FaultFederation,
     Load,
     Poller,
@@ -156,10 +155,10 @@ def test_poison_messages_from_kcat_are_recorded_with_their_reason_and_block_noth
         "drupal/foxtrot": "too-large",
     }
     for key, reason in expected.items():
-        # every region's workers record it once: eu, us and ap (ap does not even serve foxtrot:
-        # verification comes before the policy)
-        found = rejections(federation, key, len(WORKERS))
-        assert {r.region for r in found} == set(WORKERS), (key, found)
+        # recorded once by each region (eu, us, ap: ap does not even serve foxtrot,
+        # verification comes before the policy) and by the directory, which verifies too
+        found = rejections(federation, key, len(federation.verifiers()))
+        assert {r.region for r in found} == federation.verifiers(), (key, found)
         assert {r.reason for r in found} == {reason}, (key, [(r.reason, r.detail) for r in found])
         assert all(r.detail for r in found)
     for region in ("eu", "us"):
