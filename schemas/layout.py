@@ -73,6 +73,10 @@ def dist_path(package: str, version: str, sha256: str) -> str:
 
 TRUST_POSITION = "trust/position.json"
 
+#: The region's one public URL, recorded by its first worker: every worker renders its
+#: documents with it, so a document never points clients at a worker scaled away.
+REGION_JSON = "region.json"
+
 
 def trust_root_key(version: int) -> str:
     """A trust root the node has verified and follows: ``trust/roots/v000002.avro``."""

@@ -54,7 +54,7 @@ from services.registry import RegionMap, Registry
 from services.status import directory_admissions, federation_table, read_node_book
 from services.trust_admin import DelegationSpec, build_root, public_of, read_key, signing_keys
 from streams.faults import FaultSpec
-from streams.node import NodeSettings, NodeStream
+from streams.node import NodeSettings, NodeStream, region_public_url
 from streams.peering import parse_peer, with_peer_namespaces
 from streams.policy import ReplicationMode, ReplicationPolicy, parse_size
 from streams.rebuild import rebuild_region
@@ -329,7 +329,10 @@ def node() -> None:
     help="HOST:PORT of the node's HTTP server.",
 )
 @click.option(
-    "--public-url", default=None, help="URL clients reach the node at  [default: http://LISTEN]"
+    "--public-url",
+    default=None,
+    help="The region's public URL, recorded in its bucket for every worker  [default: the "
+    "recorded one, else http://LISTEN]",
 )
 @click.option("--bucket", default=None, help="The region's bucket  [default: fairstream-REGION]")
 @click.option(
@@ -428,12 +431,16 @@ def node_run(
         parse_peer(spec, lambda path: read_file(path, "peer trust root file"))
         for spec in peer_specs
     )
+    location = StoreLocation.from_url(store_url)
+    bucket = bucket or f"fairstream-{region}"
+    region_store = ObjectStore(location, bucket)
+    region_store.ensure_bucket()
     settings = NodeSettings(
         region=region,
         broker_url=broker_url,
-        store=StoreLocation.from_url(store_url),
-        bucket=bucket or f"fairstream-{region}",
-        public_url=public_url or f"http://{listen}",
+        store=location,
+        bucket=bucket,
+        public_url=region_public_url(region_store, public_url, f"http://{listen}"),
         pinned_root=read_file(root_path, "trust root file"),
         data_dir=data_dir / "nodes" / region,
         topics=topics,
@@ -626,6 +633,8 @@ def node_rebuild(
     )
     keeper.load()
     keeper.refresh()
+    # The region's workers render with the URL the rebuild renders with from now on.
+    public_url = region_public_url(objects, public_url, public_url)
     states = PackageStates(objects, render=lambda state: render_documents(state, public_url))
     with Progress(
         TextColumn("[bold]rebuild {task.description}"),

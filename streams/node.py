@@ -26,12 +26,14 @@ from typing import Any
 
 import aiohttp
 import faust
+import orjson
 from faust.types import TP
 
 from connectors.kafka import TopicFollower, Topics, bootstrap_servers
 from connectors.origin import FetchLimits
 from connectors.state_store import PackageStates
 from connectors.store import ObjectStore, StoreLocation
+from schemas import layout
 from schemas.errors import (
     RejectedError,
     RootExpiredError,
@@ -110,6 +112,44 @@ class NodeSettings:
     @property
     def group_id(self) -> str:
         return group_id(self.region)
+
+
+def region_public_url(store: ObjectStore, requested: str | None, default: str) -> str:
+    """The public URL this worker renders documents with: the one its region recorded.
+
+    A region's first worker records ``requested`` (or ``default``, its own address) in
+    the bucket; a later worker started without ``--public-url`` takes the recorded one,
+    so documents never point clients at one worker of many (it may be scaled away). A
+    worker started with another ``--public-url`` records it and says so: documents
+    written before keep the old URL until ``fairstream node rebuild`` re-renders them.
+    Raises ``StoreUnavailableError``.
+    """
+    stored = store.get(layout.REGION_JSON)
+    recorded: str | None = None
+    if stored is not None:
+        try:
+            value = orjson.loads(stored.data).get("public_url")
+            recorded = value if isinstance(value, str) and value else None
+        except orjson.JSONDecodeError:
+            recorded = None
+    if requested is None and recorded is not None:
+        return recorded
+    chosen = (requested or default).rstrip("/")
+    if chosen != recorded:
+        if recorded is not None:
+            log.warning(
+                "the region's public URL changes from %s to %s; documents written before "
+                "keep the old one until `fairstream node rebuild --public-url %s`",
+                recorded,
+                chosen,
+                chosen,
+            )
+        store.put_bytes(
+            layout.REGION_JSON,
+            orjson.dumps({"public_url": chosen}),
+            content_type="application/json",
+        )
+    return chosen
 
 
 def group_id(region: str) -> str:

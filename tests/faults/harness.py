@@ -219,16 +219,13 @@ class FaultFederation:
     ) -> localnet.LocalProcess:
         """Start (or restart) worker ``name`` (``eu-1``, ``us``, ...) of its region.
 
-        Every worker of a region renders its documents with the region's one public URL
-        (docs/architecture.md), here the first worker's address: a document written by a
-        worker that was scaled away must not point clients at it.
+        Workers are started without ``--public-url``, as an operator would: the region's
+        first worker records its address as the region's public URL and the others render
+        with it (a document written by a worker scaled away must not point at it).
         """
         region = name.split("-")[0]
         include, exclude = POLICIES[region]
         policy = [*(f"--include={p}" for p in include), *(f"--exclude={p}" for p in exclude)]
-        first = self.workers.get(WORKERS[region][0])
-        if first is not None and name != WORKERS[region][0]:
-            policy += ["--public-url", first.url]
         old = self.workers.get(name)
         port = None
         if old is not None:
