@@ -131,6 +131,12 @@ class RequestTooLargeError(PublishingRequestError):
     status = 413
 
 
+class RequestTimeoutError(PublishingRequestError):
+    """The body did not arrive in time: a client trickling it would hold a connection."""
+
+    status = 408
+
+
 class UnsupportedMediaTypeError(PublishingRequestError):
     """A body that is neither JSON nor (for releases) a multipart form."""
 
@@ -1083,28 +1089,60 @@ async def _json_errors(
         return _error_response(503, "root-expired", str(exc), {"Retry-After": "300"})
 
 
+#: A request body must arrive within this grace plus its size at ``BODY_MIN_RATE``: a client
+#: trickling bytes (slowloris) would otherwise hold a connection and a spool file forever.
+BODY_GRACE = 10.0
+BODY_MIN_RATE = 50_000.0
+
+
+def _body_deadline(request: web.Request, limit: int) -> float:
+    size = request.content_length if request.content_length is not None else limit
+    return BODY_GRACE + min(size, limit) / BODY_MIN_RATE
+
+
+def _body_too_slow(deadline: float) -> RequestTimeoutError:
+    return RequestTimeoutError(
+        "request-timeout",
+        f"the request body did not arrive within {deadline:.0f} s (it must come at "
+        f"{BODY_MIN_RATE / 1000:.0f} kB/s or faster after {BODY_GRACE:.0f} s); send it again "
+        "over a faster link",
+    )
+
+
 async def _read_limited(request: web.Request, limit: int) -> tuple[bytes, str]:
-    """The whole body and its sha256, refused (413) past ``limit`` bytes."""
+    """The whole body and its sha256, refused (413) past ``limit`` bytes and (408) when it
+    does not arrive within ``_body_deadline``."""
     _refuse_announced(request, limit)
     body = bytearray()
-    async for chunk in request.content.iter_chunked(_CHUNK):
-        body += chunk
-        if len(body) > limit:
-            raise _body_too_large(limit)
+    deadline = _body_deadline(request, limit)
+    try:
+        async with asyncio.timeout(deadline):
+            async for chunk in request.content.iter_chunked(_CHUNK):
+                body += chunk
+                if len(body) > limit:
+                    raise _body_too_large(limit)
+    except TimeoutError:
+        raise _body_too_slow(deadline) from None
     return bytes(body), hashlib.sha256(body).hexdigest()
 
 
 async def _spool(request: web.Request, path: Path, limit: int) -> tuple[Path, str]:
-    """Write the body to ``path``; returns it and its sha256. Refused (413) past ``limit`` bytes."""
+    """Write the body to ``path``; returns it and its sha256. Refused (413) past ``limit`` bytes
+    and (408) when it does not arrive within ``_body_deadline``."""
     _refuse_announced(request, limit)
     digest, size = hashlib.sha256(), 0
-    with path.open("wb") as out:
-        async for chunk in request.content.iter_chunked(_CHUNK):
-            size += len(chunk)
-            if size > limit:
-                raise _body_too_large(limit)
-            digest.update(chunk)
-            out.write(chunk)
+    deadline = _body_deadline(request, limit)
+    try:
+        async with asyncio.timeout(deadline):
+            with path.open("wb") as out:
+                async for chunk in request.content.iter_chunked(_CHUNK):
+                    size += len(chunk)
+                    if size > limit:
+                        raise _body_too_large(limit)
+                    digest.update(chunk)
+                    out.write(chunk)
+    except TimeoutError:
+        raise _body_too_slow(deadline) from None
     return path, digest.hexdigest()
 
 
