@@ -359,10 +359,14 @@ class FaultFederation:
         every event is delivered to the region a second time."""
         for name in WORKERS[region]:
             self.workers[name].stop()
-        reset_group(self, region)
-        assert set(committed_offsets(self, region).values()) == {0}
-        for name in WORKERS[region]:
-            self.start_worker(name)
+        try:
+            reset_group(self, region)
+            assert set(committed_offsets(self, region).values()) == {0}
+        finally:
+            # Whatever happened, the region runs again: a failure here must not take the
+            # region away from the tests after this one.
+            for name in WORKERS[region]:
+                self.start_worker(name)
 
     def region_url(self, region: str) -> str | None:
         """The URL of a live worker of ``region`` (or of the directory)."""
@@ -477,7 +481,8 @@ def reset_group(federation: FaultFederation, region: str, timeout: float = 60.0)
     deadline = time.monotonic() + timeout
     consumer = Consumer(
         {"bootstrap.servers": bootstrap_servers(federation.stack.broker_url),
-         "group.id": group_id(region), "enable.auto.commit": False}
+         "group.id": group_id(region), "enable.auto.commit": False,
+         "socket.timeout.ms": 10000}
     )  # fmt: skip
     try:
         zero = [TopicPartition(federation.topics.releases, p, 0) for p in range(4)]
@@ -487,8 +492,10 @@ def reset_group(federation: FaultFederation, region: str, timeout: float = 60.0)
                 return
             except KafkaException as exc:
                 if time.monotonic() > deadline:
-                    raise
-                log.info("group %s not empty yet (%s); retrying", group_id(region), exc)
+                    raise AssertionError(
+                        f"could not reset group {group_id(region)} within {timeout:.0f} s: {exc}"
+                    ) from exc
+                log.warning("group %s not empty yet (%s); retrying", group_id(region), exc)
                 time.sleep(1)
     finally:
         consumer.close()
