@@ -34,6 +34,7 @@ import pytest
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
 from connectors.kafka import (
+    Delivered,
     EventProducer,
     Topics,
     bootstrap_servers,
@@ -43,6 +44,7 @@ from connectors.kafka import (
 from infra import devstack, localnet
 from schemas.composer import expand
 from schemas.errors import FairstreamError
+from schemas.events import ReleasePublished
 from schemas.signing import SigningKey
 from services.publisher import build_release, publish_release
 from services.sample_projects import sample_zip
@@ -378,27 +380,39 @@ class FaultFederation:
                 return worker.url
         return None
 
+    def release_of(
+        self, project: str, drupal_version: str, *, zip_dir: Path | None = None
+    ) -> ReleasePublished:
+        """A release of ``drupal/project`` whose zip the origin serves (from ``zip_dir``
+        instead: a zip the origin does not have)."""
+        zip_path = sample_zip(zip_dir or self.origin_root / "files", project, drupal_version, {})
+        return build_release(
+            package=f"drupal/{project}",
+            drupal_version=drupal_version,
+            zip_path=zip_path,
+            origin_url=f"{self.origin.url}/files/{zip_path.name}",
+        )
+
+    def produce(self, event: ReleasePublished, keys: Sequence[SigningKey]) -> Delivered:
+        """Sign ``event`` with ``keys`` and produce it with a fresh producer."""
+        producer = EventProducer(self.stack.broker_url)
+        try:
+            return publish_release(event, keys, producer, self.topics.releases)
+        finally:
+            producer.close()
+
     def publish_one(self, project: str) -> Acknowledged | None:
         """Build, sign and produce the next release of ``project``; the acknowledged
         release, or None when the broker did not acknowledge it (then it is not expected)."""
         with self._lock:
             number = self._versions.get(project, 0)
             self._versions[project] = number + 1
-        zip_path = sample_zip(self.origin_root / "files", project, f"8.x-1.{number}", {})
-        event = build_release(
-            package=f"drupal/{project}",
-            drupal_version=f"8.x-1.{number}",
-            zip_path=zip_path,
-            origin_url=f"{self.origin.url}/files/{zip_path.name}",
-        )
-        producer = EventProducer(self.stack.broker_url)
+        event = self.release_of(project, f"8.x-1.{number}")
         try:
-            publish_release(event, self.keys or [self.key], producer, self.topics.releases)
+            self.produce(event, self.keys or [self.key])
         except FairstreamError as exc:
             log.info("%s %s not acknowledged: %s", event.package, event.version, exc)
             return None
-        finally:
-            producer.close()
         ack = Acknowledged(event.package, event.version, event.artifact.sha256, event.artifact.sha1)
         with self._lock:
             self.acknowledged.append(ack)

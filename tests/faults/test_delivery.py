@@ -8,12 +8,10 @@ import subprocess
 import time
 from pathlib import Path
 
-from connectors.kafka import EventProducer, bootstrap_servers
+from connectors.kafka import bootstrap_servers
 from infra import localnet
-from schemas.events import ReleasePublished, ReleaseRejected
+from schemas.events import ReleaseRejected
 from schemas.signing import seal
-from services.publisher import build_release, publish_release
-from services.sample_projects import sample_zip
 from tests.faults.harness import (
     FaultFederation,
     Load,
@@ -77,18 +75,8 @@ def test_the_same_event_produced_twice_by_a_fresh_producer_is_served_once(
     fault_federation: FaultFederation, tmp_path: Path
 ) -> None:
     federation = fault_federation
-    zip_path = sample_zip(federation.origin_root / "files", "echo", "8.x-2.0", {})
-    event = build_release(
-        package="drupal/echo",
-        drupal_version="8.x-2.0",
-        zip_path=zip_path,
-        origin_url=f"{federation.origin.url}/files/{zip_path.name}",
-    )
-    producer = EventProducer(federation.stack.broker_url)
-    try:
-        delivered = publish_release(event, [federation.key], producer, federation.topics.releases)
-    finally:
-        producer.close()
+    event = federation.release_of("echo", "8.x-2.0")
+    delivered = federation.produce(event, [federation.key])
     raw = kcat(
         federation, "-C", "-t", federation.topics.releases, "-p", str(delivered.partition),
         "-o", str(delivered.offset), "-c", "1", "-f", "%s",
@@ -120,21 +108,9 @@ def test_poison_messages_from_kcat_are_recorded_with_their_reason_and_block_noth
     fault_federation: FaultFederation, tmp_path: Path
 ) -> None:
     federation = fault_federation
-    zip_path = sample_zip(federation.origin_root / "files", "foxtrot", "8.x-1.0", {})
-    huge = build_release(
-        package="drupal/foxtrot",
-        drupal_version="8.x-1.0",
-        zip_path=zip_path,
-        origin_url=f"{federation.origin.url}/files/{zip_path.name}",
-    )
+    huge = federation.release_of("foxtrot", "8.x-1.0")
     huge = dataclasses.replace(huge, artifact=dataclasses.replace(huge.artifact, size=2 << 30))
-    ghost_zip = sample_zip(tmp_path, "ghost", "8.x-1.0", {})  # never on the origin
-    ghost = build_release(
-        package="drupal/ghost",
-        drupal_version="8.x-1.0",
-        zip_path=ghost_zip,
-        origin_url=f"{federation.origin.url}/files/nowhere/{ghost_zip.name}",
-    )
+    ghost = federation.release_of("ghost", "8.x-1.0", zip_dir=tmp_path)  # never on the origin
     with Load(federation), Poller(federation):
         time.sleep(2)
         kcat_produce(federation, "poison/garbage", os.urandom(300), tmp_path)
@@ -170,4 +146,3 @@ def test_poison_messages_from_kcat_are_recorded_with_their_reason_and_block_noth
         for entry in read_p2(url, "drupal/ghost"):
             assert entry.sha1 == ghost.artifact.sha1
     assert rejections(federation, "drupal/ghost", 0) == []
-    assert isinstance(ghost, ReleasePublished)

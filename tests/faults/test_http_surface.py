@@ -28,13 +28,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connectors.kafka import Topics, ensure_topics, read_partition
+from connectors.state_store import PackageStates
 from connectors.store import ObjectStore, StoreLocation
 from infra import devstack
 from schemas import layout
+from schemas.package_state import render_documents
 from schemas.signing import SigningKey
+from services.directory import Directory, directory_app
 from services.node_http import NodeHttp, NodeHttpSettings
 from services.publishing_client import sign_request
 from services.publishing_http import MAX_DOCUMENT_SIZE, PublishingService, PublishingSettings
+from services.registry import RegionMap, Registry
 from services.trust_admin import DelegationSpec, build_root
 
 ROOT_KEY = SigningKey.generate()
@@ -138,23 +142,71 @@ class ServerThread:
 
 
 @pytest.fixture(scope="module")
-def node(stack: devstack.Stack) -> Iterator[ServerThread]:
-    store = ObjectStore(StoreLocation.from_url(stack.store_url), f"surface-{uuid4().hex[:10]}")
+def surface_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devstack.Stack]:
+    """A broker and S3 server of this module's own: the session's S3 server is slowed by
+    the catalogues earlier tests wrote (each fuzzed request reaches it)."""
+    data_dir = tmp_path_factory.mktemp("surface-stack")
+    started = devstack.up(data_dir)
+    try:
+        yield started
+    finally:
+        devstack.down(data_dir)
+
+
+@pytest.fixture(scope="module")
+def seeded(surface_stack: devstack.Stack) -> ObjectStore:
+    """A region's bucket: a p2 document, a zip, and state documents no route may serve."""
+    store = ObjectStore(
+        StoreLocation.from_url(surface_stack.store_url), f"surface-{uuid4().hex[:10]}"
+    )
     store.ensure_bucket()
     store.put_bytes(layout.p2_key("drupal/token"), P2, content_type="application/json")
     store.put_bytes(layout.artifact_key(SHA256), ZIP, content_type="application/zip")
     store.put_bytes(layout.state_key("drupal/token", 1), SECRET, content_type="application/json")
     store.put_bytes("state/drupal/token.json", SECRET, content_type="application/json")
-    with ServerThread(NodeHttp(NodeHttpSettings(region="eu"), store).app) as server:
+    return store
+
+
+@pytest.fixture(scope="module")
+def node(seeded: ObjectStore) -> Iterator[ServerThread]:
+    with ServerThread(NodeHttp(NodeHttpSettings(region="eu"), seeded).app) as server:
         yield server
 
 
+@pytest.fixture(scope="module")
+def directory(surface_stack: devstack.Stack, seeded: ObjectStore) -> Iterator[ServerThread]:
+    """A directory (its own metadata, /nodes.json, downloads routed) over the same bucket,
+    following a real status topic."""
+    topics = Topics.with_prefix(f"surface-{uuid4().hex[:10]}.")
+    ensure_topics(surface_stack.broker_url, topics.partitions(1), compacted=topics.compacted)
+    states = PackageStates(seeded, render=lambda state: render_documents(state, "http://x"))
+    service = Directory(
+        broker_url=surface_stack.broker_url,
+        status_topic=topics.status,
+        states=states,
+        registry=Registry(),
+        regions=RegionMap.parse(["127.0.0.0/8=eu"]),
+        check_every=0.5,
+    )
+    service.start()
+    http = NodeHttp(
+        NodeHttpSettings(region="directory"), seeded, states=states, dist_router=service.route
+    )
+    try:
+        with ServerThread(directory_app(http, service)) as server:
+            yield server
+    finally:
+        service.stop()
+
+
 @pytest.mark.parametrize("path", TRAVERSALS)
+@pytest.mark.parametrize("server_name", ["node", "directory"])
 def test_traversal_and_odd_encodings_reach_nothing_outside_a_route(
-    node: ServerThread, path: str
+    request: pytest.FixtureRequest, server_name: str, path: str
 ) -> None:
+    server: ServerThread = request.getfixturevalue(server_name)
     for method in ("GET", "HEAD"):
-        status, body = node.request(method, path)
+        status, body = server.request(method, path)
         assert status < 500, (method, path, status, body[:200])
         assert SECRET not in body and b"root:x:0:0" not in body, (path, body[:200])
         assert status != 200 or body in (b"", P2), (path, status, body[:200])
@@ -198,7 +250,7 @@ def fill(template: str, values: list[str], raw: bool) -> str:
 
 
 @settings(
-    max_examples=250, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=400, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
     data=st.data(),
@@ -208,8 +260,9 @@ def fill(template: str, values: list[str], raw: bool) -> str:
     headers=HEADERS,
     body=st.binary(max_size=200),
 )
-def test_fuzzed_requests_to_every_node_route_never_get_a_5xx(
+def test_fuzzed_requests_to_every_node_and_directory_route_never_get_a_5xx(
     node: ServerThread,
+    directory: ServerThread,
     data: st.DataObject,
     values: list[str],
     raw: bool,
@@ -217,9 +270,10 @@ def test_fuzzed_requests_to_every_node_route_never_get_a_5xx(
     headers: dict[str, str],
     body: bytes,
 ) -> None:
-    template = data.draw(st.sampled_from(route_paths(node.app)))
+    server = data.draw(st.sampled_from([node, directory]))
+    template = data.draw(st.sampled_from(route_paths(server.app)))
     path = fill(template, values, raw)
-    status, answer = node.request(method, path, body, headers)
+    status, answer = server.request(method, path, body, headers)
     assert status < 500, (method, path, headers, status, answer[:300])
     assert SECRET not in answer
 

@@ -14,8 +14,6 @@ from connectors.kafka import Delivered, EventProducer
 from schemas.events import ReleasePublished
 from schemas.federation import NodeStatus
 from schemas.signing import SigningKey
-from services.publisher import build_release, publish_release
-from services.sample_projects import sample_zip
 from services.status import read_node_book
 from services.trust_admin import DelegationSpec, build_root
 from tests.faults.harness import WORKERS, FaultFederation, Load, Poller, read_p2
@@ -78,19 +76,8 @@ def wait_for_heartbeats(
 def attack_release(
     federation: FaultFederation, project: str, version: str, keys: list[SigningKey]
 ) -> tuple[ReleasePublished, Delivered]:
-    zip_path = sample_zip(federation.origin_root / "files", project, version, {})
-    event = build_release(
-        package=f"drupal/{project}",
-        drupal_version=version,
-        zip_path=zip_path,
-        origin_url=f"{federation.origin.url}/files/{zip_path.name}",
-    )
-    producer = EventProducer(federation.stack.broker_url)
-    try:
-        delivered = publish_release(event, keys, producer, federation.topics.releases)
-    finally:
-        producer.close()
-    return event, delivered
+    event = federation.release_of(project, version)
+    return event, federation.produce(event, keys)
 
 
 def assert_refused_everywhere(
