@@ -488,7 +488,7 @@ def committed_offsets(federation: FaultFederation, region: str) -> dict[int, int
         consumer.close()
 
 
-def reset_group(federation: FaultFederation, region: str, timeout: float = 60.0) -> None:
+def reset_group(federation: FaultFederation, region: str, timeout: float = 150.0) -> None:
     """Commit offset 0 on every partition for the region's (emptied) group, as an operator
     would with kafka-consumer-groups --reset-offsets --to-earliest. The broker refuses it
     while the group still has members (until their session expires)."""
