@@ -23,7 +23,12 @@ from schemas.errors import (
 )
 from schemas.versions import drupal_to_composer
 
-PACKAGE_NAME = re.compile(r"^[a-z0-9]([_.-]?[a-z0-9]+)*/[a-z0-9](([_.]|-{1,2})?[a-z0-9]+)*$")
+# Composer's package name rule, written so no string has two ways to match: Composer's own
+# form, [a-z0-9]([_.-]?[a-z0-9]+)*, backtracks exponentially on a long run of letters
+# followed by a character it refuses (one such request held a node's event loop for good).
+VENDOR_PATTERN = r"[a-z0-9]+(?:[_.-][a-z0-9]+)*"
+NAME_PATTERN = r"[a-z0-9]+(?:(?:[_.]|-{1,2})[a-z0-9]+)*"
+PACKAGE_NAME = re.compile(rf"^{VENDOR_PATTERN}/{NAME_PATTERN}$")
 HEX_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 HEX_SHA1 = re.compile(r"^[0-9a-f]{40}$")
 _PLAIN_TEXT = re.compile(r"[A-Za-z0-9._+~-]+(/[A-Za-z0-9._+~-]+)?")

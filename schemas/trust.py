@@ -29,11 +29,17 @@ from schemas.errors import (
     ThresholdError,
     UndelegatedKeyError,
 )
-from schemas.events import PackageEvent, ReleasePublished, check_consistency, decode_package_event
+from schemas.events import (
+    VENDOR_PATTERN,
+    PackageEvent,
+    ReleasePublished,
+    check_consistency,
+    decode_package_event,
+)
 from schemas.signing import PublicKey, Signature, SignedEvent, SigningKey, seal
 
 #: A delegated namespace: a Composer vendor name followed by ``/*``.
-NAMESPACE = re.compile(r"[a-z0-9]([_.-]?[a-z0-9]+)*/\*")
+NAMESPACE = re.compile(rf"{VENDOR_PATTERN}/\*")
 _KEYID = re.compile(r"[0-9a-f]{64}")
 _KEYTYPE = "ed25519"
 _SCHEMA = "trust_root"

@@ -28,7 +28,7 @@ from connectors.store import ObjectStore, is_json
 from schemas import layout
 from schemas.composer import render_packages_json
 from schemas.errors import StoreUnavailableError
-from schemas.events import PACKAGE_NAME
+from schemas.events import NAME_PATTERN, PACKAGE_NAME
 from schemas.package_state import PackageState, VersionRecord, find_version
 from schemas.trust import TrustRoot
 
@@ -51,7 +51,7 @@ ADVISORIES_PATH: Final = "/api/security-advisories/"
 DOWNLOADS_PATH: Final = "/downloads/"
 _RETRY_AFTER: Final = {"Retry-After": "5"}
 
-_P2_FILE = re.compile(r"^(?P<name>[a-z0-9]([_.-]?[a-z0-9]+)*)(?P<dev>~dev)?\.json$")
+_P2_FILE = re.compile(rf"^(?P<name>{NAME_PATTERN})(?P<dev>~dev)?\.json$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # A Composer pretty version as a path segment: no '/', no leading '.', so never '..'.
 _VERSION = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")

@@ -44,7 +44,7 @@ from schemas.errors import (
     RejectedError,
     RootExpiredError,
 )
-from schemas.events import ReleasePublished
+from schemas.events import VENDOR_PATTERN, ReleasePublished
 from schemas.trust import TrustRoot, load_pinned_root, namespace_of
 from streams.artifacts import ReplicaRegistry
 from streams.policy import ReplicationPolicy
@@ -68,7 +68,7 @@ EXPIRED_ROOT_WAIT_SECONDS = 60.0
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,40}")
 _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 # A literal vendor, then a glob of package names: ``typo3/*``, ``acme/intranet_*``.
-_NAMESPACE_GLOB = re.compile(r"(?P<vendor>[a-z0-9]([_.-]?[a-z0-9]+)*)/[a-z0-9_.*?!\[\]-]+")
+_NAMESPACE_GLOB = re.compile(rf"(?P<vendor>{VENDOR_PATTERN})/[a-z0-9_.*?!\[\]-]+")
 _EXAMPLE = (
     "typo3:policy=canonical,broker=kafka://kafka.typo3.example:9092,topic=fair.releases,"
     "root=peers/typo3-root.avro,namespace=typo3/*"
