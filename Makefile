@@ -3,7 +3,7 @@
 
 # uv from PATH, or the one `python-deps` installs with pip (always reachable as a module).
 UV ?= $(shell command -v uv 2>/dev/null || echo python3 -m uv)
-APT_PACKAGES := composer php-cli php-zip php-curl kcat unzip nginx-light wrk
+APT_PACKAGES := composer php-cli php-zip php-curl kcat unzip nginx-light wrk chromium
 RUN := $(UV) run --frozen
 
 .PHONY: demo test lint unit integration e2e bench soak deps python-deps system-deps clean

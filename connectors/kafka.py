@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from urllib.parse import urlsplit
+from pathlib import Path
+from urllib.parse import parse_qsl, unquote
 
 from confluent_kafka import (
     Consumer,
@@ -22,6 +24,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from connectors.store import redact_url
 from schemas.errors import BrokerUnavailableError, ConfigurationError, RejectedError
 from schemas.events import ReleasePublished, decode_package_event
 from schemas.federation import PartitionSync
@@ -30,22 +33,161 @@ from schemas.signing import SignedEvent
 log = logging.getLogger(__name__)
 
 
-def bootstrap_servers(broker_url: str) -> str:
-    """``kafka://host:port[,host:port]`` to librdkafka's ``host:port,...``.
+#: An example of each broker URL form, by librdkafka's ``security.protocol``.
+BROKER_URL_EXAMPLES = {
+    "plaintext": "kafka://kafka-1:9092,kafka-2:9092",
+    "ssl": "kafka+ssl://kafka-1:9093,kafka-2:9093?ca=/etc/fairstream/kafka-ca.pem",
+    "sasl_ssl": "kafka+sasl-ssl://fairstream-eu:PASSWORD@kafka-1:9093,kafka-2:9093"
+    "?mechanism=SCRAM-SHA-512&ca=/etc/fairstream/kafka-ca.pem",
+}
+#: librdkafka settings, as confluent-kafka's clients take them.
+ClientConfig = dict[str, str | int | float | bool]
+#: The SASL mechanisms a ``kafka+sasl-ssl://`` URL may name.
+SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
+# Scheme → librdkafka's security.protocol, and the query keys each scheme takes.
+_SECURITY = {"kafka": "plaintext", "kafka+ssl": "ssl", "kafka+sasl-ssl": "sasl_ssl"}
+_QUERY_KEYS = {"plaintext": (), "ssl": ("ca",), "sasl_ssl": ("mechanism", "ca")}
+_HOST = re.compile(r"\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+")
 
-    Raises ``ConfigurationError`` for any other scheme or a missing port.
+
+@dataclass(frozen=True)
+class BrokerLocation:
+    """A Kafka cluster and how to reach it, parsed from a broker URL whose scheme says the
+    security: ``kafka://`` plaintext, ``kafka+ssl://`` TLS, ``kafka+sasl-ssl://`` SCRAM over TLS.
+
+    ``ca_file`` is the PEM bundle that verifies the brokers' certificates (None: the
+    system's CAs). The password is percent-decoded and kept out of ``repr``.
     """
-    parts = urlsplit(broker_url)
-    if parts.scheme != "kafka" or not parts.netloc:
+
+    servers: tuple[str, ...]
+    #: librdkafka's ``security.protocol``: ``plaintext``, ``ssl`` or ``sasl_ssl``.
+    security: str = "plaintext"
+    ca_file: str | None = None
+    mechanism: str | None = None
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+    @classmethod
+    def from_url(cls, broker_url: str) -> BrokerLocation:
+        """Parse a broker URL without touching the network or the disk.
+
+        Raises ``ConfigurationError`` saying what is wrong and showing the right forms.
+        """
+        shown = redact_url(broker_url)
+        scheme, separator, rest = broker_url.strip().partition("://")
+        security = _SECURITY.get(scheme.lower()) if separator else None
+        if security is None:
+            examples = " or ".join(BROKER_URL_EXAMPLES.values())
+            hint = "" if separator else " (or start the embedded one with `fairstream dev up`)"
+            raise ConfigurationError(
+                f"broker URL {shown!r} is not kafka://, kafka+ssl:// (TLS) or kafka+sasl-ssl:// "
+                f"(SCRAM over TLS); write it like {examples}{hint}"
+            )
+
+        def wrong(problem: str) -> ConfigurationError:
+            return ConfigurationError(
+                f"broker URL {shown!r} {problem}; write it like {BROKER_URL_EXAMPLES[security]}"
+            )
+
+        netloc, _, query = rest.partition("?")
+        netloc, slash, path = netloc.partition("/")
+        if slash and path:
+            raise wrong(f"has a path ({'/' + path!r}), which a broker URL never has")
+        userinfo, at, hosts = netloc.rpartition("@")
+        if not hosts:
+            raise wrong("names no HOST:PORT")
+        servers = tuple(_server(host, wrong) for host in hosts.split(","))
+        options = _query_options(query, _QUERY_KEYS[security], wrong)
+        ca_file = options.get("ca")
+        if security != "sasl_ssl":
+            if at:
+                raise wrong("carries a user name or password, which only kafka+sasl-ssl:// uses")
+            return cls(servers, security, ca_file)
+        user, colon, password = userinfo.partition(":")
+        if not at or not colon or not user or not password:
+            raise wrong("has no USER:PASSWORD@ before the hosts (percent-encode @ : / ? in them)")
+        mechanism = options.get("mechanism")
+        if mechanism is None or mechanism.upper() not in SCRAM_MECHANISMS:
+            named = "names no mechanism" if mechanism is None else f"names mechanism {mechanism!r}"
+            raise wrong(f"{named}, not mechanism=SCRAM-SHA-512 or mechanism=SCRAM-SHA-256")
+        return cls(servers, security, ca_file, mechanism.upper(), unquote(user), unquote(password))
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """librdkafka's ``host:port,host:port``."""
+        return ",".join(self.servers)
+
+    def client_config(self) -> ClientConfig:
+        """The librdkafka settings that reach and authenticate to the cluster."""
+        config: ClientConfig = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "security.protocol": self.security,
+        }
+        if self.security != "plaintext":
+            # "probe": the system's CA bundle, as Python's default SSL context uses.
+            config["ssl.ca.location"] = self.ca_file or "probe"
+            config["ssl.endpoint.identification.algorithm"] = "https"
+        if self.security == "sasl_ssl":
+            assert self.mechanism and self.username and self.password is not None
+            config["sasl.mechanism"] = self.mechanism
+            config["sasl.username"] = self.username
+            config["sasl.password"] = self.password
+        return config
+
+
+def _server(host: str, wrong: Callable[[str], ConfigurationError]) -> str:
+    name, colon, port = host.strip().rpartition(":")
+    if not colon or not name:
+        raise wrong(f"names {host!r}, which has no port")
+    if not _HOST.fullmatch(name):
+        raise wrong(f"names {name!r}, which is not a host name or address")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise wrong(f"names {host!r}, whose port is not a number from 1 to 65535")
+    return f"{name}:{int(port)}"
+
+
+def _query_options(
+    query: str, allowed: tuple[str, ...], wrong: Callable[[str], ConfigurationError]
+) -> dict[str, str]:
+    options: dict[str, str] = {}
+    for name, value in parse_qsl(query, keep_blank_values=True):
+        if name not in allowed:
+            takes = (
+                f"takes only {', '.join(allowed)}"
+                if allowed
+                else "takes none: TLS and SASL need kafka+ssl:// or kafka+sasl-ssl://"
+            )
+            raise wrong(f"has an unknown option {name!r} (this scheme {takes})")
+        if name in options:
+            raise wrong(f"gives {name}= twice")
+        if not value:
+            raise wrong(f"gives {name}= without a value")
+        options[name] = value
+    return options
+
+
+def client_config(broker_url: str) -> ClientConfig:
+    """The librdkafka configuration of every confluent-kafka client of ``broker_url``:
+    servers and security (TLS, SASL/SCRAM) from the URL. Clients add their own keys.
+
+    Raises ``ConfigurationError`` for a malformed URL or a CA file that does not exist.
+    """
+    location = BrokerLocation.from_url(broker_url)
+    if location.ca_file is not None and not Path(location.ca_file).is_file():
         raise ConfigurationError(
-            f"broker URL {broker_url!r} is not kafka://host:port[,host:port]; "
-            "start the embedded one with `fairstream dev up`"
+            f"the CA file {location.ca_file} named in broker URL {redact_url(broker_url)!r} "
+            "does not exist; give the PEM file of the CA that signed the brokers' certificates"
         )
-    hosts = parts.netloc.split(",")
-    for host in hosts:
-        if ":" not in host:
-            raise ConfigurationError(f"broker URL {broker_url!r}: {host!r} has no port")
-    return ",".join(hosts)
+    return location.client_config()
+
+
+def bootstrap_servers(broker_url: str) -> str:
+    """``kafka://host:port[,host:port]`` (any broker URL form) to librdkafka's ``host:port,...``,
+    for tools that take only the servers (kcat in tests, the dev stack's probe).
+
+    Raises ``ConfigurationError`` for a malformed URL.
+    """
+    return BrokerLocation.from_url(broker_url).bootstrap_servers
 
 
 @dataclass(frozen=True)
@@ -100,11 +242,13 @@ def ensure_topics(
 
     Raises ``BrokerUnavailableError`` when the broker does not answer.
     """
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers(broker_url)})
+    admin = AdminClient(client_config(broker_url))
     try:
         existing = admin.list_topics(timeout=timeout).topics
     except KafkaException as exc:
-        raise BrokerUnavailableError(f"broker {broker_url} did not list topics: {exc}") from exc
+        raise BrokerUnavailableError(
+            f"broker {redact_url(broker_url)} did not list topics: {exc}"
+        ) from exc
     compact = set(compacted)
     wanted = [
         NewTopic(
@@ -125,7 +269,7 @@ def ensure_topics(
             if exc.args and exc.args[0].code() == KafkaError.TOPIC_ALREADY_EXISTS:
                 continue
             raise BrokerUnavailableError(
-                f"broker {broker_url} did not create {name}: {exc}"
+                f"broker {redact_url(broker_url)} did not create {name}: {exc}"
             ) from exc
 
 
@@ -146,7 +290,7 @@ class EventProducer:
         self._timeout = delivery_timeout
         self._producer = Producer(
             {
-                "bootstrap.servers": bootstrap_servers(broker_url),
+                **client_config(broker_url),
                 "enable.idempotence": True,
                 "acks": "all",
                 "delivery.timeout.ms": int(delivery_timeout * 1000),
@@ -181,7 +325,8 @@ class EventProducer:
         if remaining or len(reports) < count:
             raise BrokerUnavailableError(
                 f"{count - len(reports)} record(s) to {topic} not acknowledged by "
-                f"{self._broker_url} within {self._timeout:.0f} s; is the broker running?"
+                f"{redact_url(self._broker_url)} within {self._timeout:.0f} s; is the broker "
+                "running?"
             )
         delivered: list[Delivered] = []
         for _, err, msg in sorted(reports, key=lambda report: report[0]):
@@ -223,8 +368,7 @@ def group_positions(
     On Tansu the log end is approximate (DESIGN.md): it may lag the real one by
     the last batch. Raises ``BrokerUnavailableError``.
     """
-    servers = bootstrap_servers(broker_url)
-    admin = AdminClient({"bootstrap.servers": servers})
+    admin = AdminClient(client_config(broker_url))
     try:
         metadata = admin.list_topics(timeout=timeout)
         partitions = sorted(metadata.topics[topic].partitions) if topic in metadata.topics else []
@@ -237,7 +381,7 @@ def group_positions(
         committed = {tp.partition: tp.offset for tp in result.topic_partitions}
         probe = Consumer(
             {
-                "bootstrap.servers": servers,
+                **client_config(broker_url),
                 "group.id": f"{group}.probe",
                 "log.connection.close": False,
             }
@@ -250,7 +394,9 @@ def group_positions(
         finally:
             probe.close()
     except KafkaException as exc:
-        raise BrokerUnavailableError(f"broker {broker_url} did not report offsets: {exc}") from exc
+        raise BrokerUnavailableError(
+            f"broker {redact_url(broker_url)} did not report offsets: {exc}"
+        ) from exc
     return [
         PartitionPosition(p, committed[p] if committed.get(p, -1) >= 0 else None, ends[p])
         for p in partitions
@@ -277,7 +423,7 @@ def _iter_to_end(
     """
     consumer = Consumer(
         {
-            "bootstrap.servers": bootstrap_servers(broker_url),
+            **client_config(broker_url),
             "group.id": "fairstream-reader",
             "enable.auto.commit": False,
             "enable.partition.eof": True,
@@ -497,7 +643,7 @@ class TopicFollower:
     def _run(self) -> None:
         consumer = Consumer(
             {
-                "bootstrap.servers": bootstrap_servers(self._broker_url),
+                **client_config(self._broker_url),
                 "group.id": "fairstream-follower",
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
@@ -544,12 +690,14 @@ def topic_partitions(broker_url: str, topic: str, *, timeout: float = 15.0) -> l
 
     Raises ``BrokerUnavailableError``.
     """
-    admin = AdminClient({"bootstrap.servers": bootstrap_servers(broker_url)})
+    admin = AdminClient(client_config(broker_url))
     try:
         # Listing all topics: asking about one by name makes the broker create it.
         metadata = admin.list_topics(timeout=timeout)
     except KafkaException as exc:
-        raise BrokerUnavailableError(f"broker {broker_url} did not list topics: {exc}") from exc
+        raise BrokerUnavailableError(
+            f"broker {redact_url(broker_url)} did not list topics: {exc}"
+        ) from exc
     found = metadata.topics.get(topic)
     return sorted(found.partitions) if found is not None else []
 
@@ -601,7 +749,7 @@ class GroupConsumer:
         self._on_revoke = on_revoke
         self._consumer = Consumer(
             {
-                "bootstrap.servers": bootstrap_servers(broker_url),
+                **client_config(broker_url),
                 "group.id": group,
                 "enable.auto.commit": False,
                 "enable.auto.offset.store": False,
@@ -626,7 +774,7 @@ class GroupConsumer:
             return self._topic in self._consumer.list_topics(timeout=timeout).topics
         except KafkaException as exc:
             raise BrokerUnavailableError(
-                f"broker {self._broker_url} did not list topics: {exc}"
+                f"broker {redact_url(self._broker_url)} did not list topics: {exc}"
             ) from exc
 
     def poll(self, max_records: int, timeout: float) -> list[ConsumedRecord]:
@@ -657,7 +805,8 @@ class GroupConsumer:
                 )
         if errors and not records:
             raise BrokerUnavailableError(
-                f"reading {self._topic} on {self._broker_url} failed: {'; '.join(errors[:3])}"
+                f"reading {self._topic} on {redact_url(self._broker_url)} failed: "
+                f"{'; '.join(errors[:3])}"
             )
         return records
 

@@ -23,6 +23,7 @@ import urllib3
 from minio import Minio
 from minio.error import InvalidResponseError, MinioException, S3Error
 
+from connectors.metrics import record_store_write
 from schemas.errors import ConfigurationError, StoreUnavailableError
 
 #: minio errors that mean "not there", as opposed to "the store is unwell".
@@ -166,6 +167,7 @@ class ObjectStore:
             )
         except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
             raise self._unavailable("write", key, exc) from exc
+        record_store_write(self.bucket, key)
 
     def put_file(self, key: str, path: Path, *, content_type: str) -> None:
         """Upload a file in parts, never holding it whole in memory."""
@@ -173,6 +175,7 @@ class ObjectStore:
             self._client.fput_object(self.bucket, key, str(path), content_type=content_type)
         except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
             raise self._unavailable("write", key, exc) from exc
+        record_store_write(self.bucket, key)
 
     def get(
         self, key: str, *, complete: Callable[[bytes], bool] | None = None

@@ -10,6 +10,7 @@ node registered.
 from __future__ import annotations
 
 import re
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -230,15 +231,29 @@ def open_status(data: bytes, registered: Mapping[str, PublicKey]) -> NodeStatus:
     return status
 
 
+#: Lag samples kept per node for a status page's chart (at a 10 s heartbeat, 2 hours).
+LAG_HISTORY = 720
+
+
+@dataclass(frozen=True)
+class LagSample:
+    """A node's events behind at one moment (from a heartbeat or its own measurement)."""
+
+    at: datetime
+    events_behind: int
+
+
 @dataclass
 class NodeBook:
     """The latest verified registration and heartbeat of every node, from the status topic.
 
     ``add`` takes records in log order; the last verified one of each kind wins.
+    ``history`` keeps each node's recent heartbeats as lag samples.
     """
 
     registrations: dict[str, NodeRegistration] = field(default_factory=dict)
     statuses: dict[str, NodeStatus] = field(default_factory=dict)
+    history: dict[str, deque[LagSample]] = field(default_factory=dict)
 
     def add(self, value: bytes) -> NodeRegistration | NodeStatus:
         """Verify and keep one record of the status topic, a registration or a heartbeat.
@@ -264,4 +279,6 @@ class NodeBook:
         # The last in log order wins. A replayed older heartbeat can only show
         # less applied, never more, so it cannot send clients to a node too early.
         self.statuses[status.node_id] = status
+        samples = self.history.setdefault(status.node_id, deque(maxlen=LAG_HISTORY))
+        samples.append(LagSample(status.heartbeat_at, status.events_behind))
         return status

@@ -48,6 +48,9 @@ class VersionRecord:
     #: Where the event that published it sits in the log (``topic:partition:offset``): a
     #: node has this version once its applied offset of that partition is past it.
     position: str = ""
+    #: Key ids of the delegated keys whose signatures verified when it was applied (empty
+    #: in states written before they were recorded).
+    signed_by: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,7 @@ class PackageState:
         document = orjson.loads(data)
         return cls(
             package=document["package"],
-            versions={v: VersionRecord(**r) for v, r in document["versions"].items()},
+            versions={v: _version_record(r) for v, r in document["versions"].items()},
             sequence=document.get("sequence", -1),
             applied=document.get("applied", {}),
             expunged=document.get("expunged", {}),
@@ -92,6 +95,11 @@ class PackageState:
     def references(self, sha256: str) -> bool:
         """Whether a version still kept points at this artifact."""
         return any(record.sha256 == sha256 for record in self.versions.values())
+
+
+def _version_record(document: dict[str, Any]) -> VersionRecord:
+    signed_by = tuple(document.pop("signed_by", ()))
+    return VersionRecord(**document, signed_by=signed_by)
 
 
 @dataclass(frozen=True)
@@ -104,12 +112,18 @@ class Transition:
 
 
 def apply_event(
-    state: PackageState, event: PackageEvent, *, digest: str, position: str
+    state: PackageState,
+    event: PackageEvent,
+    *,
+    digest: str,
+    position: str,
+    signed_by: tuple[str, ...] = (),
 ) -> Transition | None:
     """The transition ``event`` makes, or None when this very delivery was applied already.
 
     ``digest`` is the sha256 of the signed payload, ``position`` where the
-    record sits in the log (``topic:partition:offset``). Raises
+    record sits in the log (``topic:partition:offset``), ``signed_by`` the key ids whose
+    signatures verified (kept with a published version). Raises
     ``ReplayError``, ``RollbackError`` or ``VersionConflictError``.
     """
     seen_at = state.applied.get(digest)
@@ -128,7 +142,7 @@ def apply_event(
     applied = {**state.applied, digest: position}
     advanced = replace(state, sequence=event.sequence, applied=applied)
     if isinstance(event, ReleasePublished):
-        return _publish(advanced, event, position)
+        return _publish(advanced, event, position, signed_by)
     if isinstance(event, ReleaseYanked):
         return _yank(advanced, event)
     if isinstance(event, ReleaseExpunged):
@@ -136,7 +150,9 @@ def apply_event(
     return _advise(advanced, event)
 
 
-def _publish(state: PackageState, event: ReleasePublished, position: str) -> Transition:
+def _publish(
+    state: PackageState, event: ReleasePublished, position: str, signed_by: tuple[str, ...]
+) -> Transition:
     if event.version in state.expunged:
         raise VersionConflictError(
             f"{event.package} {event.version} was expunged; an expunged version never "
@@ -164,6 +180,7 @@ def _publish(state: PackageState, event: ReleasePublished, position: str) -> Tra
         composer=event.composer,
         origin_url=event.artifact.origin_url,
         position=position,
+        signed_by=signed_by,
     )
     return Transition(
         replace(state, versions={**state.versions, event.version: record}), fetch=event.artifact

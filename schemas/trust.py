@@ -378,7 +378,19 @@ def verify_event(
     now: datetime,
     max_artifact_size: int | None = None,
 ) -> PackageEvent:
-    """The package event in ``data`` (a SignedEvent), if ``root`` lets it be applied at ``now``.
+    """The package event in ``data``; see ``verify_event_signers``, whose checks it makes."""
+    return verify_event_signers(data, root, now=now, max_artifact_size=max_artifact_size)[0]
+
+
+def verify_event_signers(
+    data: bytes,
+    root: TrustRoot,
+    *,
+    now: datetime,
+    max_artifact_size: int | None = None,
+) -> tuple[PackageEvent, tuple[str, ...]]:
+    """The package event in ``data`` (a SignedEvent), if ``root`` lets it be applied at ``now``,
+    and the key ids of the delegated keys whose signatures verified (sorted).
 
     Checks, in this order, each raising its own ``RejectedError``:
     root expired (``RootExpiredError``); envelope and payload decode
@@ -414,7 +426,7 @@ def verify_event(
             f"{signed_by}); the event is refused: ask the root key holders to delegate the "
             "namespace if it is legitimate"
         )
-    _check_signatures(envelope, event.package, delegation, root)
+    signers = _check_signatures(envelope, event.package, delegation, root)
     check_consistency(event)
     if (
         max_artifact_size is not None
@@ -428,13 +440,14 @@ def verify_event(
             "is refused without download: raise the node's max artifact size if the release "
             "is genuine"
         )
-    return event
+    return event, tuple(sorted(signers))
 
 
 def _check_signatures(
     envelope: SignedEvent, package: str, delegation: Delegation, root: TrustRoot
-) -> None:
-    """Raise unless a threshold of distinct delegated keys signed ``envelope``'s payload."""
+) -> frozenset[str]:
+    """The delegated key ids whose signatures verify, if they meet the threshold; raises
+    otherwise."""
     namespace, publisher = delegation.namespace, delegation.publisher
     needed = (
         f"{namespace} needs {delegation.threshold} of {publisher}'s keys "
@@ -455,7 +468,7 @@ def _check_signatures(
     payload = envelope.payload
     valid = _valid_signers(payload, envelope.signatures, root.keys, delegation.keyids)
     if len(valid) >= delegation.threshold:
-        return
+        return frozenset(valid)
     signed_by = short_ids(s.keyid for s in envelope.signatures)
     if valid:
         raise ThresholdError(

@@ -20,6 +20,7 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from schemas.errors import ConfigurationError
 from services.catalogue import MAX_PROJECTS, CatalogueSummary, generate_catalogue
 
 __all__ = ["catalogue", "register"]
@@ -37,7 +38,9 @@ def register(group: click.Group) -> None:
 def catalogue() -> None:
     """Synthetic Drupal-like Composer repositories, deterministic from a seed.
 
-    Example: fairstream catalogue generate ./catalogue --projects 200 --seed 7 --base-url http://127.0.0.1:8000 --zips
+    \b
+    Example: fairstream catalogue generate ./catalogue --projects 200 --seed 7 \\
+      --base-url http://127.0.0.1:8000 --zips
     """
 
 
@@ -89,7 +92,9 @@ def generate(
     and size of every zip, by dist URL path) and, with --zips, files/projects/*.zip. Serve it
     with `fairstream origin serve OUT`.
 
-    Example: fairstream catalogue generate ./catalogue --projects 30000 --seed 1 --base-url http://127.0.0.1:8000 --no-zips
+    \b
+    Example: fairstream catalogue generate ./catalogue --projects 30000 --seed 1 \\
+      --base-url http://127.0.0.1:8000 --no-zips
     """
     workers = workers or min(_MAX_DEFAULT_WORKERS, os.cpu_count() or 1)
     started = time.monotonic()
@@ -120,6 +125,11 @@ def generate(
             workers=workers,
             progress=show,
         )
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot write the catalogue to {out}: {exc.strerror} ({exc.filename}); choose an "
+            "OUT directory you may write to, on a disk with room for it"
+        ) from exc
     finally:
         if progress.live.is_started:
             progress.stop()

@@ -3,28 +3,40 @@
 from __future__ import annotations
 
 import re
+import sys
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import click
 import faust
 import uvloop
 from aiohttp import web
-from rich.console import Console
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
 
-from connectors.kafka import EventProducer, Topics, ensure_topics
+from connectors.kafka import EventProducer, Topics, bootstrap_servers, ensure_topics
 from connectors.state_store import PackageStates
 from connectors.store import ObjectStore, StoreLocation
 from infra import devstack
 from schemas import layout
 from schemas.composer import render_packages_json
-from schemas.errors import ConfigurationError, FairstreamError, RejectedError
+from schemas.errors import (
+    BrokerUnavailableError,
+    ConfigurationError,
+    FairstreamError,
+    RejectedError,
+    StoreUnavailableError,
+    TransientError,
+)
 from schemas.package_state import render_documents
 from schemas.signing import SigningKey
 from schemas.trust import TrustRoot, load_pinned_root, verify_root_update
 from services.catalogue_cli import register as register_catalogue
+from services.catch_up import CatchUpProgress
 from services.cli_options import (
     BROKER_OPTION,
     DATA_DIR_OPTION,
@@ -37,21 +49,29 @@ from services.cli_options import (
     STORE_OPTION,
     TOPIC_PREFIX_OPTION,
     listen_address,
+    make_dir,
     node_key,
+    pinned_root,
+    pinned_root_file,
     read_file,
     stack_urls,
+    write_file,
 )
+from services.cli_options import broker_url as resolve_broker
+from services.config_cli import register as register_config
 from services.demo import run_demo, write_key_pair
 from services.directory import Directory, directory_app
 from services.http_service import HttpServerService
 from services.importer_cli import register as register_import
 from services.meta_directory_cli import register as register_meta_directory
+from services.node_config import configurable
 from services.node_http import NodeHttp, NodeHttpSettings
 from services.origin_http import origin_app
 from services.publisher import build_release, publish_release
 from services.publishing_cli import register as register_publishing
 from services.registry import RegionMap, Registry
-from services.status import directory_admissions, federation_table, read_node_book
+from services.status import directory_admissions, federation_table, read_node_book, redraw
+from services.status_pages import NodeOwnStatus, RejectionLog, serve_status_pages
 from services.trust_admin import DelegationSpec, build_root, public_of, read_key, signing_keys
 from streams.faults import FaultSpec
 from streams.node import NodeSettings, NodeStream, region_public_url
@@ -179,7 +199,13 @@ def keys_generate(path: Path) -> None:
             f"{private_path} or its .pub already exists; choose another name or remove them first"
         )
     key = SigningKey.generate()
-    public_path = write_key_pair(key, private_path)
+    try:
+        public_path = write_key_pair(key, private_path)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot write key file {private_path}: {exc.strerror} ({exc.filename}); choose a "
+            "path in a directory you may write to"
+        ) from exc
     console.print(f"key id {key.public_key.keyid}\nprivate {private_path}\npublic  {public_path}")
 
 
@@ -220,8 +246,10 @@ def publish(
 ) -> None:
     """Sign one release and produce it to the releases topic; prints where it landed.
 
-    Example: fairstream publish drupal/token 8.x-1.9 --zip token-8.x-1.9.zip
-    --origin-url https://ftp.drupal.org/files/projects/token-8.x-1.9.zip --key keys/drupal.key
+    \b
+    Example: fairstream publish drupal/token 8.x-1.9 --zip token-8.x-1.9.zip \\
+      --origin-url https://ftp.drupal.org/files/projects/token-8.x-1.9.zip \\
+      --key keys/drupal.key
     """
     keys = signing_keys(key_paths)
     metadata: dict[str, object] = {}
@@ -230,7 +258,7 @@ def publish(
         if any(len(pair) != 2 for pair in pairs):
             raise ConfigurationError("--require takes NAME:CONSTRAINT, e.g. drupal/token:^1.9")
         metadata["require"] = dict(pairs)
-    broker_url = broker or stack_urls(data_dir, None, None)[0]
+    broker_url = resolve_broker(data_dir, broker)
     topics = Topics.with_prefix(topic_prefix)
     release = build_release(
         package=package,
@@ -290,11 +318,15 @@ def policy_options(command: Callable[..., None]) -> Callable[..., None]:
 def policy_from_options(
     mode: str, include: tuple[str, ...], exclude: tuple[str, ...], quota: str | None
 ) -> ReplicationPolicy:
+    try:
+        quota_bytes = parse_size(quota) if quota is not None else None
+    except ConfigurationError as exc:
+        raise ConfigurationError(f"--quota: {exc}") from None
     return ReplicationPolicy(
         mode=ReplicationMode(mode),
         include=include or ("drupal/*",),
         exclude=exclude,
-        quota_bytes=parse_size(quota) if quota is not None else None,
+        quota_bytes=quota_bytes,
     )
 
 
@@ -306,6 +338,7 @@ def node() -> None:
     """
 
 
+@configurable
 @node.command("run")
 @click.option("--region", required=True, help="The node's region; one consumer group per region.")
 @click.option(
@@ -357,7 +390,7 @@ def node() -> None:
     multiple=True,
     metavar="NAME:policy=P,broker=URL,...",
     help="Follow another network's releases topic (repeatable). NAME:KEY=VALUE,... with keys "
-    "policy (canonical, source or refuse), broker (kafka://HOST:PORT), topic [default: "
+    "policy (canonical, source or refuse), broker (a URL as --broker takes), topic [default: "
     "fair.releases], root (the peer's own signed trust root file) and namespace (VENDOR/*, "
     "canonical only, repeatable). canonical: its packages in those namespaces are applied and "
     "served here; source: its zip URLs only become download sources; refuse: its records are "
@@ -414,12 +447,15 @@ def node_run(
     Run it again with the same --region (and another --listen) to add a worker: the
     workers of a region share its partitions and its bucket.
 
-    Example: fairstream node run --region eu --root root.avro --listen 127.0.0.1:8081
-    --mode full --include 'drupal/*' --exclude 'drupal/legacy_*' --quota 20G
+    \b
+    Example: fairstream node run --region eu --root root.avro \\
+      --listen 127.0.0.1:8081 --mode full --include 'drupal/*' \\
+      --exclude 'drupal/legacy_*' --quota 20G
+
+    A node that also follows a peer network's releases:
 
     \b
-    Example with a peer network:
-    fairstream node run --region eu --root root.avro --peer \\
+    Example: fairstream node run --region eu --root root.avro --peer \\
       'typo3:policy=canonical,broker=kafka://kafka.typo3.example:9092,root=peers/typo3-root.avro,namespace=typo3/*'
     """
     if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,40}", region):
@@ -432,6 +468,12 @@ def node_run(
         for spec in peer_specs
     )
     location = StoreLocation.from_url(store_url)
+    # A mistake in the arguments is reported before the store or the broker is asked.
+    bootstrap_servers(broker_url)
+    pinned = pinned_root_file(root_path)
+    replication = with_peer_namespaces(policy_from_options(mode, include, exclude, quota), peers)
+    make_dir(data_dir / "nodes" / region, "the node's data directory")
+    own_key = node_key(node_key_path, data_dir, region, listen)
     bucket = bucket or f"fairstream-{region}"
     region_store = ObjectStore(location, bucket)
     region_store.ensure_bucket()
@@ -441,15 +483,15 @@ def node_run(
         store=location,
         bucket=bucket,
         public_url=region_public_url(region_store, public_url, f"http://{listen}"),
-        pinned_root=read_file(root_path, "trust root file"),
+        pinned_root=pinned,
         data_dir=data_dir / "nodes" / region,
         topics=topics,
         session_timeout=session_timeout,
         max_artifact_size=max_artifact_size,
-        policy=with_peer_namespaces(policy_from_options(mode, include, exclude, quota), peers),
+        policy=replication,
         pending_interval=pending_interval,
         peers=peers,
-        node_key=node_key(node_key_path, data_dir, region, listen),
+        node_key=own_key,
         status_interval=status_every,
         fault=FaultSpec.parse(fault_point) if fault_point else None,
         clock_skew=timedelta(seconds=clock_skew),
@@ -489,9 +531,27 @@ def node_run(
         on_serve=stream.hot.record_serve,
         clock=stream.now,
     )
+    rejections = RejectionLog(broker_url, topics.rejected, region=region)
+    reporter = stream.reporter
+    own_status = NodeOwnStatus(
+        registration=reporter.registration if reporter else None,
+        last_status=lambda: reporter.last if reporter else None,
+        history=lambda: list(reporter.history) if reporter else [],
+        states=stream.states,
+        store=stream.store,
+        trust_root=lambda: stream.trust.root,
+        rejections=rejections,
+        keeps_zips=policy.mirrors_artifacts,
+        title=f"fairstream node · {region}",
+    )
+    serve_status_pages(http.app, own_status, rejections=rejections, clock=stream.now)
     uvloop.install()
     worker = faust.Worker(stream.app, HttpServerService(http.app, host, port), loglevel="info")
-    worker.execute_from_commandline()
+    # The console keeps the real stderr: the worker later redirects sys.stderr to its log.
+    with CatchUpProgress(Console(file=sys.stderr, soft_wrap=True)) as catch_up:
+        if stream.reporter is not None:
+            stream.reporter.listeners.append(catch_up.observe)
+        worker.execute_from_commandline()
 
 
 @node.command("serve")
@@ -542,8 +602,9 @@ def node_serve(
     the bucket as the workers wrote it, so in production put workers and frontends behind
     the region's one public URL (their --public-url).
 
-    Example: fairstream node serve --region eu --root root.avro --listen 0.0.0.0:8080
-    --public-url https://eu.packages.example.org
+    \b
+    Example: fairstream node serve --region eu --root root.avro \\
+      --listen 0.0.0.0:8080 --public-url https://eu.packages.example.org
     """
     from services.frontend import Frontend, FrontendSettings
 
@@ -557,7 +618,7 @@ def node_serve(
             store=StoreLocation.from_url(store_url),
             bucket=bucket or f"fairstream-{region}",
             public_url=public_url or f"http://{listen}",
-            pinned_root=read_file(root_path, "trust root file"),
+            pinned_root=pinned_root_file(root_path),
             policy=policy_from_options(mode, include, exclude, quota),
             node_key=node_key(node_key_path, data_dir, region, listen),
             topics=topics,
@@ -617,16 +678,19 @@ def node_rebuild(
     for the nodes to fetch; metadata of packages the log no longer gives is removed.
     Safe while the region's nodes run.
 
-    Example: fairstream node rebuild --region eu --root root.avro
-    --public-url https://eu.packages.example.org
+    \b
+    Example: fairstream node rebuild --region eu --root root.avro \\
+      --public-url https://eu.packages.example.org
     """
     broker_url, store_url = stack_urls(data_dir, broker, store)
     topics = Topics.with_prefix(topic_prefix)
     policy = policy_from_options(mode, include, exclude, quota)
+    pinned = pinned_root_file(root_path)
+    bootstrap_servers(broker_url)
     objects = ObjectStore(StoreLocation.from_url(store_url), bucket or f"fairstream-{region}")
     objects.ensure_bucket()
     keeper = TrustKeeper(
-        read_file(root_path, "trust root file"),
+        pinned,
         store=objects,
         broker_url=broker_url,
         topic=topics.trust,
@@ -695,12 +759,22 @@ def origin_serve(root: Path, listen: str) -> None:
     default=None,
     help="A directory's URL: adds whether it admitted each node, and why.",
 )
+@click.option("--watch", is_flag=True, help="Redraw the table in place until Ctrl-C.")
+@click.option(
+    "--every",
+    type=click.FloatRange(0.5, 3600),
+    default=None,
+    metavar="SECONDS",
+    help="Seconds between redraws with --watch  [default: 5]",
+)
 @BROKER_OPTION
 @TOPIC_PREFIX_OPTION
 @DATA_DIR_OPTION
 def status(
     regions: tuple[str, ...],
     directory_url: str | None,
+    watch: bool,
+    every: float | None,
     broker: str | None,
     topic_prefix: str,
     data_dir: Path,
@@ -708,23 +782,53 @@ def status(
     """Print every node of the federation from its last heartbeat: region, URL, in sync or
     how far behind, last heartbeat, store usage.
 
+    \b
     Example: fairstream status --directory https://packages.example.org
+
+    \b
+    Example: fairstream status --region eu --watch --every 2
     """
-    broker_url = broker or stack_urls(data_dir, None, None)[0]
+    if every is not None and not watch:
+        raise click.UsageError("--every sets how often --watch redraws; add --watch")
+    broker_url = resolve_broker(data_dir, broker)
     topics = Topics.with_prefix(topic_prefix)
-    book = read_node_book(broker_url, topics.status)
-    admissions = directory_admissions(directory_url) if directory_url else None
-    console.print(federation_table(book, regions=regions, admissions=admissions))
+
+    def render() -> Table:
+        book = read_node_book(broker_url, topics.status)
+        admissions = directory_admissions(directory_url) if directory_url else None
+        return federation_table(book, regions=regions, admissions=admissions)
+
+    table = render()  # a wrong --broker fails here, with or without --watch
+    if not watch:
+        console.print(table)
+        return
+    period = every or 5.0
+    last = [table]
+
+    def refresh() -> RenderableType:
+        # A broker that stops answering leaves the last table up, saying so.
+        try:
+            last[0] = render()
+        except TransientError as exc:
+            return Group(last[0], Text(f"not refreshed: {exc}", style="yellow"))
+        last[0].caption = f"refreshed {datetime.now():%H:%M:%S}, every {period:g} s; Ctrl-C stops"
+        return last[0]
+
+    with Live(table, console=console, auto_refresh=False) as live:
+        redraw(refresh, lambda frame: live.update(frame, refresh=True), every=period)
 
 
 @cli.group()
 def directory() -> None:
     """The directory: the Composer repository URL site builders configure once.
 
-    Example: fairstream directory serve --root root.avro --region-map 10.0.0.0/8=eu
+    \b
+    Example: fairstream directory serve --root root.avro \\
+      --region-map 10.0.0.0/8=eu
     """
 
 
+@configurable
 @directory.command("serve")
 @click.option(
     "--root",
@@ -808,9 +912,10 @@ def directory_serve(
     """Serve the catalogue to Composer and send each download to the best admitted,
     in-sync node of the client's region (else another region's, else the signed origin).
 
-    Example: fairstream directory serve --root root.avro --listen 0.0.0.0:8090
-    --public-url https://packages.example.org --region-map 10.0.0.0/8=eu
-    --region-map 192.168.0.0/16=us
+    \b
+    Example: fairstream directory serve --root root.avro --listen 0.0.0.0:8090 \\
+      --public-url https://packages.example.org \\
+      --region-map 10.0.0.0/8=eu --region-map 192.168.0.0/16=us
     """
     if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,40}", name):
         raise ConfigurationError(f"--name {name!r} must be lower-case letters, digits and dashes")
@@ -827,8 +932,8 @@ def directory_serve(
         store=StoreLocation.from_url(store_url),
         bucket=f"fairstream-{name}",
         public_url=public_url or f"http://{listen}",
-        pinned_root=read_file(root_path, "trust root file"),
-        data_dir=data_dir / "directories" / name,
+        pinned_root=pinned_root_file(root_path),
+        data_dir=make_dir(data_dir / "directories" / name, "the directory's data directory"),
         topics=topics,
         session_timeout=session_timeout,
         policy=ReplicationPolicy(mode=ReplicationMode.METADATA_ONLY),
@@ -856,6 +961,7 @@ def directory_serve(
             patterns=settings.policy.include,
             public_url=settings.public_url,
             mirror_artifacts=False,
+            service="directory",
         ),
         stream.store,
         trust_root=lambda: stream.trust.root,
@@ -863,7 +969,12 @@ def directory_serve(
         dist_router=service.route,
     )
     uvloop.install()
-    app = directory_app(http, service)
+    app = directory_app(
+        http,
+        service,
+        trust_root=lambda: stream.trust.root,
+        rejections=RejectionLog(broker_url, topics.rejected),
+    )
     worker = faust.Worker(stream.app, HttpServerService(app, host, port), loglevel="info")
     worker.execute_from_commandline()
 
@@ -914,8 +1025,9 @@ EXPIRES_OPTION = click.option(
 def trust() -> None:
     """Trust roots: root keys, delegations of namespaces to publisher keys, rotations.
 
-    Example: fairstream trust init root.avro --root-key keys/root.key
-    --delegate 'drupal/*=drupal.org:keys/drupal.pub'
+    \b
+    Example: fairstream trust init root.avro --root-key keys/root.key \\
+      --delegate 'drupal/*=drupal.org:keys/drupal.pub'
     """
 
 
@@ -934,8 +1046,9 @@ def trust_init(
 ) -> None:
     """Write root v1, signed by its own root keys (give their private .key files): the file nodes pin.
 
-    Example: fairstream trust init root.avro --root-key keys/root.key
-    --delegate 'drupal/*=drupal.org:keys/drupal.pub'
+    \b
+    Example: fairstream trust init root.avro --root-key keys/root.key \\
+      --delegate 'drupal/*=drupal.org:keys/drupal.pub'
     """
     keys = [read_key(p) for p in root_key_paths]
     signers = [k for k in keys if isinstance(k, SigningKey)]
@@ -953,7 +1066,7 @@ def trust_init(
         )
     signed = root.sign(signers)
     load_pinned_root(signed)  # refuses a root that does not sign itself with its threshold
-    out.write_bytes(signed)
+    write_file(out, signed, "trust root file")
     console.print(
         f"trust root v1 ({len(root.delegations)} delegations, expires {root.expires:%Y-%m-%d}) → {out}"
     )
@@ -985,8 +1098,10 @@ def trust_rotate(
 ) -> None:
     """Write root N+1 after PREVIOUS (root N); refused here if nodes would refuse it.
 
-    Example: fairstream trust rotate root-v1.avro root-v2.avro --root-key keys/root.pub
-    --delegate 'drupal/*=drupal.org:keys/drupal-2024.pub' --sign keys/root.key
+    \b
+    Example: fairstream trust rotate root-v1.avro root-v2.avro \\
+      --root-key keys/root.pub \\
+      --delegate 'drupal/*=drupal.org:keys/drupal-2024.pub' --sign keys/root.key
     """
     current = _current_root(previous)
     root = build_root(
@@ -998,13 +1113,13 @@ def trust_rotate(
     )
     signed = root.sign(signing_keys(sign_paths))
     verify_root_update(current, signed)
-    out.write_bytes(signed)
+    write_file(out, signed, "trust root file")
     console.print(f"trust root v{root.version} → {out}; publish it with `fairstream trust publish`")
 
 
 def _current_root(path: Path) -> TrustRoot:
     """The root in a signed root file, checked against its own root keys' signatures."""
-    return load_pinned_root(read_file(path, "trust root file"))
+    return pinned_root(path)
 
 
 @trust.command("publish")
@@ -1020,7 +1135,7 @@ def trust_publish(
 
     Example: fairstream trust publish root-v2.avro
     """
-    broker_url = broker or stack_urls(data_dir, None, None)[0]
+    broker_url = resolve_broker(data_dir, broker)
     topics = Topics.with_prefix(topic_prefix)
     ensure_topics(broker_url, topics.partitions(partitions))
     producer = EventProducer(broker_url)
@@ -1038,15 +1153,43 @@ register_catalogue(cli)
 register_import(cli)
 register_publishing(cli)
 register_meta_directory(directory)
+# Last: its choices are the commands above that take --config.
+register_config(cli)
+
+
+#: What to check when the broker or the store does not answer, after what failed.
+_UNAVAILABLE_HINTS: dict[type[FairstreamError], str] = {
+    BrokerUnavailableError: "check that the broker runs and that --broker (or "
+    "FAIRSTREAM_BROKER_URL) names it; `fairstream dev status` shows the embedded stack",
+    StoreUnavailableError: "check that the object store runs and that --store (or "
+    "FAIRSTREAM_STORE_URL) names it; `fairstream dev status` shows the embedded stack",
+}
 
 
 def main() -> None:
-    """Entry point: turn our errors into one clear sentence and exit code 1, never a traceback."""
+    """Entry point: never a traceback for a user's mistake.
+
+    Usage errors are shown as click shows them (exit 2), our errors as one red sentence
+    on stderr (exit 1), and Ctrl-C ends the command quietly (exit 130).
+    """
     try:
-        cli(standalone_mode=True)
+        result = cli.main(standalone_mode=False)
+    except click.ClickException as exc:
+        exc.show()
+        raise SystemExit(exc.exit_code) from None
+    except (click.Abort, KeyboardInterrupt):
+        # click turns Ctrl-C into Abort; outside its invoke it stays a KeyboardInterrupt.
+        raise SystemExit(130) from None
     except FairstreamError as exc:
-        console.print(f"[bold red]error:[/] {exc}")
+        message = str(exc)
+        hint = next((h for kind, h in _UNAVAILABLE_HINTS.items() if isinstance(exc, kind)), None)
+        if hint:
+            message = f"{message}; {hint}"
+        errors = Console(stderr=True, soft_wrap=True)
+        errors.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False)
         raise SystemExit(1) from None
+    # Not standalone, click returns the code of an explicit exit (--help: 0), else None.
+    raise SystemExit(result if isinstance(result, int) else 0)
 
 
 if __name__ == "__main__":

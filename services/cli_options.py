@@ -27,7 +27,9 @@ DATA_DIR_OPTION = click.option(
 BROKER_OPTION = click.option(
     "--broker",
     envvar="FAIRSTREAM_BROKER_URL",
-    help="Kafka bootstrap URL, kafka://host:port  [default: the embedded stack's]",
+    help="Kafka URL: kafka://HOST:PORT[,HOST:PORT], kafka+ssl://HOST:PORT?ca=CA.pem (TLS) or "
+    "kafka+sasl-ssl://USER:PASSWORD@HOST:PORT?mechanism=SCRAM-SHA-512&ca=CA.pem  "
+    "[default: the embedded stack's]",
 )
 STORE_OPTION = click.option(
     "--store",
@@ -61,26 +63,51 @@ def stack_urls(data_dir: Path, broker: str | None, store: str | None) -> tuple[s
     """Broker and store URLs: given explicitly, or those of the embedded stack in ``data_dir``."""
     if broker and store:
         return broker, store
+    needed = ({"broker"} if not broker else set()) | ({"store"} if not store else set())
+    stack = _running_stack(data_dir, needed)
+    return broker or stack.broker_url, store or stack.store_url
+
+
+def broker_url(data_dir: Path, broker: str | None) -> str:
+    """The broker URL given, or the embedded stack's."""
+    return broker or _running_stack(data_dir, {"broker"}).broker_url
+
+
+def _running_stack(data_dir: Path, needed: set[str]) -> devstack.Stack:
+    """The embedded stack recorded in ``data_dir``, or a ``ConfigurationError`` when none is
+    recorded or the ``needed`` servers of the recorded one do not run."""
     stack = devstack.read_stack(data_dir)
     if stack is None:
         raise ConfigurationError(
             f"no --broker/--store given and no embedded stack recorded in {data_dir}; "
             "start one with `fairstream dev up` or pass the URLs"
         )
-    return broker or stack.broker_url, store or stack.store_url
+    stopped = sorted(
+        process.name
+        for process, running in devstack.status(data_dir)
+        if process.name in needed and not running
+    )
+    if stopped:
+        # Else the command would wait for a server that is gone (a reboot, a kill).
+        raise ConfigurationError(
+            f"the embedded stack recorded in {data_dir} is not running ({' and '.join(stopped)} "
+            f"stopped); start it again with `fairstream dev up --data-dir {data_dir}` or pass "
+            "--broker/--store"
+        )
+    return stack
 
 
-def broker_url(data_dir: Path, broker: str | None) -> str:
-    """The broker URL given, or the embedded stack's."""
-    return broker or stack_urls(data_dir, None, None)[0]
+def parse_listen(listen: str, option: str = "--listen") -> tuple[str, int]:
+    """``HOST:PORT`` split, or a ``ConfigurationError`` naming the option."""
+    host, _, port_text = listen.rpartition(":")
+    if not host or not port_text.isdigit() or not 0 <= int(port_text) < 65536:
+        raise ConfigurationError(f"{option} {listen!r} is not HOST:PORT, e.g. 127.0.0.1:8080")
+    return host, int(port_text)
 
 
 def listen_address(listen: str, option: str = "--listen") -> tuple[str, int]:
     """``HOST:PORT`` of a server, checked free, or a ``ConfigurationError`` naming the option."""
-    host, _, port_text = listen.rpartition(":")
-    if not host or not port_text.isdigit() or not 0 <= int(port_text) < 65536:
-        raise ConfigurationError(f"{option} {listen!r} is not HOST:PORT, e.g. 127.0.0.1:8080")
-    port = int(port_text)
+    host, port = parse_listen(listen, option)
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         # As the server will: a port left in TIME_WAIT by a stopped node is free.
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -102,15 +129,46 @@ def read_file(path: Path, what: str) -> bytes:
         raise ConfigurationError(f"cannot read {what} {path}: {exc.strerror}") from exc
 
 
+def make_dir(path: Path, what: str) -> Path:
+    """Create a directory a command keeps its state in (if missing), or a
+    ``ConfigurationError`` saying which and what to do."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot create {what} {path}: {exc.strerror}; choose a --data-dir you may write to"
+        ) from exc
+    return path
+
+
+def write_file(path: Path, data: bytes, what: str) -> None:
+    """Write a file the user named, or a ``ConfigurationError`` saying which and why not."""
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        raise ConfigurationError(
+            f"cannot write {what} {path}: {exc.strerror}; choose a path in a directory "
+            "that exists and that you may write to"
+        ) from exc
+
+
 def pinned_root(path: Path) -> TrustRoot:
     """The trust root in a pinned root file, or a ``ConfigurationError`` naming the file."""
+    return load_pinned_root(pinned_root_file(path))
+
+
+def pinned_root_file(path: Path) -> bytes:
+    """The bytes of a pinned root file, checked to be a signed root (not yet that it is
+    in force), or a ``ConfigurationError`` naming the file."""
+    data = read_file(path, "trust root file")
     try:
-        return load_pinned_root(read_file(path, "trust root file"))
+        load_pinned_root(data)
     except RejectedError as exc:
         raise ConfigurationError(
             f"the pinned trust root {path} is not a valid signed root ({exc}); pin the file "
             "written by `fairstream trust init` or `trust rotate`"
         ) from exc
+    return data
 
 
 REGION_MAP_OPTION = click.option(
@@ -150,14 +208,21 @@ def node_key(path: Path | None, data_dir: Path, region: str, listen: str) -> Sig
     if path is None:
         path = data_dir / "nodes" / region / f"node-{listen.replace(':', '-')}.key"
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
         key = SigningKey.generate()
-        path.touch(mode=0o600)
-        path.write_bytes(key.to_json())
-        path.with_suffix(".pub").write_bytes(key.public_key.to_json())
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.touch(mode=0o600)
+            path.write_bytes(key.to_json())
+            path.with_suffix(".pub").write_bytes(key.public_key.to_json())
+        except OSError as exc:
+            raise ConfigurationError(
+                f"cannot create the node key {path}: {exc.strerror} ({exc.filename}); give "
+                "--node-key (or --data-dir) a path you may write to"
+            ) from exc
         return key
     data = read_file(path, "node key file")
-    if b'"seed"' not in data:
+    # Any other file is not a key at all: from_json says so.
+    if b'"seed"' not in data and b'"public"' in data:
         raise ConfigurationError(
             f"{path} is a public key; --node-key needs the node's private .key file"
         )

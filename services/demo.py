@@ -157,6 +157,9 @@ def run_demo(data_dir: Path, console: Console, *, keep_running: bool = False) ->
                 [region_status(stack.broker_url, topics, r, nodes[r].url) for r in REGIONS]
             )
         )
+        for region in REGIONS:
+            url = nodes[region].url
+            console.print(f"region {region}: status page {url}/status, metrics {url}/metrics")
         console.print(f"demo finished in {time.monotonic() - started:.1f} s")
         if keep_running:
             console.print("running; press Ctrl-C to stop the nodes and the stack")

@@ -16,6 +16,7 @@ import hashlib
 import logging
 import secrets
 import threading
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -25,13 +26,35 @@ import orjson
 from aiohttp import web
 
 from connectors.kafka import TopicFollower
+from connectors.metrics import NODE_HEARTBEAT_AGE, NODE_LAG_EVENTS, NODES, ROUTED
 from connectors.state_store import PackageStates
 from schemas.composer import expand
 from schemas.errors import RejectedError
 from schemas.federation import NodeBook
 from schemas.package_state import PackageState, VersionRecord
+from schemas.trust import TrustRoot
 from services.node_http import NodeHttp
-from services.registry import ADMITTED, Choice, NodeEntry, RegionMap, Registry, choose
+from services.registry import (
+    ADMITTED,
+    DROPPED,
+    PENDING,
+    REFUSED,
+    Choice,
+    NodeEntry,
+    RegionMap,
+    Registry,
+    choose,
+)
+from services.status_pages import (
+    NetworkView,
+    PackageView,
+    RejectionLog,
+    RejectionRow,
+    Series,
+    node_rows,
+    package_view,
+    serve_status_pages,
+)
 
 log = logging.getLogger(__name__)
 
@@ -62,12 +85,13 @@ class Directory:
     ) -> None:
         self.registry = registry
         self.regions = regions
-        self._states = states
-        self._clock = clock
+        self.states = states
+        self.clock = clock
         self._check_every = check_every
         self._self_test_package = self_test_package
-        self._book = NodeBook()
-        self._lock = threading.Lock()
+        #: Every node's registration, last heartbeat and lag history (under ``lock``).
+        self.book = NodeBook()
+        self.lock = threading.Lock()
         self.refused_records = 0
         self._follower = TopicFollower(broker_url, status_topic, self._on_record, name="directory")
         self._task: asyncio.Task[None] | None = None
@@ -77,9 +101,9 @@ class Directory:
     def _on_record(self, value: bytes) -> None:
         """One record of the status topic, in the follower's thread."""
         try:
-            with self._lock:
-                record = self._book.add(value)
-                self.registry.observe(record, self._clock())
+            with self.lock:
+                record = self.book.add(value)
+                self.registry.observe(record, self.clock())
         except RejectedError as exc:
             # A forged or malformed record changes nothing; it is counted and logged.
             self.refused_records += 1
@@ -112,8 +136,8 @@ class Directory:
 
     async def check(self, session: aiohttp.ClientSession) -> None:
         """One round: drop silent nodes, self-test the ones due."""
-        now = self._clock()
-        with self._lock:
+        now = self.clock()
+        with self.lock:
             for entry in self.registry.sweep(now):
                 log.warning(
                     "node %s (%s) dropped: %s",
@@ -122,14 +146,13 @@ class Directory:
                     entry.reason,
                 )
             due = self.registry.due_for_test(now)
+            self._export_metrics(now)
         for entry in due:
             result = await self.self_test(session, entry)
             if result.passed is None:
                 continue
-            with self._lock:
-                self.registry.record_test(
-                    entry.node_id, result.passed, result.reason, self._clock()
-                )
+            with self.lock:
+                self.registry.record_test(entry.node_id, result.passed, result.reason, self.clock())
             level = logging.INFO if result.passed else logging.WARNING
             log.log(
                 level,
@@ -140,6 +163,20 @@ class Directory:
                 "admitted" if result.passed else "refused",
                 result.reason,
             )
+
+    def _export_metrics(self, now: datetime) -> None:
+        """The registry as gauges (under ``lock``): nodes by admission, each node's lag and
+        the age of its last heartbeat on the directory's clock."""
+        admissions = Counter(entry.admission for entry in self.registry.nodes.values())
+        for admission in (ADMITTED, PENDING, REFUSED, DROPPED):
+            NODES.labels(admission).set(admissions[admission])
+        for entry in self.registry.nodes.values():
+            labels = (entry.registration.region, entry.node_id[:12])
+            if entry.status is not None:
+                NODE_LAG_EVENTS.labels(*labels).set(entry.status.events_behind)
+            if entry.last_seen is not None:
+                age = (now - entry.last_seen).total_seconds()
+                NODE_HEARTBEAT_AGE.labels(*labels).set(max(0.0, age))
 
     async def _test_subject(self, entry: NodeEntry) -> tuple[str, str, VersionRecord] | None:
         """A version the node serves and has applied. For admission: the package named
@@ -154,13 +191,13 @@ class Directory:
         if self._self_test_package and not spot:
             names = [self._self_test_package]
         else:
-            names = list(await asyncio.to_thread(self._states.packages))
+            names = list(await asyncio.to_thread(self.states.packages))
             if spot:
                 _UNPREDICTABLE.shuffle(names)
         for name in names:
             if not entry.serves(name):
                 continue
-            state = await asyncio.to_thread(self._states.load, name)
+            state = await asyncio.to_thread(self.states.load, name)
             if state is None:
                 continue
             applied = [
@@ -229,24 +266,25 @@ class Directory:
     ) -> str | None:
         """The dist router of the directory's ``NodeHttp``: 302 target for this client."""
         region = self.regions.region_of(request.headers, request.remote)
-        with self._lock:
+        with self.lock:
             choice = choose(
                 self.registry,
                 package=package,
                 version=version,
                 record=record,
                 client_region=region,
-                now=self._clock(),
+                now=self.clock(),
             )
             if choice.node_id is not None:
                 self.registry.count_served(choice.node_id)
+        ROUTED.labels(region or "unknown", choice.region or "origin").inc()
         _log_choice(package, version, region, choice)
         return choice.url or None
 
     async def nodes_json(self, request: web.Request) -> web.Response:
         """Every node the directory knows: registration, admission, sync state."""
-        now = self._clock()
-        with self._lock:
+        now = self.clock()
+        with self.lock:
             entries = list(self.registry.nodes.values())
             live = {e.node_id: self.registry.live(e, now) for e in entries}
         nodes = []
@@ -279,13 +317,99 @@ class Directory:
         return web.json_response({"nodes": nodes, "refused_records": self.refused_records})
 
 
-def directory_app(node_http: NodeHttp, directory: Directory) -> web.Application:
-    """The directory's HTTP: the Composer repository of ``node_http`` plus ``/nodes.json``."""
+def directory_app(
+    node_http: NodeHttp,
+    directory: Directory,
+    *,
+    trust_root: Callable[[], TrustRoot] | None = None,
+    rejections: RejectionLog | None = None,
+) -> web.Application:
+    """The directory's HTTP: the Composer repository of ``node_http``, ``/nodes.json`` and,
+    given the trust root in force, the status pages of the whole network."""
     app = node_http.app
     app.router.add_get("/nodes.json", directory.nodes_json)
     app.on_startup.append(directory.on_startup)
     app.on_cleanup.append(directory.on_cleanup)
+    if trust_root is not None:
+        source = DirectoryStatus(directory, trust_root, rejections)
+        serve_status_pages(app, source, rejections=rejections, clock=directory.clock)
     return app
+
+
+class DirectoryStatus:
+    """The directory's status pages: every node it knows, and who holds each version."""
+
+    title = "fairstream directory"
+
+    def __init__(
+        self,
+        directory: Directory,
+        trust_root: Callable[[], TrustRoot],
+        rejections: RejectionLog | None,
+    ) -> None:
+        self._directory = directory
+        self._trust_root = trust_root
+        self._rejections = rejections
+
+    def network(self, now: datetime) -> NetworkView:
+        directory = self._directory
+        with directory.lock:
+            book = NodeBook(
+                dict(directory.book.registrations),
+                dict(directory.book.statuses),
+                {node: deque(samples) for node, samples in directory.book.history.items()},
+            )
+            admissions = {
+                entry.node_id: _admission_text(entry, directory.registry.live(entry, now))
+                for entry in directory.registry.nodes.values()
+            }
+        rows = node_rows(book, admissions=admissions, now=now)
+        series = [
+            Series(f"{r.region} {r.base_url}", list(book.history.get(r.node_id, ()))) for r in rows
+        ]
+        counts = self._rejections.counts() if self._rejections is not None else []
+        return NetworkView("Network", rows, series, counts)
+
+    async def package(self, name: str) -> PackageView | None:
+        state = await asyncio.to_thread(self._directory.states.load, name)
+        if state is None:
+            return None
+        now = self._directory.clock()
+        with self._directory.lock:
+            entries = [
+                entry
+                for entry in self._directory.registry.nodes.values()
+                if entry.admission == ADMITTED
+                and self._directory.registry.live(entry, now)
+                and entry.registration.mode == "full"
+                and entry.serves(name)
+                and entry.status is not None
+            ]
+
+        def holders(record: VersionRecord) -> list[str]:
+            return [
+                f"{e.registration.region}: {e.registration.base_url}"
+                for e in entries
+                if record.position
+                and e.status is not None
+                and e.status.has_applied(record.position)
+            ]
+
+        note = (
+            "Verified copies: admitted, live nodes that keep zips, serve this package and have "
+            "applied the event that published the version (each checked the zip's sha256 "
+            "against the signed one before serving it)."
+        )
+        return package_view(state, self._trust_root(), holders, note)
+
+    def rejections(self) -> list[RejectionRow]:
+        return self._rejections.rows() if self._rejections is not None else []
+
+
+def _admission_text(entry: NodeEntry, live: bool) -> tuple[str, str]:
+    if entry.admission == ADMITTED and not live:
+        return "silent", "no heartbeat lately: it is sent no clients until one comes"
+    return entry.admission, entry.reason
 
 
 #: Spot checks draw from the system's randomness: a node must not predict the next one.

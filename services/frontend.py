@@ -23,6 +23,7 @@ from schemas.errors import TransientError
 from schemas.package_state import render_documents
 from schemas.signing import SigningKey
 from services.node_http import NodeHttp, NodeHttpSettings
+from services.status_pages import NodeOwnStatus, RejectionLog, serve_status_pages
 from streams.artifacts import ReplicaRegistry
 from streams.node import TRUST_REFRESH_SECONDS, group_id
 from streams.policy import ReplicationPolicy
@@ -84,6 +85,7 @@ class Frontend:
                 patterns=settings.policy.include,
                 public_url=settings.public_url,
                 mirror_artifacts=settings.policy.mirrors_artifacts,
+                service="frontend",
             ),
             self.store,
             trust_root=lambda: self.trust.root,
@@ -91,6 +93,21 @@ class Frontend:
             replicas=self.replicas.urls,
             peers=self.replicas.peers,
         )
+        rejections = RejectionLog(
+            settings.broker_url, settings.topics.rejected, region=settings.region
+        )
+        own_status = NodeOwnStatus(
+            registration=self.reporter.registration,
+            last_status=lambda: self.reporter.last,
+            history=lambda: list(self.reporter.history),
+            states=states,
+            store=self.store,
+            trust_root=lambda: self.trust.root,
+            rejections=rejections,
+            keeps_zips=settings.policy.mirrors_artifacts,
+            title=f"fairstream frontend · {settings.region}",
+        )
+        serve_status_pages(self.http.app, own_status, rejections=rejections)
         self._tasks: list[asyncio.Task[None]] = []
         self.http.app.on_startup.append(self._start)
         self.http.app.on_cleanup.append(self._stop)

@@ -87,8 +87,9 @@ def import_command(
     and size come from --checksums, else from downloading the zip (its sha1 must be the p2
     shasum). Releases already on the topic are skipped, so an interrupted import resumes.
 
-    Example: fairstream import https://packages.drupal.org/8 --packages drupal-projects.txt
-    --key keys/drupal.key --rate 10
+    \b
+    Example: fairstream import https://packages.drupal.org/8 \\
+      --packages drupal-projects.txt --key keys/drupal.key --rate 10
     """
     packages_json_url(url)  # a malformed URL is the user's mistake: say so before anything runs
     keys = signing_keys(key_paths)

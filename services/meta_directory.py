@@ -27,6 +27,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
+from connectors.metrics import instrument
 from services.registry import RegionMap
 
 log = logging.getLogger(__name__)
@@ -186,6 +187,7 @@ class MetaDirectory:
         self.app = web.Application()
         self.app.router.add_get("/health", self.health)
         self.app.router.add_get("/directories.json", self.directories_json)
+        instrument(self.app, "meta-directory")  # /metrics before the catch-all
         self.app.router.add_route("*", "/{tail:.*}", self.redirect)
         self.app.on_startup.append(self._on_startup)
         self.app.on_cleanup.append(self._on_cleanup)

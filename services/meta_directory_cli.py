@@ -73,9 +73,11 @@ def refer(
     directories with `directory serve --public-url` set to this meta-directory's URL, so
     the URLs in their documents come back here.
 
-    Example: fairstream directory refer --refer eu=https://eu.packages.example
-    --refer us=https://us1.packages.example --refer us=https://us2.packages.example
-    --region-map 10.0.0.0/8=eu --default-region us --listen 0.0.0.0:8091
+    \b
+    Example: fairstream directory refer --refer eu=https://eu.packages.example \\
+      --refer us=https://us1.packages.example \\
+      --refer us=https://us2.packages.example \\
+      --region-map 10.0.0.0/8=eu --default-region us --listen 0.0.0.0:8091
     """
     parsed = []
     for text in references:

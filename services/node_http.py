@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl, urlsplit
 import orjson
 from aiohttp import web
 
+from connectors.metrics import instrument
 from connectors.state_store import PackageStates
 from connectors.store import ObjectStore, is_json
 from schemas import layout
@@ -76,6 +77,12 @@ class NodeHttpSettings:
     presign_expiry: timedelta = timedelta(minutes=15)
     public_url: str = ""
     mirror_artifacts: bool = True
+    #: The ``service`` label of its HTTP metrics: ``node``, ``frontend`` or ``directory``.
+    service: str = "node"
+
+
+#: The header naming the region (or directory) that answered.
+REGION_HEADER = "X-Fairstream-Served-By"
 
 
 def mirror_url_template(base_url: str) -> str:
@@ -145,6 +152,13 @@ class NodeHttp:
                 web.get("/health", self.health),
             ]
         )
+        instrument(self.app, settings.service)
+        self.app.on_response_prepare.append(self._name_region)
+
+    async def _name_region(self, request: web.Request, response: web.StreamResponse) -> None:
+        # Which region answered, on every answer: a download's redirects show which node
+        # it came from (and `curl -I` on a node says where it stands).
+        response.headers[REGION_HEADER] = self.settings.region
 
     async def health(self, request: web.Request) -> web.Response:
         body: dict[str, object] = {"region": self.settings.region, "status": "ok"}

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from aiohttp import web
 
+from connectors.metrics import instrument
+
 
 def origin_app(root: Path) -> web.Application:
     """Serve the files under ``root`` at ``/``, as an origin of release zips."""
@@ -15,5 +17,6 @@ def origin_app(root: Path) -> web.Application:
         return web.json_response({"status": "ok"})
 
     app.router.add_get("/health", health)
+    instrument(app, "origin")  # /metrics before the static files
     app.router.add_static("/", root, show_index=False, follow_symlinks=False)
     return app

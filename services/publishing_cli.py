@@ -30,6 +30,7 @@ from services.cli_options import (
     pinned_root,
 )
 from services.cli_options import broker_url as resolve_broker
+from services.node_config import configurable
 from services.publishing_client import PublishingClient, Receipt
 from services.publishing_http import (
     DEFAULT_MAX_ARTIFACT_SIZE,
@@ -68,11 +69,13 @@ def publishing() -> None:
     """The publishing service: an HTTP API that signs and produces a namespace's events,
     and the signed requests of a release pipeline to it.
 
-    Example: fairstream publishing serve --root root.avro --key keys/drupal.key
-    --listen 127.0.0.1:8090
+    \b
+    Example: fairstream publishing serve --root root.avro --key keys/drupal.key \\
+      --listen 127.0.0.1:8090
     """
 
 
+@configurable
 @publishing.command("serve")
 @click.option(
     "--root",
@@ -115,8 +118,9 @@ def serve(
 ) -> None:
     """Run the publishing service until Ctrl-C.
 
-    Example: fairstream publishing serve --root root.avro --key keys/drupal.key
-    --listen 127.0.0.1:8090
+    \b
+    Example: fairstream publishing serve --root root.avro --key keys/drupal.key \\
+      --listen 127.0.0.1:8090
     """
     host, port = listen_address(listen)
     root = pinned_root(root_path)
@@ -193,9 +197,10 @@ def release(
 ) -> None:
     """Publish a release through the service; prints where the event landed.
 
-    Example: fairstream publishing release drupal/token 8.x-1.9
-    --origin-url https://ftp.drupal.org/files/projects/token-8.x-1.9.zip
-    --url http://127.0.0.1:8090 --key keys/pipeline.key
+    \b
+    Example: fairstream publishing release drupal/token 8.x-1.9 \\
+      --origin-url https://ftp.drupal.org/files/projects/token-8.x-1.9.zip \\
+      --url http://127.0.0.1:8090 --key keys/pipeline.key
     """
     fields = _metadata(metadata)
     if requires:
@@ -230,8 +235,10 @@ def release(
 def yank(package: str, version: str, reason: str, url: str, key_path: Path) -> None:
     """Withdraw a Composer VERSION (1.9.0) from metadata; its zip stays for existing lock files.
 
-    Example: fairstream publishing yank drupal/token 1.9.0 --reason "broken update hook"
-    --url http://127.0.0.1:8090 --key keys/pipeline.key
+    \b
+    Example: fairstream publishing yank drupal/token 1.9.0 \\
+      --reason "broken update hook" --url http://127.0.0.1:8090 \\
+      --key keys/pipeline.key
     """
     receipt = _client(url, key_path).yank(package, version, reason)
     _print_receipt(f"yanked {package} {version}", receipt)
@@ -247,8 +254,11 @@ def yank(package: str, version: str, reason: str, url: str, key_path: Path) -> N
 def expunge(package: str, version: str, sha256: str, reason: str, url: str, key_path: Path) -> None:
     """Delete a Composer VERSION and its zip from every node.
 
-    Example: fairstream publishing expunge drupal/token 1.9.0 --sha256 3f1c…
-    --reason "contains a leaked credential" --url http://127.0.0.1:8090 --key keys/pipeline.key
+    \b
+    Example: fairstream publishing expunge drupal/token 1.9.0 \\
+      --sha256 e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855 \\
+      --reason "contains a leaked credential" --url http://127.0.0.1:8090 \\
+      --key keys/pipeline.key
     """
     receipt = _client(url, key_path).expunge(package, version, sha256, reason)
     _print_receipt(f"expunged {package} {version}", receipt)
@@ -296,9 +306,12 @@ def advisory(
 ) -> None:
     """Publish a security advisory for PACKAGE (Composer's security-advisories fields).
 
-    Example: fairstream publishing advisory drupal/token --advisory-id SA-CONTRIB-2024-001
-    --affected-versions '<1.9.1' --title 'Access bypass' --link https://www.drupal.org/sa-contrib-2024-001
-    --source drupal.org:SA-CONTRIB-2024-001 --url http://127.0.0.1:8090 --key keys/pipeline.key
+    \b
+    Example: fairstream publishing advisory drupal/token \\
+      --advisory-id SA-CONTRIB-2024-001 --affected-versions '<1.9.1' \\
+      --title 'Access bypass' --link https://www.drupal.org/sa-contrib-2024-001 \\
+      --source drupal.org:SA-CONTRIB-2024-001 --url http://127.0.0.1:8090 \\
+      --key keys/pipeline.key
     """
     parsed = []
     for text in sources:

@@ -36,6 +36,7 @@ import orjson
 from aiohttp import web
 
 from connectors.kafka import Delivered, EventProducer, Topics
+from connectors.metrics import PUBLISHED, instrument
 from connectors.origin import FetchLimits
 from schemas.errors import (
     BrokerUnavailableError,
@@ -669,6 +670,7 @@ class PublishingService:
                 web.post("/v1/advisories", self.advisories),
             ]
         )
+        instrument(self.app, "publishing")
 
     @property
     def namespaces(self) -> list[str]:
@@ -986,6 +988,7 @@ class PublishingService:
         delivered = self._producer.produce(
             self.settings.topics.releases, numbered.package.encode(), value
         )
+        PUBLISHED.labels(type(numbered).__name__).inc()
         log.info(
             "published %s of %s to %s[%d]@%d",
             type(numbered).__name__,

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -22,6 +23,8 @@ from fnmatch import fnmatchcase
 from schemas.federation import NodeRegistration, NodeStatus
 from schemas.package_state import VersionRecord
 
+#: A region's name, as nodes register it (``node run --region``).
+REGION_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,40}")
 #: AspireCloud's default: a peer silent this long is defederated.
 DEFAULT_SILENCE_WINDOW = timedelta(hours=24)
 #: A node not heard from for this long is not sent clients (it may be down).
@@ -209,6 +212,12 @@ class RegionMap:
             cidr, sep, region = entry.partition("=")
             if not sep or not region:
                 raise ValueError(f"{entry!r} is not CIDR=REGION, e.g. 10.0.0.0/8=eu")
+            if not REGION_NAME.fullmatch(region.strip()):
+                # No node could register in it: its clients would silently go elsewhere.
+                raise ValueError(
+                    f"{entry!r}: region {region.strip()!r} is not a region name; write it in "
+                    "lower-case letters, digits and dashes, as nodes give --region"
+                )
             try:
                 networks.append((ipaddress.ip_network(cidr.strip(), strict=False), region.strip()))
             except ValueError as exc:

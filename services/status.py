@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import logging
+import time
 import urllib.error
 import urllib.request
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+from rich.console import RenderableType
+from rich.markup import escape
 from rich.table import Table
 
 from connectors.kafka import (
@@ -21,7 +24,8 @@ from connectors.kafka import (
     topic_partitions,
 )
 from schemas.errors import RejectedError
-from schemas.federation import NodeBook, NodeStatus
+from schemas.federation import NodeBook
+from services.status_pages import node_rows
 from streams.node import group_id
 
 log = logging.getLogger(__name__)
@@ -127,25 +131,7 @@ def directory_admissions(url: str) -> dict[str, tuple[str, str]]:
     return {n["node_id"]: (n["admission"], n["reason"]) for n in document.get("nodes", [])}
 
 
-def sync_text(status: NodeStatus) -> str:
-    """ "in sync", "behind by N events (S s)", or the state and why."""
-    if status.state in ("degraded", "stopped"):
-        return f"{status.state}: {status.detail}" if status.detail else status.state
-    if status.events_behind == 0:
-        return "in sync"
-    more = "+" if status.behind_is_lower_bound else ""
-    age = f", {status.seconds_behind:.0f} s" if status.seconds_behind is not None else ""
-    return f"behind by {status.events_behind}{more} events{age}"
-
-
-def _size(size: int | None) -> str:
-    if size is None:
-        return "-"
-    for unit in ("B", "KB", "MB", "GB", "TB"):
-        if size < 1000 or unit == "TB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000  # type: ignore[assignment]
-    return "-"
+_COLOURS = {"ok": "green", "behind": "yellow", "down": "red"}
 
 
 def federation_table(
@@ -155,7 +141,7 @@ def federation_table(
     admissions: Mapping[str, tuple[str, str]] | None = None,
     now: datetime | None = None,
 ) -> Table:
-    """One row per registered node, by region: URL, sync state, last heartbeat, store usage."""
+    """The rows of ``node_rows`` as a terminal table."""
     now = now or datetime.now(UTC)
     table = Table(title="fairstream nodes")
     columns = ["region", "node", "base URL", "sync", "last heartbeat", "store", "trust root"]
@@ -163,35 +149,41 @@ def federation_table(
         columns.append("directory")
     for column in columns:
         table.add_column(column, no_wrap=column == "base URL")
-    registrations = sorted(
-        book.registrations.values(), key=lambda r: (r.region, r.base_url, r.node_id)
-    )
-    for registration in registrations:
-        if regions and registration.region not in regions:
-            continue
-        status = book.statuses.get(registration.node_id)
-        if status is None:
-            sync, heartbeat, store, root = "[yellow]no heartbeat yet[/]", "-", "-", "-"
-        else:
-            colour = "green" if status.state == "in-sync" else "yellow"
-            if status.state in ("degraded", "stopped"):
-                colour = "red"
-            sync = f"[{colour}]{sync_text(status)}[/]"
-            age = max(0.0, (now - status.heartbeat_at).total_seconds())
-            heartbeat = f"{age:.0f} s ago"
-            store = _size(status.store_bytes) if registration.mode == "full" else "metadata only"
-            root = f"v{status.trust_root_version}"
-        row = [
-            registration.region,
-            registration.node_id[:12],
-            registration.base_url,
-            sync,
-            heartbeat,
-            store,
-            root,
+    for row in node_rows(book, regions=regions, admissions=admissions, now=now):
+        cells = [
+            row.region,
+            row.node_id[:12],
+            row.base_url,
+            f"[{_COLOURS[row.health]}]{escape(row.sync)}[/]",
+            row.heartbeat,
+            row.store,
+            row.trust_root,
         ]
-        if admissions is not None:
-            admission, reason = admissions.get(registration.node_id, ("unknown", ""))
-            row.append(f"{admission}: {reason}" if reason else admission)
-        table.add_row(*row)
+        if row.admission is not None:
+            cells.append(f"{row.admission}: {row.reason}" if row.reason else row.admission)
+        table.add_row(*cells)
     return table
+
+
+def redraw(
+    render: Callable[[], RenderableType],
+    show: Callable[[RenderableType], None],
+    *,
+    every: float,
+    stop: Callable[[], bool] = lambda: False,
+    sleep: Callable[[float], None] = time.sleep,
+) -> int:
+    """Show what ``render`` returns, again every ``every`` seconds, until ``stop()`` is true
+    or Ctrl-C, which ends it quietly; returns how many times it showed something.
+
+    Raises what ``render`` raises.
+    """
+    shown = 0
+    try:
+        while not stop():
+            show(render())
+            shown += 1
+            sleep(every)
+    except KeyboardInterrupt:
+        pass
+    return shown

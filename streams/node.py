@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -28,13 +29,16 @@ import aiohttp
 import faust
 import orjson
 from faust.types import TP
+from faust.types.auth import CredentialsT
 
-from connectors.kafka import TopicFollower, Topics, bootstrap_servers
+from connectors.kafka import BrokerLocation, TopicFollower, Topics, client_config
+from connectors.metrics import EVENTS, REJECTED
 from connectors.origin import FetchLimits
 from connectors.state_store import PackageStates
 from connectors.store import ObjectStore, StoreLocation
 from schemas import layout
 from schemas.errors import (
+    ConfigurationError,
     RejectedError,
     RootExpiredError,
     ThresholdError,
@@ -152,6 +156,35 @@ def region_public_url(store: ObjectStore, requested: str | None, default: str) -
     return chosen
 
 
+def faust_broker(broker_url: str) -> tuple[list[str], CredentialsT | None]:
+    """Faust's ``broker`` and ``broker_credentials`` for a broker URL: the same servers and
+    security (TLS, SASL/SCRAM) as ``client_config`` gives the confluent-kafka clients.
+
+    Faust picks its Kafka driver by the ``kafka://`` scheme; the security goes in the
+    credentials. Raises ``ConfigurationError`` for a malformed URL or an unusable CA file.
+    """
+    client_config(broker_url)  # the same checks as every other client of this URL
+    location = BrokerLocation.from_url(broker_url)
+    servers = [f"kafka://{server}" for server in location.servers]
+    if location.security == "plaintext":
+        return servers, None
+    try:
+        context = ssl.create_default_context(cafile=location.ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigurationError(
+            f"the CA file {location.ca_file} of the broker URL is not a PEM certificate "
+            f"bundle ({exc}); give the CA certificate that signed the brokers' certificates"
+        ) from exc
+    if location.security == "ssl":
+        return servers, faust.SSLCredentials(context)
+    return servers, faust.SASLCredentials(
+        username=location.username,
+        password=location.password,
+        ssl_context=context,
+        mechanism=location.mechanism,
+    )
+
+
 def group_id(region: str) -> str:
     """The consumer group of a region: every worker of the region joins it."""
     return f"fairstream-node-{region}"
@@ -165,9 +198,11 @@ class NodeStream:
         self.faults = FaultPoints(settings.fault)
         self._skew = settings.clock_skew
         settings.data_dir.mkdir(parents=True, exist_ok=True)
+        broker, credentials = faust_broker(settings.broker_url)
         self.app = faust.App(
             settings.group_id,
-            broker=f"kafka://{bootstrap_servers(settings.broker_url)}",
+            broker=broker,
+            broker_credentials=credentials,
             datadir=str(settings.data_dir / "faust"),
             store="memory://",
             web_enabled=False,
@@ -362,6 +397,11 @@ class NodeStream:
                 abandoned.add(id(event))
                 log.info("%s: partition revoked meanwhile; left to its new owner", item.position)
         kinds = Counter(type(outcome).__name__ for outcome in outcomes)
+        region = self.settings.region
+        for kind, outcome_count in kinds.items():
+            EVENTS.labels(region, kind.lower()).inc(outcome_count)
+        if len(events) > len(verified):
+            EVENTS.labels(region, "refused").inc(len(events) - len(verified))
         log.info(
             "batch of %d records in %.0f ms: %d applied, %d refused, %d skipped, %d abandoned; "
             "written since start: %d states, %d p2 documents",
@@ -480,6 +520,7 @@ class NodeStream:
         )
         log.warning("%s[%d]@%d rejected (%s): %s", topic, partition, offset, reason, detail)
         self.rejected_total += 1
+        REJECTED.labels(self.settings.region, reason).inc()
         # The offset of the refused record must not be committed before its
         # rejection is durable.
         await self._send_until_acked(

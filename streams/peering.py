@@ -32,12 +32,13 @@ from pathlib import Path
 from typing import Protocol, TypeVar
 
 from connectors.kafka import (
+    BrokerLocation,
     ConsumedRecord,
     GroupConsumer,
-    bootstrap_servers,
     iter_partition,
     topic_partitions,
 )
+from connectors.store import redact_url
 from schemas.errors import (
     BrokerUnavailableError,
     ConfigurationError,
@@ -74,6 +75,7 @@ _EXAMPLE = (
     "root=peers/typo3-root.avro,namespace=typo3/*"
 )
 _KEYS = ("policy", "broker", "topic", "root", "namespace")
+_KEY_WORD = re.compile(r"[A-Za-z_-]+")
 
 T = TypeVar("T")
 
@@ -116,9 +118,12 @@ class PeerSettings:
         if not _NAME.fullmatch(self.name):
             problems.append("the name must be lower-case letters, digits and dashes (like 'typo3')")
         try:
-            bootstrap_servers(self.broker_url)
+            BrokerLocation.from_url(self.broker_url)
         except ConfigurationError as exc:
-            problems.append(str(exc).split(";")[0] + "; write broker=kafka://HOST:PORT")
+            problems.append(
+                str(exc).split(";")[0] + "; write broker=kafka://HOST:PORT (or kafka+ssl://, "
+                "kafka+sasl-ssl://USER:PASSWORD@HOST:PORT?mechanism=SCRAM-SHA-512)"
+            )
         if not _TOPIC.fullmatch(self.topic):
             problems.append(f"topic {self.topic!r} is not a Kafka topic name")
         root = self._check_root(problems)
@@ -212,14 +217,16 @@ def parse_peer(text: str, read_root: Callable[[Path], bytes]) -> PeerSettings:
     name, colon, rest = text.strip().partition(":")
     if not colon or "=" in name or not name:
         raise ConfigurationError(
-            f"--peer {text!r} does not start with the peer's name and a colon; "
+            f"--peer {redact_url(text)!r} does not start with the peer's name and a colon; "
             f"write it like {_EXAMPLE}"
         )
     values: dict[str, list[str]] = {}
     key: str | None = None
     for part in rest.split(","):
         field, equals, value = part.partition("=")
-        if not equals:
+        # A part that is no KEY=VALUE continues the value before it: the next host of a
+        # broker list (``b:9093?ca=/ca.pem`` holds a ``=`` but no key), or a namespace.
+        if not equals or not _KEY_WORD.fullmatch(field.strip()):
             if key is None or not part:
                 raise ConfigurationError(
                     f"--peer {name}: {part!r} is not KEY=VALUE; write it like {_EXAMPLE}"
@@ -457,7 +464,7 @@ class PeerFollower:
                     log.warning(
                         "peer %s (%s %s): %s: %s; following again in %.1f s",
                         self.peer.name,
-                        self.peer.broker_url,
+                        redact_url(self.peer.broker_url),
                         self.peer.topic,
                         type(exc).__name__,
                         exc,
@@ -503,7 +510,7 @@ class PeerFollower:
                     "peer %s: no topic %s on %s yet; looking again in %.1f s",
                     self.peer.name,
                     self.peer.topic,
-                    self.peer.broker_url,
+                    redact_url(self.peer.broker_url),
                     delay,
                 )
                 await self._pause(delay)

@@ -27,10 +27,10 @@ from connectors.state_store import PackageStates
 from connectors.store import ObjectStore
 from schemas import layout
 from schemas.errors import RejectedError, SignatureError
-from schemas.events import Artifact, PackageEvent, decode_package_event
+from schemas.events import Artifact, PackageEvent, ReleasePublished, decode_package_event
 from schemas.package_state import PackageState, apply_event
 from schemas.signing import SignedEvent
-from schemas.trust import TrustRoot, verify_event
+from schemas.trust import TrustRoot, verify_event_signers
 from streams.policy import ReplicationPolicy
 from streams.replication import pending_document
 
@@ -79,13 +79,15 @@ def rebuild_region(
             on_record()
             position = f"{topic}:{partition}:{offset}"
             try:
-                event = verify_event(value, root, now=now, max_artifact_size=max_artifact_size)
+                event, signed_by = verify_event_signers(
+                    value, root, now=now, max_artifact_size=max_artifact_size
+                )
             except SignatureError as exc:
                 earlier = _applied_before(value, position, states, stored)
                 if earlier is None:
                     report.refused[exc.reason] += 1
                     continue
-                event = earlier
+                event, signed_by = earlier
                 report.kept_from_earlier_roots += 1
             except RejectedError as exc:
                 report.refused[exc.reason] += 1
@@ -95,7 +97,9 @@ def rebuild_region(
             digest = hashlib.sha256(SignedEvent.from_bytes(value).payload).hexdigest()
             state = built.get(event.package) or PackageState(event.package)
             try:
-                transition = apply_event(state, event, digest=digest, position=position)
+                transition = apply_event(
+                    state, event, digest=digest, position=position, signed_by=signed_by
+                )
             except RejectedError as exc:
                 report.refused[exc.reason] += 1
                 continue
@@ -117,8 +121,9 @@ def _applied_before(
     position: str,
     states: PackageStates,
     stored: dict[str, PackageState | None],
-) -> PackageEvent | None:
-    """The event at ``position`` if the region's stored state records it applied there."""
+) -> tuple[PackageEvent, tuple[str, ...]] | None:
+    """The event at ``position`` if the region's stored state records it applied there, and
+    the key ids that verified it then (kept with a published version)."""
     try:
         payload = SignedEvent.from_bytes(value).payload
         event = decode_package_event(payload)
@@ -130,7 +135,8 @@ def _applied_before(
     digest = hashlib.sha256(payload).hexdigest()
     if state is None or state.applied.get(digest) != position:
         return None
-    return event
+    record = state.versions.get(event.version) if isinstance(event, ReleasePublished) else None
+    return event, record.signed_by if record is not None else ()
 
 
 def _write_package(

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 import zipfile
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -30,6 +31,7 @@ from pathlib import Path
 import aiohttp
 import orjson
 
+from connectors.metrics import FETCH_BYTES, FETCH_SECONDS
 from connectors.origin import FetchLimits, fetch_from_sources
 from connectors.state_store import PackageStates
 from connectors.store import ObjectStore, is_json
@@ -44,7 +46,7 @@ from schemas.errors import (
 from schemas.events import Artifact, PackageEvent, ReleasePublished, ReplicaAvailable
 from schemas.package_state import PackageState, VersionRecord, apply_event, render_documents
 from schemas.signing import SignedEvent
-from schemas.trust import TrustRoot, verify_event
+from schemas.trust import TrustRoot, verify_event_signers
 from streams.artifacts import HotStats, ReplicaRegistry, choose_evictions
 from streams.faults import AFTER_METADATA_WRITE, AFTER_STORE_WRITE, FaultPoints
 from streams.policy import ReplicationPolicy
@@ -75,6 +77,8 @@ class Verified:
     event: PackageEvent
     digest: str
     position: str
+    #: Key ids of the delegated keys whose signatures verified.
+    signed_by: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -188,14 +192,14 @@ class ReleaseReplicator:
     def verify(self, value: bytes, position: str, *, root: TrustRoot | None = None) -> Verified:
         """Verify a record against ``root`` (default: the trust root in force, ours; a peer
         network's records are verified against its own); raises ``RejectedError``."""
-        event = verify_event(
+        event, signed_by = verify_event_signers(
             value,
             root if root is not None else self._root(),
             now=self._clock(),
             max_artifact_size=self._max_artifact_size,
         )
         digest = hashlib.sha256(SignedEvent.from_bytes(value).payload).hexdigest()
-        return Verified(event, digest, position)
+        return Verified(event, digest, position, signed_by)
 
     async def apply(self, value: bytes, position: str) -> Applied:
         """Verify and apply one record; effects are durable on return.
@@ -284,7 +288,13 @@ class ReleaseReplicator:
             event = item.event
             kind = type(event).__name__
             try:
-                transition = apply_event(current, event, digest=item.digest, position=item.position)
+                transition = apply_event(
+                    current,
+                    event,
+                    digest=item.digest,
+                    position=item.position,
+                    signed_by=item.signed_by,
+                )
             except RejectedError as exc:
                 outcomes.append(Refused(package, exc))
                 continue
@@ -372,6 +382,7 @@ class ReleaseReplicator:
         return fetched
 
     async def _fetch_and_store(self, package: str, artifact: Artifact) -> bool:
+        started = time.perf_counter()
         result = await fetch_from_sources(
             self._session,
             self._sources(artifact),
@@ -379,6 +390,9 @@ class ReleaseReplicator:
             work_dir=self._work_dir,
             limits=self._limits,
         )
+        source = "origin" if result.source == artifact.origin_url else "replica"
+        FETCH_SECONDS.labels(self._region, source).observe(time.perf_counter() - started)
+        FETCH_BYTES.labels(self._region, source).inc(artifact.size)
         try:
             check_top_directory(result.path, package)
             if not await self._make_room(artifact):

@@ -13,17 +13,21 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import count
 
 from connectors.kafka import EventProducer, Topics, region_sync
+from connectors.metrics import ARTIFACTS_PENDING, LAG_EVENTS, LAG_SECONDS
 from connectors.store import ObjectStore
 from schemas import layout
 from schemas.errors import TransientError
 from schemas.events import utc_now
 from schemas.federation import (
+    LAG_HISTORY,
+    LagSample,
     NodeRegistration,
     NodeStatus,
     PartitionSync,
@@ -124,6 +128,10 @@ class StatusReporter:
         self._store_counted_at = float("-inf")
         self._lock = threading.Lock()
         self.last: NodeStatus | None = None
+        #: Called with each status sent, in the heartbeat's thread (the CLI's catch-up display).
+        self.listeners: list[Callable[[NodeStatus], None]] = []
+        #: This node's recent lag, one sample per measurement (the status page's chart).
+        self.history: deque[LagSample] = deque(maxlen=LAG_HISTORY)
 
     @property
     def node_id(self) -> str:
@@ -190,12 +198,22 @@ class StatusReporter:
         """Measure and produce one heartbeat; a failure is logged and returns None."""
         try:
             status = self.measure(stopping=stopping)
+            region = self.registration.region
+            LAG_EVENTS.labels(region).set(status.events_behind)
+            LAG_SECONDS.labels(region).set(status.seconds_behind or 0.0)
+            ARTIFACTS_PENDING.labels(region).set(status.artifacts_pending)
+            self.history.append(LagSample(status.heartbeat_at, status.events_behind))
             with self._lock:
                 self._produce(status_key(self.node_id), seal_status(status, self._key))
         except TransientError as exc:
             log.warning("heartbeat not sent: %s", exc)
             return None
         self.last = status
+        for listener in self.listeners:
+            try:
+                listener(status)
+            except Exception:  # a display must never stop the heartbeats
+                log.exception("status listener %r failed", listener)
         return status
 
     def close(self) -> None:

@@ -7,13 +7,10 @@ normalisation of ``..`` or percent-encodings), as an attacker would send them.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-import http.client
 import os
 import re
 import socket
-import threading
 import time
 import urllib.parse
 from collections.abc import Iterator
@@ -40,6 +37,7 @@ from services.publishing_client import sign_request
 from services.publishing_http import MAX_DOCUMENT_SIZE, PublishingService, PublishingSettings
 from services.registry import RegionMap, Registry
 from services.trust_admin import DelegationSpec, build_root
+from tests.servers import ServerThread
 
 ROOT_KEY = SigningKey.generate()
 SERVICE = SigningKey.generate()
@@ -87,58 +85,6 @@ def signed_headers(
     """A request signed by a delegated key, as the publishing client signs it."""
     digest = hashlib.sha256(body).hexdigest()
     return sign_request(key, method, path, digest, now=datetime.now(UTC))
-
-
-class ServerThread:
-    """An aiohttp app on a loopback port, in a thread with its own event loop."""
-
-    def __init__(self, app: web.Application) -> None:
-        self.app = app
-        self.port = 0
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        runner = web.AppRunner(self.app)
-        self._loop.run_until_complete(runner.setup())
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        self._loop.run_until_complete(site.start())
-        self.port = runner.addresses[0][1]
-        self._runner = runner
-        self._ready.set()
-        self._loop.run_forever()
-        self._loop.run_until_complete(runner.cleanup())
-        self._loop.close()
-
-    def __enter__(self) -> ServerThread:
-        self._thread.start()
-        assert self._ready.wait(15)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(15)
-
-    def request(
-        self,
-        method: str,
-        path: str,
-        body: bytes | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> tuple[int, bytes]:
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            connection.putrequest(method, path, skip_accept_encoding=True)
-            for name, value in (headers or {}).items():
-                connection.putheader(name, value)
-            connection.putheader("Content-Length", str(len(body or b"")))
-            connection.endheaders(body or b"")
-            response = connection.getresponse()
-            return response.status, response.read()
-        finally:
-            connection.close()
 
 
 @pytest.fixture(scope="module")

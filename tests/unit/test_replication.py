@@ -647,6 +647,22 @@ def test_package_state_json_round_trips(tmp_path: Path) -> None:
     assert PackageState.from_json(state.to_json()).to_json() == state.to_json()
 
 
+def test_the_signers_are_kept_with_the_published_version_and_round_trip() -> None:
+    event = release(sequence=1)
+    signers = ("a" * 64, "b" * 64)
+    transition = apply_event(
+        PackageState(TOKEN), event, digest=digest_of(event), position=position(0), signed_by=signers
+    )
+    assert transition is not None
+    state = transition.state
+    assert state.versions[event.version].signed_by == signers
+    assert PackageState.from_json(state.to_json()) == state
+    # A state written before signers were recorded reads as "not recorded".
+    document = orjson.loads(state.to_json())
+    del document["versions"][event.version]["signed_by"]
+    assert PackageState.from_json(orjson.dumps(document)).versions[event.version].signed_by == ()
+
+
 def test_a_state_document_without_the_new_fields_reads_as_never_applied() -> None:
     # A state written before sequences existed: versions only.
     state = applied(release(sequence=1))

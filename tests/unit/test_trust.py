@@ -31,6 +31,7 @@ from schemas.trust import (
     follow_rotations,
     load_pinned_root,
     verify_event,
+    verify_event_signers,
     verify_root_update,
 )
 
@@ -569,3 +570,23 @@ def test_follow_rotations_fails_on_a_refused_rotation() -> None:
         follow_rotations(V1, [forged_v2, SIGNED_V3])
     with pytest.raises(RootRotationError, match="malformed"):
         follow_rotations(V1, [b"garbage", SIGNED_V2])
+
+
+# ---------------------------------------------------------------------------
+# Who signed: kept with each version for the package page
+# ---------------------------------------------------------------------------
+
+
+def test_the_signers_are_the_delegated_keys_whose_signatures_verify() -> None:
+    data = signed_release(PUB_B, PUB_A, OUTSIDER)
+    event, signers = verify_event_signers(data, V1, now=NOW)
+    assert event.package == "drupal/token"
+    # The outsider's signature is genuine but not delegated: it is not a signer here.
+    assert signers == tuple(sorted((keyid(PUB_A), keyid(PUB_B))))
+
+
+def test_a_forged_second_signature_is_not_counted_as_a_signer() -> None:
+    payload = SignedEvent.from_bytes(signed_release(PUB_A)).payload
+    forged = Signature(keyid(PUB_B), PUB_A.sign(payload).sig)
+    data = SignedEvent(payload, (PUB_A.sign(payload), forged)).to_bytes()
+    assert verify_event_signers(data, V1, now=NOW)[1] == (keyid(PUB_A),)

@@ -1,0 +1,599 @@
+"""infra/production against the code: every command, setting, image, topic and path in
+the manifests is one the code knows.
+
+Docker and Kubernetes cannot run here, so these tests read the manifests the way
+compose, kubectl and MirrorMaker would and check them against the click command
+tree, the settings model (``services.node_config``, the checker behind ``fairstream
+config check``) and ``connectors.kafka.Topics``. Each check is also run on a
+deliberately broken copy, to show it can fail.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import tomllib
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path, PurePosixPath
+from typing import Any
+from unittest import mock
+
+import click
+import pytest
+import yaml
+
+from connectors.kafka import BrokerLocation, Topics
+from schemas.errors import ConfigurationError
+from services.cli import cli
+from services.node_config import check_config, configurable_commands, settings_of
+
+REPO = Path(__file__).resolve().parents[2]
+PRODUCTION = REPO / "infra" / "production"
+VERSION = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["version"]
+OUR_IMAGE = f"fairstream:{VERSION}"
+# Official images only, each pinned to a release (never latest, never a moving tag).
+OFFICIAL_TAGS = {
+    "apache/kafka": r"[34]\.\d+\.\d+",
+    "minio/minio": r"RELEASE\.\d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ",
+    "python": r"3\.11\.\d+-slim-bookworm",
+}
+CODE_TOPICS = set(asdict(Topics()).values())
+FILE_SETTINGS = ("root", "node_key", "key")
+
+
+# ---------------------------------------------------------------------------
+# Readers
+# ---------------------------------------------------------------------------
+
+
+def load_properties(path: Path) -> dict[str, str]:
+    """A Java properties file of ``key = value`` lines (no continuation lines)."""
+    found: dict[str, str] = {}
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith(("#", "!")):
+            continue
+        assert not stripped.endswith("\\"), f"{path}:{number}: continuation lines are not read"
+        key, separator, value = stripped.partition("=")
+        assert separator, f"{path}:{number}: not key=value"
+        assert key.strip() not in found, f"{path}:{number}: {key.strip()} given twice"
+        found[key.strip()] = value.strip()
+    return found
+
+
+def interpolated(value: str) -> str:
+    """A compose value with each ``${VAR...}`` replaced as if .env gave it a safe value."""
+    return re.sub(r"\$\{([A-Z0-9_]+)[^}]*\}", lambda m: f"x{m[1].lower()}", value)
+
+
+def resolve_command(args: list[str]) -> tuple[str, click.Command, click.Context, list[str]]:
+    """The fairstream command ``args`` name (``node-run``), its parent context and the rest.
+
+    Raises ``LookupError`` for a command the click tree does not have.
+    """
+    ctx = click.Context(cli, info_name="fairstream")
+    command: click.Command = cli
+    path: list[str] = []
+    rest = list(args)
+    while isinstance(command, click.Group):
+        if not rest:
+            raise LookupError(f"`fairstream {' '.join(path)}` names a group, not a command")
+        name = rest.pop(0)
+        sub = command.get_command(ctx, name)
+        if sub is None:
+            raise LookupError(f"`fairstream {' '.join([*path, name])}` is not a command")
+        path.append(name)
+        if isinstance(sub, click.Group):
+            ctx = click.Context(sub, info_name=name, parent=ctx)
+        command = sub
+    return "-".join(path), command, ctx, rest
+
+
+@contextmanager
+def environment(values: Mapping[str, str]) -> Iterator[None]:
+    """os.environ as in the container: its FAIRSTREAM_* variables and no others of ours."""
+    ours = {name: "" for name in os.environ if name.startswith("FAIRSTREAM_")}
+    with mock.patch.dict(os.environ, ours | dict(values)):
+        yield
+
+
+def service_problems(
+    where: str,
+    args: list[str],
+    env: Mapping[str, str],
+    config_file: Callable[[str], Path | None],
+    mounted: Callable[[str], bool],
+) -> list[str]:
+    """Everything wrong with one of our containers: its command line parsed by the click
+    tree, its FAIRSTREAM_* variables and config file checked by the settings model (as
+    `fairstream config check` does), and the files they name mounted in the container.
+
+    ``config_file`` maps the container's path of the config file to a file here.
+    """
+    try:
+        path, command, parent, rest = resolve_command(args)
+    except LookupError as exc:
+        return [f"{where}: {exc}"]
+    shown = f"`fairstream {path.replace('-', ' ')}`"
+    if path not in configurable_commands(cli):
+        return [f"{where}: {shown} takes no --config"]
+    envvars = {setting.envvar for setting in settings_of(command).values()}
+    problems = [
+        f"{where}: {name} is no setting of {shown}"
+        for name in env
+        if name.startswith("FAIRSTREAM_") and name not in envvars | {"FAIRSTREAM_CONFIG"}
+    ]
+    at = rest.index("--config") + 1 if "--config" in rest else len(rest)
+    if at >= len(rest):
+        return [*problems, f"{where}: {shown} without --config FILE"]
+    local = config_file(rest[at])
+    if local is None:
+        return [*problems, f"{where}: --config {rest[at]} is not a file mounted from here"]
+    # The command line as click parses it in the container, with the file here.
+    with environment(env):
+        try:
+            command.make_context(
+                path.rsplit("-", 1)[-1], [*rest[:at], str(local), *rest[at + 1 :]], parent=parent
+            )
+        except (click.ClickException, ConfigurationError) as exc:
+            message = exc.format_message() if isinstance(exc, click.ClickException) else exc
+            problems.append(f"{where}: {shown} refuses its command line: {message}")
+    check = check_config(command, tomllib.loads(local.read_text()), env, check_files=False)
+    problems += [f"{where}: {problem.message}" for problem in check.problems]
+    for resolved in check.settings:
+        paths: list[str] = []
+        value = resolved.value
+        if resolved.setting.key in FILE_SETTINGS and value not in (None, ()):
+            paths = [str(v) for v in value] if isinstance(value, tuple) else [str(value)]
+        if resolved.setting.key == "broker" and isinstance(value, str) and check.ok:
+            ca_file = BrokerLocation.from_url(value).ca_file
+            paths = [ca_file] if ca_file else []
+        problems += [
+            f"{where}: {resolved.setting.key} names {p}, which is not mounted in the container"
+            for p in paths
+            if not mounted(p)
+        ]
+    return problems
+
+
+def image_problem(where: str, image: str) -> str | None:
+    """Why an image is not an official one pinned to a release, or None."""
+    name, _, tag = image.partition(":")
+    if "@sha256:" in image:
+        name, tag = image.split("@", 1)[0].split(":", 1)[0], "digest"
+    if name not in OFFICIAL_TAGS:
+        return f"{where}: {image} is not an official image ({', '.join(OFFICIAL_TAGS)})"
+    if tag != "digest" and not re.fullmatch(OFFICIAL_TAGS[name], tag):
+        return f"{where}: {image} is not pinned to a release"
+    return None
+
+
+# ---------------------------------------------------------------------------
+# compose.yaml
+# ---------------------------------------------------------------------------
+
+
+def compose_problems(directory: Path) -> list[str]:
+    compose = yaml.safe_load((directory / "compose.yaml").read_text())
+    problems: list[str] = []
+    used_configs: set[Path] = set()
+    for name, service in compose["services"].items():
+        where = f"compose {name}"
+        image = service.get("image", "")
+        if "build" not in service:
+            if image.startswith("fairstream"):
+                problems.append(f"{where}: {image} without build: from our Dockerfile")
+            elif (problem := image_problem(where, image)) is not None:
+                problems.append(problem)
+            continue
+        build = service["build"]
+        dockerfile = (directory / build["context"] / build["dockerfile"]).resolve()
+        if dockerfile != (directory / "Dockerfile").resolve() or image != OUR_IMAGE:
+            problems.append(f"{where}: not {OUR_IMAGE} built from infra/production/Dockerfile")
+        mounts = {}
+        for volume in service.get("volumes", []):
+            source, target = volume.split(":")[:2]
+            mounts[target] = directory / source if source.startswith(".") else None
+        secrets = {f"/run/secrets/{secret}" for secret in service.get("secrets", [])}
+
+        def config_file(path: str, mounts: dict[str, Path | None] = mounts) -> Path | None:
+            local = mounts.get(path)
+            if local is None or not local.is_file():
+                return None
+            used_configs.add(local.resolve())
+            return local
+
+        def mounted(
+            path: str, mounts: dict[str, Path | None] = mounts, secrets: set[str] = secrets
+        ) -> bool:
+            return path in secrets or any(
+                PurePosixPath(path).is_relative_to(target) for target in mounts
+            )
+
+        env = {key: interpolated(str(value)) for key, value in service["environment"].items()}
+        problems += service_problems(where, service["command"], env, config_file, mounted)
+    for unused in sorted(set((directory / "config").glob("*.toml")) - used_configs):
+        problems.append(f"compose: {unused.name} is used by no service")
+    return problems
+
+
+# ---------------------------------------------------------------------------
+# k8s/
+# ---------------------------------------------------------------------------
+
+
+def k8s_problems(directory: Path, scratch: Path) -> list[str]:
+    k8s = directory / "k8s"
+    kustomization = yaml.safe_load((k8s / "kustomization.yaml").read_text())
+    problems: list[str] = []
+    listed = set(kustomization["resources"])
+    present = {p.name for p in k8s.glob("*.yaml")} - {"kustomization.yaml"}
+    if listed != present:
+        problems.append(
+            f"k8s: kustomization lists {sorted(listed)}, the directory {sorted(present)}"
+        )
+    documents = [
+        document
+        for path in sorted(k8s.glob("*.yaml"))
+        if path.name != "kustomization.yaml"
+        for document in yaml.safe_load_all(path.read_text())
+    ]
+    by_kind: dict[str, dict[str, Any]] = {}
+    for document in documents:
+        by_kind.setdefault(document["kind"], {})[document["metadata"]["name"]] = document
+    for name, deployment in by_kind.get("Deployment", {}).items():
+        where = f"k8s {name}"
+        spec = deployment["spec"]["template"]["spec"]
+        volumes = {volume["name"]: volume for volume in spec["volumes"]}
+        if deployment["spec"]["replicas"] != 2:
+            problems.append(f"{where}: {deployment['spec']['replicas']} replicas, not 2 workers")
+        for container in spec["containers"]:
+            if container["image"] != OUR_IMAGE:
+                problems.append(f"{where}: {container['image']} is not {OUR_IMAGE}")
+            mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+
+            def config_file(
+                path: str, mounts: dict[str, Any] = mounts, volumes: dict[str, Any] = volumes
+            ) -> Path | None:
+                mount = mounts.get(path)
+                config_map = volumes.get(mount["name"], {}).get("configMap") if mount else None
+                if mount is None or config_map is None or "subPath" not in mount:
+                    return None
+                data = by_kind["ConfigMap"][config_map["name"]]["data"][mount["subPath"]]
+                local = scratch / f"{config_map['name']}-{mount['subPath']}"
+                local.write_text(data)
+                return local
+
+            def mounted(path: str, mounts: dict[str, Any] = mounts) -> bool:
+                return any(PurePosixPath(path).is_relative_to(target) for target in mounts)
+
+            # Variables from Secrets are only named here (an empty value is unset, as for
+            # click); their values are the operator's.
+            env = {e["name"]: e.get("value", "") for e in container.get("env", [])}
+            problems += service_problems(where, container["args"], env, config_file, mounted)
+            ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+            args = container["args"]
+            config = config_file(args[args.index("--config") + 1]) if "--config" in args else None
+            listen = tomllib.loads(config.read_text()).get("listen", "") if config else ""
+            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+                http = container.get(probe, {}).get("httpGet", {})
+                port = ports.get(http.get("port"), http.get("port"))
+                if http.get("path") != "/health" or not listen.endswith(f":{port}"):
+                    problems.append(
+                        f"{where}: {probe} is not GET /health on the port node.toml listens on"
+                    )
+            resources = container.get("resources", {})
+            if not {"requests", "limits"} <= set(resources):
+                problems.append(f"{where}: no resource requests and limits")
+    if not by_kind.get("Service"):
+        problems.append("k8s: no Service")
+    return problems
+
+
+# ---------------------------------------------------------------------------
+# mirrormaker2.properties, kafka/init.sh, the Dockerfile
+# ---------------------------------------------------------------------------
+
+
+def mirror_maker_problems(directory: Path) -> list[str]:
+    properties = load_properties(directory / "mirrormaker2.properties")
+    problems = []
+    source, target = (c.strip() for c in properties["clusters"].split(","))
+    topics = {t.strip() for t in properties[f"{source}->{target}.topics"].split(",")}
+    if topics != CODE_TOPICS:
+        problems.append(
+            f"mm2: mirrors {sorted(topics)}, the code's topics are {sorted(CODE_TOPICS)}"
+        )
+    if properties.get(f"{source}->{target}.enabled") != "true":
+        problems.append(f"mm2: {source}->{target} is not enabled")
+    if properties.get(f"{target}->{source}.enabled") != "false":
+        problems.append(f"mm2: {target}->{source} must be off: identity names would loop")
+    policy = "org.apache.kafka.connect.mirror.IdentityReplicationPolicy"
+    if properties.get("replication.policy.class") != policy:
+        problems.append("mm2: topic names change without IdentityReplicationPolicy")
+    for cluster in (source, target):
+        if properties.get(f"{cluster}.security.protocol") != "SASL_SSL":
+            problems.append(f"mm2: {cluster} is not reached over SASL_SSL")
+        if properties.get(f"{cluster}.sasl.mechanism") not in ("SCRAM-SHA-256", "SCRAM-SHA-512"):
+            problems.append(f"mm2: {cluster} does not log in with SCRAM")
+        if 'password="${file:' not in properties.get(f"{cluster}.sasl.jaas.config", ""):
+            problems.append(f"mm2: {cluster}'s password is not read from a file")
+    return problems
+
+
+def kafka_init_problems(directory: Path) -> list[str]:
+    created = {
+        match[1]: match[2]
+        for match in re.finditer(
+            r"^topic (\S+) \d+(.*)$", (directory / "kafka" / "init.sh").read_text(), re.M
+        )
+    }
+    problems = []
+    if set(created) != CODE_TOPICS:
+        problems.append(f"init.sh: creates {sorted(created)}, the code's are {sorted(CODE_TOPICS)}")
+    for topic, options in created.items():
+        compacted = "cleanup.policy=compact" in options
+        if compacted != (topic in Topics().compacted):
+            problems.append(f"init.sh: {topic} is {'' if compacted else 'not '}compacted")
+    return problems
+
+
+def dockerfile_problems(directory: Path) -> list[str]:
+    text = (directory / "Dockerfile").read_text()
+    problems = [
+        problem
+        for image in re.findall(r"^FROM (\S+)", text, re.M)
+        if (problem := image_problem("Dockerfile", image)) is not None
+    ]
+    if "COPY pyproject.toml uv.lock" not in text or "uv sync --frozen --no-dev" not in text:
+        problems.append("Dockerfile: does not install from uv.lock with uv sync --frozen")
+    if not re.search(r"uv==\d+\.\d+\.\d+", text):
+        problems.append("Dockerfile: uv is not pinned")
+    return problems
+
+
+# ---------------------------------------------------------------------------
+# The manifests as they are
+# ---------------------------------------------------------------------------
+
+
+def test_every_manifest_parses() -> None:
+    parsed = []
+    for path in sorted(PRODUCTION.rglob("*")):
+        if path.suffix in (".yaml", ".yml"):
+            parsed += [path for document in yaml.safe_load_all(path.read_text()) if document]
+        elif path.suffix == ".toml":
+            parsed.append(path) if tomllib.loads(path.read_text()) else None
+        elif path.suffix == ".properties":
+            parsed.append(path) if load_properties(path) else None
+    names = {path.relative_to(PRODUCTION).as_posix() for path in parsed}
+    assert names >= {
+        "compose.yaml",
+        "config/node-eu.toml",
+        "config/directory.toml",
+        "config/publishing.toml",
+        "k8s/deployment.yaml",
+        "k8s/service.yaml",
+        "k8s/configmap.yaml",
+        "k8s/kustomization.yaml",
+        "kafka/server.properties",
+        "mirrormaker2.properties",
+    }
+
+
+def test_compose_runs_real_commands_with_known_settings_and_pinned_official_images() -> None:
+    assert compose_problems(PRODUCTION) == []
+
+
+def test_compose_runs_every_service_the_brief_asks_for() -> None:
+    compose = yaml.safe_load((PRODUCTION / "compose.yaml").read_text())
+    commands = {
+        name: resolve_command(service["command"])[0]
+        for name, service in compose["services"].items()
+        if "build" in service
+    }
+    assert commands == {
+        "publishing": "publishing-serve",
+        "directory": "directory-serve",
+        "node-eu-1": "node-run",
+        "node-eu-2": "node-run",
+    }
+    kafka = [s for s in compose["services"].values() if s["image"].startswith("apache/kafka")]
+    assert len(kafka) == 4  # three nodes and the one-shot init
+
+
+def test_k8s_runs_a_real_command_with_known_settings_and_probes_on_health(tmp_path: Path) -> None:
+    assert k8s_problems(PRODUCTION, tmp_path) == []
+
+
+def test_mirror_maker_mirrors_the_codes_topics_with_their_names() -> None:
+    assert mirror_maker_problems(PRODUCTION) == []
+
+
+def test_kafka_init_creates_the_codes_topics() -> None:
+    assert kafka_init_problems(PRODUCTION) == []
+
+
+def test_the_image_is_built_from_an_official_python_with_uv_lock() -> None:
+    assert dockerfile_problems(PRODUCTION) == []
+
+
+def test_secrets_are_never_committed() -> None:
+    ignored = (PRODUCTION / ".gitignore").read_text().split()
+    assert {"secrets/", "trust/", ".env"} <= set(ignored)
+    for path in PRODUCTION.rglob("*"):
+        assert path.suffix not in (".key", ".p12", ".pem", ".jks"), path
+
+
+# ---------------------------------------------------------------------------
+# Each check fails on a broken copy
+# ---------------------------------------------------------------------------
+
+
+BROKEN = [
+    # (file, text there, replacement, the check, what it must say)
+    (
+        "compose.yaml",
+        "\n    volumes:\n      - ./config/directory.toml",
+        "\n      FAIRSTREAM_REGOIN: eu\n    volumes:\n      - ./config/directory.toml",
+        "compose",
+        "FAIRSTREAM_REGOIN is no setting of `fairstream directory serve`",
+    ),
+    (
+        "compose.yaml",
+        "image: minio/minio:RELEASE.2025-04-22T22-12-26Z",
+        "image: minio/minio:latest",
+        "compose",
+        "minio/minio:latest is not pinned to a release",
+    ),
+    (
+        "compose.yaml",
+        "  image: apache/kafka:4.0.1\n  restart: unless-stopped",
+        "  image: bitnami/kafka:4.0.1\n  restart: unless-stopped",
+        "compose",
+        "bitnami/kafka:4.0.1 is not an official image",
+    ),
+    (
+        "compose.yaml",
+        '["publishing", "serve", "--config"',
+        '["publishing", "serv", "--config"',
+        "compose",
+        "`fairstream publishing serv` is not a command",
+    ),
+    (
+        "compose.yaml",
+        '["directory", "serve", "--config", "/etc/fairstream/directory.toml"]',
+        '["directory", "serve", "--config", "/etc/fairstream/directory.toml", "--regoin", "eu"]',
+        "compose",
+        "No such option: --regoin",
+    ),
+    (
+        "compose.yaml",
+        "      - ./trust/root.avro:/etc/fairstream/root.avro:ro\n      - publishing-data",
+        "      - ./trust/root.avro:/etc/fairstream/trust.avro:ro\n      - publishing-data",
+        "compose",
+        "root names /etc/fairstream/root.avro, which is not mounted in the container",
+    ),
+    (
+        "compose.yaml",
+        '@kafka-1:9093,kafka-2:9093,kafka-3:9093?mechanism=SCRAM-SHA-512&ca=/run/secrets/kafka-ca.pem"\n    volumes:\n      - ./config/publishing',
+        '@kafka-1:9093,kafka-2:9093,kafka-3:9093?ca=/run/secrets/kafka-ca.pem"\n    volumes:\n      - ./config/publishing',
+        "compose",
+        "names no mechanism",
+    ),
+    (
+        "config/node-eu.toml",
+        'region = "eu"',
+        'regoin = "eu"',
+        "compose",
+        "regoin (file) is not a setting of this command; did you mean 'region'?",
+    ),
+    (
+        "config/directory.toml",
+        "stale_after = 30.0",
+        'stale_after = "30 s"',
+        "compose",
+        "stale_after (file) must be a number",
+    ),
+    (
+        "config/publishing.toml",
+        'key = ["/run/secrets/publisher.key"]',
+        'key = ["/run/secrets/drupal.key"]',
+        "compose",
+        "key names /run/secrets/drupal.key, which is not mounted in the container",
+    ),
+    (
+        "k8s/configmap.yaml",
+        '    quota = "20G"',
+        '    quota = "lots"',
+        "k8s",
+        "quota (file): size 'lots' is not a number of bytes",
+    ),
+    (
+        "k8s/deployment.yaml",
+        "- name: FAIRSTREAM_STORE_URL",
+        "- name: FAIRSTREAM_STORE",
+        "k8s",
+        "FAIRSTREAM_STORE is no setting of `fairstream node run`",
+    ),
+    (
+        "k8s/deployment.yaml",
+        "image: fairstream:0.1.0",
+        "image: fairstream:latest",
+        "k8s",
+        "fairstream:latest is not fairstream:",
+    ),
+    (
+        "k8s/deployment.yaml",
+        "            httpGet:\n              path: /health\n              port: http\n            periodSeconds: 10",
+        "            httpGet:\n              path: /healthz\n              port: http\n            periodSeconds: 10",
+        "k8s",
+        "readinessProbe is not GET /health",
+    ),
+    (
+        "k8s/deployment.yaml",
+        '["node", "run", "--config"',
+        '["node", "runs", "--config"',
+        "k8s",
+        "`fairstream node runs` is not a command",
+    ),
+    (
+        "mirrormaker2.properties",
+        ", fair.status\n",
+        "\n",
+        "mm2",
+        "the code's topics are",
+    ),
+    (
+        "mirrormaker2.properties",
+        "= org.apache.kafka.connect.mirror.IdentityReplicationPolicy",
+        "= org.apache.kafka.connect.mirror.DefaultReplicationPolicy",
+        "mm2",
+        "topic names change",
+    ),
+    (
+        "kafka/init.sh",
+        "topic fair.status 1 --config cleanup.policy=compact",
+        "topic fair.status 1",
+        "init",
+        "fair.status is not compacted",
+    ),
+    (
+        "Dockerfile",
+        "FROM python:3.11.12-slim-bookworm AS build",
+        "FROM python:3.11-slim AS build",
+        "dockerfile",
+        "python:3.11-slim is not pinned to a release",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("file", "text", "replacement", "check", "expected"),
+    BROKEN,
+    ids=[f"{b[0]}:{b[4][:40]}" for b in BROKEN],
+)
+def test_each_check_catches_a_broken_copy(
+    tmp_path: Path, file: str, text: str, replacement: str, check: str, expected: str
+) -> None:
+    copy = tmp_path / "production"
+    shutil.copytree(PRODUCTION, copy)
+    original = (copy / file).read_text()
+    assert original.count(text) == 1, f"{file} no longer holds {text!r}: update this test"
+    (copy / file).write_text(original.replace(text, replacement))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    checks: dict[str, Callable[[], list[str]]] = {
+        "compose": lambda: compose_problems(copy),
+        "k8s": lambda: k8s_problems(copy, scratch),
+        "mm2": lambda: mirror_maker_problems(copy),
+        "init": lambda: kafka_init_problems(copy),
+        "dockerfile": lambda: dockerfile_problems(copy),
+    }
+
+    found = checks[check]()
+
+    assert any(expected in problem for problem in found), found

@@ -1,0 +1,185 @@
+"""The status pages' pure parts: the lag chart, the package view, escaping, page answers.
+No sockets: pages are rendered through aiohttp's mocked requests over in-memory sources."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
+
+from schemas.federation import LagSample
+from schemas.package_state import PackageState, VersionRecord
+from schemas.signing import SigningKey
+from services.status_pages import (
+    NetworkView,
+    NodeRow,
+    PackageView,
+    RejectionRow,
+    Series,
+    StatusPages,
+    age_text,
+    lag_chart,
+    package_view,
+)
+from services.trust_admin import DelegationSpec, build_root
+
+NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
+ROOT_KEY, PUBLISHER, OLD_PUBLISHER = (SigningKey(seed=bytes([n]) * 32) for n in (1, 2, 3))
+HOSTILE = '<img src=x onerror="alert(1)">'
+
+
+def root(*publishers: SigningKey):  # type: ignore[no-untyped-def]
+    return build_root(
+        version=2,
+        root_keys=[ROOT_KEY.public_key],
+        root_threshold=1,
+        delegations=[
+            DelegationSpec("drupal/*", "drupal.org", tuple(k.public_key for k in publishers), 1)
+        ],
+    )
+
+
+def record(offset: int, signed_by: tuple[str, ...], yanked: str | None = None) -> VersionRecord:
+    return VersionRecord(
+        drupal_version=f"8.x-1.{offset}",
+        sha256=f"{offset:064x}",
+        sha1=f"{offset:040x}",
+        size=100 + offset,
+        composer={},
+        yanked=yanked,
+        origin_url=f"https://ftp.drupal.org/files/projects/token-8.x-1.{offset}.zip",
+        position=f"fair.releases:0:{offset}",
+        signed_by=signed_by,
+    )
+
+
+STATE = PackageState(
+    "drupal/token",
+    versions={
+        "1.9.0": record(9, (OLD_PUBLISHER.public_key.keyid,)),
+        "1.10.0": record(10, (PUBLISHER.public_key.keyid,), yanked=HOSTILE),
+        "1.2.0": record(2, ()),
+    },
+)
+
+
+def samples(*values: int) -> list[LagSample]:
+    return [LagSample(NOW + timedelta(seconds=10 * i), v) for i, v in enumerate(values)]
+
+
+def test_no_samples_draw_no_chart() -> None:
+    assert lag_chart([]).svg == ""
+    assert lag_chart([Series("eu", samples(3))]).svg == ""
+
+
+def test_each_series_is_one_line_scaled_to_the_largest_lag() -> None:
+    chart = lag_chart(
+        [Series("eu", samples(0, 40, 0)), Series("us", samples(10, 10, 10))], height=220
+    )
+    lines = re.findall(r'points="([^"]+)"', chart.svg)
+    assert len(lines) == 2
+    eu = [tuple(map(float, p.split(","))) for p in lines[0].split()]
+    # 0 events sit on the axis, the largest lag at the top of the plot.
+    assert eu[0][1] == eu[2][1] > eu[1][1]
+    assert [(label, last) for label, _, last in chart.lines] == [("eu", 0), ("us", 10)]
+    assert ">40</text>" in chart.svg  # the axis says how high the top is
+
+
+def test_a_label_from_the_network_is_escaped_in_the_chart() -> None:
+    chart = lag_chart([Series(HOSTILE, samples(1, 2))])
+    assert HOSTILE not in chart.svg and "&lt;img" in chart.svg
+
+
+def test_the_package_view_lists_versions_newest_first_with_their_signers() -> None:
+    view = package_view(STATE, root(PUBLISHER), lambda r: [f"eu:{r.size}"], "note")
+    assert [v.version for v in view.versions] == ["1.10.0", "1.9.0", "1.2.0"]
+    assert (view.namespace, view.publisher, view.threshold) == ("drupal/*", "drupal.org", 1)
+    signers = {v.version: [(s.keyid, s.delegated_now) for s in v.signers] for v in view.versions}
+    assert signers["1.10.0"] == [(PUBLISHER.public_key.keyid, True)]
+    # Signed by a key a later root no longer delegates: still shown, and flagged.
+    assert signers["1.9.0"] == [(OLD_PUBLISHER.public_key.keyid, False)]
+    assert signers["1.2.0"] == []
+    assert view.versions[0].holders == ["eu:110"]
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0, "0 s ago"),
+        (59, "59 s ago"),
+        (60, "1 min ago"),
+        (7199, "120 min ago"),
+        (7200, "2 h ago"),
+        (3 * 86400, "3 d ago"),
+    ],
+)
+def test_ages_read_as_people_say_them(seconds: int, text: str) -> None:
+    assert age_text(NOW - timedelta(seconds=seconds), NOW) == text
+
+
+class MemorySource:
+    title = "test directory"
+
+    def __init__(self) -> None:
+        self.trust = root(PUBLISHER)
+
+    def network(self, now: datetime) -> NetworkView:
+        row = NodeRow("eu", "a" * 64, "http://eu.example", "in sync", "ok", "1 s ago", "1 KB", "v2")
+        return NetworkView("Network", [row], [Series("eu", samples(0, 1))], [("bad-signature", 4)])
+
+    async def package(self, name: str) -> PackageView | None:
+        if name != "drupal/token":
+            return None
+        return package_view(STATE, self.trust, lambda r: [], "note")
+
+    def rejections(self) -> Sequence[RejectionRow]:
+        return [
+            RejectionRow(
+                "2026-12-05 12:00:00 UTC",
+                "eu",
+                "fair.releases[0]@7",
+                "drupal/x",
+                "bad-signature",
+                HOSTILE,
+            )
+        ]
+
+
+async def answer(path: str) -> web.Response:
+    app = web.Application()
+    StatusPages(MemorySource(), clock=lambda: NOW).register(app)
+    request = make_mocked_request("GET", path, app=app)
+    match = await app.router.resolve(request)
+    request._match_info = match  # type: ignore[attr-defined]
+    try:
+        response = await match.handler(request)
+    except web.HTTPException as exc:
+        return web.Response(status=exc.status, headers=exc.headers)
+    assert isinstance(response, web.Response)
+    return response
+
+
+async def test_the_pages_render_and_escape_what_came_from_the_network() -> None:
+    network = await answer("/status")
+    assert network.status == 200 and network.content_type == "text/html"
+    assert "http://eu.example" in network.text and "bad-signature" in network.text
+    package = await answer("/status/packages/drupal/token")
+    assert package.status == 200
+    assert HOSTILE not in (package.text or "") and "&lt;img src=x" in (package.text or "")
+    rejections = await answer("/status/rejections")
+    assert HOSTILE not in (rejections.text or "") and "fair.releases[0]@7" in (
+        rejections.text or ""
+    )
+
+
+async def test_an_unknown_or_malformed_package_is_a_clear_404_or_400() -> None:
+    unknown = await answer("/status/packages/drupal/nope")
+    assert unknown.status == 404 and "drupal/nope is not known here" in (unknown.text or "")
+    malformed = await answer("/status/packages/Drupal/x")
+    assert malformed.status == 400 and "not a Composer package name" in (malformed.text or "")
+    found = await answer("/status/packages?name=drupal/token")
+    assert found.status == 302 and found.headers["Location"] == "/status/packages/drupal/token"
