@@ -12,7 +12,7 @@ import io
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -68,7 +68,7 @@ class StoreLocation:
 
     endpoint: str
     access_key: str
-    secret_key: str
+    secret_key: str = field(repr=False)
     secure: bool
     region: str
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aiohttp import web
 
@@ -38,7 +38,7 @@ class FrontendSettings:
     """What a frontend needs; built once by the CLI."""
 
     region: str
-    broker_url: str
+    broker_url: str = field(repr=False)  # may carry SASL credentials
     store: StoreLocation
     bucket: str
     public_url: str

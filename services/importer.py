@@ -512,7 +512,7 @@ class ImportSettings:
     """What to import from where into which topic, signed with which keys."""
 
     repository_url: str
-    broker_url: str
+    broker_url: str = field(repr=False)  # may carry SASL credentials
     keys: tuple[SigningKey, ...]
     topics: Topics = Topics()
     partitions: int = 4

@@ -22,7 +22,7 @@ import re
 import tempfile
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from email.message import Message
 from email.parser import BytesHeaderParser
@@ -621,7 +621,7 @@ def check_artifact(release: ReleasePublished, wanted: ReleaseRequest, zip_path: 
 class PublishingSettings:
     """What a publishing service needs; built once by its composition root (the CLI)."""
 
-    broker_url: str
+    broker_url: str = field(repr=False)  # may carry SASL credentials
     topics: Topics = Topics()
     max_artifact_size: int = DEFAULT_MAX_ARTIFACT_SIZE
     delivery_timeout: float = 30.0

@@ -20,7 +20,7 @@ import logging
 import ssl
 import time
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -80,7 +80,7 @@ class NodeSettings:
     """Everything a regional node's stream processing needs; built once by the CLI."""
 
     region: str
-    broker_url: str
+    broker_url: str = field(repr=False)  # may carry SASL credentials
     store: StoreLocation
     bucket: str
     public_url: str

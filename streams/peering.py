@@ -25,7 +25,7 @@ import threading
 from collections import Counter
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -104,7 +104,7 @@ class PeerSettings:
     """
 
     name: str
-    broker_url: str
+    broker_url: str = field(repr=False)  # may carry SASL credentials
     topic: str
     #: The peer's own signed trust root, pinned like ours (empty for a refused peer).
     pinned_root: bytes

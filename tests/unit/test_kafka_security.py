@@ -303,3 +303,15 @@ def test_the_source_check_finds_a_client_built_by_hand() -> None:
         "example.py:2: Consumer( with a configuration not built by client_config",
         "example.py:5: faust.App( without broker_credentials",
     ]
+
+
+def test_settings_never_show_credentials_in_their_repr() -> None:
+    from connectors.store import StoreLocation
+    from services.publishing_http import PublishingSettings
+
+    store = StoreLocation.from_url("s3://access:s3cr3t-store@127.0.0.1:9000")
+    publishing = PublishingSettings(
+        broker_url="kafka+sasl-ssl://svc:s3cr3t-kafka@k:9093?mechanism=SCRAM-SHA-512"
+    )
+    assert "s3cr3t-store" not in repr(store)
+    assert "s3cr3t-kafka" not in repr(publishing)
