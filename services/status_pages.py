@@ -27,9 +27,15 @@ from connectors.kafka import TopicFollower
 from connectors.state_store import PackageStates
 from connectors.store import ObjectStore
 from schemas import layout
-from schemas.errors import RejectedError
+from schemas.errors import MalformedEventError, RejectedError
 from schemas.events import PACKAGE_NAME, ReleaseRejected
-from schemas.federation import LagSample, NodeBook, NodeRegistration, NodeStatus
+from schemas.federation import (
+    LagSample,
+    NodeBook,
+    NodeRegistration,
+    NodeStatus,
+    split_position,
+)
 from schemas.package_state import PackageState, VersionRecord
 from schemas.trust import TrustRoot, namespace_of
 
@@ -186,9 +192,10 @@ def package_view(
 
 
 def _offset(position: str) -> int:
+    """The log offset of a version's position; -1 for a state without one."""
     try:
-        return int(position.rsplit(":", 1)[1])
-    except (IndexError, ValueError):
+        return split_position(position)[2]
+    except MalformedEventError:
         return -1
 
 

@@ -9,6 +9,7 @@ import urllib.error
 import urllib.request
 import zipfile
 from collections.abc import Callable
+from email.message import Message
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -62,8 +63,8 @@ def eventually(check: Callable[[], Any], what: str, timeout: float = 60.0) -> An
         time.sleep(0.3)
 
 
-def redirect_of(url: str) -> tuple[int, str | None]:
-    """Status and Location of a GET that is not followed."""
+def unfollowed(url: str) -> tuple[int, Message]:
+    """Status and headers of a GET whose redirect is not followed."""
 
     class NoRedirect(urllib.request.HTTPRedirectHandler):
         def redirect_request(self, *args: Any, **kwargs: Any) -> None:
@@ -72,9 +73,16 @@ def redirect_of(url: str) -> tuple[int, str | None]:
     opener = urllib.request.build_opener(NoRedirect)
     try:
         with opener.open(url, timeout=5) as response:
-            return response.status, response.headers.get("Location")
+            return response.status, response.headers
     except urllib.error.HTTPError as exc:
-        return exc.code, exc.headers.get("Location")
+        exc.close()
+        return exc.code, exc.headers
+
+
+def redirect_of(url: str) -> tuple[int, str | None]:
+    """Status and Location of a GET that is not followed."""
+    status, headers = unfollowed(url)
+    return status, headers.get("Location")
 
 
 def get_json(url: str) -> Any:

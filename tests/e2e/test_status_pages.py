@@ -17,7 +17,6 @@ import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
@@ -31,6 +30,7 @@ from services.publishing_client import sign_request
 from services.publishing_http import PublishingService, PublishingSettings
 from tests.e2e.harness import Federation, rejections_of, wait_until_served
 from tests.e2e.test_directory import eventually, nodes_by_region, start_directory
+from tests.e2e.test_regional_node import unfollowed
 from tests.servers import ServerThread
 
 pytestmark = pytest.mark.e2e
@@ -270,8 +270,9 @@ def dashboard_metrics() -> set[str]:
     return names
 
 
-def publish_a_yank(federation: Federation) -> None:
-    """A yank of drupal/token 1.9.0 through the publishing service (in this process)."""
+def publish_a_yank(federation: Federation) -> set[str]:
+    """Yank drupal/token 1.9.0 through the publishing service (in this process); returns the
+    sample names of its ``/metrics`` afterwards."""
     settings = PublishingSettings(broker_url=federation.stack.broker_url, topics=federation.topics)
     root = load_pinned_root(federation.root_file.read_bytes())
     service = PublishingService(settings, root, [federation.key])
@@ -292,40 +293,27 @@ def publish_a_yank(federation: Federation) -> None:
         assert status == 201, answer
         scraped = scrape(server.url)
     assert "fairstream_published_total" in scraped
-    PUBLISHING_SCRAPE.update(scraped)
-
-
-PUBLISHING_SCRAPE: set[str] = set()
+    return scraped
 
 
 def test_every_metric_the_dashboard_reads_is_in_a_real_scrape(network: Network, page: Page) -> None:
     federation = network.federation
-    publish_a_yank(federation)
+    publishing = publish_a_yank(federation)
     # A download through the directory: a routing decision to count.
     event, _ = federation.release("token", "8.x-1.10")
-    request = urllib.request.Request(
+    status, headers = unfollowed(
         f"{network.directory.url}/dist/drupal/token/1.10.0/{event.artifact.sha256}.zip"
     )
-
-    class NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args: Any, **kwargs: Any) -> None:
-            return None
-
-    with pytest.raises(urllib.error.HTTPError) as answer:
-        urllib.request.build_opener(NoRedirect).open(request)
-    answer.value.close()
-    assert answer.value.code == 302
-    assert answer.value.headers["X-Fairstream-Served-By"].startswith("e2e-")  # the directory
+    assert status == 302
+    assert headers["X-Fairstream-Served-By"].startswith("e2e-")  # the directory
     # Each hop says who answered: the node the directory chose names its region.
-    with pytest.raises(urllib.error.HTTPError) as hop:
-        urllib.request.build_opener(NoRedirect).open(answer.value.headers["Location"])
-    hop.value.close()
+    hop_status, hop_headers = unfollowed(headers["Location"])
     chosen = {network.eu.url: "eu", network.us.url: "us"}
-    node_url = answer.value.headers["Location"].split("/dist/")[0]
-    assert hop.value.code == 302 and hop.value.headers["X-Fairstream-Served-By"] == chosen[node_url]
+    node_url = headers["Location"].split("/dist/")[0]
+    assert hop_status == 302 and hop_headers["X-Fairstream-Served-By"] == chosen[node_url]
 
     def scraped_everything() -> set[str] | None:
-        names = scrape(network.eu.url) | scrape(network.directory.url) | PUBLISHING_SCRAPE
+        names = scrape(network.eu.url) | scrape(network.directory.url) | publishing
         return names if dashboard_metrics() <= names else None
 
     names = eventually(scraped_everything, "every dashboard metric scraped", 30)
