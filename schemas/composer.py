@@ -17,6 +17,7 @@ __all__ = [
     "MINIFIED_FORMAT",
     "UNSET",
     "check_package_name",
+    "check_servable_entry",
     "expand",
     "minify",
     "render_p2",
@@ -47,6 +48,14 @@ _RESERVED_NAMES: Final = frozenset(
 )
 _SHA1_HEX: Final = re.compile(r"[0-9a-f]{40}", re.ASCII)
 _OUR_KEYS: Final = ("name", "version", "version_normalized", "dist")
+# What orjson can write as a JSON integer: i64 and u64.
+_SMALLEST_INT: Final = -(1 << 63)
+_LARGEST_INT: Final = (1 << 64) - 1
+# How deep an entry's values may nest (the entry itself is level 1) for check_servable_entry to
+# judge it without rendering. Real entries nest 4 levels; orjson writes up to 254 levels of a
+# document, where an entry sits at level 4. Deeper ones are rendered: within that limit
+# render_p2's own recursion could still exhaust Python's stack, which only rendering tells.
+_PLAIN_DEPTH: Final = 32
 
 
 def check_package_name(name: str) -> str:
@@ -253,6 +262,105 @@ def _servable_entry(name: str, version: dict[str, Any]) -> dict[str, Any]:
             f"got {dist!r}"
         )
     return entry
+
+
+def check_servable_entry(name: str, entry: dict[str, Any]) -> None:
+    """Raise what ``render_p2(name, [entry])`` would raise, without rendering in the usual case.
+
+    An entry of plain JSON values (``str``, ``int`` within 64 bits, finite ``float``, ``bool``,
+    ``None``, ``list``, ``dict`` with string keys; at most 32 levels deep, counting the entry)
+    whose ``name``, ``version``, ``version_normalized`` and ``dist`` pass render_p2's checks is
+    judged by walking it once, about a third of the cost of rendering it. Anything else is
+    rendered alone, so that the verdict and the message are render_p2's own. A set of entries
+    with distinct normalized versions, none holding the ``UNSET`` marker as a value, renders if
+    and only if each of them does.
+
+    Raises:
+        InvalidVersionError: as render_p2, the entry's ``version`` is one Composer refuses.
+        MalformedEventError: as render_p2; also for an entry nested so deep that rendering it
+            exhausts Python's stack (render_p2 itself raises ``RecursionError`` then).
+    """
+    if _plainly_servable(name, entry):
+        return
+    try:
+        render_p2(name, [entry])
+    except RecursionError as exc:
+        raise MalformedEventError(
+            f"Cannot render {name} {entry.get('version')!r}: its values nest too deep "
+            "for a p2 document"
+        ) from exc
+
+
+def _plainly_servable(name: str, entry: dict[str, Any]) -> bool:
+    """True when render_p2(name, [entry]) certainly succeeds; False when only rendering can tell.
+
+    Mirrors ``_p2_paths`` and ``_servable_entry`` check for check, on the entry before its
+    ``None`` values are dropped (a key holding ``None`` counts as absent there).
+    """
+    if type(entry) is not dict or not _PACKAGE_NAME.fullmatch(name):
+        return False
+    if name.endswith(".json") or not _RESERVED_NAMES.isdisjoint(name.split("/")):
+        return False
+    version = entry.get("version")
+    if type(version) is not str:
+        return False
+    listed_as = entry.get("name")
+    if listed_as is not None and not (type(listed_as) is str and listed_as == name):
+        return False
+    try:
+        normalized = normalize_version(version)
+    except InvalidVersionError:
+        return False
+    given = entry.get("version_normalized")
+    if given is not None and not (type(given) is str and given == normalized):
+        return False
+    dist = entry.get("dist")
+    if dist is not None and not (
+        type(dist) is dict
+        and type(dist.get("type")) is str
+        and type(dist.get("url")) is str
+        and dist["url"]
+    ):
+        return False
+    return _plain_json(entry, 1)
+
+
+def _plain_json(value: object, depth: int) -> bool:
+    """True if orjson writes ``value`` (at nesting ``depth``) and render_p2 keeps it as it is."""
+    # Exact types, not isinstance: orjson and render_p2 treat subclasses (and bool, an int)
+    # in ways of their own, which rendering judges. A loop over objects, not all() over a
+    # generator: this runs for every value of every entry an import plans (objects are most of
+    # them), and the generator costs about twice as much.
+    if type(value) is str:
+        return value.isascii() or _utf8(value)
+    if type(value) is dict:
+        if depth > _PLAIN_DEPTH:
+            return False
+        for key, item in value.items():
+            if type(key) is not str or not (key.isascii() or _utf8(key)):
+                return False
+            if type(item) is str:
+                if not (item.isascii() or _utf8(item)):
+                    return False
+            elif not _plain_json(item, depth + 1):
+                return False
+        return True
+    if type(value) is list:
+        return depth <= _PLAIN_DEPTH and all(_plain_json(item, depth + 1) for item in value)
+    if type(value) is int:
+        return _SMALLEST_INT <= value <= _LARGEST_INT
+    if type(value) is float:
+        return math.isfinite(value)
+    return value is None or type(value) is bool
+
+
+def _utf8(text: str) -> bool:
+    """True if orjson writes ``text``: it refuses lone surrogates, which UTF-8 cannot encode."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _object_without_nulls(value: dict[str, Any], *, where: str) -> dict[str, Any]:

@@ -145,7 +145,8 @@ class Candidate:
 
     ``composer`` is the whole expanded entry without ``dist.url`` (each node
     sets its own); ``sha1`` is the entry's ``dist.shasum``, ``None`` if it
-    had none.
+    had none; ``version_normalized`` is Composer's normalization of ``version``,
+    worked out once for the plan's duplicate check and order.
     """
 
     package: str
@@ -155,6 +156,7 @@ class Candidate:
     sha1: str | None
     composer: dict[str, Any]
     published_at: datetime | None
+    version_normalized: str
 
 
 @dataclass(frozen=True)
@@ -215,7 +217,7 @@ def plan_package(
                 if outcome.version in candidates:
                     skipped.append(_skip(outcome, SkipReason.DUPLICATE_VERSION, "listed twice"))
                     continue
-                normalized = normalize_version(outcome.version)
+                normalized = outcome.version_normalized
                 same = seen.get(normalized) or published_normalized.get(normalized)
                 if same is not None:
                     skipped.append(
@@ -229,33 +231,24 @@ def plan_package(
                 seen[normalized] = outcome.version
                 candidates[outcome.version] = outcome
     servable, unservable = _servable(package, list(candidates.values()))
-    ordered = sorted(servable, key=lambda c: version_sort_key(normalize_version(c.version)))
+    ordered = sorted(servable, key=lambda c: version_sort_key(c.version_normalized))
     return PackagePlan(package, tuple(ordered), (*skipped, *unservable))
 
 
 def _servable(package: str, candidates: list[Candidate]) -> tuple[list[Candidate], list[Skipped]]:
     """Split off the entries a node could not render: one would break the package's whole p2.
 
-    What every node will do with them, done once for the package; only when that
-    fails is each entry rendered alone, to name the ones at fault.
+    Each entry is checked as every node's ``render_p2`` will check it, with its dist URL set
+    (``check_servable_entry``), without rendering a document. The candidates have distinct
+    normalized versions and no value ``"__unset"`` (plan_package and _candidate skip the
+    others), so the package's documents render exactly when each of its entries does.
     """
-    if not candidates:
-        return [], []
-    try:
-        composer_documents.render_p2(
-            package,
-            [composer_documents.with_dist_url(c.composer, c.origin_url) for c in candidates],
-        )
-    except (MalformedEventError, InvalidVersionError):
-        pass
-    else:
-        return candidates, []
     servable: list[Candidate] = []
     refused: list[Skipped] = []
     for candidate in candidates:
         try:
             entry = composer_documents.with_dist_url(candidate.composer, candidate.origin_url)
-            composer_documents.render_p2(package, [entry])
+            composer_documents.check_servable_entry(package, entry)
         except (MalformedEventError, InvalidVersionError) as exc:
             refused.append(_skip(candidate, SkipReason.MALFORMED_ENTRY, str(exc)))
         else:
@@ -365,6 +358,7 @@ def _candidate(
         sha1=sha1,
         composer=composer,
         published_at=_release_time(entry),
+        version_normalized=normalized,
     )
 
 
@@ -726,7 +720,18 @@ class _ImportRun:
             ]
         plan = plan_package(package, documents, published=self.published.get(package, set()))
         skipped = list(plan.skipped)
-        digests = await asyncio.gather(*(self._digest(c) for c in plan.candidates))
+        # Looked up in place: a task per release only for the zips that must be downloaded.
+        listed = [self._listed_digest(candidate) for candidate in plan.candidates]
+        downloads = iter(
+            await asyncio.gather(
+                *(
+                    self._downloaded_digest(candidate)
+                    for candidate, digest in zip(plan.candidates, listed, strict=True)
+                    if digest is None
+                )
+            )
+        )
+        digests = [digest if digest is not None else next(downloads) for digest in listed]
         events: list[ReleasePublished] = []
         # Oldest first, each with a sequence above the one before: the order nodes apply them.
         for candidate, digest in zip(plan.candidates, digests, strict=True):
@@ -740,13 +745,18 @@ class _ImportRun:
                 events.append(event)
         return events, skipped
 
-    async def _digest(self, candidate: Candidate) -> ArtifactDigest | Skipped:
-        """sha256, sha1 and size of the candidate's zip: from the checksums file, else downloaded."""
+    def _listed_digest(self, candidate: Candidate) -> ArtifactDigest | Skipped | None:
+        """sha256, sha1 and size of the candidate's zip from the checksums file; None if unlisted."""
         checksums = self.settings.checksums
-        if checksums is not None:
-            listed = checksums.get(checksum_key(candidate.origin_url))
-            if listed is not None:
-                return check_digest(candidate, listed, SkipReason.CHECKSUMS_MISMATCH) or listed
+        if checksums is None:
+            return None
+        listed = checksums.get(checksum_key(candidate.origin_url))
+        if listed is None:
+            return None
+        return check_digest(candidate, listed, SkipReason.CHECKSUMS_MISMATCH) or listed
+
+    async def _downloaded_digest(self, candidate: Candidate) -> ArtifactDigest | Skipped:
+        """sha256, sha1 and size of the candidate's zip, downloaded and checked."""
         path = self.work_dir / f"{uuid.uuid4().hex}.zip"
         try:
             digest = await self.repository.download(candidate.origin_url, path)

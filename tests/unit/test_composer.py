@@ -5,6 +5,8 @@ from __future__ import annotations
 import copy
 import math
 import re
+from collections.abc import Callable
+from enum import IntEnum
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +15,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from schemas import composer
 from schemas.composer import (
     UNSET,
     check_package_name,
+    check_servable_entry,
     expand,
     minify,
     render_p2,
@@ -351,6 +355,280 @@ def test_package_names_composer_refuses(name: str) -> None:
 @pytest.mark.parametrize("name", ["drupal/token", "drupal/search_api", "a/b", "x-y.z/a--b.c_d"])
 def test_package_names_composer_accepts(name: str) -> None:
     assert check_package_name(name) == name
+
+
+# ---------------------------------------------------------------------------
+# check_servable_entry: render_p2's verdict on one entry, without rendering it
+# ---------------------------------------------------------------------------
+
+Verdict = tuple[type[Exception], str] | None
+
+
+def render_verdict(name: str, entry: dict[str, Any]) -> Verdict:
+    """What rendering a p2 document of this one entry says: nothing, or its error and message."""
+    try:
+        render_p2(name, [entry])
+    except (MalformedEventError, InvalidVersionError) as exc:
+        return type(exc), str(exc)
+    return None
+
+
+def check_verdict(name: str, entry: dict[str, Any]) -> Verdict:
+    try:
+        check_servable_entry(name, entry)
+    except (MalformedEventError, InvalidVersionError) as exc:
+        return type(exc), str(exc)
+    return None
+
+
+def real_entries() -> list[dict[str, Any]]:
+    """Every version of the packages.drupal.org fixtures, expanded as a node holds them, and
+    version_entry's token releases, -dev branches included."""
+    entries = [
+        copy.deepcopy(entry)
+        for project in ("token", "pathauto")
+        for entry in expand(load_fixture(project)["packages"][f"drupal/{project}"])
+    ]
+    return entries + token_entries()
+
+
+def nested(levels: int) -> dict[str, Any]:
+    """An object ``levels`` deep: as a value of an entry, its innermost object is at level
+    ``levels + 1`` (the entry is level 1)."""
+    value: dict[str, Any] = {"leaf": "x"}
+    for _ in range(levels - 1):
+        value = {"a": value}
+    return value
+
+
+class Weight(IntEnum):
+    HEAVY = 3
+
+
+class Label(str):
+    pass
+
+
+def put(path: tuple[Any, ...], value: Any) -> Callable[[dict[str, Any]], None]:
+    """A change that sets ``value`` at ``path``, making the objects on the way if missing."""
+
+    def change(entry: dict[str, Any]) -> None:
+        target = entry
+        for key in path[:-1]:
+            if not isinstance(target.get(key), dict):
+                target[key] = {}
+            target = target[key]
+        target[path[-1]] = value
+
+    return change
+
+
+def drop(*path: str) -> Callable[[dict[str, Any]], None]:
+    """A change that removes the key at ``path``."""
+
+    def change(entry: dict[str, Any]) -> None:
+        target = entry
+        for key in path[:-1]:
+            target = target[key]
+        target.pop(path[-1], None)
+
+    return change
+
+
+# What render_p2 checks, one change at a time: each must get the same verdict and message.
+CHANGES: dict[str, Callable[[dict[str, Any]], None]] = {
+    "nothing": lambda entry: None,
+    "no version": drop("version"),
+    "version None": put(("version",), None),
+    "version a number": put(("version",), 190),
+    "version in Drupal's spelling": put(("version",), "8.x-1.9"),
+    "version Composer refuses": put(("version",), "not a version"),
+    "another package's name": put(("name",), "drupal/pathauto"),
+    "name None": put(("name",), None),
+    "name a number": put(("name",), 7),
+    "no name": drop("name"),
+    "wrong version_normalized": put(("version_normalized",), "9.0.0.0"),
+    "version_normalized None": put(("version_normalized",), None),
+    "version_normalized a number": put(("version_normalized",), 1.9),
+    "no version_normalized": drop("version_normalized"),
+    "no dist": drop("dist"),
+    "dist None": put(("dist",), None),
+    "dist a string": put(("dist",), "https://example.org/token.zip"),
+    "dist without url": drop("dist", "url"),
+    "dist url empty": put(("dist", "url"), ""),
+    "dist url None": put(("dist", "url"), None),
+    "dist type None": put(("dist", "type"), None),
+    "dist type a number": put(("dist", "type"), 1),
+    "dist with a None": put(("dist", "mirror"), None),
+    "NaN deep down": put(("extra", "drupal", "weight"), math.nan),
+    "infinity": put(("weight",), math.inf),
+    "minus infinity in a list": put(("keywords",), ["a", -math.inf]),
+    "a float": put(("weight",), 0.5),
+    "a key that is a number": put(("extra", 1), "one"),
+    "a key that is None": put(("extra", None), "none"),
+    "largest u64": put(("weight",), 2**64 - 1),
+    "beyond u64": put(("weight",), 2**64),
+    "smallest i64": put(("weight",), -(2**63)),
+    "below i64": put(("require", "weight"), -(2**63) - 1),
+    "a lone surrogate": put(("description",), "caf\ud800"),
+    "a lone surrogate in a key": put(("extra", "\udfff"), "x"),
+    "accents and emoji": put(("description",), "Café ☕ 🚀"),
+    "Nones in a list": put(("keywords",), [None, "a", None]),
+    "a tuple": put(("keywords",), ("a", "b")),
+    "a set": put(("keywords",), {"a"}),
+    "bytes": put(("description",), b"bytes"),
+    "an IntEnum": put(("weight",), Weight.HEAVY),
+    "a str subclass": put(("description",), Label("label")),
+    "a bool": put(("abandoned",), True),
+    "the unset marker": put(("description",), UNSET),
+    "nested 31 levels": put(("extra",), nested(31)),
+    "nested 32 levels": put(("extra",), nested(32)),
+    "nested 250 levels": put(("extra",), nested(250)),
+    "nested 251 levels": put(("extra",), nested(251)),
+    "nested 252 levels": put(("extra",), nested(252)),
+}
+
+
+# token 1.9.0 (whole in the fixture), 1.4.0 (expanded from a minified one), pathauto 1.12.0,
+# version_entry's 8.x-1.x (a -dev branch) and 2.1.x-dev.
+POSITIONS = [0, 5, 15, 20, 22]
+
+
+@pytest.mark.parametrize("change", sorted(CHANGES))
+@pytest.mark.parametrize("position", POSITIONS)
+def test_check_servable_entry_says_what_rendering_says(change: str, position: int) -> None:
+    entry = real_entries()[position]
+    name = entry["name"]
+    CHANGES[change](entry)
+
+    assert check_verdict(name, entry) == render_verdict(name, entry)
+
+
+def test_real_entries_are_judged_without_rendering(monkeypatch: pytest.MonkeyPatch) -> None:
+    entries = real_entries()
+    assert all(render_verdict(entry["name"], entry) is None for entry in entries)
+
+    def no_rendering(*args: Any, **kwargs: Any) -> dict[str, bytes]:
+        raise AssertionError("check_servable_entry rendered a plain entry")
+
+    monkeypatch.setattr(composer, "render_p2", no_rendering)
+    for entry in entries:
+        check_servable_entry(entry["name"], entry)
+
+
+def test_the_table_holds_every_way_rendering_refuses_an_entry() -> None:
+    # Otherwise the agreement above would say little: each check of render_p2 is hit.
+    refused = set()
+    for change, apply in CHANGES.items():
+        entry = real_entries()[0]
+        apply(entry)
+        if render_verdict("drupal/token", entry) is not None:
+            refused.add(change)
+
+    assert refused == {
+        "no version",
+        "version None",
+        "version a number",
+        "version in Drupal's spelling",
+        "version Composer refuses",
+        "another package's name",
+        "name a number",
+        "wrong version_normalized",
+        "version_normalized a number",
+        "dist a string",
+        "dist without url",
+        "dist url empty",
+        "dist url None",
+        "dist type None",
+        "dist type a number",
+        "NaN deep down",
+        "infinity",
+        "minus infinity in a list",
+        "a key that is a number",
+        "a key that is None",
+        "beyond u64",
+        "below i64",
+        "a lone surrogate",
+        "a lone surrogate in a key",
+        "a set",
+        "bytes",
+        "nested 251 levels",  # its innermost object is at level 252 of the entry
+        "nested 252 levels",
+    }
+
+
+@pytest.mark.parametrize("name", ["drupal/Token", "drupal/con", "drupal/token.json", "token"])
+def test_check_servable_entry_refuses_a_name_as_rendering_does(name: str) -> None:
+    entry = real_entries()[0]
+    del entry["name"]
+
+    assert check_verdict(name, entry) == render_verdict(name, entry) is not None
+
+
+# Values beyond what a p2 document can hold, as a source or a caller may hand them over.
+ODD_SCALARS = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=6)
+    | st.sampled_from(["\ud800", "caf\u00e9", UNSET, "", "1.9.0", "drupal/token", "zip"])
+)
+ODD_VALUES = st.recursive(
+    ODD_SCALARS,
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(
+            st.text(max_size=3) | st.integers() | st.just("\udc80"), children, max_size=3
+        )
+        | st.tuples(children)
+    ),
+    max_leaves=8,
+)
+# Where a value lands: render_p2's own keys, the dist object and the nested metadata.
+PLACES = st.sampled_from(
+    [
+        ("version",),
+        ("name",),
+        ("version_normalized",),
+        ("dist",),
+        ("dist", "url"),
+        ("dist", "type"),
+        ("dist", "shasum"),
+        ("extra",),
+        ("extra", "drupal", "version"),
+        ("require",),
+        ("require", "drupal/core"),
+        ("authors",),
+        ("description",),
+        ("new-key",),
+    ]
+)
+
+
+@given(
+    position=st.integers(min_value=0, max_value=len(real_entries()) - 1),
+    changes=st.lists(st.tuples(PLACES, ODD_VALUES), min_size=1, max_size=3),
+)
+def test_check_servable_entry_agrees_with_rendering_on_altered_real_entries(
+    position: int, changes: list[tuple[tuple[str, ...], Any]]
+) -> None:
+    entry = real_entries()[position]
+    name = entry["name"]
+    for path, value in changes:
+        put(path, value)(entry)
+
+    assert check_verdict(name, entry) == render_verdict(name, entry)
+
+
+def test_an_entry_too_deep_to_render_is_refused_not_a_crash() -> None:
+    entry = real_entries()[0]
+    entry["extra"] = nested(5000)
+
+    with pytest.raises(RecursionError):
+        render_p2("drupal/token", [entry])
+    with pytest.raises(MalformedEventError, match="nest too deep"):
+        check_servable_entry("drupal/token", entry)
 
 
 # ---------------------------------------------------------------------------

@@ -6,11 +6,14 @@ import copy
 import hashlib
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import click
 import orjson
 import pytest
 from click.testing import CliRunner
+from hypothesis import given
+from hypothesis import strategies as st
 
 from connectors.composer_repo import (
     ArtifactDigest,
@@ -21,15 +24,18 @@ from connectors.composer_repo import (
     parse_p2,
     parse_packages_json,
 )
-from schemas.composer import minify
-from schemas.errors import ConfigurationError, MalformedEventError
+from schemas.composer import minify, render_p2, with_dist_url
+from schemas.errors import ConfigurationError, InvalidVersionError, MalformedEventError
 from schemas.events import ReleasePublished, check_consistency
 from schemas.signing import SigningKey
+from services import importer
+from services.catalogue import generate_catalogue
 from services.demo import write_key_pair
 from services.importer import (
     Candidate,
     ImportReport,
     ImportSettings,
+    PackagePlan,
     Skipped,
     SkipReason,
     check_digest,
@@ -345,6 +351,170 @@ def test_an_entry_holding_the_unset_marker_is_skipped() -> None:
 
     assert reasons(plan.skipped) == {"1.9.0": SkipReason.MALFORMED_ENTRY}
     assert "description" in plan.skipped[0].detail
+
+
+# ---------------------------------------------------------------------------
+# The servable check: rendering's verdicts, without rendering
+# ---------------------------------------------------------------------------
+
+
+def servable_by_rendering(
+    package: str, candidates: list[Candidate]
+) -> tuple[list[Candidate], list[Skipped]]:
+    """The importer's servable check as it was: the package's whole p2 rendered, and when that
+    failed, each entry rendered alone to name the ones at fault."""
+    if not candidates:
+        return [], []
+    try:
+        render_p2(package, [with_dist_url(c.composer, c.origin_url) for c in candidates])
+    except (MalformedEventError, InvalidVersionError):
+        pass
+    else:
+        return candidates, []
+    servable: list[Candidate] = []
+    refused: list[Skipped] = []
+    for candidate in candidates:
+        try:
+            render_p2(package, [with_dist_url(candidate.composer, candidate.origin_url)])
+        except (MalformedEventError, InvalidVersionError) as exc:
+            refused.append(
+                Skipped(package, candidate.version, SkipReason.MALFORMED_ENTRY, str(exc))
+            )
+        else:
+            servable.append(candidate)
+    return servable, refused
+
+
+def plan_by_rendering(
+    package: str, documents: list[dict[str, list[dict[str, Any]]]]
+) -> PackagePlan | type[BaseException]:
+    with mock.patch.object(importer, "_servable", servable_by_rendering):
+        return plan_or_error(package, documents)
+
+
+def plan_or_error(
+    package: str, documents: list[dict[str, list[dict[str, Any]]]]
+) -> PackagePlan | type[BaseException]:
+    try:
+        return plan_package(package, documents)
+    except Exception as exc:  # a source's value that crashes both ways crashes them alike
+        return type(exc)
+
+
+CATALOGUE_PROJECTS = 100
+
+
+@pytest.fixture(scope="module")
+def catalogue(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict[str, Any]]]:
+    """The parsed p2 documents (stable, then ~dev) of each package of a generated catalogue.
+
+    100 projects, 1,218 releases: -dev branches, pre-releases, Drupal 7 style and semver
+    histories, one project with 247 releases. (The generator makes no yanked versions.)
+    """
+    root = tmp_path_factory.mktemp("catalogue")
+    generate_catalogue(
+        root, projects=CATALOGUE_PROJECTS, seed=2026, base_url="https://ftp.example.org", zips=False
+    )
+    documents: dict[str, list[dict[str, Any]]] = {}
+    for path in sorted((root / "p2" / "drupal").glob("*.json")):
+        if not path.name.endswith("~dev.json"):
+            dev = path.with_name(f"{path.stem}~dev.json")
+            documents[f"drupal/{path.stem}"] = [
+                parse_p2(document.read_bytes(), str(document))
+                for document in (path, dev)
+                if document.exists()
+            ]
+    return documents
+
+
+def test_a_generated_catalogue_is_planned_as_rendering_planned_it(
+    catalogue: dict[str, list[dict[str, Any]]],
+) -> None:
+    plans = {package: plan_package(package, documents) for package, documents in catalogue.items()}
+
+    for package, documents in catalogue.items():
+        assert plans[package] == plan_by_rendering(package, documents), package
+    candidates = [c for plan in plans.values() for c in plan.candidates]
+    assert len(plans) == CATALOGUE_PROJECTS and len(candidates) == 1218
+    assert not any(plan.skipped for plan in plans.values())
+    assert sum(c.version.endswith("-dev") for c in candidates) > 100
+    assert max(len(plan.candidates) for plan in plans.values()) == 247
+
+
+# Values a source could put in an entry, most of which no p2 document can hold.
+ODD_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats()
+    | st.text(max_size=5)
+    | st.sampled_from(["\ud800", "1.9.0", "drupal/other", "https://x/y.zip", "zip", "__unset"]),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(st.text(max_size=3) | st.integers(), children, max_size=3)
+    ),
+    max_leaves=6,
+)
+PLACES = st.sampled_from(
+    [
+        ("version",),
+        ("version_normalized",),
+        ("name",),
+        ("dist",),
+        ("dist", "url"),
+        ("dist", "type"),
+        ("dist", "shasum"),
+        ("extra", "drupal", "version"),
+        ("extra", "drupal", "datestamp"),
+        ("require",),
+        ("require", "drupal/core"),
+        ("description",),
+        ("authors",),
+        ("keywords",),
+    ]
+)
+
+
+@given(data=st.data())
+def test_an_altered_catalogue_package_is_planned_as_rendering_planned_it(
+    catalogue: dict[str, list[dict[str, Any]]], data: st.DataObject
+) -> None:
+    package = data.draw(st.sampled_from(sorted(catalogue)))
+    documents = [
+        {name: list(entries) for name, entries in document.items()}
+        for document in catalogue[package]
+    ]
+    holding_versions = [document for document in documents if document[package]]
+    for path, value in data.draw(st.lists(st.tuples(PLACES, ODD_VALUES), min_size=1, max_size=4)):
+        entries = data.draw(st.sampled_from(holding_versions))[package]
+        position = data.draw(st.integers(min_value=0, max_value=len(entries) - 1))
+        entry = entries[position] = copy.deepcopy(entries[position])
+        for key in path[:-1]:
+            if not isinstance(entry.get(key), dict):
+                entry[key] = {}
+            entry = entry[key]
+        entry[path[-1]] = value
+
+    assert plan_or_error(package, documents) == plan_by_rendering(package, documents)
+
+
+def test_an_entry_nested_too_deep_to_render_is_skipped_not_a_crash() -> None:
+    deep: dict[str, Any] = {"leaf": "x"}
+    for _ in range(5000):
+        deep = {"a": deep}
+    entries = [token_entry(), token_entry(version="1.10.0", extra=deep)]
+    entries[1]["extra"] = {"drupal": {"version": "8.x-1.10"}, "deep": deep}
+    entries[1]["dist"] = {**entries[1]["dist"], "reference": "8.x-1.10"}
+
+    plan = plan_package("drupal/token", [p2_document("drupal/token", entries)])
+
+    assert [c.version for c in plan.candidates] == ["1.9.0"]
+    assert reasons(plan.skipped) == {"1.10.0": SkipReason.MALFORMED_ENTRY}
+    assert "nest too deep" in plan.skipped[0].detail
+    # Rendering, which the importer used to do here, overflows Python's stack instead.
+    assert plan_by_rendering("drupal/token", [p2_document("drupal/token", entries)]) is (
+        RecursionError
+    )
 
 
 def test_sha1_of_the_zip_must_be_the_p2_shasum() -> None:
