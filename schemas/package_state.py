@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -95,6 +95,18 @@ class PackageState:
     def references(self, sha256: str) -> bool:
         """Whether a version still kept points at this artifact."""
         return any(record.sha256 == sha256 for record in self.versions.values())
+
+
+class StateReader(Protocol):
+    """Where a process reads package states (its local view, or the earlier bucket design)."""
+
+    def load(self, package: str) -> PackageState | None:
+        """The package's newest state, or None; may raise ``TransientError``."""
+        ...
+
+    def packages(self) -> list[str]:
+        """Every package with a state, sorted."""
+        ...
 
 
 def _version_record(document: dict[str, Any]) -> VersionRecord:
