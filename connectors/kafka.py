@@ -201,6 +201,8 @@ class Topics:
     downloads: str = "fair.downloads"
     #: Compacted: each node's signed registration and latest heartbeat.
     status: str = "fair.status"
+    #: Prefix of each region's view topic (``view``).
+    view_prefix: str = "fair.view."
 
     @classmethod
     def with_prefix(cls, prefix: str) -> Topics:
@@ -211,7 +213,13 @@ class Topics:
             replicas=f"{prefix}fair.replicas",
             downloads=f"{prefix}fair.downloads",
             status=f"{prefix}fair.status",
+            view_prefix=f"{prefix}fair.view.",
         )
+
+    def view(self, region: str) -> str:
+        """The region's view topic (compacted, key = package): every worker and frontend of
+        the region follows it into its own local view."""
+        return f"{self.view_prefix}{region}"
 
     def partitions(self, releases: int) -> dict[str, int]:
         """Partition counts to create: releases by package, the others in one ordered log."""
@@ -273,6 +281,17 @@ def ensure_topics(
             ) from exc
 
 
+def ensure_region_topics(broker_url: str, topics: Topics, region: str, partitions: int) -> None:
+    """The federation's topics and the region's view topic (compacted, as many partitions as
+    the releases topic). Raises ``BrokerUnavailableError``."""
+    view = topics.view(region)
+    ensure_topics(
+        broker_url,
+        {**topics.partitions(partitions), view: partitions},
+        compacted={*topics.compacted, view},
+    )
+
+
 @dataclass(frozen=True)
 class Delivered:
     """Where the broker stored a record: the exact offset, from the delivery report."""
@@ -300,15 +319,26 @@ class EventProducer:
             }
         )
 
-    def produce(self, topic: str, key: bytes, value: bytes) -> Delivered:
-        """Produce one record and wait until the broker acknowledged it.
+    def produce(
+        self, topic: str, key: bytes, value: bytes, *, partition: int | None = None
+    ) -> Delivered:
+        """Produce one record (to ``partition``, default: by key) and wait until the broker
+        acknowledged it.
 
         Raises ``BrokerUnavailableError`` if it was not acknowledged in time.
         """
-        return self.produce_many(topic, [(key, value)])[0]
+        return self.produce_many(topic, [(key, value)], partition=partition)[0]
 
-    def produce_many(self, topic: str, records: Iterable[tuple[bytes, bytes]]) -> list[Delivered]:
+    def produce_many(
+        self,
+        topic: str,
+        records: Iterable[tuple[bytes, bytes]],
+        *,
+        partition: int | None = None,
+    ) -> list[Delivered]:
         """Produce records in order and wait for all of their delivery reports."""
+        # librdkafka's "any partition" (RD_KAFKA_PARTITION_UA): chosen by key.
+        where = -1 if partition is None else partition
         reports: list[tuple[int, KafkaError | None, Message]] = []
 
         def on_delivery(index: int) -> Callable[[KafkaError | None, Message], None]:
@@ -317,7 +347,9 @@ class EventProducer:
         count = 0
         try:
             for count, (key, value) in enumerate(records, start=1):
-                self._producer.produce(topic, key=key, value=value, on_delivery=on_delivery(count))
+                self._producer.produce(
+                    topic, key=key, value=value, partition=where, on_delivery=on_delivery(count)
+                )
                 self._producer.poll(0)
         except (KafkaException, BufferError) as exc:
             raise BrokerUnavailableError(f"could not queue a record for {topic}: {exc}") from exc

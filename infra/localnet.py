@@ -195,6 +195,51 @@ def start_node(
     return node
 
 
+NGINX = "/usr/sbin/nginx"
+
+
+def start_nginx_front(
+    region: str,
+    *,
+    node_url: str,
+    data_dir: Path,
+    port: int | None = None,
+    patterns: Sequence[str] = ("drupal/*",),
+) -> LocalProcess:
+    """Debian's nginx in front of a node (``node run --listen`` of ``node_url`` with this
+    ``data_dir``), configured by ``fairstream node nginx-config --standalone`` as an operator
+    would; returns once it answers. Raises ``LocalProcessError``."""
+    port = port or free_port()
+    prefix = data_dir / "nginx" / f"{region}-{port}"
+    prefix.mkdir(parents=True, exist_ok=True)
+    args = [
+        "node", "nginx-config", "--region", region, "--standalone",
+        "--listen", f"127.0.0.1:{port}", "--node-url", node_url,
+        "--data-dir", str(data_dir), "--prefix", str(prefix),
+        *(f"--include={pattern}" for pattern in patterns),
+    ]  # fmt: skip
+    rendered = run_fairstream(args, timeout=60)
+    if rendered.returncode != 0:
+        raise LocalProcessError(f"nginx-config failed: {rendered.stderr}")
+    config = rendered.stdout
+    if os.geteuid() == 0:
+        # As root nginx's workers would run as nobody, who cannot enter the 0700 temporary
+        # directories the tests and benchmarks keep their data in.
+        config = "user root;\n" + config
+    (prefix / "nginx.conf").write_text(config)
+    log = prefix / "stderr.log"
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [NGINX, "-c", str(prefix / "nginx.conf"), "-p", str(prefix)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    front = LocalProcess(f"nginx {region}", f"http://127.0.0.1:{port}", log, process)
+    front.wait_until_answering("/health", timeout=30)
+    return front
+
+
 def fetch_p2_versions(node_url: str, package: str) -> dict[str, dict[str, Any]]:
     """The versions a node serves for ``package`` (stable and dev), as Composer would expand them.
 

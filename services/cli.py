@@ -18,7 +18,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from connectors.kafka import EventProducer, Topics, bootstrap_servers, ensure_topics
+from connectors.kafka import (
+    EventProducer,
+    Topics,
+    bootstrap_servers,
+    ensure_region_topics,
+    ensure_topics,
+)
 from connectors.state_store import PackageStates
 from connectors.store import ObjectStore, StoreLocation
 from infra import devstack
@@ -64,6 +70,7 @@ from services.directory import Directory, directory_app
 from services.http_service import HttpServerService
 from services.importer_cli import register as register_import
 from services.meta_directory_cli import register as register_meta_directory
+from services.nginx_front import nginx_config
 from services.node_config import configurable
 from services.node_http import NodeHttp, NodeHttpSettings
 from services.origin_http import origin_app
@@ -77,7 +84,13 @@ from streams.faults import FaultSpec
 from streams.node import NodeSettings, NodeStream, region_public_url
 from streams.peering import parse_peer, with_peer_namespaces
 from streams.policy import ReplicationMode, ReplicationPolicy, parse_size
-from streams.rebuild import rebuild_region
+from streams.rebuild import (
+    BucketTarget,
+    RebuildTarget,
+    ViewTarget,
+    read_region_view,
+    rebuild_region,
+)
 from streams.replication import DEFAULT_MAX_ARTIFACT_SIZE
 from streams.trust_keeper import TrustKeeper
 
@@ -338,8 +351,21 @@ def node() -> None:
     """
 
 
+VIEW_OPTION = click.option(
+    "--view",
+    "view",
+    type=click.Choice(["bucket", "topic"]),
+    default="bucket",
+    show_default=True,
+    help="Where the region's package states and p2 live: the bucket (ADR 4), or the region's "
+    "view topic with a local view per process (sqlite, p2 in memory, a docroot for "
+    "`node nginx-config`; ADR 5). Every worker, frontend and rebuild of a region uses the same.",
+)
+
+
 @configurable
 @node.command("run")
+@VIEW_OPTION
 @click.option("--region", required=True, help="The node's region; one consumer group per region.")
 @click.option(
     "--root",
@@ -419,6 +445,7 @@ def node() -> None:
 @PARTITIONS_OPTION
 @DATA_DIR_OPTION
 def node_run(
+    view: str,
     region: str,
     root_path: Path,
     max_artifact_size: int,
@@ -495,8 +522,11 @@ def node_run(
         status_interval=status_every,
         fault=FaultSpec.parse(fault_point) if fault_point else None,
         clock_skew=timedelta(seconds=clock_skew),
+        view_dir=data_dir / "nodes" / region / f"view-{listen.replace(':', '-')}",
+        worker_name=f"{region}@{listen}",
+        view=view,
     )
-    ensure_topics(broker_url, topics.partitions(partitions), compacted=topics.compacted)
+    ensure_region_topics(broker_url, topics, region, partitions)
     try:
         stream = NodeStream(settings)
     except RejectedError as exc:
@@ -505,12 +535,15 @@ def node_run(
             "pin the file written by `fairstream trust init`"
         ) from exc
     stream.prepare()
-    # The node renders packages.json per request; this copy makes the bucket alone a
-    # static Composer repository. Written only when it differs, like every document.
-    static_root = render_packages_json(patterns=settings.policy.include)
-    stored_root = stream.store.get(layout.PACKAGES_JSON)
-    if stored_root is None or stored_root.data != static_root:
-        stream.store.put_bytes(layout.PACKAGES_JSON, static_root, content_type="application/json")
+    if not settings.view_in_topic:
+        # The node renders packages.json per request; this copy makes the bucket alone a
+        # static Composer repository. Written only when it differs, like every document.
+        static_root = render_packages_json(patterns=settings.policy.include)
+        stored_root = stream.store.get(layout.PACKAGES_JSON)
+        if stored_root is None or stored_root.data != static_root:
+            stream.store.put_bytes(
+                layout.PACKAGES_JSON, static_root, content_type="application/json"
+            )
     policy = settings.policy
     http = NodeHttp(
         NodeHttpSettings(
@@ -522,6 +555,7 @@ def node_run(
         stream.store,
         trust_root=lambda: stream.trust.root,
         states=stream.states,
+        documents=stream.local_view.document if stream.local_view is not None else None,
         replicas=stream.replicas.urls,
         peers=stream.replicas.peers,
         on_missing=lambda package, version, record: stream.replicator.request_refetch(
@@ -555,6 +589,7 @@ def node_run(
 
 
 @node.command("serve")
+@VIEW_OPTION
 @click.option("--region", required=True, help="The region whose bucket to serve.")
 @click.option(
     "--root",
@@ -578,6 +613,7 @@ def node_run(
 @TOPIC_PREFIX_OPTION
 @DATA_DIR_OPTION
 def node_serve(
+    view: str,
     region: str,
     root_path: Path,
     listen: str,
@@ -621,6 +657,8 @@ def node_serve(
             pinned_root=pinned_root_file(root_path),
             policy=policy_from_options(mode, include, exclude, quota),
             node_key=node_key(node_key_path, data_dir, region, listen),
+            view_dir=data_dir / "nodes" / region / f"frontend-{listen.replace(':', '-')}",
+            view=view,
             topics=topics,
             status_interval=status_every,
         )
@@ -630,6 +668,7 @@ def node_serve(
 
 
 @node.command("rebuild")
+@VIEW_OPTION
 @click.option("--region", required=True, help="The region whose metadata to re-derive.")
 @click.option(
     "--root",
@@ -657,6 +696,7 @@ def node_serve(
 @TOPIC_PREFIX_OPTION
 @DATA_DIR_OPTION
 def node_rebuild(
+    view: str,
     region: str,
     root_path: Path,
     public_url: str,
@@ -699,7 +739,23 @@ def node_rebuild(
     keeper.refresh()
     # The region's workers render with the URL the rebuild renders with from now on.
     public_url = region_public_url(objects, public_url, public_url)
-    states = PackageStates(objects, render=lambda state: render_documents(state, public_url))
+    producer = EventProducer(broker_url)
+    states: RebuildTarget
+    if view == "topic":
+        view_topic = topics.view(region)
+        with console.status(f"reading the view of region {region}"):
+            current = read_region_view(broker_url, view_topic, producer)
+        states = ViewTarget(
+            current,
+            producer=producer,
+            topic=view_topic,
+            render=lambda state: render_documents(state, public_url),
+        )
+    else:
+        states = BucketTarget(
+            objects,
+            PackageStates(objects, render=lambda state: render_documents(state, public_url)),
+        )
     with Progress(
         TextColumn("[bold]rebuild {task.description}"),
         BarColumn(),
@@ -718,6 +774,7 @@ def node_rebuild(
             max_artifact_size=max_artifact_size,
             on_record=lambda: progress.advance(task),
         )
+    producer.close()
     console.print(
         f"rebuilt region {region}: {report.records} records, {report.packages} packages; "
         f"{report.states_written} states and {report.documents_written} p2 documents written, "
@@ -937,8 +994,9 @@ def directory_serve(
         topics=topics,
         session_timeout=session_timeout,
         policy=ReplicationPolicy(mode=ReplicationMode.METADATA_ONLY),
+        worker_name=f"directory-{name}@{listen}",
     )
-    ensure_topics(broker_url, topics.partitions(partitions), compacted=topics.compacted)
+    ensure_region_topics(broker_url, topics, name, partitions)
     stream = NodeStream(settings)
     stream.prepare()
     service = Directory(
@@ -966,6 +1024,7 @@ def directory_serve(
         stream.store,
         trust_root=lambda: stream.trust.root,
         states=stream.states,
+        documents=stream.local_view.document if stream.local_view is not None else None,
         dist_router=service.route,
     )
     uvloop.install()
@@ -1155,6 +1214,7 @@ register_publishing(cli)
 register_meta_directory(directory)
 # Last: its choices are the commands above that take --config.
 register_config(cli)
+node.add_command(nginx_config)
 
 
 #: What to check when the broker or the store does not answer, after what failed.

@@ -27,11 +27,10 @@ from aiohttp import web
 
 from connectors.kafka import TopicFollower
 from connectors.metrics import NODE_HEARTBEAT_AGE, NODE_LAG_EVENTS, NODES, ROUTED
-from connectors.state_store import PackageStates
 from schemas.composer import expand
 from schemas.errors import RejectedError
 from schemas.federation import NodeBook
-from schemas.package_state import PackageState, VersionRecord
+from schemas.package_state import PackageState, StateReader, VersionRecord
 from schemas.trust import TrustRoot
 from services.node_http import NodeHttp
 from services.registry import (
@@ -76,7 +75,7 @@ class Directory:
         *,
         broker_url: str,
         status_topic: str,
-        states: PackageStates,
+        states: StateReader,
         registry: Registry,
         regions: RegionMap,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),

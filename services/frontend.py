@@ -1,9 +1,10 @@
-"""A region's HTTP frontend: serves the region's bucket to Composer without consuming the log.
+"""A region's HTTP frontend: serves the region's view to Composer without consuming the log.
 
-Workers (``node run``) write the region's bucket; frontends (``node serve``)
-only read it, so a region scales its serving apart from its processing, and a
-region whose workers stop (or fall behind) keeps serving every version it has
-applied. Each frontend registers itself and sends heartbeats with the region's
+Workers (``node run``) write the region's view topic; a frontend (``node serve``)
+follows it into its own local view (sqlite, p2 in memory, a docroot for nginx) and
+reads nothing of it from the bucket, so a region scales its serving apart from its
+processing, and a region whose workers stop (or fall behind) keeps serving every
+version it has applied. Each frontend registers itself and sends heartbeats with the region's
 sync state (the region's committed offsets), so the directory sends it clients
 only for versions the region has applied.
 """
@@ -13,14 +14,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from aiohttp import web
 
-from connectors.kafka import TopicFollower, Topics
+from connectors.kafka import EventProducer, TopicFollower, Topics
 from connectors.state_store import PackageStates
 from connectors.store import ObjectStore, StoreLocation
+from connectors.view_store import LocalView, ViewFollower
 from schemas.errors import TransientError
-from schemas.package_state import render_documents
+from schemas.package_state import StateReader, render_documents
 from schemas.signing import SigningKey
 from services.node_http import NodeHttp, NodeHttpSettings
 from services.status_pages import NodeOwnStatus, RejectionLog, serve_status_pages
@@ -45,8 +48,12 @@ class FrontendSettings:
     pinned_root: bytes
     policy: ReplicationPolicy
     node_key: SigningKey
+    #: The frontend's own copy of the region's view (sqlite and docroot).
+    view_dir: Path
     topics: Topics = Topics()
     status_interval: float = 10.0
+    #: ``bucket`` or ``topic``: where the region's workers keep its view (NodeSettings.view).
+    view: str = "bucket"
 
 
 class Frontend:
@@ -61,9 +68,24 @@ class Frontend:
             broker_url=settings.broker_url,
             topic=settings.topics.trust,
         )
-        states = PackageStates(
-            self.store, render=lambda state: render_documents(state, settings.public_url)
-        )
+        self.docroot: Path | None = None
+        self.view: LocalView | None = None
+        self._view_follower: ViewFollower | None = None
+        states: StateReader
+        if settings.view == "topic":
+            self.docroot = settings.view_dir / "docroot"
+            self.view = LocalView(settings.view_dir / "view.sqlite3", docroot=self.docroot)
+            states = self.view
+            self._view_follower = ViewFollower(
+                settings.broker_url,
+                settings.topics.view(settings.region),
+                self.view,
+                name="frontend",
+            )
+        else:
+            states = PackageStates(
+                self.store, render=lambda state: render_documents(state, settings.public_url)
+            )
         self.replicas = ReplicaRegistry(settings.region)
         self._follower = TopicFollower(
             settings.broker_url, settings.topics.replicas, self.replicas.add_record
@@ -90,6 +112,7 @@ class Frontend:
             self.store,
             trust_root=lambda: self.trust.root,
             states=states,
+            documents=self.view.document if self.view is not None else None,
             replicas=self.replicas.urls,
             peers=self.replicas.peers,
         )
@@ -117,6 +140,15 @@ class Frontend:
         self.trust.load()
         self.trust.refresh()
         self._follower.start()
+        if self._view_follower is not None:
+            self._view_follower.start()
+            # Serve nothing older than what the region served before this frontend
+            # (re)started.
+            producer = EventProducer(self.settings.broker_url)
+            try:
+                self._view_follower.catch_up(producer, f"frontend-{self.settings.public_url}")
+            finally:
+                producer.close()
         self.reporter.register()
 
     async def _start(self, app: web.Application) -> None:
@@ -139,5 +171,7 @@ class Frontend:
         for task in self._tasks:
             task.cancel()
         await asyncio.to_thread(self._follower.stop)
+        if self._view_follower is not None:
+            await asyncio.to_thread(self._view_follower.stop)
         await asyncio.to_thread(self.reporter.report, stopping=True)
         self.reporter.close()

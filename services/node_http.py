@@ -24,13 +24,13 @@ import orjson
 from aiohttp import web
 
 from connectors.metrics import instrument
-from connectors.state_store import PackageStates
 from connectors.store import ObjectStore, is_json
+from connectors.view_store import ServedDocument
 from schemas import layout
 from schemas.composer import render_packages_json
 from schemas.errors import StoreUnavailableError
 from schemas.events import NAME_PATTERN, PACKAGE_NAME
-from schemas.package_state import PackageState, VersionRecord, find_version
+from schemas.package_state import PackageState, StateReader, VersionRecord, find_version
 from schemas.trust import TrustRoot
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,8 @@ class NodeHttp:
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         trust_root: Callable[[], TrustRoot] | None = None,
-        states: PackageStates | None = None,
+        states: StateReader | None = None,
+        documents: Callable[[str], ServedDocument | None] | None = None,
         replicas: Callable[[str], Sequence[str]] | None = None,
         peers: Callable[[], Sequence[str]] | None = None,
         on_missing: Callable[[str, str, VersionRecord], None] | None = None,
@@ -130,6 +131,7 @@ class NodeHttp:
         self._clock = clock
         self._trust_root = trust_root
         self._states = states
+        self._documents = documents
         self._replicas = replicas
         self._peers = peers
         self._on_missing = on_missing
@@ -439,6 +441,23 @@ class NodeHttp:
             log.exception("%s callback failed for %s", what, args)
 
     async def _serve_document(self, request: web.Request, key: str) -> web.StreamResponse:
+        if self._documents is not None:
+            # The region's view, held in memory: no thread hop, no store request.
+            document = self._documents(key)
+            if document is None:
+                raise web.HTTPNotFound(text=f"{key} not found\n")
+            headers = {"Last-Modified": document.last_modified}
+            since = request.headers.get("If-Modified-Since")
+            # Dates change exactly when the bytes do, and strictly increase (schemas.view).
+            if since is not None and since == document.last_modified:
+                return web.Response(status=304, headers=headers)
+            if since is not None:
+                parsed = _parse_http_date(since)
+                if parsed is not None and document.modified <= parsed.timestamp():
+                    return web.Response(status=304, headers=headers)
+            return web.Response(
+                body=document.body, content_type="application/json", headers=headers
+            )
         try:
             stored = await asyncio.to_thread(self.store.get, key, complete=is_json)
         except StoreUnavailableError as exc:

@@ -24,7 +24,6 @@ from aiohttp import web
 from markupsafe import escape
 
 from connectors.kafka import TopicFollower
-from connectors.state_store import PackageStates
 from connectors.store import ObjectStore
 from schemas import layout
 from schemas.errors import MalformedEventError, RejectedError
@@ -36,7 +35,7 @@ from schemas.federation import (
     NodeStatus,
     split_position,
 )
-from schemas.package_state import PackageState, VersionRecord
+from schemas.package_state import PackageState, StateReader, VersionRecord
 from schemas.trust import TrustRoot, namespace_of
 
 log = logging.getLogger(__name__)
@@ -476,7 +475,7 @@ class NodeOwnStatus:
         registration: NodeRegistration | None,
         last_status: Callable[[], NodeStatus | None],
         history: Callable[[], Sequence[LagSample]],
-        states: PackageStates,
+        states: StateReader,
         store: ObjectStore,
         trust_root: Callable[[], TrustRoot],
         rejections: RejectionLog | None,

@@ -3,8 +3,9 @@
 Luck does not reliably stop a process between its store write and its offset
 commit; a fault point does. The points sit where a crash is most likely to lose or
 double an effect: after a zip is stored (before the metadata that lists it), after
-the metadata is written (before the records are acknowledged), and after the
-records are acknowledged (before the consumer commits their offsets). A node is
+the metadata is written to the worker's local view (before its view record is
+produced), after the view records are acknowledged (before the records are), and
+after the records are acknowledged (before the consumer commits their offsets). A node is
 armed with ``--fault-point NAME[@N]`` (hidden; for the fault harness only): the
 N-th time the point is reached (default the first), the process sends itself
 SIGKILL, exactly what ``kill -9`` does, with nothing flushed or closed.
@@ -26,8 +27,15 @@ log = logging.getLogger(__name__)
 
 AFTER_STORE_WRITE: Final = "after-store-write"
 AFTER_METADATA_WRITE: Final = "after-metadata-write"
+#: After the batch's view records were acknowledged, before its records are.
+AFTER_VIEW_RECORD: Final = "after-view-record"
 BEFORE_OFFSET_COMMIT: Final = "before-offset-commit"
-FAULT_POINTS: Final = (AFTER_STORE_WRITE, AFTER_METADATA_WRITE, BEFORE_OFFSET_COMMIT)
+FAULT_POINTS: Final = (
+    AFTER_STORE_WRITE,
+    AFTER_METADATA_WRITE,
+    AFTER_VIEW_RECORD,
+    BEFORE_OFFSET_COMMIT,
+)
 
 
 @dataclass(frozen=True)

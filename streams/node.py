@@ -16,6 +16,7 @@ region's download counts, and one that follows trust root rotations.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import ssl
 import time
@@ -31,11 +32,19 @@ import orjson
 from faust.types import TP
 from faust.types.auth import CredentialsT
 
-from connectors.kafka import BrokerLocation, TopicFollower, Topics, client_config
+from connectors.kafka import (
+    BrokerLocation,
+    EventProducer,
+    TopicFollower,
+    Topics,
+    client_config,
+    topic_partitions,
+)
 from connectors.metrics import EVENTS, REJECTED
 from connectors.origin import FetchLimits
 from connectors.state_store import PackageStates
 from connectors.store import ObjectStore, StoreLocation
+from connectors.view_store import LocalView, ViewFollower, marker_key
 from schemas import layout
 from schemas.errors import (
     ConfigurationError,
@@ -46,12 +55,14 @@ from schemas.errors import (
     UndelegatedKeyError,
 )
 from schemas.events import ReleaseRejected, ReplicaAvailable
-from schemas.package_state import render_documents
+from schemas.package_state import StateReader, render_documents
 from schemas.signing import SigningKey
+from schemas.view import PackageView
 from streams.artifacts import DownloadTally, HotStats, ReplicaRegistry
 from streams.faults import BEFORE_OFFSET_COMMIT, FaultPoints, FaultSpec
 from streams.peering import PeerFollower, PeerSettings, peer_group
 from streams.policy import ReplicationPolicy
+from streams.region_view import RegionView
 from streams.replication import (
     DEFAULT_MAX_ARTIFACT_SIZE,
     Abandoned,
@@ -73,6 +84,9 @@ PER_RECORD_LOG_MAX = 50
 TRUST_REFRESH_SECONDS = 10.0
 #: While the root in force is expired, how long to wait before looking for a newer one.
 FROZEN_RETRY_SECONDS = 5.0
+#: How long a worker waits for its view to catch up with the region's after an assignment
+#: before it says so in the log (it keeps waiting: applying on a stale view would be wrong).
+VIEW_CATCH_UP_WARNING_SECONDS = 30.0
 
 
 @dataclass(frozen=True)
@@ -112,6 +126,19 @@ class NodeSettings:
     #: harness's clock skew (libfaketime hangs librdkafka, so it is done here). Zero in
     #: production.
     clock_skew: timedelta = timedelta(0)
+    #: This worker's own copy of the region's view (sqlite and docroot); default
+    #: ``data_dir/view``. Every worker needs its own.
+    view_dir: Path | None = None
+    #: Names this worker in the view records it writes.
+    worker_name: str = "worker"
+    #: Where the region's states and p2 documents live: ``bucket`` (the object store,
+    #: fenced: ADR 4) or ``topic`` (the region's view topic and a local view per process:
+    #: ADR 5). ``bucket`` stays the default until ``topic`` carries the fault suite.
+    view: str = "bucket"
+
+    @property
+    def view_in_topic(self) -> bool:
+        return self.view == "topic"
 
     @property
     def group_id(self) -> str:
@@ -226,9 +253,36 @@ class NodeStream:
             broker_url=settings.broker_url,
             topic=settings.topics.trust,
         )
-        self.states = PackageStates(
-            self.store, render=lambda state: render_documents(state, settings.public_url)
-        )
+        view_topic = settings.topics.view(settings.region)
+        self.view_topic = self._raw_topic(view_topic)
+        view_dir = settings.view_dir or settings.data_dir / "view"
+        self.docroot: Path | None = None
+        self.local_view: LocalView | None = None
+        self.view_follower: ViewFollower | None = None
+        self.region_view: RegionView | None = None
+        render = functools.partial(render_documents, public_url=settings.public_url)
+        #: What the node applies on and serves: its local view, or the bucket.
+        self.states: StateReader
+        if settings.view_in_topic:
+            self.docroot = view_dir / "docroot"
+            self.local_view = LocalView(view_dir / "view.sqlite3", docroot=self.docroot)
+            self.states = self.local_view
+            self.view_follower = ViewFollower(
+                settings.broker_url, view_topic, self.local_view, on_older=self._on_older_view
+            )
+            self.region_view = RegionView(
+                self.local_view,
+                render=render,
+                send=self._send_view,
+                written_by=settings.worker_name,
+                clock=self.now,
+            )
+        else:
+            self.states = PackageStates(self.store, render=render)
+        self._view_partitions: list[int] = []
+        # Set at every assignment: before applying anything, read the view to its end.
+        self._view_stale = True
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.replicas = ReplicaRegistry(settings.region)
         self.hot = HotStats(settings.region)
         self.tally = DownloadTally(settings.region, settings.region, self.now())
@@ -247,6 +301,7 @@ class NodeStream:
         if settings.policy.mirrors_artifacts:
             self.app.timer(settings.pending_interval)(self._retry_pending)
         self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
+        self.app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
         self._peer_followers: list[PeerFollower] = []
         if settings.peers:
             self.app.task(self._follow_peers)
@@ -291,6 +346,18 @@ class NodeStream:
         log.info("trust root v%d in force, expires %s", root.version, root.expires.isoformat())
         for follower in self._followers:
             follower.start()
+        if self.view_follower is not None:
+            self._view_partitions = topic_partitions(
+                self.settings.broker_url, self.settings.topics.view(self.settings.region)
+            )
+            self.view_follower.start()
+            # Serve nothing older than what the region served before this worker
+            # (re)started.
+            producer = EventProducer(self.settings.broker_url)
+            try:
+                self.view_follower.catch_up(producer, self.settings.worker_name)
+            finally:
+                producer.close()
         if self.reporter is not None:
             self.reporter.register()
 
@@ -311,6 +378,75 @@ class NodeStream:
         # Another worker may now write newer states of these packages.
         if self._replicator is not None:
             self._replicator.forget_cached_states()
+
+    def _on_assigned(self, sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        # Packages of newly assigned partitions were last written by other workers: their
+        # view records must be read before anything is applied on top of them.
+        self._view_stale = True
+
+    async def _send_view(self, key: bytes, value: bytes) -> Any:
+        return await self.view_topic.send(key=key, value=value)
+
+    async def _catch_up_view(self) -> None:
+        """Read the region's view topic to its end before applying on it: a marker is produced to
+        every partition and the follower must pass it (exact on any broker; Tansu's high
+        watermark is not, DESIGN.md)."""
+        if not self._view_stale or self.view_follower is None:
+            return
+        self._view_stale = False
+        started = time.monotonic()
+        key = marker_key(self.settings.worker_name)
+        targets: dict[int, int] = {}
+        for partition in self._view_partitions:
+            attempt = 0
+            while True:
+                try:
+                    pending = await self.view_topic.send(key=key, value=b"", partition=partition)
+                    metadata = await pending
+                    targets[partition] = metadata.offset
+                    break
+                except Exception as exc:  # aiokafka's errors, whatever the broker's state
+                    attempt += 1
+                    log.warning("view catch-up marker not produced yet (%s); retrying", exc)
+                    await asyncio.sleep(min(0.5 * 2**attempt, MAX_BACKOFF_SECONDS))
+        warned = False
+        while not self.view_follower.past(targets):
+            if not warned and time.monotonic() - started > VIEW_CATCH_UP_WARNING_SECONDS:
+                warned = True
+                log.warning(
+                    "the view of region %s is not read to its end after %.0f s (follower: %s); "
+                    "nothing is applied until it is",
+                    self.settings.region,
+                    time.monotonic() - started,
+                    self.view_follower.failed or "reading",
+                )
+            await asyncio.sleep(0.01)
+        log.info(
+            "view of region %s read to its end (%d packages) in %.2f s",
+            self.settings.region,
+            len(self.local_view) if self.local_view is not None else 0,
+            time.monotonic() - started,
+        )
+
+    def _on_older_view(self, incoming: PackageView, held: PackageView) -> None:
+        """The follower read a record older than the view this worker holds (in its thread).
+
+        Compaction keeps the last-written record of a key: a stale worker's late record
+        would outlive the newer one. The package's owner writes its own again."""
+        loop = self._loop
+        region_view = self.region_view
+        if region_view is None or loop is None or incoming.written_by == self.settings.worker_name:
+            return  # our own older record: our newer one follows it in the same partition
+        if held.position.startswith("peer/") or not self._owns(held.position):
+            return
+        log.info(
+            "%s: an older view record (#%d by %s) landed after #%d; writing ours again",
+            held.package,
+            incoming.sequence,
+            incoming.written_by,
+            held.sequence,
+        )
+        asyncio.run_coroutine_threadsafe(region_view.resend(held.package), loop)
 
     @property
     def replicator(self) -> ReleaseReplicator:
@@ -336,6 +472,7 @@ class NodeStream:
                 owns=self._owns,
                 faults=self.faults,
                 clock=self.now,
+                view=self.region_view,
             )
         return self._replicator
 
@@ -359,6 +496,7 @@ class NodeStream:
     async def _replicate(self, stream: faust.StreamT[Any]) -> None:
         replicator = self.replicator
         settings = self.settings
+        self._loop = asyncio.get_running_loop()
         # noack_take is on faust's Stream, not on its StreamT interface.
         batches = stream.noack_take(settings.batch_size, within=settings.batch_within)  # type: ignore[attr-defined]
         async for events in batches:
@@ -375,6 +513,7 @@ class NodeStream:
         self, replicator: ReleaseReplicator, events: list[faust.EventT[Any]]
     ) -> set[int]:
         """Apply a batch; returns the ids of the events abandoned (partition revoked)."""
+        await self._catch_up_view()
         abandoned: set[int] = set()
         verified: list[tuple[faust.EventT[Any], Verified]] = []
         for event in events:
@@ -574,6 +713,8 @@ class NodeStream:
             peer_follower.stop()
         for follower in self._followers:
             await asyncio.to_thread(follower.stop)
+        if self.view_follower is not None:
+            await asyncio.to_thread(self.view_follower.stop)
         if self._replicator is not None:
             await self._replicator.close()
         if self._session is not None:

@@ -18,21 +18,156 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Protocol
 
-from connectors.kafka import iter_partition, topic_partitions
+from connectors.kafka import EventProducer, iter_partition, topic_partitions
 from connectors.state_store import PackageStates
 from connectors.store import ObjectStore
+from connectors.view_store import LocalView, ViewFollower
 from schemas import layout
 from schemas.errors import RejectedError, SignatureError
 from schemas.events import Artifact, PackageEvent, ReleasePublished, decode_package_event
 from schemas.package_state import PackageState, apply_event
 from schemas.signing import SignedEvent
 from schemas.trust import TrustRoot, verify_event_signers
+from schemas.view import next_view, removal
 from streams.policy import ReplicationPolicy
 from streams.replication import pending_document
+
+#: View records produced together by a rebuild.
+REBUILD_BATCH = 500
+
+
+class RebuildTarget(Protocol):
+    """Where a rebuild reads the region's metadata as it is and writes what differs."""
+
+    def load(self, package: str) -> PackageState | None: ...
+
+    def packages(self) -> list[str]: ...
+
+    def save(self, state: PackageState) -> tuple[bool, int]:
+        """Write ``state`` if it differs; (state written, documents written)."""
+        ...
+
+    def remove(self, package: str) -> None: ...
+
+    def flush(self) -> None: ...
+
+
+class ViewTarget:
+    """The region's view topic: ``view`` holds the topic read to its end; what differs is
+    produced as records a rebuild wrote (``replace``), which every reader takes."""
+
+    def __init__(
+        self,
+        view: LocalView,
+        *,
+        producer: EventProducer,
+        topic: str,
+        render: Callable[[PackageState], Mapping[str, bytes]],
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        written_by: str = "rebuild",
+    ) -> None:
+        self._view = view
+        self._producer = producer
+        self._topic = topic
+        self._render = render
+        self._clock = clock
+        self._written_by = written_by
+        self._pending: list[tuple[bytes, bytes]] = []
+
+    def load(self, package: str) -> PackageState | None:
+        return self._view.load(package)
+
+    def packages(self) -> list[str]:
+        return self._view.packages()
+
+    def save(self, state: PackageState) -> tuple[bool, int]:
+        held = self._view.held(state.package)
+        existing = self._view.load(state.package)
+        state_json = state.to_json()
+        changed = existing is None or existing.to_json() != state_json
+        view = next_view(
+            package=state.package,
+            sequence=state.sequence,
+            position=list(state.applied.values())[-1] if state.applied else "",
+            state=state_json,
+            documents=self._render(state),
+            held=held,
+            now=self._clock(),
+            written_by=self._written_by,
+            replace=True,
+        )
+        documents = 0 if held is None else int(held.stable != view.stable)
+        documents += 1 if held is None else int(held.dev != view.dev)
+        if changed or documents:
+            self._send(state.package, view.to_bytes())
+        return changed, documents
+
+    def remove(self, package: str) -> None:
+        held = self._view.held(package)
+        if held is not None:
+            gone = removal(held, now=self._clock(), written_by=self._written_by)
+            self._send(package, gone.to_bytes())
+
+    def _send(self, package: str, value: bytes) -> None:
+        self._pending.append((package.encode(), value))
+        if len(self._pending) >= REBUILD_BATCH:
+            self.flush()
+
+    def flush(self) -> None:
+        """Produce what is pending. Raises ``BrokerUnavailableError``."""
+        pending, self._pending = self._pending, []
+        if pending:
+            self._producer.produce_many(self._topic, pending)
+
+
+def read_region_view(
+    broker_url: str, topic: str, producer: EventProducer, *, timeout: float = 300.0
+) -> LocalView:
+    """The region's view topic read to its end into a view in memory: a marker is produced to
+    every partition and read back (exact on any broker). Raises ``BrokerUnavailableError``."""
+    view = LocalView(None)
+    follower = ViewFollower(broker_url, topic, view, name="rebuild")
+    follower.start()
+    try:
+        follower.catch_up(producer, "rebuild", timeout=timeout)
+    finally:
+        follower.stop()
+    return view
+
+
+class BucketTarget:
+    """The earlier design: states and p2 documents in the region's bucket."""
+
+    def __init__(self, store: ObjectStore, states: PackageStates) -> None:
+        self._store = store
+        self._states = states
+
+    def load(self, package: str) -> PackageState | None:
+        return self._states.load(package)
+
+    def packages(self) -> list[str]:
+        return self._states.packages()
+
+    def save(self, state: PackageState) -> tuple[bool, int]:
+        existing = self._states.load(state.package)
+        changed = existing is None or existing.to_json() != state.to_json()
+        saved = self._states.save(state, state_changed=changed)
+        return changed, len(saved.documents_written)
+
+    def remove(self, package: str) -> None:
+        for key in (layout.p2_key(package), layout.p2_key(package, dev=True)):
+            self._store.delete(key)
+        for key in self._store.list_keys(layout.state_prefix(package)):
+            self._store.delete(key)
+
+    def flush(self) -> None:
+        return None
+
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +191,7 @@ def rebuild_region(
     broker_url: str,
     topic: str,
     store: ObjectStore,
-    states: PackageStates,
+    states: RebuildTarget,
     root: TrustRoot,
     policy: ReplicationPolicy,
     max_artifact_size: int | None = None,
@@ -111,15 +246,17 @@ def rebuild_region(
         report.packages += len(built)
     for package in states.packages():
         if package not in seen:
-            _remove_package(store, package)
+            log.warning("%s has metadata here but no event in the log: removing it", package)
+            states.remove(package)
             report.removed.append(package)
+    states.flush()
     return report
 
 
 def _applied_before(
     value: bytes,
     position: str,
-    states: PackageStates,
+    states: RebuildTarget,
     stored: dict[str, PackageState | None],
 ) -> tuple[PackageEvent, tuple[str, ...]] | None:
     """The event at ``position`` if the region's stored state records it applied there, and
@@ -141,17 +278,15 @@ def _applied_before(
 
 def _write_package(
     store: ObjectStore,
-    states: PackageStates,
+    states: RebuildTarget,
     state: PackageState,
     policy: ReplicationPolicy,
     report: RebuildReport,
     now: datetime,
 ) -> None:
-    existing = states.load(state.package)
-    changed = existing is None or existing.to_json() != state.to_json()
-    saved = states.save(state, state_changed=changed)
+    changed, documents = states.save(state)
     report.states_written += int(changed)
-    report.documents_written += len(saved.documents_written)
+    report.documents_written += documents
     for sha256 in set(state.expunged.values()):
         if not state.references(sha256):
             store.delete(layout.artifact_key(sha256))
@@ -170,11 +305,3 @@ def _write_package(
             layout.pending_key(record.sha256), document, content_type="application/json"
         )
         report.fetches_parked += 1
-
-
-def _remove_package(store: ObjectStore, package: str) -> None:
-    log.warning("%s has metadata here but no event in the log: removing it", package)
-    for key in (layout.p2_key(package), layout.p2_key(package, dev=True)):
-        store.delete(key)
-    for key in store.list_keys(layout.state_prefix(package)):
-        store.delete(key)

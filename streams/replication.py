@@ -48,8 +48,14 @@ from schemas.package_state import PackageState, VersionRecord, apply_event, rend
 from schemas.signing import SignedEvent
 from schemas.trust import TrustRoot, verify_event_signers
 from streams.artifacts import HotStats, ReplicaRegistry, choose_evictions
-from streams.faults import AFTER_METADATA_WRITE, AFTER_STORE_WRITE, FaultPoints
+from streams.faults import (
+    AFTER_METADATA_WRITE,
+    AFTER_STORE_WRITE,
+    AFTER_VIEW_RECORD,
+    FaultPoints,
+)
 from streams.policy import ReplicationPolicy
+from streams.region_view import BucketView, MetadataView
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +162,7 @@ class ReleaseReplicator:
         pending_first_delay: timedelta = PENDING_FIRST_DELAY,
         owns: Callable[[str], bool] = lambda position: True,
         faults: FaultPoints | None = None,
+        view: MetadataView | None = None,
     ) -> None:
         self._store = store
         self._session = session
@@ -175,7 +182,9 @@ class ReleaseReplicator:
         self._faults = faults or FaultPoints(None)
         #: Objects written since start: ``states`` and p2 ``documents`` (coalescing shows here).
         self.written: Counter[str] = Counter()
-        self.states = PackageStates(store, render=self.render)
+        #: Where states are read and derived metadata written: the region's view (the worker's
+        #: local store and the view topic), or the bucket (the earlier design, tests only).
+        self.view: MetadataView = view or BucketView(PackageStates(store, self.render), self.render)
         self._cache: OrderedDict[str, PackageState] = OrderedDict()
         self._sizes: dict[str, int] | None = None
         self._background: set[asyncio.Task[None]] = set()
@@ -229,23 +238,34 @@ class ReleaseReplicator:
                 continue
             by_package.setdefault(item.event.package, []).append(index)
         limit = asyncio.Semaphore(PACKAGE_CONCURRENCY)
+        # Acknowledgements of the view records this batch writes.
+        unacked: list[Awaitable[None]] = []
 
         async def run(package: str, indexes: list[int]) -> None:
             async with limit:
-                results = await self._apply_package(package, [batch[i] for i in indexes])
+                items = [batch[i] for i in indexes]
+                results = await self._apply_package(package, items, unacked)
             for index, result in zip(indexes, results, strict=True):
                 outcomes[index] = result
 
-        await asyncio.gather(*(run(p, ix) for p, ix in by_package.items()))
+        try:
+            await asyncio.gather(*(run(p, ix) for p, ix in by_package.items()))
+        finally:
+            # Durable on return: every view record of the batch acknowledged.
+            await asyncio.gather(*unacked)
+        if unacked:
+            self._faults.reached(AFTER_VIEW_RECORD)
         return [o for o in outcomes if o is not None]
 
-    async def _apply_package(self, package: str, items: list[Verified]) -> list[Outcome]:
+    async def _apply_package(
+        self, package: str, items: list[Verified], unacked: list[Awaitable[None]]
+    ) -> list[Outcome]:
         attempt = 0
         unexpected = 0
         while True:
             attempt += 1
             try:
-                return await self._apply_package_once(package, items)
+                return await self._apply_package_once(package, items, unacked)
             except TransientError as exc:
                 self._cache.pop(package, None)
                 delay = min(exc.retry_after * 2 ** min(attempt - 1, 6), MAX_BACKOFF_SECONDS)
@@ -268,7 +288,7 @@ class ReleaseReplicator:
         if cached is not None:
             self._cache.move_to_end(package)
             return cached, True
-        loaded = await asyncio.to_thread(self.states.load, package)
+        loaded = await self.view.load(package)
         if loaded is None:
             return PackageState(package), False
         return loaded, True
@@ -276,7 +296,9 @@ class ReleaseReplicator:
     def _still_owned(self, items: list[Verified]) -> bool:
         return all(self._owns(item.position) for item in items)
 
-    async def _apply_package_once(self, package: str, items: list[Verified]) -> list[Outcome]:
+    async def _apply_package_once(
+        self, package: str, items: list[Verified], unacked: list[Awaitable[None]]
+    ) -> list[Outcome]:
         if not self._still_owned(items):
             return [Abandoned(package) for _ in items]
         old, existed = await self._load(package)
@@ -327,19 +349,14 @@ class ReleaseReplicator:
             self._cache.pop(package, None)
             return [Abandoned(package) for _ in items]
         if changed or redelivered:
-            if redelivered:
-                known: Mapping[str, bytes] | None = None  # a crash may have cut a write short
-            elif existed:
-                known = self.render(old)
-            else:
-                known = {}
-            saved = await asyncio.to_thread(
-                self.states.save, current, state_changed=changed, stored_documents=known
+            written = await self.view.write(
+                current, previous=old if existed else None, redelivered=redelivered
             )
             self._faults.reached(AFTER_METADATA_WRITE)
-            self.written["states"] += int(saved.state_written)
-            self.written["documents"] += len(saved.documents_written)
-            if saved.superseded_by is not None:
+            unacked.append(written.acked)
+            self.written["states"] += int(written.state_written)
+            self.written["documents"] += written.documents_written
+            if written.superseded:
                 self._cache.pop(package, None)
             else:
                 self._remember(current)
@@ -533,7 +550,7 @@ class ReleaseReplicator:
                 size=doc["size"],
                 origin_url=doc["origin_url"],
             )
-            state = await asyncio.to_thread(self.states.load, package)
+            state = await self.view.load(package)
             record = state.versions.get(version) if state is not None else None
             if record is None or record.sha256 != artifact.sha256:
                 # Expunged (or never applied here): nothing to fetch any more.

@@ -60,6 +60,8 @@ PARTITIONS = 4
 SEED = 2026
 FRESHNESS_LOADS = (50, 500)
 FRESHNESS_SECONDS = 15.0
+#: Where the benchmarked region keeps its view (``node run --view``): set by ``--view``.
+VIEW = "bucket"
 PRODUCER_CONFIG = {
     "enable.idempotence": True,
     "acks": "all",
@@ -180,7 +182,7 @@ class Region:
             topic_prefix=self.prefix,
             partitions=PARTITIONS,
             bucket=f"{self.prefix.strip('.')}-{self.region}",
-            options=["--mode", "metadata-only"],
+            options=["--mode", "metadata-only", "--view", VIEW],
         )
 
     def committed(self) -> dict[int, int | None]:
@@ -515,11 +517,19 @@ BOOTSTRAP_GAP = (
 SCALE_GAP = "two cores are shared by the broker, the S3 server and the workers; see notes"
 
 
+def set_view(view: str) -> None:
+    """Benchmark regions keeping their view in ``view`` (``bucket`` or ``topic``)."""
+    global VIEW
+    VIEW = view
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--projects", type=int, default=PROJECTS)
     parser.add_argument("--runs", type=int, default=RUNS)
+    parser.add_argument("--view", choices=["bucket", "topic"], default=VIEW)
     args = parser.parse_args()
+    set_view(args.view)
     for result in results(args.projects, args.runs):
         console.print(result)
 

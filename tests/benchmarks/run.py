@@ -182,17 +182,34 @@ NOTES = """
   about 160 s here, and the whole benchmark about 7.5 minutes. Catalogue
   generation time, release count, record sizes and the importing process's
   peak RSS are in `benchmarks.json`.
-- Where the import's time goes (cProfile of a 3,000-project run, and `top`
-  per thread during the full one): the event-loop thread is CPU-bound at
-  about 90 % and the origin process takes about 45 % of a core; producing
-  (sealing plus delivery, in a worker thread) is a small part, and the
-  bare produce of the same records is some 30 times faster. On the loop,
-  planning a package is more than half of the work: the check that an entry
-  keeps a node's p2 document servable renders a one-entry p2 document per
-  release (`render_p2`, about a third of the busy time), and version sorting
-  (`version_sort_key`) parses each version again. Fetching the two p2
-  documents per package over aiohttp is about a quarter. The goal is far off
-  for now: the ratio is bounded by Python work per release on one thread.
+- Where the import's time goes (2026-12-06, 3,000 projects, 28,867 releases,
+  outside `make bench`: CPU per process and thread from `/proc`, cProfile of
+  the event loop): this machine's two cores. The importing process uses about
+  5.5 s of CPU: its event loop 3.1 to 3.9 s (per release about 55 µs fetching
+  the p2 and `~dev` documents over aiohttp, 3 µs parsing them, 20 µs planning,
+  8 µs building the event), its other threads about 2 s (the producing thread:
+  Avro encoding 10 µs, sealing 34 µs of which Ed25519 is 27 µs, producing; and
+  librdkafka's). The origin process (`fairstream origin serve`, aiohttp static
+  files) spends about 0.65 ms of CPU per document, 4 s in all, and the broker
+  0.5 s: some 10 s of CPU on two cores. Fetching and parsing every document
+  alone, without planning or publishing, takes 4.7 to 5.1 s; the bare produce
+  takes 0.7 s. So the goal of 0.5x is out of reach on this machine whatever
+  the importer does: the source alone needs more than twice the bare produce's
+  time. Measured at 3,000 projects, the import went from about 2,800 to 3,500
+  releases/s (ratio 0.070 to 0.080, medians of 4 alternating runs): the check
+  that an entry keeps a node's p2 servable walks the entry
+  (`check_servable_entry`) instead of rendering the package's p2 documents
+  (planning 49 to 20 µs per release; `render_p2` was 4.6 of the loop's 15.8
+  profiled seconds), and checksums are looked up without a task per release.
+  Version parsing was never a cost (those functions are cached); `is_dev`,
+  which `render_p2` called twice per entry, went with the rendering. Signing
+  in a process pool was measured and not kept: with two signing processes
+  (forked, so without start-up cost) the import ran at 3,384 releases/s
+  against 3,513 signing in the producing thread (medians of 4 alternating
+  runs), the pool's processes used 1.4 to 1.8 s of CPU for what costs 1 s in
+  the thread, and with `spawn`, the safe start method for a process that has
+  librdkafka's threads, each of them first re-imports the main module (1.4 to
+  1.7 s of CPU). On two cores a pool moves work about; it adds no capacity.
 - **Bootstrap** (issue 8, figure 3): `tests/benchmarks/bench_node.py`. A stream of
   signed releases with packages.drupal.org-shaped metadata, all versions of a
   project in a row as the importer publishes them, produced once per run into
@@ -203,6 +220,20 @@ NOTES = """
   no verification) the same records. Measured at 3,000 projects (about 30,000
   releases) to fit the suite's time budget; the goal's 300,000 releases are
   projected from the rate (`projected_seconds_for_300000_releases`).
+- **The view in the region's topic** (issue 15, first slice, 2026-12-06, measured
+  once by hand, not by `make bench`, while the test suite ran on the same two
+  cores: ratios only): `bench_node.bootstrap` of 1,000 projects (9,942 releases),
+  one metadata-only worker, `--view topic` and `--view bucket` alternating, two
+  runs each, against the bare consumer of the same run (`python -m
+  tests.benchmarks.bench_node --view topic` runs the suite in that mode). topic
+  694 and 923 releases/s (median ratio 0.099x), bucket 738 and 715 (0.089x),
+  bare 8,162 and 8,220; peak RSS 161 MB against 143 MB. Timed from process
+  start, so the group join (about 3 s) and the view catch-up are a third of
+  each run at this size; without the store's requests the worker is now bound
+  by its own per-record work (Faust's agent, verification, rendering), which is
+  the issue's next slice (decode once, render only what changed, Faust's
+  overhead measured against a bare consumer). Not measured yet in topic mode:
+  the full-size bootstrap, freshness and serving through the nginx front.
 - **Bootstrap at full size, measured once** (2026-11-22, `bench_node.bootstrap`
   with 30,000 projects, outside `make bench` for its time): 299,561 releases
   in 1,065 s, 281 releases/s against 26,800 records/s for the bare consumer

@@ -12,11 +12,20 @@ import time
 
 import pytest
 
-from streams.faults import AFTER_METADATA_WRITE, AFTER_STORE_WRITE, BEFORE_OFFSET_COMMIT
+from streams.faults import (
+    AFTER_METADATA_WRITE,
+    AFTER_STORE_WRITE,
+    AFTER_VIEW_RECORD,
+    BEFORE_OFFSET_COMMIT,
+)
 from tests.faults.harness import FaultFederation, Load, Poller
 
 
-@pytest.mark.parametrize("point", [AFTER_STORE_WRITE, AFTER_METADATA_WRITE, BEFORE_OFFSET_COMMIT])
+# after-metadata-write: the worker's local view holds the batch, its view records are not
+# produced yet; after-view-record: produced and acknowledged, the offsets not committed.
+@pytest.mark.parametrize(
+    "point", [AFTER_STORE_WRITE, AFTER_METADATA_WRITE, AFTER_VIEW_RECORD, BEFORE_OFFSET_COMMIT]
+)
 def test_a_worker_killed_at_a_fault_point_loses_and_doubles_nothing(
     fault_federation: FaultFederation, point: str
 ) -> None:

@@ -26,7 +26,7 @@ from services.publisher import build_release, next_sequence
 from services.sample_projects import sample_zip
 from services.trust_admin import DelegationSpec, build_root
 from streams.policy import ReplicationPolicy
-from streams.rebuild import rebuild_region
+from streams.rebuild import BucketTarget, rebuild_region
 from streams.replication import ReleaseReplicator
 
 pytestmark = pytest.mark.integration
@@ -138,7 +138,9 @@ def rebuild(stack: devstack.Stack, topic: str, store: ObjectStore, root: TrustRo
         broker_url=stack.broker_url,
         topic=topic,
         store=store,
-        states=PackageStates(store, render=lambda state: render_documents(state, PUBLIC_URL)),
+        states=BucketTarget(
+            store, PackageStates(store, render=lambda state: render_documents(state, PUBLIC_URL))
+        ),
         root=root,
         policy=ReplicationPolicy(),
     )
@@ -218,5 +220,6 @@ async def test_a_revoked_key_adds_nothing_through_a_rebuild(
 
     assert report.kept_from_earlier_roots == 1
     assert report.refused == {"undelegated-key": 1}
-    state = region.replicator.states.load("drupal/token")
+    states = PackageStates(store, render=lambda state: render_documents(state, PUBLIC_URL))
+    state = states.load("drupal/token")
     assert state is not None and set(state.versions) == {"1.9.0"}

@@ -116,6 +116,7 @@ def test_the_keys_are_the_options_in_snake_case() -> None:
         "topic_prefix",
         "partitions",
         "data_dir",
+        "view",
     } == keys
     # Hidden options of the fault harness are no settings, nor is --config.
     assert not keys & {"fault_point", "clock_skew", "config"}

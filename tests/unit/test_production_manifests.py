@@ -40,7 +40,8 @@ OFFICIAL_TAGS = {
     "minio/minio": r"RELEASE\.\d{4}-\d\d-\d\dT\d\d-\d\d-\d\dZ",
     "python": r"3\.11\.\d+-slim-bookworm",
 }
-CODE_TOPICS = set(asdict(Topics()).values())
+# Every shared topic; each region's view topic (Topics.view) is the region's own.
+CODE_TOPICS = set(asdict(Topics()).values()) - {Topics().view_prefix}
 FILE_SETTINGS = ("root", "node_key", "key")
 
 
@@ -332,11 +333,16 @@ def kafka_init_problems(directory: Path) -> list[str]:
         )
     }
     problems = []
-    if set(created) != CODE_TOPICS:
+    views = {topic for topic in created if topic.startswith(Topics().view_prefix)}
+    if set(created) - views != CODE_TOPICS:
         problems.append(f"init.sh: creates {sorted(created)}, the code's are {sorted(CODE_TOPICS)}")
+    if views != {Topics().view("eu"), Topics().view("directory")}:
+        problems.append(
+            f"init.sh: creates the view topics {sorted(views)}, not eu's and the directory's"
+        )
     for topic, options in created.items():
         compacted = "cleanup.policy=compact" in options
-        if compacted != (topic in Topics().compacted):
+        if compacted != (topic in Topics().compacted or topic in views):
             problems.append(f"init.sh: {topic} is {'' if compacted else 'not '}compacted")
     return problems
 

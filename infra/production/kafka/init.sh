@@ -32,6 +32,10 @@ topic fair.replicas 1 --config retention.ms=-1
 topic fair.downloads 1 --config retention.ms=7776000000
 topic fair.rejected 1 --config retention.ms=7776000000
 topic fair.status 1 --config cleanup.policy=compact
+# Each region's view (and the directory's): its workers' derived metadata, which its
+# workers and frontends follow into their local views. Compacted: one record a package.
+topic fair.view.eu 12 --config cleanup.policy=compact
+topic fair.view.directory 12 --config cleanup.policy=compact
 
 user() { # NAME PASSWORD
   "$bin/kafka-configs.sh" --bootstrap-server "$bootstrap" --command-config "$admin" \
@@ -62,3 +66,6 @@ for principal in User:fairstream-eu User:fairstream-directory; do
   acl --allow-principal "$principal" --operation Read --operation Describe \
     --group fairstream- --resource-pattern-type prefixed
 done
+# Each writes its own view and no other.
+acl --allow-principal User:fairstream-eu --operation Write --topic fair.view.eu
+acl --allow-principal User:fairstream-directory --operation Write --topic fair.view.directory

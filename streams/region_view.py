@@ -1,0 +1,181 @@
+"""Where a worker's derived metadata goes: its local view first, then the region's view topic.
+
+``RegionView.write`` renders a package's p2 documents, dates them
+(``schemas.view.next_view``), holds them in the worker's ``LocalView`` (served
+at once) and produces the view record; the returned acknowledgement is what a
+batch waits for before its offsets may be committed. ``BucketView`` is the
+earlier design (states and p2 in the object store, ``connectors.state_store``),
+kept behind the same interface for the tests that still drive it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Protocol
+
+from connectors.state_store import PackageStates
+from connectors.view_store import LocalView
+from schemas.package_state import PackageState
+from schemas.view import PackageView, next_view
+
+log = logging.getLogger(__name__)
+
+MAX_BACKOFF_SECONDS = 30.0
+
+#: Produce one record (key, value); the awaitable it returns resolves once the broker
+#: acknowledged it (Faust's ``topic.send``).
+SendRecord = Callable[[bytes, bytes], Awaitable[Awaitable[object]]]
+Renderer = Callable[[PackageState], Mapping[str, bytes]]
+
+
+@dataclass(frozen=True)
+class ViewWrite:
+    """What one write did; ``acked`` resolves once it is durable in the region."""
+
+    documents_written: int
+    state_written: bool
+    acked: Awaitable[None]
+    superseded: bool = False
+
+
+class MetadataView(Protocol):
+    """Where the replicator reads package states and writes what it derived."""
+
+    async def load(self, package: str) -> PackageState | None: ...
+
+    async def write(
+        self, state: PackageState, *, previous: PackageState | None, redelivered: bool
+    ) -> ViewWrite: ...
+
+
+def _done() -> asyncio.Future[None]:
+    done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    done.set_result(None)
+    return done
+
+
+class RegionView:
+    """A worker's view of its region: a ``LocalView`` plus the view topic it produces to."""
+
+    def __init__(
+        self,
+        local: LocalView,
+        *,
+        render: Renderer,
+        send: SendRecord,
+        written_by: str,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.local = local
+        self._render = render
+        self._send = send
+        self._written_by = written_by
+        self._clock = clock
+
+    async def load(self, package: str) -> PackageState | None:
+        return self.local.load(package)
+
+    def prepare(self, state: PackageState, *, replace: bool = False) -> tuple[PackageView, bytes]:
+        """The view of ``state`` over what is held, and its record. Raises ``MalformedEventError``
+        when the state cannot be rendered (never for a state ``apply_event`` made)."""
+        documents = self._render(state)
+        view = next_view(
+            package=state.package,
+            sequence=state.sequence,
+            position=_last_position(state),
+            state=state.to_json(),
+            documents=documents,
+            held=self.local.held(state.package),
+            now=self._clock(),
+            written_by=self._written_by,
+            replace=replace,
+        )
+        return view, view.to_bytes()
+
+    async def write(
+        self, state: PackageState, *, previous: PackageState | None, redelivered: bool
+    ) -> ViewWrite:
+        """Hold ``state``'s view locally (served at once) and produce its record; a redelivery
+        produces it again (a crash may have come between the two). Raises ``sqlite3.Error``."""
+        held = self.local.held(state.package)
+        view, encoded = self.prepare(state)
+        changed = 0
+        if held is None or held.stable != view.stable:
+            changed += 1
+        if held is None or held.dev != view.dev:
+            changed += 1
+        self.local.put(view, encoded, state=state, echo=True)
+        acked = asyncio.ensure_future(self.deliver(state.package.encode(), encoded))
+        return ViewWrite(changed, previous is None or previous is not state, acked)
+
+    async def deliver(self, key: bytes, value: bytes) -> None:
+        """Produce a view record and wait for its acknowledgement, retrying until it comes: a
+        batch's offsets wait for it. Re-sending is harmless (readers keep the highest sequence)."""
+        attempt = 0
+        while True:
+            try:
+                pending = await self._send(key, value)
+                await pending
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the producer's errors, whatever the broker's state
+                attempt += 1
+                delay = min(0.25 * 2**attempt, MAX_BACKOFF_SECONDS)
+                log.warning(
+                    "view record of %s not acknowledged yet (%s: %s); retrying in %.1f s",
+                    key.decode(errors="replace"),
+                    type(exc).__name__,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+
+    async def resend(self, package: str) -> None:
+        """Produce the held record of ``package`` again (an older one landed after it)."""
+        state = self.local.load(package)
+        if state is None:
+            return
+        _, encoded = self.prepare(state)
+        await self.deliver(package.encode(), encoded)
+
+
+def _last_position(state: PackageState) -> str:
+    # The position of the newest applied event: the applied map keeps log order.
+    return list(state.applied.values())[-1] if state.applied else ""
+
+
+class BucketView:
+    """The earlier design: states and p2 documents in the region's bucket, fenced after the
+    write (``connectors.state_store``). Blocking store calls run in threads."""
+
+    def __init__(self, states: PackageStates, render: Renderer) -> None:
+        self.states = states
+        self._render = render
+
+    async def load(self, package: str) -> PackageState | None:
+        return await asyncio.to_thread(self.states.load, package)
+
+    async def write(
+        self, state: PackageState, *, previous: PackageState | None, redelivered: bool
+    ) -> ViewWrite:
+        changed = previous is not state
+        if redelivered:
+            known: Mapping[str, bytes] | None = None  # a crash may have cut a write short
+        elif previous is not None:
+            known = self._render(previous)
+        else:
+            known = {}
+        saved = await asyncio.to_thread(
+            self.states.save, state, state_changed=changed, stored_documents=known
+        )
+        return ViewWrite(
+            len(saved.documents_written),
+            saved.state_written,
+            _done(),
+            superseded=saved.superseded_by is not None,
+        )
