@@ -372,9 +372,11 @@ class EventProducer:
             delivered.append(Delivered(topic, partition, offset))
         return delivered
 
-    def close(self) -> None:
-        """Deliver what is queued, then release the connections."""
-        self._producer.flush(self._timeout)
+    def close(self, *, discard: bool = False) -> None:
+        """Deliver what is queued (``discard``: drop it), then release the connections."""
+        if discard:
+            self._producer.purge()
+        self._producer.flush(0 if discard else self._timeout)
         self._producer.close()
 
 

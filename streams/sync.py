@@ -140,7 +140,15 @@ class StatusReporter:
     def _produce(self, key: bytes, value: bytes) -> None:
         if self._producer is None:
             self._producer = EventProducer(self._broker_url, delivery_timeout=10.0)
-        self._producer.produce(self._topics.status, key, value)
+        try:
+            self._producer.produce(self._topics.status, key, value)
+        except TransientError:
+            # An idempotent producer whose request timed out (a broker paused past the
+            # timeout) may be fenced for good: Tansu then refuses each later record ("a
+            # newer producer ... fences the current one"). The next heartbeat gets a new one.
+            producer, self._producer = self._producer, None
+            producer.close(discard=True)
+            raise
 
     def register(self) -> None:
         """Produce the node's signed registration; raises ``BrokerUnavailableError``."""
