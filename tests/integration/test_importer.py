@@ -37,10 +37,11 @@ from services.importer import ImportSettings, SkipReason, import_repository
 from services.importer_cli import register
 from services.sample_projects import sample_zip
 from services.trust_admin import DelegationSpec, build_root
+from tests.drupal_fixtures import DRUPAL_P2
 
 pytestmark = pytest.mark.integration
 
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared/fixtures/packages.drupal.org/p2"
+FIXTURES = DRUPAL_P2.parent
 PARTITIONS = 2
 FAST = SourceLimits(rate=1000.0, concurrency=8, backoff=0.05)
 TOKEN_DEV = "8.x-1.x-dev"

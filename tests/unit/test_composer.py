@@ -7,7 +7,6 @@ import math
 import re
 from collections.abc import Callable
 from enum import IntEnum
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -28,8 +27,9 @@ from schemas.composer import (
     with_dist_url,
 )
 from schemas.errors import InvalidVersionError, MalformedEventError
+from tests.drupal_fixtures import DRUPAL_P2
 
-FIXTURES = Path("/work/shared/fixtures/packages.drupal.org/p2/drupal")
+FIXTURES = DRUPAL_P2
 SHA1 = "a5d234382a1a0e4ba61d4c7a2fa10671ca656be4"
 
 

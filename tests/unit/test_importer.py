@@ -47,9 +47,10 @@ from services.importer import (
 )
 from services.importer_cli import register
 from services.publisher import next_sequence
+from tests.drupal_fixtures import DRUPAL_P2
 
 REPO = Path(__file__).resolve().parents[2]
-FIXTURES = REPO.parent / "shared" / "fixtures" / "packages.drupal.org" / "p2" / "drupal"
+FIXTURES = DRUPAL_P2
 
 TOKEN_VERSIONS = [
     "1.0.0-alpha1",

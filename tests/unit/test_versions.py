@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -20,8 +19,9 @@ from schemas.versions import (
     version_sort_key,
     version_stability,
 )
+from tests.drupal_fixtures import DRUPAL_P2
 
-FIXTURES = Path("/work/shared/fixtures/packages.drupal.org/p2/drupal")
+FIXTURES = DRUPAL_P2
 
 
 def fixture_entries() -> list[dict[str, Any]]:
