@@ -705,17 +705,25 @@ class TopicFollower:
             consumer.close()
 
     def _partitions(self, consumer: Consumer) -> list[int]:
-        while not self._stop.is_set():
-            try:
-                # All topics: asking about one by name makes Tansu create it.
-                topics = consumer.list_topics(timeout=5.0).topics
-            except KafkaException:
-                time.sleep(1.0)
-                continue
-            if self._topic in topics and topics[self._topic].partitions:
-                return sorted(topics[self._topic].partitions)
-            time.sleep(1.0)
-        return []
+        return wait_for_partitions(consumer, self._topic, self._stop)
+
+
+def wait_for_partitions(
+    consumer: Consumer, topic: str, stop: threading.Event, *, every: float = 1.0
+) -> list[int]:
+    """The partitions of ``topic``, once it exists (asking again every ``every`` seconds), or
+    [] when ``stop`` is set first. Never raises."""
+    while not stop.is_set():
+        try:
+            # All topics: asking about one by name makes Tansu create it.
+            topics = consumer.list_topics(timeout=5.0).topics
+        except KafkaException:
+            time.sleep(every)
+            continue
+        if topic in topics and topics[topic].partitions:
+            return sorted(topics[topic].partitions)
+        time.sleep(every)
+    return []
 
 
 def topic_partitions(broker_url: str, topic: str, *, timeout: float = 15.0) -> list[int]:

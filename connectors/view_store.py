@@ -28,7 +28,7 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
-from connectors.kafka import EventProducer, client_config, topic_partitions
+from connectors.kafka import EventProducer, client_config, topic_partitions, wait_for_partitions
 from schemas import layout
 from schemas.errors import BrokerUnavailableError, MalformedEventError
 from schemas.package_state import PackageState
@@ -368,7 +368,7 @@ class ViewFollower:
             }
         )
         try:
-            partitions = self._partitions(consumer)
+            partitions = wait_for_partitions(consumer, self._topic, self._stop, every=0.5)
             consumer.assign(
                 [TopicPartition(self._topic, p, self.positions.get(p, 0)) for p in partitions]
             )
@@ -419,16 +419,3 @@ class ViewFollower:
         with self._progress:
             self.positions.update(offsets)
             self._progress.notify_all()
-
-    def _partitions(self, consumer: Consumer) -> list[int]:
-        while not self._stop.is_set():
-            try:
-                # All topics: asking about one by name makes Tansu create it.
-                topics = consumer.list_topics(timeout=5.0).topics
-            except KafkaException:
-                time.sleep(0.5)
-                continue
-            if self._topic in topics and topics[self._topic].partitions:
-                return sorted(topics[self._topic].partitions)
-            time.sleep(0.5)
-        return []

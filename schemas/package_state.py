@@ -92,6 +92,12 @@ class PackageState:
             advisories=document.get("advisories", {}),
         )
 
+    @property
+    def last_position(self) -> str:
+        """Where the last event applied sits in the log ("" before any): ``applied`` keeps
+        log order."""
+        return list(self.applied.values())[-1] if self.applied else ""
+
     def references(self, sha256: str) -> bool:
         """Whether a version still kept points at this artifact."""
         return any(record.sha256 == sha256 for record in self.versions.values())

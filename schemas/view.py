@@ -148,6 +148,13 @@ def next_view(
     )
 
 
+def changed_documents(view: PackageView, held: PackageView | None) -> int:
+    """How many of the two p2 documents ``view`` writes differ from ``held``'s. Never raises."""
+    if held is None:
+        return 2
+    return int(held.stable != view.stable) + int(held.dev != view.dev)
+
+
 def removal(held: PackageView, *, now: datetime, written_by: str) -> PackageView:
     """The record that removes ``held``'s package from the region (a rebuild's). Never raises."""
     return PackageView(

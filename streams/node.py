@@ -38,13 +38,12 @@ from connectors.kafka import (
     TopicFollower,
     Topics,
     client_config,
-    topic_partitions,
 )
 from connectors.metrics import EVENTS, REJECTED
 from connectors.origin import FetchLimits
 from connectors.state_store import PackageStates
 from connectors.store import ObjectStore, StoreLocation
-from connectors.view_store import LocalView, ViewFollower, marker_key
+from connectors.view_store import LocalView, ViewFollower
 from schemas import layout
 from schemas.errors import (
     ConfigurationError,
@@ -85,7 +84,7 @@ TRUST_REFRESH_SECONDS = 10.0
 #: While the root in force is expired, how long to wait before looking for a newer one.
 FROZEN_RETRY_SECONDS = 5.0
 #: How long a worker waits for its view to catch up with the region's after an assignment
-#: before it says so in the log (it keeps waiting: applying on a stale view would be wrong).
+#: before it says so in the log (then it waits again: applying on a stale view is wrong).
 VIEW_CATCH_UP_WARNING_SECONDS = 30.0
 
 
@@ -279,7 +278,6 @@ class NodeStream:
             )
         else:
             self.states = PackageStates(self.store, render=render)
-        self._view_partitions: list[int] = []
         # Set at every assignment: before applying anything, read the view to its end.
         self._view_stale = True
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -347,17 +345,10 @@ class NodeStream:
         for follower in self._followers:
             follower.start()
         if self.view_follower is not None:
-            self._view_partitions = topic_partitions(
-                self.settings.broker_url, self.settings.topics.view(self.settings.region)
-            )
             self.view_follower.start()
             # Serve nothing older than what the region served before this worker
             # (re)started.
-            producer = EventProducer(self.settings.broker_url)
-            try:
-                self.view_follower.catch_up(producer, self.settings.worker_name)
-            finally:
-                producer.close()
+            self._read_view_to_end(timeout=600.0)
         if self.reporter is not None:
             self.reporter.register()
 
@@ -388,45 +379,29 @@ class NodeStream:
         return await self.view_topic.send(key=key, value=value)
 
     async def _catch_up_view(self) -> None:
-        """Read the region's view topic to its end before applying on it: a marker is produced to
-        every partition and the follower must pass it (exact on any broker; Tansu's high
-        watermark is not, DESIGN.md)."""
+        """Before applying after an assignment, read the region's view topic to its end (the
+        follower's marker barrier, exact on any broker). Nothing is applied until then: a
+        package applied on a stale view would lose what its last owner wrote."""
         if not self._view_stale or self.view_follower is None:
             return
         self._view_stale = False
-        started = time.monotonic()
-        key = marker_key(self.settings.worker_name)
-        targets: dict[int, int] = {}
-        for partition in self._view_partitions:
-            attempt = 0
-            while True:
-                try:
-                    pending = await self.view_topic.send(key=key, value=b"", partition=partition)
-                    metadata = await pending
-                    targets[partition] = metadata.offset
-                    break
-                except Exception as exc:  # aiokafka's errors, whatever the broker's state
-                    attempt += 1
-                    log.warning("view catch-up marker not produced yet (%s); retrying", exc)
-                    await asyncio.sleep(min(0.5 * 2**attempt, MAX_BACKOFF_SECONDS))
-        warned = False
-        while not self.view_follower.past(targets):
-            if not warned and time.monotonic() - started > VIEW_CATCH_UP_WARNING_SECONDS:
-                warned = True
-                log.warning(
-                    "the view of region %s is not read to its end after %.0f s (follower: %s); "
-                    "nothing is applied until it is",
-                    self.settings.region,
-                    time.monotonic() - started,
-                    self.view_follower.failed or "reading",
-                )
-            await asyncio.sleep(0.01)
-        log.info(
-            "view of region %s read to its end (%d packages) in %.2f s",
-            self.settings.region,
-            len(self.local_view) if self.local_view is not None else 0,
-            time.monotonic() - started,
-        )
+        while True:
+            try:
+                await asyncio.to_thread(self._read_view_to_end, VIEW_CATCH_UP_WARNING_SECONDS)
+                return
+            except TransientError as exc:
+                log.warning("%s; nothing is applied until it is", exc)
+
+    def _read_view_to_end(self, timeout: float) -> None:
+        """Block until the view follower has read the region's view topic to its end.
+
+        Raises ``BrokerUnavailableError`` after ``timeout`` seconds."""
+        assert self.view_follower is not None
+        producer = EventProducer(self.settings.broker_url)
+        try:
+            self.view_follower.catch_up(producer, self.settings.worker_name, timeout=timeout)
+        finally:
+            producer.close()
 
     def _on_older_view(self, incoming: PackageView, held: PackageView) -> None:
         """The follower read a record older than the view this worker holds (in its thread).

@@ -33,8 +33,9 @@ from schemas.events import Artifact, PackageEvent, ReleasePublished, decode_pack
 from schemas.package_state import PackageState, apply_event
 from schemas.signing import SignedEvent
 from schemas.trust import TrustRoot, verify_event_signers
-from schemas.view import next_view, removal
+from schemas.view import changed_documents, removal
 from streams.policy import ReplicationPolicy
+from streams.region_view import view_of
 from streams.replication import pending_document
 
 #: View records produced together by a rebuild.
@@ -88,21 +89,16 @@ class ViewTarget:
     def save(self, state: PackageState) -> tuple[bool, int]:
         held = self._view.held(state.package)
         existing = self._view.load(state.package)
-        state_json = state.to_json()
-        changed = existing is None or existing.to_json() != state_json
-        view = next_view(
-            package=state.package,
-            sequence=state.sequence,
-            position=list(state.applied.values())[-1] if state.applied else "",
-            state=state_json,
-            documents=self._render(state),
-            held=held,
+        changed = existing is None or existing.to_json() != state.to_json()
+        view = view_of(
+            state,
+            self._view,
+            render=self._render,
             now=self._clock(),
             written_by=self._written_by,
             replace=True,
         )
-        documents = 0 if held is None else int(held.stable != view.stable)
-        documents += 1 if held is None else int(held.dev != view.dev)
+        documents = changed_documents(view, held)
         if changed or documents:
             self._send(state.package, view.to_bytes())
         return changed, documents

@@ -20,7 +20,7 @@ from typing import Protocol
 from connectors.state_store import PackageStates
 from connectors.view_store import LocalView
 from schemas.package_state import PackageState
-from schemas.view import PackageView, next_view
+from schemas.view import PackageView, changed_documents, next_view
 
 log = logging.getLogger(__name__)
 
@@ -79,20 +79,10 @@ class RegionView:
     async def load(self, package: str) -> PackageState | None:
         return self.local.load(package)
 
-    def prepare(self, state: PackageState, *, replace: bool = False) -> tuple[PackageView, bytes]:
-        """The view of ``state`` over what is held, and its record. Raises ``MalformedEventError``
-        when the state cannot be rendered (never for a state ``apply_event`` made)."""
-        documents = self._render(state)
-        view = next_view(
-            package=state.package,
-            sequence=state.sequence,
-            position=_last_position(state),
-            state=state.to_json(),
-            documents=documents,
-            held=self.local.held(state.package),
-            now=self._clock(),
-            written_by=self._written_by,
-            replace=replace,
+    def prepare(self, state: PackageState) -> tuple[PackageView, bytes]:
+        """The view of ``state`` over what is held, and its record."""
+        view = view_of(
+            state, self.local, render=self._render, now=self._clock(), written_by=self._written_by
         )
         return view, view.to_bytes()
 
@@ -103,11 +93,7 @@ class RegionView:
         produces it again (a crash may have come between the two). Raises ``sqlite3.Error``."""
         held = self.local.held(state.package)
         view, encoded = self.prepare(state)
-        changed = 0
-        if held is None or held.stable != view.stable:
-            changed += 1
-        if held is None or held.dev != view.dev:
-            changed += 1
+        changed = changed_documents(view, held)
         self.local.put(view, encoded, state=state, echo=True)
         acked = asyncio.ensure_future(self.deliver(state.package.encode(), encoded))
         return ViewWrite(changed, previous is None or previous is not state, acked)
@@ -144,9 +130,30 @@ class RegionView:
         await self.deliver(package.encode(), encoded)
 
 
-def _last_position(state: PackageState) -> str:
-    # The position of the newest applied event: the applied map keeps log order.
-    return list(state.applied.values())[-1] if state.applied else ""
+def view_of(
+    state: PackageState,
+    local: LocalView,
+    *,
+    render: Renderer,
+    now: datetime,
+    written_by: str,
+    replace: bool = False,
+) -> PackageView:
+    """The view of ``state`` rendered and dated over what ``local`` holds of its package.
+
+    Raises ``MalformedEventError`` when the state cannot be rendered (never for a state
+    ``apply_event`` made)."""
+    return next_view(
+        package=state.package,
+        sequence=state.sequence,
+        position=state.last_position,
+        state=state.to_json(),
+        documents=render(state),
+        held=local.held(state.package),
+        now=now,
+        written_by=written_by,
+        replace=replace,
+    )
 
 
 class BucketView:

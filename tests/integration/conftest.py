@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from connectors.kafka import EventProducer
 from connectors.store import StoreLocation
 from infra import devstack
 
@@ -22,3 +24,13 @@ def work_dir(tmp_path: Path) -> Path:
     path = tmp_path / "downloads"
     path.mkdir()
     return path
+
+
+@pytest.fixture
+def producer(stack: devstack.Stack) -> Iterator[EventProducer]:
+    """An idempotent producer on the session's embedded broker, closed after the test."""
+    created = EventProducer(stack.broker_url, delivery_timeout=10.0)
+    try:
+        yield created
+    finally:
+        created.close()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import socket
 import time
-from collections.abc import Iterator
 from uuid import uuid4
 
 import pytest
@@ -45,15 +44,6 @@ def partition_counts(broker_url: str, *topics: str) -> dict[str, int]:
         for topic in topics
         if topic in metadata.topics
     }
-
-
-@pytest.fixture
-def producer(stack: devstack.Stack) -> Iterator[EventProducer]:
-    created = EventProducer(stack.broker_url, delivery_timeout=10.0)
-    try:
-        yield created
-    finally:
-        created.close()
 
 
 def commit(broker_url: str, group: str, topic: str, offsets: dict[int, int]) -> None:

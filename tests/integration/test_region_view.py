@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from uuid import uuid4
@@ -32,15 +31,6 @@ def topic(stack: devstack.Stack) -> str:
     name = f"fair.view.eu-{uuid4().hex[:10]}"
     ensure_topics(stack.broker_url, {name: 3}, compacted=[name])
     return name
-
-
-@pytest.fixture
-def producer(stack: devstack.Stack) -> Iterator[EventProducer]:
-    created = EventProducer(stack.broker_url, delivery_timeout=10.0)
-    try:
-        yield created
-    finally:
-        created.close()
 
 
 def state(package: str, sequence: int) -> PackageState:

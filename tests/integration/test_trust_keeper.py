@@ -3,7 +3,7 @@ pinned root, rotations read from the trust topic, roots kept in the bucket."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from uuid import uuid4
 
 import orjson
@@ -61,15 +61,6 @@ def topic(stack: devstack.Stack) -> str:
     name = unique("fair.trust")
     ensure_topics(stack.broker_url, {name: 1})
     return name
-
-
-@pytest.fixture
-def producer(stack: devstack.Stack) -> Iterator[EventProducer]:
-    created = EventProducer(stack.broker_url, delivery_timeout=10.0)
-    try:
-        yield created
-    finally:
-        created.close()
 
 
 @pytest.fixture
