@@ -25,6 +25,12 @@ REJECTED = Counter(
     "Records refused and recorded on the rejected topic, by reason.",
     ["region", "reason"],
 )
+REJECTIONS_DEAD_LETTERED = Counter(
+    "fairstream_rejections_dead_lettered",
+    "Rejections the broker still refused after bounded retries, kept in the worker's "
+    "dead-letter file (and re-sent from it) so the partition could go on.",
+    ["region"],
+)
 LAG_EVENTS = Gauge(
     "fairstream_lag_events",
     "Events in the log the region has not applied (log end minus committed offset).",

@@ -29,6 +29,12 @@ class MalformedEventError(RejectedError):
     reason = "malformed"
 
 
+class OversizedEventError(MalformedEventError):
+    """A record larger than the largest event the contract allows (``MAX_EVENT_BYTES``)."""
+
+    reason = "oversized"
+
+
 class UnknownSchemaError(MalformedEventError):
     """The single-object fingerprint names a schema this reader does not have."""
 

@@ -7,6 +7,7 @@ other, after its signatures are verified.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -342,9 +343,18 @@ def check_consistency(event: PackageEvent) -> None:
         )
 
 
+#: How much of a refused record its rejection carries: enough to audit what was sent, small
+#: enough that a rejection is always recordable, whatever the size of what it refuses.
+REJECTED_PREFIX_BYTES = 64 * 1024
+#: How much of a refused record's key and of the reason's detail a rejection carries.
+REJECTED_KEY_CHARS = 512
+REJECTED_DETAIL_CHARS = 2048
+
+
 @dataclass(frozen=True)
 class ReleaseRejected:
-    """A node's record of an event it refused, with the refused bytes."""
+    """A node's record of an event it refused: the first ``REJECTED_PREFIX_BYTES`` of the
+    refused bytes (``record``), their whole size and SHA-256. Build one with ``refusing``."""
 
     region: str
     topic: str
@@ -355,6 +365,42 @@ class ReleaseRejected:
     detail: str
     rejected_at: datetime
     record: bytes
+    record_size: int
+    record_sha256: str
+
+    @classmethod
+    def refusing(
+        cls,
+        value: bytes,
+        *,
+        region: str,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: str | None,
+        reason: str,
+        detail: str,
+        rejected_at: datetime,
+    ) -> ReleaseRejected:
+        """The rejection of ``value``, bounded whatever ``value``, its key and detail are."""
+        return cls(
+            region=region,
+            topic=topic,
+            partition=partition,
+            offset=offset,
+            key=None if key is None else _bounded(key, REJECTED_KEY_CHARS),
+            reason=reason,
+            detail=_bounded(detail, REJECTED_DETAIL_CHARS),
+            rejected_at=rejected_at,
+            record=value[:REJECTED_PREFIX_BYTES],
+            record_size=len(value),
+            record_sha256=hashlib.sha256(value).hexdigest(),
+        )
+
+    @property
+    def truncated(self) -> bool:
+        """Whether ``record`` is only a prefix of what was refused."""
+        return self.record_size > len(self.record)
 
     def to_bytes(self) -> bytes:
         return encode(load_schema("release_rejected"), self.__dict__)
@@ -362,7 +408,16 @@ class ReleaseRejected:
     @classmethod
     def from_bytes(cls, data: bytes) -> ReleaseRejected:
         _, record = decode(data, schema_family("release_rejected"))
+        if record.get("record_size", -1) < 0:  # a v1 record: it carried the whole record
+            record["record_size"] = len(record["record"])
+            record["record_sha256"] = hashlib.sha256(record["record"]).hexdigest()
         return cls(**record)
+
+
+def _bounded(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}… ({len(text):,} characters in all)"
 
 
 def _fields(event: object) -> dict[str, Any]:

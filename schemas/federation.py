@@ -13,7 +13,7 @@ import re
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
@@ -25,7 +25,20 @@ _NODE_ID = re.compile(r"^[0-9a-f]{64}$")
 _REGION = re.compile(r"^[a-z0-9][a-z0-9-]{0,40}$")
 #: Node states a heartbeat may carry.
 NODE_STATES = ("in-sync", "catching-up", "degraded", "stopped")
+#: What a reader may say of a node: a heartbeat's state, ``silent`` (nothing heard within
+#: the bound) or ``starting`` (registered, no heartbeat yet, still within the bound).
+SHOWN_STATES = (*NODE_STATES, "silent", "starting")
 MODES = ("full", "metadata-only")
+#: How often a node sends a heartbeat unless told otherwise (``--status-every``).
+HEARTBEAT_EVERY_SECONDS = 10.0
+#: Heartbeats a node may miss before every reader calls it ``silent``. Three, because a
+#: running node does miss some: one lost to a broker hiccup (the producer gives up and the
+#: next heartbeat gets a new one), one late because its measurement waited on a slow
+#: broker (its reads time out after 10 s). Fewer would flash healthy nodes red; more
+#: would keep a killed one green for longer than an operator waits.
+MISSED_HEARTBEATS = 3
+#: The bound itself at the default period: 30 s (the directory's ``--stale-after``).
+SILENT_AFTER = timedelta(seconds=MISSED_HEARTBEATS * HEARTBEAT_EVERY_SECONDS)
 
 
 def registration_key(node_id: str) -> bytes:
@@ -41,8 +54,13 @@ def _check_common(node_id: str, region: str, base_url: str, problems: list[str])
         problems.append(f"node_id {node_id[:80]!r} is not a hex key id")
     if not _REGION.match(region):
         problems.append(f"region {region[:80]!r} is not lower-case letters, digits and dashes")
-    if not re.match(r"^https?://[^\s/]+(/[^\s]*)?$", base_url):
+    if not is_http_url(base_url):
         problems.append(f"base_url {base_url[:200]!r} is not an http(s) URL")
+
+
+def is_http_url(url: str) -> bool:
+    """Whether ``url`` is what a node registers as its base URL: ``http(s)://HOST[/PATH]``."""
+    return re.match(r"^https?://[^\s/]+(/[^\s]*)?$", url) is not None
 
 
 def _raise_if(problems: list[str], what: str) -> None:
@@ -161,6 +179,27 @@ class NodeStatus:
         _, record = _status_decoder().decode(data)
         partitions = tuple(PartitionSync(**sync) for sync in record.pop("partitions"))
         return cls(**record, partitions=partitions)
+
+
+def shown_state(
+    status: NodeStatus | None,
+    *,
+    heard_at: datetime | None,
+    now: datetime,
+    silent_after: timedelta = SILENT_AFTER,
+) -> str:
+    """What a reader says of a node (one of ``SHOWN_STATES``) from its last heartbeat.
+
+    ``heard_at`` is when the reader last heard from it (its last heartbeat, else its
+    registration), on whichever clock the reader trusts. A goodbye stays ``stopped``
+    however old; any other heartbeat older than ``silent_after`` is ``silent``, whatever
+    it said, and so is a registration with no heartbeat after it.
+    """
+    if status is not None and status.state == "stopped":
+        return "stopped"
+    if heard_at is None or now - heard_at > silent_after:
+        return "silent"
+    return "starting" if status is None else status.state
 
 
 def split_position(position: str) -> tuple[str, int, int]:

@@ -16,11 +16,23 @@ import nacl.signing
 import orjson
 
 from schemas.codec import Decoder, encode, load_schema
-from schemas.errors import ConfigurationError, MalformedEventError, SignatureError
+from schemas.errors import (
+    ConfigurationError,
+    MalformedEventError,
+    OversizedEventError,
+    SignatureError,
+)
 
 #: Prefix of every signing message: a signature made for fairstream events can
 #: never be replayed as a signature over anything else, and the reverse.
 SIGNING_DOMAIN = b"fairstream/signed-event/v1\x00"
+
+#: The largest signed event (envelope included) the contract allows: ``seal`` refuses to
+#: make a larger one and every reader refuses a larger record before decoding it. Real
+#: events are a few KiB (drupal/core's releases, the largest in the catalogue, about 4 KiB);
+#: the topics' ``max.message.bytes`` (infra/production/kafka/init.sh) leaves room above it
+#: for Kafka's batch overhead, and docs/threat-model.md says what happens to anything larger.
+MAX_EVENT_BYTES = 256 * 1024
 
 
 def key_id(public_key: bytes) -> str:
@@ -150,7 +162,9 @@ class SignedEvent:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> SignedEvent:
-        """Decode an envelope; raises ``MalformedEventError`` / ``UnknownSchemaError``."""
+        """Decode an envelope; raises ``OversizedEventError`` (larger than ``MAX_EVENT_BYTES``,
+        not decoded at all), ``MalformedEventError`` or ``UnknownSchemaError``."""
+        check_event_size(len(data))
         _, record = _envelope_decoder().decode(data)
         return cls(
             payload=record["payload"],
@@ -158,12 +172,27 @@ class SignedEvent:
         )
 
 
+def check_event_size(size: int) -> None:
+    """Raise ``OversizedEventError`` for a record of ``size`` bytes above ``MAX_EVENT_BYTES``."""
+    if size > MAX_EVENT_BYTES:
+        raise OversizedEventError(
+            f"the record is {size:,} bytes, above the largest signed event the contract allows "
+            f"({MAX_EVENT_BYTES:,} bytes): not decoded; a publisher's tools refuse to make one, "
+            "so it was produced by something else"
+        )
+
+
 def seal(payload: bytes, keys: Iterable[SigningKey]) -> bytes:
-    """Sign ``payload`` with every key and return the encoded envelope."""
+    """Sign ``payload`` with every key and return the encoded envelope.
+
+    Raises ``OversizedEventError`` when the envelope would exceed ``MAX_EVENT_BYTES``:
+    every node would refuse it."""
     signatures = tuple(key.sign(payload) for key in keys)
     if not signatures:
         raise ValueError("seal needs at least one signing key")
-    return SignedEvent(payload=payload, signatures=signatures).to_bytes()
+    envelope = SignedEvent(payload=payload, signatures=signatures).to_bytes()
+    check_event_size(len(envelope))
+    return envelope
 
 
 def open_sealed(data: bytes, trusted: Mapping[str, PublicKey], *, threshold: int = 1) -> bytes:

@@ -51,6 +51,29 @@ def short_ids(keyids: Iterable[str]) -> str:
     return ", ".join(shown) if shown else "none"
 
 
+def delegation_problem(root: TrustRoot, package: str, keyids: Iterable[str]) -> str | None:
+    """Why every node would refuse events of ``package`` signed by the keys ``keyids`` under
+    ``root`` (the namespace delegated to nobody, or to other keys, or to too few of them);
+    None when they would pass the delegation check. For publishers' tools, before they sign."""
+    namespace = namespace_of(package)
+    delegation = root.delegation_for(package)
+    signing = sorted(set(keyids))
+    if delegation is None:
+        return (
+            f"trust root v{root.version} delegates {namespace} to no publisher: every node "
+            f"would refuse events of {package} (undelegated-key)"
+        )
+    delegated = set(delegation.keyids) & set(signing)
+    if len(delegated) >= delegation.threshold:
+        return None
+    return (
+        f"trust root v{root.version} delegates {namespace} to {delegation.publisher} (keys "
+        f"{short_ids(delegation.keyids)}, {delegation.threshold} needed); the keys given "
+        f"({short_ids(signing)}) include {len(delegated)} of them: every node would refuse "
+        f"these events ({'undelegated-key' if not delegated else 'threshold-not-met'})"
+    )
+
+
 def namespace_of(package: str) -> str:
     """The namespace a package falls in: ``drupal/token`` -> ``drupal/*``."""
     vendor, _, _ = package.partition("/")

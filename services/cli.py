@@ -10,6 +10,7 @@ from pathlib import Path
 
 import click
 import faust
+import orjson
 import uvloop
 from aiohttp import web
 from rich.console import Console, Group, RenderableType
@@ -38,6 +39,7 @@ from schemas.errors import (
     StoreUnavailableError,
     TransientError,
 )
+from schemas.federation import MISSED_HEARTBEATS, SILENT_AFTER
 from schemas.package_state import render_documents
 from schemas.signing import SigningKey
 from schemas.trust import TrustRoot, load_pinned_root, verify_root_update
@@ -47,19 +49,23 @@ from services.cli_options import (
     BROKER_OPTION,
     DATA_DIR_OPTION,
     GEO_HEADER_OPTION,
+    HTTP_URL,
     NODE_KEY_OPTION,
     PARTITIONS_OPTION,
     REGION_MAP_OPTION,
+    SIGNERS_ROOT_OPTION,
     SIGNING_KEY_OPTION,
     STATUS_EVERY_OPTION,
     STORE_OPTION,
     TOPIC_PREFIX_OPTION,
+    check_signers,
     listen_address,
     make_dir,
     node_key,
     pinned_root,
     pinned_root_file,
     read_file,
+    signers_root,
     stack_urls,
     write_file,
 )
@@ -77,7 +83,14 @@ from services.origin_http import origin_app
 from services.publisher import build_release, publish_release
 from services.publishing_cli import register as register_publishing
 from services.registry import RegionMap, Registry
-from services.status import directory_admissions, federation_table, read_node_book, redraw
+from services.status import (
+    FederationCheck,
+    check_federation,
+    directory_admissions,
+    federation_table,
+    read_node_book,
+    redraw,
+)
 from services.status_pages import NodeOwnStatus, RejectionLog, serve_status_pages
 from services.trust_admin import DelegationSpec, build_root, public_of, read_key, signing_keys
 from streams.faults import FaultSpec
@@ -95,6 +108,9 @@ from streams.replication import DEFAULT_MAX_ARTIFACT_SIZE
 from streams.trust_keeper import TrustKeeper
 
 console = Console(soft_wrap=True)
+#: The width tables are laid out in when stdout is not a terminal: wide enough that no
+#: row is wrapped (a table takes only the width its cells need).
+UNWRAPPED_WIDTH = 1000
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -129,7 +145,6 @@ def dev_up(data_dir: Path, broker_port: int | None, store_port: int | None) -> N
 
     Example: fairstream dev up --broker-port 9092 --store-port 9000
     """
-    from rich.table import Table
     from rich.text import Text
 
     stack = devstack.up(data_dir, broker_port=broker_port, store_port=store_port)
@@ -172,7 +187,6 @@ def dev_status(data_dir: Path) -> None:
 
     Example: fairstream dev status --data-dir .fairstream
     """
-    from rich.table import Table
     from rich.text import Text
 
     processes = devstack.status(data_dir)
@@ -241,6 +255,7 @@ def keys_generate(path: Path) -> None:
     metavar="NAME:CONSTRAINT",
     help="A Composer requirement, overriding the zip's composer.json; repeatable.",
 )
+@SIGNERS_ROOT_OPTION
 @BROKER_OPTION
 @TOPIC_PREFIX_OPTION
 @PARTITIONS_OPTION
@@ -252,6 +267,7 @@ def publish(
     origin_url: str,
     key_paths: tuple[Path, ...],
     requires: tuple[str, ...],
+    root_path: Path | None,
     broker: str | None,
     topic_prefix: str,
     partitions: int,
@@ -271,6 +287,9 @@ def publish(
         if any(len(pair) != 2 for pair in pairs):
             raise ConfigurationError("--require takes NAME:CONSTRAINT, e.g. drupal/token:^1.9")
         metadata["require"] = dict(pairs)
+    root = signers_root(root_path)
+    if root is not None:
+        check_signers(keys, key_paths, root, package)
     broker_url = resolve_broker(data_dir, broker)
     topics = Topics.with_prefix(topic_prefix)
     release = build_release(
@@ -389,6 +408,7 @@ VIEW_OPTION = click.option(
 )
 @click.option(
     "--public-url",
+    type=HTTP_URL,
     default=None,
     help="The region's public URL, recorded in its bucket for every worker  [default: the "
     "recorded one, else http://LISTEN]",
@@ -564,6 +584,8 @@ def node_run(
         on_download=stream.tally.record,
         on_serve=stream.hot.record_serve,
         clock=stream.now,
+        liveness=stream.health,
+        readiness=stream.ready,
     )
     rejections = RejectionLog(broker_url, topics.rejected, region=region)
     reporter = stream.reporter
@@ -577,6 +599,7 @@ def node_run(
         rejections=rejections,
         keeps_zips=policy.mirrors_artifacts,
         title=f"fairstream node · {region}",
+        silent_after=timedelta(seconds=MISSED_HEARTBEATS * status_every),
     )
     serve_status_pages(http.app, own_status, rejections=rejections, clock=stream.now)
     uvloop.install()
@@ -602,7 +625,10 @@ def node_run(
     "--listen", default="127.0.0.1:8080", show_default=True, help="HOST:PORT to serve on."
 )
 @click.option(
-    "--public-url", default=None, help="URL clients reach it at  [default: http://LISTEN]"
+    "--public-url",
+    type=HTTP_URL,
+    default=None,
+    help="URL clients reach it at  [default: http://LISTEN]",
 )
 @click.option("--bucket", default=None, help="The region's bucket  [default: fairstream-REGION]")
 @policy_options
@@ -679,6 +705,7 @@ def node_serve(
 )
 @click.option(
     "--public-url",
+    type=HTTP_URL,
     required=True,
     help="The URL the region's nodes are reached at (dist URLs in p2 are built on it).",
 )
@@ -813,8 +840,25 @@ def origin_serve(root: Path, listen: str) -> None:
 @click.option(
     "--directory",
     "directory_url",
+    type=HTTP_URL,
     default=None,
     help="A directory's URL: adds whether it admitted each node, and why.",
+)
+@click.option(
+    "--silent-after",
+    type=click.FloatRange(0.5),
+    default=SILENT_AFTER.total_seconds(),
+    show_default=True,
+    metavar="SECONDS",
+    help="A node whose last heartbeat is older than this is shown silent (three missed "
+    "heartbeats at the default --status-every; give three of the nodes' periods).",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print a JSON document instead of the table (its fields: docs/operator-guide.md); "
+    "same exit code.",
 )
 @click.option("--watch", is_flag=True, help="Redraw the table in place until Ctrl-C.")
 @click.option(
@@ -830,42 +874,63 @@ def origin_serve(root: Path, listen: str) -> None:
 def status(
     regions: tuple[str, ...],
     directory_url: str | None,
+    silent_after: float,
+    as_json: bool,
     watch: bool,
     every: float | None,
     broker: str | None,
     topic_prefix: str,
     data_dir: Path,
 ) -> None:
-    """Print every node of the federation from its last heartbeat: region, URL, in sync or
-    how far behind, last heartbeat, store usage.
+    """Print every node of the federation from its last heartbeat: region, URL, in sync,
+    how far behind, stopped or silent, last heartbeat, store usage.
+
+    Exits as a Nagios check: 0 every node shown is in sync (and admitted, with
+    --directory), 1 a warning (behind, zips parked, no heartbeat yet, not yet admitted,
+    no node at all), 2 critical (silent, stopped, trust root expired, refused or dropped
+    by the directory).
 
     \b
     Example: fairstream status --directory https://packages.example.org
+
+    \b
+    Example: fairstream status --json --silent-after 60
 
     \b
     Example: fairstream status --region eu --watch --every 2
     """
     if every is not None and not watch:
         raise click.UsageError("--every sets how often --watch redraws; add --watch")
+    if as_json and watch:
+        raise click.UsageError("--json prints one document; leave out --watch")
     broker_url = resolve_broker(data_dir, broker)
     topics = Topics.with_prefix(topic_prefix)
+    bound = timedelta(seconds=silent_after)
 
-    def render() -> Table:
+    def check() -> FederationCheck:
         book = read_node_book(broker_url, topics.status)
         admissions = directory_admissions(directory_url) if directory_url else None
-        return federation_table(book, regions=regions, admissions=admissions)
+        return check_federation(book, regions=regions, admissions=admissions, silent_after=bound)
 
-    table = render()  # a wrong --broker fails here, with or without --watch
+    checked = check()  # a wrong --broker fails here, with or without --watch
+    if as_json:
+        document = checked.document(regions=regions, directory=directory_url)
+        click.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
+        click.get_current_context().exit(checked.exit_code)
+    table = federation_table(checked)
     if not watch:
-        console.print(table)
-        return
+        # Piped or redirected, rich would cut the table to 80 columns: a log or a script
+        # gets each row on one line instead.
+        out = console if console.is_terminal else Console(soft_wrap=True, width=UNWRAPPED_WIDTH)
+        out.print(table)
+        click.get_current_context().exit(checked.exit_code)
     period = every or 5.0
     last = [table]
 
     def refresh() -> RenderableType:
         # A broker that stops answering leaves the last table up, saying so.
         try:
-            last[0] = render()
+            last[0] = federation_table(check())
         except TransientError as exc:
             return Group(last[0], Text(f"not refreshed: {exc}", style="yellow"))
         last[0].caption = f"refreshed {datetime.now():%H:%M:%S}, every {period:g} s; Ctrl-C stops"
@@ -901,7 +966,10 @@ def directory() -> None:
     "--listen", default="127.0.0.1:8090", show_default=True, help="HOST:PORT to serve on."
 )
 @click.option(
-    "--public-url", default=None, help="URL clients reach it at  [default: http://LISTEN]"
+    "--public-url",
+    type=HTTP_URL,
+    default=None,
+    help="URL clients reach it at  [default: http://LISTEN]",
 )
 @REGION_MAP_OPTION
 @GEO_HEADER_OPTION
@@ -1026,6 +1094,7 @@ def directory_serve(
         states=stream.states,
         documents=stream.local_view.document if stream.local_view is not None else None,
         dist_router=service.route,
+        liveness=stream.health,
     )
     uvloop.install()
     app = directory_app(

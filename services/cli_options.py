@@ -7,14 +7,16 @@ A module of its own so that the command modules (``cli``, ``importer_cli``,
 from __future__ import annotations
 
 import socket
+from collections.abc import Sequence
 from pathlib import Path
 
 import click
 
 from infra import devstack
 from schemas.errors import ConfigurationError, RejectedError
+from schemas.federation import HEARTBEAT_EVERY_SECONDS, is_http_url
 from schemas.signing import SigningKey
-from schemas.trust import TrustRoot, load_pinned_root
+from schemas.trust import TrustRoot, delegation_problem, load_pinned_root
 
 DATA_DIR_OPTION = click.option(
     "--data-dir",
@@ -50,6 +52,14 @@ SIGNING_KEY_OPTION = click.option(
     type=click.Path(path_type=Path),
     help="Private key file(s) to sign with; repeat for several signatures (a threshold).",
 )
+SIGNERS_ROOT_OPTION = click.option(
+    "--root",
+    "root_path",
+    default=None,
+    type=click.Path(path_type=Path),
+    help="The trust root the nodes pin: the --key files are checked against its delegation "
+    "before anything is signed or produced  [default: not checked, with a warning]",
+)
 PARTITIONS_OPTION = click.option(
     "--partitions",
     type=click.IntRange(1, 1024),
@@ -57,6 +67,30 @@ PARTITIONS_OPTION = click.option(
     show_default=True,
     help="Partitions of the releases topic when it is created (key = package name).",
 )
+
+
+class HttpUrl(click.ParamType):
+    """An option naming an http(s) URL, checked before anything is written or produced (a
+    region's public URL is recorded in its bucket and signed into its registration)."""
+
+    name = "URL"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> str:
+        text = str(value)
+        if not is_http_url(text):
+            option = param.opts[0] if param is not None and param.opts else "the URL"
+            self.fail(
+                f"{option} {text[:200]!r} is not an http(s) URL; give "
+                "http(s)://HOST[:PORT][/PATH], e.g. https://eu.packages.example.org",
+                param,
+                ctx,
+            )
+        return text
+
+
+HTTP_URL = HttpUrl()
 
 
 def stack_urls(data_dir: Path, broker: str | None, store: str | None) -> tuple[str, str]:
@@ -157,6 +191,33 @@ def pinned_root(path: Path) -> TrustRoot:
     return load_pinned_root(pinned_root_file(path))
 
 
+def signers_root(root_path: Path | None) -> TrustRoot | None:
+    """The trust root to check signing keys against (``--root``), or None after a warning
+    that they are not checked."""
+    if root_path is None:
+        click.echo(
+            "warning: no --root given, so the --key files are not checked against the trust "
+            "root; nodes refuse every event signed by keys it does not delegate",
+            err=True,
+        )
+        return None
+    return pinned_root(root_path)
+
+
+def check_signers(
+    keys: Sequence[SigningKey], key_paths: Sequence[Path], root: TrustRoot, package: str
+) -> None:
+    """Raise ``ConfigurationError`` when every node would refuse ``package``'s events signed
+    with ``keys`` under ``root`` (checked before anything is signed or produced)."""
+    problem = delegation_problem(root, package, (key.public_key.keyid for key in keys))
+    if problem is not None:
+        named = ", ".join(str(path) for path in key_paths)
+        raise ConfigurationError(
+            f"--key {named}: {problem}; nothing was produced: sign with the keys the root "
+            "delegates the namespace to"
+        )
+
+
 def pinned_root_file(path: Path) -> bytes:
     """The bytes of a pinned root file, checked to be a signed root (not yet that it is
     in force), or a ``ConfigurationError`` naming the file."""
@@ -194,9 +255,11 @@ NODE_KEY_OPTION = click.option(
 STATUS_EVERY_OPTION = click.option(
     "--status-every",
     type=click.FloatRange(0.2, 3600),
-    default=10.0,
+    default=HEARTBEAT_EVERY_SECONDS,
     show_default=True,
-    help="Seconds between heartbeats (sync state) on the status topic.",
+    help="Seconds between heartbeats (sync state) on the status topic. Readers call a node "
+    "silent after three missed ones at the default period (30 s): with a longer period, give "
+    "`fairstream status --silent-after` and the directory's --stale-after three periods.",
 )
 
 

@@ -27,11 +27,13 @@ from aiohttp import web
 
 from connectors.kafka import TopicFollower
 from connectors.metrics import NODE_HEARTBEAT_AGE, NODE_LAG_EVENTS, NODES, ROUTED
+from schemas import layout
 from schemas.composer import expand
 from schemas.errors import RejectedError
 from schemas.federation import NodeBook
 from schemas.package_state import PackageState, StateReader, VersionRecord
 from schemas.trust import TrustRoot
+from schemas.versions import is_dev
 from services.node_http import NodeHttp
 from services.registry import (
     ADMITTED,
@@ -212,26 +214,31 @@ class Directory:
         return None
 
     async def self_test(self, session: aiohttp.ClientSession, entry: NodeEntry) -> SelfTest:
-        """Fetch a known version's p2 entry and zip through the node; check the signed sha1."""
+        """Fetch a known version's p2 entry and zip through the node; check the signed sha1.
+
+        The entry is read from the document Composer reads it from: ``p2/<name>.json``, or
+        ``p2/<name>~dev.json`` for a dev version (``1.x-dev``, ``dev-main``).
+        """
         subject = await self._test_subject(entry)
         if subject is None:
             return SelfTest(None, "nothing to test yet: it has applied no version it serves")
         package, version, record = subject
         base = entry.registration.base_url
+        p2_path = layout.p2_key(package, dev=is_dev(version))
         try:
-            async with session.get(f"{base}/p2/{package}.json") as response:
+            async with session.get(f"{base}/{p2_path}") as response:
                 if response.status != 200:
-                    return SelfTest(False, f"p2/{package}.json answered {response.status}")
+                    return SelfTest(False, f"{p2_path} answered {response.status}")
                 document = orjson.loads(await response.read())
             entries = expand(document.get("packages", {}).get(package, []))
             match = next((e for e in entries if e.get("version") == version), None)
             if match is None:
-                return SelfTest(False, f"p2/{package}.json does not list {version}")
+                return SelfTest(False, f"{p2_path} does not list {version}")
             dist = match.get("dist", {})
             if dist.get("shasum") != record.sha1:
                 return SelfTest(
                     False,
-                    f"p2 gives {package} {version} sha1 {dist.get('shasum')}, signed {record.sha1}",
+                    f"{p2_path} gives {version} sha1 {dist.get('shasum')}, signed {record.sha1}",
                 )
             digest = hashlib.sha1(usedforsecurity=False)  # Composer's shasum: compared, not trusted
             size = 0
@@ -285,7 +292,7 @@ class Directory:
         now = self.clock()
         with self.lock:
             entries = list(self.registry.nodes.values())
-            live = {e.node_id: self.registry.live(e, now) for e in entries}
+            shown = {e.node_id: self.registry.shown_state(e, now) for e in entries}
         nodes = []
         for entry in sorted(
             entries, key=lambda e: (e.registration.region, e.registration.base_url)
@@ -300,10 +307,12 @@ class Directory:
                     "include": list(entry.registration.include),
                     "admission": entry.admission,
                     "reason": entry.reason,
-                    "live": live[entry.node_id],
+                    "live": shown[entry.node_id] not in ("silent", "stopped"),
                     "last_seen": entry.last_seen.isoformat() if entry.last_seen else None,
                     "served": entry.served,
-                    "state": status.state if status else None,
+                    # As every reader shows it: silent or stopped, else the heartbeat's.
+                    "state": shown[entry.node_id],
+                    "heartbeat_state": status.state if status else None,
                     "events_behind": status.events_behind if status else None,
                     "seconds_behind": status.seconds_behind if status else None,
                     "applied": {
@@ -359,10 +368,19 @@ class DirectoryStatus:
                 {node: deque(samples) for node, samples in directory.book.history.items()},
             )
             admissions = {
-                entry.node_id: _admission_text(entry, directory.registry.live(entry, now))
+                entry.node_id: _admission_text(entry, directory.registry.shown_state(entry, now))
                 for entry in directory.registry.nodes.values()
             }
-        rows = node_rows(book, admissions=admissions, now=now)
+            heard = {
+                entry.node_id: entry.last_seen
+                for entry in directory.registry.nodes.values()
+                if entry.last_seen is not None
+            }
+            silent_after = directory.registry.stale_after
+        # Liveness on the directory's clock, as it routes: a node's clock may be a day off.
+        rows = node_rows(
+            book, admissions=admissions, heard=heard, silent_after=silent_after, now=now
+        )
         series = [
             Series(f"{r.region} {r.base_url}", list(book.history.get(r.node_id, ()))) for r in rows
         ]
@@ -405,8 +423,10 @@ class DirectoryStatus:
         return self._rejections.rows() if self._rejections is not None else []
 
 
-def _admission_text(entry: NodeEntry, live: bool) -> tuple[str, str]:
-    if entry.admission == ADMITTED and not live:
+def _admission_text(entry: NodeEntry, shown: str) -> tuple[str, str]:
+    if entry.admission == ADMITTED and shown == "stopped":
+        return "stopped", "it said goodbye (shut down): it is sent no clients until it is back"
+    if entry.admission == ADMITTED and shown == "silent":
         return "silent", "no heartbeat lately: it is sent no clients until one comes"
     return entry.admission, entry.reason
 

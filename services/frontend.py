@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 from aiohttp import web
@@ -23,6 +24,7 @@ from connectors.state_store import PackageStates
 from connectors.store import ObjectStore, StoreLocation
 from connectors.view_store import LocalView, ViewFollower
 from schemas.errors import TransientError
+from schemas.federation import MISSED_HEARTBEATS
 from schemas.package_state import StateReader, render_documents
 from schemas.signing import SigningKey
 from services.node_http import NodeHttp, NodeHttpSettings
@@ -129,6 +131,7 @@ class Frontend:
             rejections=rejections,
             keeps_zips=settings.policy.mirrors_artifacts,
             title=f"fairstream frontend · {settings.region}",
+            silent_after=timedelta(seconds=MISSED_HEARTBEATS * settings.status_interval),
         )
         serve_status_pages(self.http.app, own_status, rejections=rejections)
         self._tasks: list[asyncio.Task[None]] = []
@@ -173,5 +176,5 @@ class Frontend:
         await asyncio.to_thread(self._follower.stop)
         if self._view_follower is not None:
             await asyncio.to_thread(self._view_follower.stop)
-        await asyncio.to_thread(self.reporter.report, stopping=True)
+        await asyncio.to_thread(self.reporter.goodbye)
         self.reporter.close()

@@ -15,7 +15,7 @@ import time
 import uuid
 import zipfile
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence, Set
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -57,6 +57,7 @@ from schemas.errors import (
     InvalidVersionError,
     MalformedEventError,
     OriginUnavailableError,
+    OversizedEventError,
     RejectedError,
     UnsafeNameError,
 )
@@ -109,6 +110,7 @@ class SkipReason(StrEnum):
     SHA1_MISMATCH = "sha1 mismatch at origin"
     WRONG_ZIP = "zip of another project"
     TOO_LARGE = "zip too large"
+    OVERSIZED_EVENT = "event over the contract's size"
     ORIGIN_UNREACHABLE = "origin unreachable"
     PACKAGE_NOT_FOUND = "package not in repository"
     METADATA_UNREACHABLE = "metadata unreachable"
@@ -518,6 +520,10 @@ class ImportSettings:
     batch_size: int = 500
     #: Where zips are downloaded to be hashed (one at a time per request slot).
     work_dir: Path | None = None
+    #: Raises ``ConfigurationError`` when the keys may not sign a package's events (the
+    #: trust root given with ``--root`` does not delegate its namespace to them): checked
+    #: before any event of the package is built.
+    check_signers: Callable[[str], None] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if not self.keys:
@@ -708,6 +714,8 @@ class _ImportRun:
         refused = check_package(package)
         if refused is not None:
             return [], [refused]
+        if self.settings.check_signers is not None:
+            self.settings.check_signers(package)
         try:
             documents = await self.repository.package_versions(self.index, package)
         except OriginUnavailableError as exc:
@@ -787,15 +795,27 @@ class _ImportRun:
                     finished = True
                     break
                 batch.extend(item)
-            await asyncio.to_thread(self._produce, batch)
-            self.report.published += len(batch)
-            self.observer.published(len(batch))
+            refused = await asyncio.to_thread(self._produce, batch)
+            for skipped in refused:
+                self.report.skip(skipped)
+            self.report.published += len(batch) - len(refused)
+            self.observer.published(len(batch) - len(refused))
 
-    def _produce(self, batch: Sequence[ReleasePublished]) -> None:
-        """Sign and produce a batch, in order, keyed by package (runs in a thread)."""
+    def _produce(self, batch: Sequence[ReleasePublished]) -> list[Skipped]:
+        """Sign and produce a batch, in order, keyed by package (runs in a thread); returns
+        the events not produced because every node would refuse them (``oversized``)."""
         keys = self.settings.keys
-        records = [(event.package.encode(), seal(event.to_bytes(), keys)) for event in batch]
+        records: list[tuple[bytes, bytes]] = []
+        refused: list[Skipped] = []
+        for event in batch:
+            try:
+                records.append((event.package.encode(), seal(event.to_bytes(), keys)))
+            except OversizedEventError as exc:
+                refused.append(
+                    Skipped(event.package, event.version, SkipReason.OVERSIZED_EVENT, str(exc))
+                )
         self.producer.produce_many(self.settings.topics.releases, records)
+        return refused
 
 
 def _zip_problem(path: Path, package: str) -> str | None:

@@ -15,9 +15,12 @@ from services.cli_options import (
     BROKER_OPTION,
     DATA_DIR_OPTION,
     PARTITIONS_OPTION,
+    SIGNERS_ROOT_OPTION,
     SIGNING_KEY_OPTION,
     TOPIC_PREFIX_OPTION,
+    check_signers,
     read_file,
+    signers_root,
 )
 from services.cli_options import broker_url as resolve_broker
 from services.importer import (
@@ -64,6 +67,7 @@ def register(group: click.Group) -> None:
     show_default=True,
     help="Requests to the source in flight at once.",
 )
+@SIGNERS_ROOT_OPTION
 @BROKER_OPTION
 @TOPIC_PREFIX_OPTION
 @PARTITIONS_OPTION
@@ -75,6 +79,7 @@ def import_command(
     packages_path: Path | None,
     rate: float,
     concurrency: int,
+    root_path: Path | None,
     broker: str | None,
     topic_prefix: str,
     partitions: int,
@@ -93,6 +98,7 @@ def import_command(
     """
     packages_json_url(url)  # a malformed URL is the user's mistake: say so before anything runs
     keys = signing_keys(key_paths)
+    root = signers_root(root_path)
     checksums = (
         load_checksums(read_file(checksums_path, "checksums file"), source=str(checksums_path))
         if checksums_path is not None
@@ -109,6 +115,9 @@ def import_command(
         packages=packages,
         checksums=checksums,
         limits=SourceLimits(rate=rate, concurrency=concurrency),
+        check_signers=(
+            None if root is None else lambda package: check_signers(keys, key_paths, root, package)
+        ),
     )
     console = Console(soft_wrap=True, stderr=True)
     with RichImportProgress(console) as progress:

@@ -32,6 +32,7 @@ from schemas.errors import StoreUnavailableError
 from schemas.events import NAME_PATTERN, PACKAGE_NAME
 from schemas.package_state import PackageState, StateReader, VersionRecord, find_version
 from schemas.trust import TrustRoot
+from streams.health import Verdict
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +126,12 @@ class NodeHttp:
         on_download: Callable[[str, str, str], None] | None = None,
         on_serve: Callable[[str, str, str], None] | None = None,
         dist_router: DistRouter | None = None,
+        liveness: Callable[[], Verdict] | None = None,
+        readiness: Callable[[], Verdict] | None = None,
     ) -> None:
         self.settings = settings
+        self._liveness = liveness
+        self._readiness = readiness
         self.store = store
         self._clock = clock
         self._trust_root = trust_root
@@ -152,6 +157,7 @@ class NodeHttp:
                 web.post(ADVISORIES_PATH, self.security_advisories),
                 web.post(DOWNLOADS_PATH, self.downloads),
                 web.get("/health", self.health),
+                web.get("/ready", self.ready),
             ]
         )
         instrument(self.app, settings.service)
@@ -163,15 +169,37 @@ class NodeHttp:
         response.headers[REGION_HEADER] = self.settings.region
 
     async def health(self, request: web.Request) -> web.Response:
+        """Liveness: 200 while the process does its work, 503 with the reasons when its
+        loop is stuck, it holds rejections it could not record, or its trust root expired
+        (streams/health.py)."""
         body: dict[str, object] = {"region": self.settings.region, "status": "ok"}
+        reasons: list[str] = []
+        if self._liveness is not None:
+            reasons += self._liveness().reasons
         if self._trust_root is not None:
             root = self._trust_root()
-            expired = root.expires <= self._clock()
             body["trust_root"] = {"version": root.version, "expires": root.expires.isoformat()}
-            if expired:
+            if self._liveness is None and root.expires <= self._clock():
                 # Fail closed, visibly: the node applies nothing until a newer root.
-                body["status"] = "frozen: trust root expired"
-        return web.json_response(body)
+                reasons.append("frozen: trust root expired")
+        if reasons:
+            body["status"] = "; ".join(reasons)
+            body["reasons"] = reasons
+        return web.json_response(body, status=503 if reasons else 200)
+
+    async def ready(self, request: web.Request) -> web.Response:
+        """Readiness: 200 when clients may be sent here, 503 with the reasons until then
+        (partitions not assigned yet, view not caught up, too far behind, broker or store
+        silent; and whatever fails liveness). Without a worker (a frontend), as liveness."""
+        if self._readiness is None:
+            return await self.health(request)
+        verdict = self._readiness()
+        body = {
+            "region": self.settings.region,
+            "ready": verdict.ok,
+            "reasons": list(verdict.reasons),
+        }
+        return web.json_response(body, status=200 if verdict.ok else 503)
 
     # -- Composer metadata ---------------------------------------------------------------------
 

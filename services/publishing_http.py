@@ -971,8 +971,8 @@ class PublishingService:
         self, event: _Published, signers: Sequence[SigningKey]
     ) -> tuple[_Published, Delivered]:
         numbered = replace(event, sequence=next_sequence())
-        value = seal(numbered.to_bytes(), signers)
         try:
+            value = seal(numbered.to_bytes(), signers)
             verify_event(
                 value,
                 self.root,

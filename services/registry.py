@@ -1,7 +1,8 @@
 """The directory's registry of nodes and its choice of node for a download: pure logic.
 
 A node is sent clients only when it is admitted (it passed a self-test), it
-was heard from recently, and its heartbeat shows the region has applied the
+was heard from recently (else it is ``silent``) and did not say goodbye (a
+``stopped`` heartbeat), and its heartbeat shows the region has applied the
 very event that published the version asked for. A node silent for longer
 than the silence window is dropped and must pass a new self-test when it
 comes back. An admitted node is spot-checked at a steady interval (a version
@@ -20,15 +21,16 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
 
-from schemas.federation import NodeRegistration, NodeStatus
+from schemas.federation import SILENT_AFTER, NodeRegistration, NodeStatus, shown_state
 from schemas.package_state import VersionRecord
 
 #: A region's name, as nodes register it (``node run --region``).
 REGION_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,40}")
 #: AspireCloud's default: a peer silent this long is defederated.
 DEFAULT_SILENCE_WINDOW = timedelta(hours=24)
-#: A node not heard from for this long is not sent clients (it may be down).
-DEFAULT_STALE_AFTER = timedelta(seconds=30)
+#: A node not heard from for this long is silent and not sent clients (it may be down):
+#: the bound every reader uses (three missed heartbeats, ``schemas.federation``).
+DEFAULT_STALE_AFTER = SILENT_AFTER
 #: How long a refused node waits before it is tested again.
 DEFAULT_RETEST_AFTER = timedelta(seconds=60)
 #: How often an admitted node is spot-checked.
@@ -106,10 +108,13 @@ class Registry:
 
     def due_for_test(self, now: datetime) -> list[NodeEntry]:
         """Nodes to test now: new or returning ones, refused ones after a pause, and
-        admitted ones whose last test is older than the spot-check interval."""
+        admitted ones whose last test is older than the spot-check interval; never one
+        that said goodbye (it is tested again when it registers on its restart)."""
         pause = {REFUSED: self.retest_after, ADMITTED: self.spot_check_every}
         due = []
         for entry in self.nodes.values():
+            if entry.status is not None and entry.status.state == "stopped":
+                continue  # it said goodbye: a test could only fail, and it is sent no clients
             if entry.admission == PENDING:
                 if entry.status is not None:
                     due.append(entry)
@@ -137,7 +142,15 @@ class Registry:
             self.nodes[node_id] = replace(entry, served=entry.served + 1)
 
     def live(self, entry: NodeEntry, now: datetime) -> bool:
-        return entry.last_seen is not None and now - entry.last_seen <= self.stale_after
+        """Heard from within ``stale_after`` (on the directory's clock) and not stopped."""
+        return self.shown_state(entry, now) not in ("silent", "stopped")
+
+    def shown_state(self, entry: NodeEntry, now: datetime) -> str:
+        """The node's state as the directory shows it: its last heartbeat's, ``stopped``
+        after a goodbye, ``silent`` when not heard from within ``stale_after``."""
+        return shown_state(
+            entry.status, heard_at=entry.last_seen, now=now, silent_after=self.stale_after
+        )
 
 
 @dataclass(frozen=True)

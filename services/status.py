@@ -6,9 +6,9 @@ import logging
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import orjson
@@ -24,8 +24,8 @@ from connectors.kafka import (
     topic_partitions,
 )
 from schemas.errors import RejectedError
-from schemas.federation import NodeBook
-from services.status_pages import node_rows
+from schemas.federation import SILENT_AFTER, NodeBook, NodeRegistration, NodeStatus
+from services.status_pages import NodeRow, node_rows
 from streams.node import group_id
 
 log = logging.getLogger(__name__)
@@ -133,34 +133,170 @@ def directory_admissions(url: str) -> dict[str, tuple[str, str]]:
 
 _COLOURS = {"ok": "green", "behind": "yellow", "down": "red"}
 
+#: Exit codes of ``fairstream status``, as a Nagios plugin's.
+OK, WARNING, CRITICAL = 0, 1, 2
+SEVERITY_NAMES = {OK: "ok", WARNING: "warning", CRITICAL: "critical"}
+_STATE_SEVERITY = {
+    "in-sync": OK,
+    "catching-up": WARNING,
+    "starting": WARNING,
+    "degraded": CRITICAL,
+    "stopped": CRITICAL,
+    "silent": CRITICAL,
+}
+_ADMISSION_SEVERITY = {
+    "admitted": OK,
+    "pending": WARNING,
+    "unknown": WARNING,
+    "refused": CRITICAL,
+    "dropped": CRITICAL,
+    "silent": CRITICAL,
+    "stopped": CRITICAL,
+}
 
-def federation_table(
+
+def severity(state: str, *, artifacts_pending: int = 0, admission: str | None = None) -> int:
+    """How bad one node is, as a Nagios check says it: ``OK``, ``WARNING`` or ``CRITICAL``.
+
+    ``state`` is what readers show (``shown_state``); ``admission`` the directory's, when
+    asked. CRITICAL: silent, stopped, degraded (trust root expired: it applies nothing
+    new), or refused or dropped by the directory (unreachable, or serving other bytes
+    than signed); a state or admission this reader does not know is critical too.
+    WARNING: behind, registered without a heartbeat yet, zips parked (``artifacts_pending``),
+    or not yet admitted (pending, unknown to the directory). Else OK.
+    """
+    level = _STATE_SEVERITY.get(state, CRITICAL)
+    if artifacts_pending > 0:
+        level = max(level, WARNING)
+    if admission is not None:
+        level = max(level, _ADMISSION_SEVERITY.get(admission, CRITICAL))
+    return level
+
+
+def exit_code(severities: Iterable[int]) -> int:
+    """The worst of the nodes' severities; WARNING when no node is shown (nothing to
+    serve clients, or a --region no node registered in)."""
+    return max(severities, default=WARNING)
+
+
+@dataclass(frozen=True)
+class NodeCheck:
+    """One node as ``fairstream status`` judges it: its row, what it sent, its severity."""
+
+    row: NodeRow
+    registration: NodeRegistration
+    status: NodeStatus | None
+    severity: int
+
+    def document(self, now: datetime) -> dict[str, Any]:
+        """The node's entry of the ``--json`` document (field names are stable)."""
+        status = self.status
+        return {
+            "region": self.row.region,
+            "node_id": self.row.node_id,
+            "base_url": self.row.base_url,
+            "mode": self.registration.mode,
+            "state": self.row.state,
+            "severity": SEVERITY_NAMES[self.severity],
+            "sync": self.row.sync,
+            "detail": status.detail if status else "",
+            "heartbeat_at": _iso(status.heartbeat_at) if status else None,
+            "heartbeat_age_seconds": (
+                round(max(0.0, (now - status.heartbeat_at).total_seconds()), 3) if status else None
+            ),
+            "events_behind": status.events_behind if status else None,
+            "behind_is_lower_bound": status.behind_is_lower_bound if status else None,
+            "seconds_behind": status.seconds_behind if status else None,
+            "artifacts_pending": status.artifacts_pending if status else None,
+            "rejected_total": status.rejected_total if status else None,
+            "store_bytes": status.store_bytes if status else None,
+            "trust_root_version": status.trust_root_version if status else None,
+            "admission": self.row.admission,
+            "admission_reason": self.row.reason if self.row.admission is not None else None,
+        }
+
+
+@dataclass(frozen=True)
+class FederationCheck:
+    """Every node shown, judged at ``checked_at``; its exit code is the worst severity."""
+
+    checked_at: datetime
+    silent_after: timedelta
+    nodes: Sequence[NodeCheck]
+
+    @property
+    def exit_code(self) -> int:
+        return exit_code(node.severity for node in self.nodes)
+
+    def document(
+        self, *, regions: Sequence[str] = (), directory: str | None = None
+    ) -> dict[str, Any]:
+        """The ``--json`` document: the check's outcome and every node's entry."""
+        code = self.exit_code
+        return {
+            "checked_at": _iso(self.checked_at),
+            "status": SEVERITY_NAMES[code],
+            "exit_code": code,
+            "silent_after_seconds": self.silent_after.total_seconds(),
+            "regions": list(regions),
+            "directory": directory,
+            "nodes": [node.document(self.checked_at) for node in self.nodes],
+        }
+
+
+def _iso(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def check_federation(
     book: NodeBook,
     *,
     regions: Sequence[str] = (),
     admissions: Mapping[str, tuple[str, str]] | None = None,
+    silent_after: timedelta = SILENT_AFTER,
     now: datetime | None = None,
-) -> Table:
-    """The rows of ``node_rows`` as a terminal table."""
+) -> FederationCheck:
+    """Judge every registered node (of ``regions``, when given) from the status topic's
+    book: its row as every reader shows it (``node_rows``) and its severity."""
     now = now or datetime.now(UTC)
+    nodes = []
+    for row in node_rows(
+        book, regions=regions, admissions=admissions, silent_after=silent_after, now=now
+    ):
+        status = book.statuses.get(row.node_id)
+        level = severity(
+            row.state,
+            artifacts_pending=status.artifacts_pending if status else 0,
+            admission=row.admission,
+        )
+        nodes.append(NodeCheck(row, book.registrations[row.node_id], status, level))
+    return FederationCheck(now, silent_after, nodes)
+
+
+def federation_table(check: FederationCheck) -> Table:
+    """The nodes of a check as a terminal table; green only for a node in sync."""
     table = Table(title="fairstream nodes")
     columns = ["region", "node", "base URL", "sync", "last heartbeat", "store", "trust root"]
-    if admissions is not None:
+    with_admission = any(node.row.admission is not None for node in check.nodes)
+    if with_admission:
         columns.append("directory")
     for column in columns:
         table.add_column(column, no_wrap=column == "base URL")
-    for row in node_rows(book, regions=regions, admissions=admissions, now=now):
+    for node in check.nodes:
+        row = node.row
+        # What nodes wrote is text, never rich markup.
         cells = [
             row.region,
             row.node_id[:12],
-            row.base_url,
+            escape(row.base_url),
             f"[{_COLOURS[row.health]}]{escape(row.sync)}[/]",
             row.heartbeat,
             row.store,
             row.trust_root,
         ]
         if row.admission is not None:
-            cells.append(f"{row.admission}: {row.reason}" if row.reason else row.admission)
+            admission = f"{row.admission}: {row.reason}" if row.reason else row.admission
+            cells.append(escape(admission))
         table.add_row(*cells)
     return table
 

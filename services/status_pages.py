@@ -16,7 +16,7 @@ import threading
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import jinja2
@@ -29,10 +29,12 @@ from schemas import layout
 from schemas.errors import MalformedEventError, RejectedError
 from schemas.events import PACKAGE_NAME, ReleaseRejected
 from schemas.federation import (
+    SILENT_AFTER,
     LagSample,
     NodeBook,
     NodeRegistration,
     NodeStatus,
+    shown_state,
     split_position,
 )
 from schemas.package_state import PackageState, StateReader, VersionRecord
@@ -57,6 +59,8 @@ class NodeRow:
     node_id: str
     base_url: str
     sync: str
+    #: What the reader says of the node, one of ``SHOWN_STATES`` (``silent``, ``stopped``...).
+    state: str
     #: ``ok``, ``behind`` or ``down``: the row's colour.
     health: str
     heartbeat: str
@@ -273,15 +277,36 @@ def _size(size: int | None) -> str:
     return "-"
 
 
+#: The colour of each shown state: green only in sync.
+_HEALTH = {
+    "in-sync": "ok",
+    "catching-up": "behind",
+    "starting": "behind",
+    "degraded": "down",
+    "stopped": "down",
+    "silent": "down",
+}
+#: Directory admissions that mean it sends the node no clients.
+_NOT_ROUTED = ("refused", "dropped", "silent", "stopped")
+
+
 def node_rows(
     book: NodeBook,
     *,
     regions: Sequence[str] = (),
     admissions: Mapping[str, tuple[str, str]] | None = None,
+    heard: Mapping[str, datetime] | None = None,
+    silent_after: timedelta = SILENT_AFTER,
     now: datetime,
 ) -> list[NodeRow]:
     """One row per registered node, by region: URL, sync state, last heartbeat, store usage
-    and, given ``admissions``, the directory's admission."""
+    and, given ``admissions``, the directory's admission.
+
+    A node not heard from within ``silent_after`` is shown ``silent``, one that said
+    goodbye ``stopped`` (``shown_state``), never in sync. ``heard`` gives, per node id, when
+    the reader last heard from it on its own clock (the directory's); without it, the
+    heartbeat's own time (else the registration's) against ``now``.
+    """
     rows = []
     registrations = sorted(
         book.registrations.values(), key=lambda r: (r.region, r.base_url, r.node_id)
@@ -290,20 +315,26 @@ def node_rows(
         if regions and registration.region not in regions:
             continue
         status = book.statuses.get(registration.node_id)
-        if status is None:
-            sync, health, heartbeat, store, root = "no heartbeat yet", "behind", "-", "-", "-"
+        heard_at = (heard or {}).get(registration.node_id) or (
+            status.heartbeat_at if status is not None else registration.registered_at
+        )
+        state = shown_state(status, heard_at=heard_at, now=now, silent_after=silent_after)
+        if state == "silent":
+            sync = f"silent: no heartbeat for more than {silent_after.total_seconds():g} s"
+        elif status is None:
+            sync = "no heartbeat yet"
         else:
             sync = sync_text(status)
-            health = "ok" if status.state == "in-sync" else "behind"
-            if status.state in ("degraded", "stopped"):
-                health = "down"
+        health = _HEALTH[state]
+        heartbeat, store, root = "-", "-", "-"
+        if status is not None:
             heartbeat = age_text(status.heartbeat_at, now)
             store = _size(status.store_bytes) if registration.mode == "full" else "metadata only"
             root = f"v{status.trust_root_version}"
         admission, reason = (None, "")
         if admissions is not None:
             admission, reason = admissions.get(registration.node_id, ("unknown", ""))
-            if admission in ("refused", "dropped", "silent"):
+            if admission in _NOT_ROUTED:
                 health = "down"
         rows.append(
             NodeRow(
@@ -311,6 +342,7 @@ def node_rows(
                 node_id=registration.node_id,
                 base_url=registration.base_url,
                 sync=sync,
+                state=state,
                 health=health,
                 heartbeat=heartbeat,
                 store=store,
@@ -481,8 +513,12 @@ class NodeOwnStatus:
         rejections: RejectionLog | None,
         keeps_zips: bool,
         title: str,
+        silent_after: timedelta = SILENT_AFTER,
     ) -> None:
         self.title = title
+        #: Three of this node's heartbeat periods: its last sent heartbeat older than this
+        #: (the broker refuses them) shows it silent on its own page too.
+        self._silent_after = silent_after
         self._registration = registration
         self._last_status = last_status
         self._history = history
@@ -503,7 +539,8 @@ class NodeOwnStatus:
             label = f"{self._registration.region} {self._registration.base_url}"
             series.append(Series(label, list(self._history())))
         counts = self._rejections.counts() if self._rejections is not None else []
-        return NetworkView("This node", node_rows(book, now=now), series, counts)
+        rows = node_rows(book, silent_after=self._silent_after, now=now)
+        return NetworkView("This node", rows, series, counts)
 
     async def package(self, name: str) -> PackageView | None:
         return await asyncio.to_thread(self._package, name)

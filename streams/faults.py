@@ -9,6 +9,11 @@ after the records are acknowledged (before the consumer commits their offsets). 
 armed with ``--fault-point NAME[@N]`` (hidden; for the fault harness only): the
 N-th time the point is reached (default the first), the process sends itself
 SIGKILL, exactly what ``kill -9`` does, with nothing flushed or closed.
+
+One point refuses instead of killing: ``refuse-rejection@N`` makes the first N
+attempts to produce a rejection fail as a broker refusing the rejected topic would
+(the embedded broker cannot refuse one topic and take the others: Tansu accepts
+records of any size, and deleting a topic leaves its producers writing to a ghost).
 """
 
 from __future__ import annotations
@@ -30,12 +35,19 @@ AFTER_METADATA_WRITE: Final = "after-metadata-write"
 #: After the batch's view records were acknowledged, before its records are.
 AFTER_VIEW_RECORD: Final = "after-view-record"
 BEFORE_OFFSET_COMMIT: Final = "before-offset-commit"
+#: Not a kill: the first N attempts to produce a rejection are refused.
+REFUSE_REJECTION: Final = "refuse-rejection"
 FAULT_POINTS: Final = (
     AFTER_STORE_WRITE,
     AFTER_METADATA_WRITE,
     AFTER_VIEW_RECORD,
     BEFORE_OFFSET_COMMIT,
+    REFUSE_REJECTION,
 )
+
+
+class InjectedRefusalError(Exception):
+    """What a refusing fault point raises: the broker's refusal, as the producer reports it."""
 
 
 @dataclass(frozen=True)
@@ -89,3 +101,15 @@ class FaultPoints:
             for handler in logging.getLogger().handlers:
                 handler.flush()
             self._fire()
+
+    def refuse(self, point: str) -> None:
+        """Called by the code at a refusing ``point``: raises ``InjectedRefusalError`` on each of
+        the first N visits when armed, then never again."""
+        spec = self._spec
+        if spec is None or point != spec.point or self._visits >= spec.nth:
+            return
+        self._visits += 1
+        log.warning("fault point %s: refusal %d of %d injected", point, self._visits, spec.nth)
+        raise InjectedRefusalError(
+            f"{point}: refused by the fault harness ({self._visits}/{spec.nth})"
+        )

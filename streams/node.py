@@ -39,13 +39,14 @@ from connectors.kafka import (
     Topics,
     client_config,
 )
-from connectors.metrics import EVENTS, REJECTED
+from connectors.metrics import EVENTS, REJECTED, REJECTIONS_DEAD_LETTERED
 from connectors.origin import FetchLimits
 from connectors.state_store import PackageStates
 from connectors.store import ObjectStore, StoreLocation
 from connectors.view_store import LocalView, ViewFollower
 from schemas import layout
 from schemas.errors import (
+    BrokerUnavailableError,
     ConfigurationError,
     RejectedError,
     RootExpiredError,
@@ -54,11 +55,14 @@ from schemas.errors import (
     UndelegatedKeyError,
 )
 from schemas.events import ReleaseRejected, ReplicaAvailable
+from schemas.federation import NodeStatus
 from schemas.package_state import StateReader, render_documents
 from schemas.signing import SigningKey
 from schemas.view import PackageView
 from streams.artifacts import DownloadTally, HotStats, ReplicaRegistry
-from streams.faults import BEFORE_OFFSET_COMMIT, FaultPoints, FaultSpec
+from streams.dead_letter import DeadLetter, DeadLetterFile
+from streams.faults import BEFORE_OFFSET_COMMIT, REFUSE_REJECTION, FaultPoints, FaultSpec
+from streams.health import HealthRules, Verdict, Vitals, liveness, readiness
 from streams.peering import PeerFollower, PeerSettings, peer_group
 from streams.policy import ReplicationPolicy
 from streams.region_view import RegionView
@@ -83,6 +87,12 @@ PER_RECORD_LOG_MAX = 50
 TRUST_REFRESH_SECONDS = 10.0
 #: While the root in force is expired, how long to wait before looking for a newer one.
 FROZEN_RETRY_SECONDS = 5.0
+#: How many times a rejection is offered to the broker before it goes to the dead-letter
+#: file (and the partition moves on), and how long one attempt may take.
+REJECTION_ATTEMPTS = 4
+REJECTION_ATTEMPT_SECONDS = 10.0
+#: How often a worker offers its dead-letter file's rejections to the broker again.
+DEAD_LETTER_RETRY_SECONDS = 30.0
 #: How long a worker waits for its view to catch up with the region's after an assignment
 #: before it says so in the log (then it waits again: applying on a stale view is wrong).
 VIEW_CATCH_UP_WARNING_SECONDS = 30.0
@@ -134,10 +144,18 @@ class NodeSettings:
     #: fenced: ADR 4) or ``topic`` (the region's view topic and a local view per process:
     #: ADR 5). ``bucket`` stays the default until ``topic`` carries the fault suite.
     view: str = "bucket"
+    #: When /health calls the worker stuck and /ready lets clients come (streams/health.py).
+    health: HealthRules = HealthRules()
 
     @property
     def view_in_topic(self) -> bool:
         return self.view == "topic"
+
+    @property
+    def dead_letter_path(self) -> Path:
+        """This worker's own dead-letter file (streams/dead_letter.py)."""
+        safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in self.worker_name)
+        return self.data_dir / f"dead-letter-{safe}.jsonl"
 
     @property
     def group_id(self) -> str:
@@ -293,9 +311,15 @@ class NodeStream:
         # Trust records refused before the producer runs, recorded on the first refresh.
         self._unrecorded: list[RefusedRoot] = []
         self.rejected_total = 0
+        self.dead_letters = DeadLetterFile(settings.dead_letter_path)
+        self._dead_lettered_at = 0.0
+        #: What /health and /ready judge (streams/health.py).
+        self.vitals = Vitals(started_at=self.now())
+        self.health_rules = settings.health
         self.app.agent(self.releases, name=f"{settings.group_id}.replicate")(self._replicate)
         self.app.timer(TRUST_REFRESH_SECONDS)(self._refresh_trust)
         self.app.timer(settings.downloads_interval)(self._flush_downloads)
+        self.app.timer(DEAD_LETTER_RETRY_SECONDS)(self._resend_dead_letters)
         if settings.policy.mirrors_artifacts:
             self.app.timer(settings.pending_interval)(self._retry_pending)
         self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
@@ -319,6 +343,9 @@ class NodeStream:
                 clock=self.now,
             )
             self.app.timer(settings.status_interval)(self._heartbeat)
+            # Sent by the app's stop, which a clean stop of the worker runs: SIGTERM and
+            # SIGINT alike (mode's signal handlers), after the consumer stopped.
+            self.app.on_before_shutdown.connect(self._say_goodbye)  # type: ignore[arg-type]
 
     def now(self) -> datetime:
         """This node's wall clock (skewed only by the fault harness)."""
@@ -349,12 +376,48 @@ class NodeStream:
             # Serve nothing older than what the region served before this worker
             # (re)started.
             self._read_view_to_end(timeout=600.0)
+        self.vitals.view_caught_up = True
+        self.vitals.unrecorded_rejections = self.dead_letters.waiting()
         if self.reporter is not None:
             self.reporter.register()
 
     async def _heartbeat(self) -> None:
         if self.reporter is not None:
-            await asyncio.to_thread(self.reporter.report)
+            status = await asyncio.to_thread(self.reporter.report)
+            self._observe(status, self.reporter.last_error)
+
+    def _observe(self, status: NodeStatus | None, error: Exception | None) -> None:
+        """What a heartbeat measured, for /health and /ready: the lag on the partitions
+        this worker holds, and whether the broker and the store answered."""
+        now = self.now()
+        vitals = self.vitals
+        if status is not None:
+            held = self.app.consumer.assignment()
+            vitals.behind = sum(
+                p.behind for p in status.partitions if TP(p.topic, p.partition) in held
+            )
+            vitals.broker_answered_at = vitals.store_answered_at = now
+            vitals.broker_error = vitals.store_error = None
+        elif isinstance(error, BrokerUnavailableError):
+            vitals.broker_error = str(error)
+        elif error is not None:
+            vitals.store_error = str(error)
+
+    def health(self) -> Verdict:
+        """Liveness (/health)."""
+        self.vitals.root_expires = self.trust.root.expires
+        return liveness(self.vitals, self.now(), self.health_rules)
+
+    def ready(self) -> Verdict:
+        """Readiness (/ready)."""
+        self.vitals.root_expires = self.trust.root.expires
+        return readiness(self.vitals, self.now(), self.health_rules)
+
+    async def _say_goodbye(self, sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        """The signed ``stopped`` heartbeat of a worker that stops cleanly; bounded
+        (``StatusReporter.goodbye``), so a broker that is down does not hold up the stop."""
+        if self.reporter is not None:
+            await asyncio.to_thread(self.reporter.goodbye)
 
     def _owns(self, position: str) -> bool:
         """Whether this worker still owns the partition of a record at ``position``."""
@@ -374,6 +437,7 @@ class NodeStream:
         # Packages of newly assigned partitions were last written by other workers: their
         # view records must be read before anything is applied on top of them.
         self._view_stale = True
+        self.vitals.assigned_at = self.now()
 
     async def _send_view(self, key: bytes, value: bytes) -> Any:
         return await self.view_topic.send(key=key, value=value)
@@ -475,12 +539,15 @@ class NodeStream:
         # noack_take is on faust's Stream, not on its StreamT interface.
         batches = stream.noack_take(settings.batch_size, within=settings.batch_within)  # type: ignore[attr-defined]
         async for events in batches:
+            self.vitals.batch_since = self.now()
             abandoned = await self._handle_batch(replicator, events)
             for event in events:
                 # A record of a partition revoked meanwhile is not acknowledged: an
                 # acknowledgement could commit it for its new owner (aiokafka #929).
                 if id(event) not in abandoned:
                     await stream.ack(event)
+            self.vitals.batch_since = None
+            self.vitals.progressed_at = self.now()
             # Acknowledged, not yet committed: Faust commits every commit_interval.
             self.faults.reached(BEFORE_OFFSET_COMMIT)
 
@@ -621,7 +688,15 @@ class NodeStream:
         reason: str,
         detail: str,
     ) -> None:
-        record = ReleaseRejected(
+        """Record a refused record on the rejected topic: bounded (``ReleaseRejected.refusing``:
+        a prefix of the bytes, their size and digest), so it is recordable whatever was sent.
+
+        The refused record's offset must not be committed before its rejection is durable:
+        on the topic after at most ``REJECTION_ATTEMPTS``, else in this worker's
+        dead-letter file, re-sent later. Either way this returns and the partition moves on.
+        """
+        record = ReleaseRejected.refusing(
+            value,
             region=self.settings.region,
             topic=topic,
             partition=partition,
@@ -630,16 +705,76 @@ class NodeStream:
             reason=reason,
             detail=detail,
             rejected_at=self.now(),
-            record=value,
         )
-        log.warning("%s[%d]@%d rejected (%s): %s", topic, partition, offset, reason, detail)
+        log.warning(
+            "%s[%d]@%d rejected (%s, %d bytes): %s",
+            topic,
+            partition,
+            offset,
+            reason,
+            record.record_size,
+            record.detail,
+        )
         self.rejected_total += 1
         REJECTED.labels(self.settings.region, reason).inc()
-        # The offset of the refused record must not be committed before its
-        # rejection is durable.
-        await self._send_until_acked(
-            self.rejected, (key or "").encode(), record.to_bytes(), f"rejection of {topic}@{offset}"
+        what = f"rejection of {topic}[{partition}]@{offset}"
+        kafka_key = (record.key or "").encode()
+        encoded = record.to_bytes()
+        error = await self._send_bounded(kafka_key, encoded, what, REJECTION_ATTEMPTS)
+        if error is None:
+            return
+        self.dead_letters.append(DeadLetter(kafka_key, encoded, error))
+        self._dead_lettered_at = time.monotonic()
+        self.vitals.unrecorded_rejections += 1
+        REJECTIONS_DEAD_LETTERED.labels(self.settings.region).inc()
+        log.error(
+            "%s not recorded after %d attempts (%s); kept in %s and re-sent every %.0f s; "
+            "the partition goes on",
+            what,
+            REJECTION_ATTEMPTS,
+            error,
+            self.dead_letters.path,
+            DEAD_LETTER_RETRY_SECONDS,
         )
+
+    async def _send_bounded(self, key: bytes, value: bytes, what: str, attempts: int) -> str | None:
+        """Produce one rejection, at most ``attempts`` times; None once acknowledged, else
+        the last error. Each attempt is bounded in time: aiokafka waits for a topic the
+        broker does not know for Faust's request timeout (20 minutes)."""
+        error = ""
+        for attempt in range(1, attempts + 1):
+            try:
+                async with asyncio.timeout(REJECTION_ATTEMPT_SECONDS):
+                    self.faults.refuse(REFUSE_REJECTION)
+                    pending = await self.rejected.send(key=key, value=value)
+                    await pending
+                return None
+            except Exception as exc:  # aiokafka's errors, a timeout, whatever the broker says
+                error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                if attempt < attempts:
+                    delay = min(0.5 * 2**attempt, MAX_BACKOFF_SECONDS)
+                    log.warning("%s not recorded yet (%s); retrying in %.1f s", what, error, delay)
+                    await asyncio.sleep(delay)
+        return error
+
+    async def _resend_dead_letters(self) -> None:
+        """Offer the dead-letter file's rejections to the broker again (one attempt each),
+        at the earliest ``DEAD_LETTER_RETRY_SECONDS`` after the last one was written."""
+        if time.monotonic() - self._dead_lettered_at < DEAD_LETTER_RETRY_SECONDS:
+            return
+
+        async def send(key: bytes, value: bytes) -> bool:
+            return await self._send_bounded(key, value, "a dead-lettered rejection", 1) is None
+
+        recorded, waiting = await self.dead_letters.resend(send)
+        self.vitals.unrecorded_rejections = waiting
+        if recorded or waiting:
+            log.log(
+                logging.INFO if not waiting else logging.WARNING,
+                "dead-letter file: %d rejections recorded now, %d still waiting",
+                recorded,
+                waiting,
+            )
 
     async def _send_until_acked(
         self, topic: faust.TopicT, key: bytes, value: bytes, what: str

@@ -15,7 +15,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from itertools import count
 
@@ -46,6 +46,10 @@ log = logging.getLogger(__name__)
 STORE_USAGE_EVERY_SECONDS = 300.0
 #: Events counted by reading, per partition, before a count is reported as "at least".
 COUNT_LIMIT = 1_000
+#: How long a stopping node tries to say goodbye: long enough for a broker that answers
+#: (a record is acknowledged in milliseconds), short enough that a stop with the broker
+#: down is not held up; readers then call the node silent instead.
+GOODBYE_SECONDS = 2.0
 
 
 @dataclass(frozen=True)
@@ -127,7 +131,11 @@ class StatusReporter:
         self._store_bytes: int | None = None
         self._store_counted_at = float("-inf")
         self._lock = threading.Lock()
+        #: Set by ``goodbye``: a heartbeat measured meanwhile is not sent after it.
+        self._stopping = False
         self.last: NodeStatus | None = None
+        #: Why the last heartbeat failed (the broker or the store did not answer), or None.
+        self.last_error: TransientError | None = None
         #: Called with each status sent, in the heartbeat's thread (the CLI's catch-up display).
         self.listeners: list[Callable[[NodeStatus], None]] = []
         #: This node's recent lag, one sample per measurement (the status page's chart).
@@ -164,7 +172,7 @@ class StatusReporter:
             self._topics.status,
         )
 
-    def measure(self, *, stopping: bool = False) -> NodeStatus:
+    def measure(self) -> NodeStatus:
         """The node's status now; raises ``BrokerUnavailableError`` or ``StoreUnavailableError``."""
         now = self._clock()
         partitions = tuple(
@@ -172,9 +180,7 @@ class StatusReporter:
         )
         summary = summarize(partitions, now)
         root = self._trust_root()
-        state, detail = (
-            ("stopped", "the node was shut down") if stopping else node_state(summary, root, now)
-        )
+        state, detail = node_state(summary, root, now)
         return NodeStatus(
             node_id=self.node_id,
             region=self.registration.region,
@@ -202,26 +208,92 @@ class StatusReporter:
             self._store_counted_at = time.monotonic()
         return self._store_bytes
 
-    def report(self, *, stopping: bool = False) -> NodeStatus | None:
+    def report(self) -> NodeStatus | None:
         """Measure and produce one heartbeat; a failure is logged and returns None."""
         try:
-            status = self.measure(stopping=stopping)
+            status = self.measure()
             region = self.registration.region
             LAG_EVENTS.labels(region).set(status.events_behind)
             LAG_SECONDS.labels(region).set(status.seconds_behind or 0.0)
             ARTIFACTS_PENDING.labels(region).set(status.artifacts_pending)
             self.history.append(LagSample(status.heartbeat_at, status.events_behind))
             with self._lock:
+                if self._stopping:
+                    # Measured before the goodbye, done after it: sent now, it would
+                    # follow the goodbye in the log and say the node is running.
+                    return None
                 self._produce(status_key(self.node_id), seal_status(status, self._key))
         except TransientError as exc:
             log.warning("heartbeat not sent: %s", exc)
+            self.last_error = exc
             return None
         self.last = status
+        self.last_error = None
         for listener in self.listeners:
             try:
                 listener(status)
             except Exception:  # a display must never stop the heartbeats
                 log.exception("status listener %r failed", listener)
+        return status
+
+    def goodbye(self, *, timeout: float = GOODBYE_SECONDS) -> NodeStatus | None:
+        """Produce one signed heartbeat saying the node stopped, within about ``timeout``
+        seconds; returns it, or None when the broker did not take it in time (logged).
+
+        Nothing is measured: the goodbye carries the last measured sync figures (so a
+        broker that stopped answering cannot hold up the stop), and no heartbeat is sent
+        after it.
+        """
+        self._stopping = True
+        started = time.monotonic()
+        now = self._clock()
+        # Measured at the last heartbeat, or nothing measured yet (stopped at start-up).
+        measured = self.last or NodeStatus(
+            node_id=self.node_id,
+            region=self.registration.region,
+            base_url=self.registration.base_url,
+            sequence=0,
+            heartbeat_at=now,
+            partitions=(),
+            events_behind=0,
+            behind_is_lower_bound=False,
+            seconds_behind=None,
+            artifacts_pending=0,
+            rejected_total=0,
+            store_bytes=None,
+            trust_root_version=0,
+            state="stopped",
+        )
+        status = replace(
+            measured,
+            sequence=next(self._sequence),
+            heartbeat_at=now,
+            rejected_total=self._rejected_total(),
+            trust_root_version=self._trust_root().version,
+            state="stopped",
+            detail="the node was shut down",
+        )
+        # A heartbeat being sent holds the lock for as long as its broker takes: wait for
+        # it only within the bound, so the goodbye lands after it in the log or not at all.
+        if not self._lock.acquire(timeout=timeout):
+            log.warning("goodbye heartbeat not sent: a heartbeat was still being sent")
+            return None
+        producer: EventProducer | None = None
+        try:
+            left = max(0.5, timeout - (time.monotonic() - started))
+            producer = EventProducer(self._broker_url, delivery_timeout=left)
+            producer.produce(
+                self._topics.status, status_key(self.node_id), seal_status(status, self._key)
+            )
+        except TransientError as exc:
+            log.warning("goodbye heartbeat not sent within %.0f s: %s", timeout, exc)
+            return None
+        finally:
+            if producer is not None:
+                producer.close(discard=True)
+            self._lock.release()
+        self.last = status
+        log.info("sent the goodbye heartbeat of node %s", self.node_id[:16])
         return status
 
     def close(self) -> None:

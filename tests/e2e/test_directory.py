@@ -19,18 +19,24 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import orjson
 import pytest
 
 from connectors.state_store import PackageStates
 from infra import localnet
+from schemas.composer import expand
+from schemas.events import ReleasePublished, ReleaseYanked, utc_now
 from schemas.federation import registration_key, seal_registration, seal_status, status_key
 from schemas.package_state import render_documents
-from schemas.signing import SigningKey
+from schemas.signing import SigningKey, seal
+from schemas.versions import drupal_to_composer
 from services.directory import Directory
+from services.publisher import next_sequence
 from services.registry import ADMITTED, DROPPED, PENDING, RegionMap, Registry
 from services.status import read_node_book
 from streams.policy import ReplicationPolicy
 from streams.sync import registration_of
+from tests.drupal_fixtures import DRUPAL_P2
 from tests.e2e.harness import Federation, wait_until_served
 from tests.e2e.test_regional_node import get_json, redirect_of
 
@@ -101,13 +107,68 @@ def nodes_by_region(directory: localnet.LocalProcess) -> dict[str, dict[str, Any
     return {n["region"]: n for n in get_json(f"{directory.url}/nodes.json")["nodes"]}
 
 
+def token_history() -> list[str]:
+    """drupal/token's releases on packages.drupal.org (the repo's fixture), oldest first."""
+    document = orjson.loads((DRUPAL_P2 / "token.json").read_bytes())
+    entries = expand(document["packages"]["drupal/token"])
+    return [str(entry["dist"]["reference"]) for entry in reversed(entries)]
+
+
+def webform_history() -> list[str]:
+    """Hundreds of releases over two majors, as drupal/webform has: 8.x-5.x's long run of
+    pre-releases, then semver 6.x, each major with its dev branch."""
+    stages = (("alpha", 15), ("beta", 29), ("rc", 29))
+    legacy = [f"8.x-5.0-{stage}{n}" for stage, count in stages for n in range(1, count + 1)]
+    legacy += [f"8.x-5.{patch}" for patch in range(29)]
+    semver = [f"6.0.0-{stage}{n}" for stage, count in stages for n in range(1, count // 3 + 1)]
+    semver += [f"6.{minor}.{patch}" for minor in range(10) for patch in range(10)]
+    return [*legacy, "8.x-5.x-dev", *semver, "6.x-dev"]
+
+
+#: Releases by project, in publishing order, shaped like the real catalogue: dev snapshots
+#: (served from ``p2/<name>~dev.json``), a young project with nothing but a dev snapshot
+#: once its alpha is yanked, a package with hundreds of versions. Each project's last
+#: release is a dev snapshot, as on Drupal.org, where they are rebuilt on every commit: the
+#: directory's spot checks (of a package's newest version) all land on ``~dev`` documents.
+CATALOGUE = {
+    "audit_awesome": ["8.x-1.0-alpha1", "8.x-1.x-dev"],
+    "token": [*token_history(), "8.x-1.x-dev"],
+    "webform": webform_history(),
+}
+YANKED = {"drupal/audit_awesome": ["1.0.0-alpha1"], "drupal/webform": ["5.0.0-rc13", "6.1.3"]}
+
+
+def publish_catalogue(federation: Federation) -> dict[tuple[str, str], ReleasePublished]:
+    """Publish ``CATALOGUE`` then the yanks of ``YANKED`` (in one batch), and wait until
+    every region serves each project's last release. Returns the releases by (package,
+    version)."""
+    releases: dict[tuple[str, str], ReleasePublished] = {}
+    records = []
+    for project, drupal_versions in CATALOGUE.items():
+        for drupal_version in drupal_versions:
+            event, _ = federation.release(project, drupal_version)
+            releases[(event.package, event.version)] = event
+            records.append((event.package.encode(), seal(event.to_bytes(), [federation.key])))
+    for package, versions in YANKED.items():
+        for version in versions:
+            yank = ReleaseYanked(package, version, next_sequence(), "withdrawn", utc_now())
+            records.append((package.encode(), seal(yank.to_bytes(), [federation.key])))
+    federation.producer.produce_many(federation.topics.releases, records)
+    for project, drupal_versions in CATALOGUE.items():
+        wait_until_served(federation, f"drupal/{project}", drupal_to_composer(drupal_versions[-1]))
+    return releases
+
+
 def test_nodes_are_admitted_and_clients_sent_to_their_region(
     federation: Federation, tmp_path: Path
 ) -> None:
-    event, _ = federation.release("token", "8.x-1.9")
-    federation.publish(event)
-    wait_until_served(federation, "drupal/token", "1.9.0")
-    directory = start_directory(federation, "--region-map", "127.0.0.0/8=us")
+    """On a real-shaped catalogue: the first package (audit_awesome) holds only a dev
+    snapshot, so the self-test reads ``~dev`` documents, and so does every spot check."""
+    releases = publish_catalogue(federation)
+    event = releases[("drupal/token", "1.9.0")]
+    directory = start_directory(
+        federation, "--region-map", "127.0.0.0/8=us", "--spot-check-every", "1"
+    )
 
     def admitted() -> dict[str, dict[str, Any]] | None:
         nodes = nodes_by_region(directory)
@@ -151,6 +212,36 @@ def test_nodes_are_admitted_and_clients_sent_to_their_region(
     after = nodes_by_region(directory)
     assert after["us"]["served"] > before["us"]["served"]
     assert after["eu"]["served"] == before["eu"]["served"]
+
+    # Spot checks (every second, each on a package's newest release: a dev snapshot, read
+    # from its ~dev document) pass, and both nodes stay admitted.
+    def dev_checks_passed() -> bool:
+        log = directory.log_tail(100_000).splitlines()
+        return all(
+            sum(
+                f"({region}, {node.url}) admitted: served drupal/" in line
+                and line.rstrip().endswith("-dev with the signed sha1")
+                for line in log
+            )
+            >= 3
+            for region, node in federation.nodes.items()
+        )
+
+    eventually(dev_checks_passed, "spot checks of dev versions passed", timeout=30)
+    assert ") refused: " not in directory.log_tail(100_000)
+    nodes = nodes_by_region(directory)
+    assert [nodes[r]["admission"] for r in ("eu", "us")] == ["admitted", "admitted"], nodes
+
+    # The directory's own metadata: dev snapshots listed, yanked versions left out.
+    serves(directory.url, "drupal/audit_awesome", "1.x-dev")
+    yanked = set(YANKED["drupal/webform"])
+
+    def webform_without_yanked() -> dict[str, Any] | None:
+        served = localnet.fetch_p2_versions(directory.url, "drupal/webform")
+        return served if served and not yanked & served.keys() else None
+
+    webform = eventually(webform_without_yanked, "webform's yanks applied by the directory")
+    assert len(webform) == len(CATALOGUE["webform"]) - len(yanked)
 
     # fairstream status prints every node from its heartbeat.
     table = localnet.run_fairstream(

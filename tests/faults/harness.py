@@ -411,7 +411,10 @@ class FaultFederation:
         with self._lock:
             number = self._versions.get(project, 0)
             self._versions[project] = number + 1
-        event = self.release_of(project, f"8.x-1.{number}")
+        # Every fourth release a dev snapshot of a new branch, as the real catalogue has
+        # them: served from p2/<name>~dev.json, which the checker and spot checks read too.
+        drupal_version = f"8.x-{number}.x-dev" if number % 4 == 3 else f"8.x-1.{number}"
+        event = self.release_of(project, drupal_version)
         try:
             self.produce(event, self.keys or [self.key])
         except FairstreamError as exc:

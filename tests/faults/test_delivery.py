@@ -3,22 +3,38 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import subprocess
 import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
+
+import orjson
 
 from connectors.kafka import bootstrap_servers
 from infra import localnet
-from schemas.events import ReleaseRejected
+from schemas.events import REJECTED_PREFIX_BYTES, ReleaseRejected
 from schemas.signing import seal
+from streams.faults import REFUSE_REJECTION
+from tests.faults.checker import included
 from tests.faults.harness import (
+    POLICIES,
+    WORKERS,
     FaultFederation,
     Load,
     Poller,
     committed_offsets,
     read_p2,
 )
+
+#: Above this, kcat must be told to send larger messages (librdkafka's own default limit).
+KCAT_DEFAULT_MAX = 1_000_000
+#: The largest record the test sends: Apache Kafka takes 1,048,588 bytes by default; the
+#: embedded broker (Tansu) enforces no limit at all (it took 20 MiB when measured).
+BROKER_MAX = 32 << 20
 
 DELIMITER = "\n--fault-record--\n"
 
@@ -39,10 +55,52 @@ def kcat_produce(federation: FaultFederation, key: str, value: bytes, tmp_path: 
     """One record with kcat: the file is sent whole as the message value."""
     path = tmp_path / f"record-{time.monotonic_ns()}"
     path.write_bytes(value)
-    kcat(federation, "-P", "-t", federation.topics.releases, "-k", key, str(path))
+    larger = (
+        ["-X", f"message.max.bytes={len(value) + 4096}"] if len(value) > KCAT_DEFAULT_MAX else []
+    )
+    kcat(federation, "-P", *larger, "-t", federation.topics.releases, "-k", key, str(path))
 
 
-def rejections(federation: FaultFederation, key: str, count: int) -> list[ReleaseRejected]:
+def wait_for_health(url: str, status: int, seconds: float) -> str:
+    """Poll ``/health`` until it answers ``status``; its ``status`` field then."""
+    deadline = time.monotonic() + seconds
+    answered: tuple[int, str] = (0, "")
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url + "/health", timeout=5) as response:
+                answered = (response.status, orjson.loads(response.read())["status"])
+        except urllib.error.HTTPError as error:
+            answered = (error.code, orjson.loads(error.read())["status"])
+        if answered[0] == status:
+            return answered[1]
+        time.sleep(0.3)
+    raise AssertionError(f"/health of {url} still answers {answered} after {seconds} s")
+
+
+def served_within(federation: FaultFederation, project: str, seconds: float) -> None:
+    """Publish the next release of ``project`` and wait until every region serves it: what
+    stood behind a blocked partition would wait for ever."""
+    ack = federation.publish_one(project)
+    assert ack is not None
+    deadline = time.monotonic() + seconds
+    waiting = {region for region in WORKERS if included(ack.package, *POLICIES[region])}
+    while waiting and time.monotonic() < deadline:
+        for region in list(waiting):
+            url = federation.region_url(region)
+            if url is not None and ack.version in {e.version for e in read_p2(url, ack.package)}:
+                waiting.discard(region)
+        time.sleep(0.3)
+    assert not waiting, f"{ack.package} {ack.version} not served within {seconds} s by {waiting}"
+
+
+def rejections(
+    federation: FaultFederation,
+    key: str | Callable[[ReleaseRejected], bool],
+    count: int,
+) -> list[ReleaseRejected]:
+    """The rejections of records with ``key`` (or those ``key`` accepts), waiting up to a
+    minute for ``count`` of them."""
+    wanted = key if callable(key) else lambda rejection: rejection.key == key
     deadline = time.monotonic() + 60
     while True:
         raw = kcat(
@@ -50,7 +108,7 @@ def rejections(federation: FaultFederation, key: str, count: int) -> list[Releas
             "-f", f"%s{DELIMITER}",
         )  # fmt: skip
         parts = raw.split(DELIMITER.encode())[:-1]
-        found = [r for r in map(ReleaseRejected.from_bytes, parts) if r.key == key]
+        found = [r for r in map(ReleaseRejected.from_bytes, parts) if wanted(r)]
         if len(found) >= count or time.monotonic() > deadline:
             return found
         time.sleep(0.5)
@@ -146,3 +204,73 @@ def test_poison_messages_from_kcat_are_recorded_with_their_reason_and_block_noth
         for entry in read_p2(url, "drupal/ghost"):
             assert entry.sha1 == ghost.artifact.sha1
     assert rejections(federation, "drupal/ghost", 0) == []
+
+
+def test_records_of_any_size_are_refused_unread_recorded_bounded_and_block_nothing(
+    fault_federation: FaultFederation, tmp_path: Path
+) -> None:
+    federation = fault_federation
+    sizes = {"poison/one-mib": 1_048_300, "poison/five-mib": 5 << 20, "poison/largest": BROKER_MAX}
+    values = {key: os.urandom(size) for key, size in sizes.items()}
+    long_key = "poison/long-key-" + "k" * 100_000
+    with Load(federation), Poller(federation):
+        time.sleep(2)
+        for key, value in values.items():
+            kcat_produce(federation, key, value, tmp_path)
+        kcat_produce(federation, long_key, os.urandom(300), tmp_path)
+        time.sleep(2)
+    # A record of any size stops nothing behind it, on its partition or any other. (Published
+    # once the load stopped: two publishers of one package would race their sequences.)
+    with Poller(federation):
+        for project in ("alpha", "bravo", "cedar"):
+            served_within(federation, project, 30)
+    federation.wait_until_quiet(timeout=180)
+    verdict = federation.history()
+    assert verdict.clean, str(verdict)
+    for key, value in values.items():
+        found = rejections(federation, key, len(federation.verifiers()))
+        assert {r.region for r in found} == federation.verifiers(), (key, found)
+        for rejection in found:
+            assert rejection.reason == "oversized", (key, rejection.detail)
+            assert f"{len(value):,} bytes" in rejection.detail
+            assert rejection.record == value[:REJECTED_PREFIX_BYTES]
+            assert rejection.record_size == len(value)
+            assert rejection.record_sha256 == hashlib.sha256(value).hexdigest()
+    cut = rejections(
+        federation,
+        lambda r: bool(r.key and r.key.startswith("poison/long-key-k")),
+        len(federation.verifiers()),
+    )
+    assert {r.region for r in cut} == federation.verifiers()
+    assert all(r.key and r.key.endswith("(100,016 characters in all)") for r in cut)
+
+
+def test_rejections_the_broker_refuses_go_to_the_dead_letter_file_then_to_the_topic(
+    fault_federation: FaultFederation, tmp_path: Path
+) -> None:
+    federation = fault_federation
+    # The first rejection is refused 4 times (all its attempts: dead-lettered), the second
+    # twice, then it goes through; the dead-letter file is re-sent 30 to 60 s later.
+    armed = federation.start_worker("us", ["--fault-point", f"{REFUSE_REJECTION}@6"])
+    armed.wait_until_answering("/ready", timeout=120)
+    with Load(federation), Poller(federation):
+        time.sleep(2)
+        kcat_produce(federation, "poison/refused-1", os.urandom(300), tmp_path)
+        kcat_produce(federation, "poison/refused-2", os.urandom(300), tmp_path)
+        # Its liveness says so while a rejection waits in the dead-letter file (30 s at
+        # least), and the releases behind it are served meanwhile.
+        assert wait_for_health(armed.url, 503, 60).count("rejections not recorded") == 1
+    with Poller(federation):
+        for project in ("alpha", "bravo"):
+            served_within(federation, project, 60)
+        assert wait_for_health(armed.url, 200, 120) == "ok"
+    federation.wait_until_quiet(timeout=180)
+    assert federation.history().clean
+    for key in ("poison/refused-1", "poison/refused-2"):
+        found = rejections(federation, lambda r, key=key: r.key == key and r.region == "us", 1)
+        assert found, (key, armed.log_tail(40))
+        assert {r.reason for r in found} == {"malformed"}, (key, [r.detail for r in found])
+    log = armed.log.read_text(errors="replace")
+    assert "not recorded after 4 attempts" in log
+    assert "dead-letter file: 1 rejections recorded now, 0 still waiting" in log
+    federation.start_worker("us")  # unarmed again for the tests after this one

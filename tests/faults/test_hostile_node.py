@@ -75,7 +75,9 @@ def turncoat(federation: Federation) -> Iterator[Turncoat]:
             if node.mode == "wrong-bytes" and self.path.endswith(".zip"):
                 body = b"PK other bytes than signed"
             elif node.mode == "stale" and self.path.startswith("/p2/") and status == 200:
+                # p2/<name>.json or, for dev versions, p2/<name>~dev.json.
                 package = self.path.removeprefix("/p2/").removesuffix(".json")
+                package = package.removesuffix("~dev")
                 body = newest_removed(body, package)
             self.send_response(status)
             self.send_header("Content-Length", str(len(body)))
@@ -144,13 +146,21 @@ def admission(directory: localnet.LocalProcess, base: str) -> dict[str, Any] | N
 
 
 def publish_versions(federation: Federation, minor: int) -> dict[str, Any]:
+    """A release ``8.x-1.<minor>`` of each package, then a dev snapshot of a new branch
+    (``<minor>.0.x-dev``, served from ``p2/<name>~dev.json``): each package's newest
+    version, which spot checks test, is a dev one. Returns the stable releases."""
     events = {}
     for project in PACKAGES:
         event, _ = federation.release(project, f"8.x-1.{minor}")
         federation.publish(event)
         events[project] = event
-    for project, event in events.items():
-        wait_until_served(federation, f"drupal/{project}", event.version, nodes=["eu"])
+    snapshots = []
+    for project in PACKAGES:
+        snapshot, _ = federation.release(project, f"{minor}.0.x-dev")
+        federation.publish(snapshot)
+        snapshots.append(snapshot)
+    for event in [*events.values(), *snapshots]:
+        wait_until_served(federation, event.package, event.version, nodes=["eu"])
     return events
 
 
@@ -183,8 +193,11 @@ def test_a_node_that_turns_hostile_after_admission_is_refused_at_a_spot_check(
 
     entry = eventually(refused, f"the turncoat ({turn}) refused at a spot check", timeout=60)
     assert entry["reason"].startswith("failed a spot check after its admission"), entry
-    expected = "sha1" if turn == "wrong-bytes" else "does not list"
+    expected = "sha1" if turn == "wrong-bytes" else "~dev.json does not list"
     assert expected in entry["reason"], entry
+    # Every package's newest version is a dev snapshot: the spot check that caught it read
+    # the dev document (stale) or fetched a dev zip (wrong bytes).
+    assert ".0.x-dev" in entry["reason"], entry
     for project, event in events.items():
         path = f"/dist/drupal/{project}/{event.version}/{event.artifact.sha256}.zip"
         for _ in range(5):

@@ -124,6 +124,21 @@ MISTAKES = {
     "node run root is a directory": Mistake(
         f"{NODE_RUN} --root adir", 1, ("adir", "Is a directory")
     ),
+    # checked before anything is written to the bucket or produced (issue 16)
+    "node run public url not a url": Mistake(
+        f"{NODE_RUN} --root root.avro --public-url not-a-url", 2, ("--public-url", "'not-a-url'")
+    ),
+    "status directory not a url": Mistake(
+        "status --broker kafka://127.0.0.1:1 --directory not-a-url",
+        2,
+        ("--directory", "'not-a-url'"),
+    ),
+    "publish with a key the root does not delegate": Mistake(
+        "publish drupal/token 8.x-1.9 --zip junk.bin --origin-url http://127.0.0.1:1/t.zip "
+        "--key keys/root.key --root root.avro --broker kafka://127.0.0.1:1",
+        1,
+        ("--key keys/root.key", "delegates drupal/* to drupal.org", "nothing was produced"),
+    ),
     "node run root not a root": Mistake(
         f"{NODE_RUN} --root junk.bin", 1, ("junk.bin", "not a valid signed root")
     ),

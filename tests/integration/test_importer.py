@@ -38,6 +38,7 @@ from services.importer_cli import register
 from services.sample_projects import sample_zip
 from services.trust_admin import DelegationSpec, build_root
 from tests.drupal_fixtures import DRUPAL_P2
+from tests.roots import write_drupal_root
 
 pytestmark = pytest.mark.integration
 
@@ -414,22 +415,30 @@ def test_cli_imports_a_repository_that_only_has_patterns(
         "--rate",
         "200",
     ]
+    write_drupal_root(tmp_path / "root.avro", key, SigningKey.generate())
+    write_key_pair(SigningKey.generate(), tmp_path / "other.key")
+    listed = ["--packages", str(tmp_path / "packages.txt")]
+    listed += ["--checksums", str(tmp_path / "checksums.json")]
     try:
         without_list = CliRunner().invoke(fairstream, args)
+        # A key the root does not delegate drupal/* to: refused before anything is produced.
+        other = [*args, *listed, "--key", str(tmp_path / "other.key")]
+        other.remove(str(key_file))
+        other.remove("--key")
+        undelegated = CliRunner().invoke(
+            fairstream, [*other, "--root", str(tmp_path / "root.avro")]
+        )
         result = CliRunner().invoke(
-            fairstream,
-            [
-                *args,
-                "--packages",
-                str(tmp_path / "packages.txt"),
-                "--checksums",
-                str(tmp_path / "checksums.json"),
-            ],
+            fairstream, [*args, *listed, "--root", str(tmp_path / "root.avro")]
         )
     finally:
         origin.stop()
 
     assert "does not list its packages" in str(without_list.exception)
+    assert undelegated.exit_code != 0
+    message = str(undelegated.exception)
+    assert "other.key" in message and "delegates drupal/* to drupal.org" in message, message
+    assert "nothing was produced" in message
     assert result.exit_code == 0, result.output
     assert "published" in result.output and str(ALL_VERSIONS) in result.output
     assert len(topic_events(stack, topics, trust_root)) == ALL_VERSIONS

@@ -25,6 +25,7 @@ from schemas import layout
 from schemas.composer import version_entry
 from schemas.package_state import PackageState, VersionRecord, render_documents
 from services.node_http import MAX_ADVISORY_NAMES, NodeHttp, NodeHttpSettings
+from streams.health import Verdict
 
 pytestmark = pytest.mark.integration
 
@@ -96,6 +97,40 @@ Client = TestClient[aiohttp.web.Request, aiohttp.web.Application]
 async def test_health(client: Client) -> None:
     response = await client.get("/health")
 
+    assert response.status == 200
+    assert await response.json() == {"region": "eu-west", "status": "ok"}
+
+
+async def test_health_and_ready_answer_503_with_the_reasons_of_the_worker(
+    store: ObjectStore,
+) -> None:
+    verdicts = {"live": Verdict(True), "ready": Verdict(False, ("not ready: catching up",))}
+    node = NodeHttp(
+        NodeHttpSettings(region="eu-west"),
+        store,
+        liveness=lambda: verdicts["live"],
+        readiness=lambda: verdicts["ready"],
+    )
+    async with TestClient(TestServer(node.app)) as client:
+        health = await client.get("/health")
+        assert (health.status, (await health.json())["status"]) == (200, "ok")
+        ready = await client.get("/ready")
+        assert ready.status == 503
+        assert await ready.json() == {
+            "region": "eu-west", "ready": False, "reasons": ["not ready: catching up"]
+        }  # fmt: skip
+        verdicts["live"] = Verdict(False, ("stuck: one batch in progress for 300 s",))
+        verdicts["ready"] = Verdict(False, verdicts["live"].reasons)
+        health = await client.get("/health")
+        assert health.status == 503
+        assert (await health.json())["reasons"] == ["stuck: one batch in progress for 300 s"]
+        verdicts["live"] = verdicts["ready"] = Verdict(True)
+        assert (await client.get("/health")).status == 200
+        assert (await client.get("/ready")).status == 200
+
+
+async def test_without_a_worker_ready_is_health(client: Client) -> None:
+    response = await client.get("/ready")
     assert response.status == 200
     assert await response.json() == {"region": "eu-west", "status": "ok"}
 

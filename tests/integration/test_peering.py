@@ -141,7 +141,8 @@ class RejectedTopic:
         reason: str,
         detail: str,
     ) -> None:
-        record = ReleaseRejected(
+        record = ReleaseRejected.refusing(
+            value,
             region="eu",
             topic=topic,
             partition=partition,
@@ -150,7 +151,6 @@ class RejectedTopic:
             reason=reason,
             detail=detail,
             rejected_at=utc_now(),
-            record=value,
         )
         await asyncio.to_thread(
             self._producer.produce, self.name, (key or "").encode(), record.to_bytes()

@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from schemas.errors import ConfigurationError
-from streams.faults import AFTER_METADATA_WRITE, AFTER_STORE_WRITE, FaultPoints, FaultSpec
+from streams.faults import (
+    AFTER_METADATA_WRITE,
+    AFTER_STORE_WRITE,
+    REFUSE_REJECTION,
+    FaultPoints,
+    FaultSpec,
+    InjectedRefusalError,
+)
 from tests.faults.checker import Acknowledged, Observation, Served, check
 
 ALL = {"eu": (("drupal/*",), ()), "ap": (("drupal/a*",), ())}
@@ -105,3 +112,14 @@ def test_a_fault_point_fires_once_on_its_nth_visit_and_ignores_other_points() ->
     assert fired == [1]
     FaultPoints(None, fire=lambda: fired.append(2)).reached(AFTER_METADATA_WRITE)
     assert fired == [1]
+
+
+def test_a_refusing_point_refuses_its_first_n_visits_then_never_again() -> None:
+    points = FaultPoints(FaultSpec(REFUSE_REJECTION, 2), fire=lambda: pytest.fail("killed"))
+    points.refuse(AFTER_STORE_WRITE)  # another point: nothing
+    for _ in range(2):
+        with pytest.raises(InjectedRefusalError, match="refuse-rejection"):
+            points.refuse(REFUSE_REJECTION)
+    points.refuse(REFUSE_REJECTION)
+    points.refuse(REFUSE_REJECTION)
+    FaultPoints(None).refuse(REFUSE_REJECTION)

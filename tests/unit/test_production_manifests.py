@@ -279,12 +279,16 @@ def k8s_problems(directory: Path, scratch: Path) -> list[str]:
             args = container["args"]
             config = config_file(args[args.index("--config") + 1]) if "--config" in args else None
             listen = tomllib.loads(config.read_text()).get("listen", "") if config else ""
-            for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
+            for probe, path in (
+                ("startupProbe", "/health"),
+                ("readinessProbe", "/ready"),
+                ("livenessProbe", "/health"),
+            ):
                 http = container.get(probe, {}).get("httpGet", {})
                 port = ports.get(http.get("port"), http.get("port"))
-                if http.get("path") != "/health" or not listen.endswith(f":{port}"):
+                if http.get("path") != path or not listen.endswith(f":{port}"):
                     problems.append(
-                        f"{where}: {probe} is not GET /health on the port node.toml listens on"
+                        f"{where}: {probe} is not GET {path} on the port node.toml listens on"
                     )
             resources = container.get("resources", {})
             if not {"requests", "limits"} <= set(resources):
@@ -534,10 +538,10 @@ BROKEN = [
     ),
     (
         "k8s/deployment.yaml",
+        "            httpGet:\n              path: /ready\n              port: http\n            periodSeconds: 10",
         "            httpGet:\n              path: /health\n              port: http\n            periodSeconds: 10",
-        "            httpGet:\n              path: /healthz\n              port: http\n            periodSeconds: 10",
         "k8s",
-        "readinessProbe is not GET /health",
+        "readinessProbe is not GET /ready",
     ),
     (
         "k8s/deployment.yaml",

@@ -3,12 +3,14 @@ choice of node per package version (never one that has not applied it)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from schemas.errors import MalformedEventError, SignatureError
 from schemas.federation import (
+    SILENT_AFTER,
     NodeBook,
     NodeRegistration,
     NodeStatus,
@@ -132,6 +134,41 @@ def test_silent_nodes_are_defederated_and_retested_when_they_return() -> None:
     assert pick(registry, 1, "eu", now=later) is None
     registry.record_test(eu.public_key.keyid, True, "ok", later)
     assert registry.nodes[eu.public_key.keyid].admission == ADMITTED
+
+
+def test_a_node_that_said_goodbye_is_stopped_never_live_routed_or_tested() -> None:
+    eu, us = SigningKey.generate(), SigningKey.generate()
+    registry = admitted_registry((eu, "eu", 5), (us, "us", 5))
+    goodbye = replace(heartbeat(eu, "eu", 5), sequence=2, state="stopped")
+    registry.observe(goodbye, T0 + timedelta(seconds=1))
+    now = T0 + timedelta(seconds=2)
+    entry = registry.nodes[eu.public_key.keyid]
+
+    assert registry.shown_state(entry, now) == "stopped"
+    assert not registry.live(entry, now)
+    assert pick(registry, 1, "eu", now=now) == "us"  # the other region, not the stopped one
+    # Spot checks are due for both after a minute; the stopped one is left alone.
+    due = registry.due_for_test(T0 + timedelta(minutes=2))
+    assert [e.node_id for e in due] == [us.public_key.keyid]
+    # Still stopped long after: a goodbye does not turn into silence.
+    assert registry.shown_state(entry, T0 + timedelta(hours=1)) == "stopped"
+
+
+def test_a_node_unheard_for_longer_than_the_bound_is_silent_and_not_routed() -> None:
+    eu = SigningKey.generate()
+    registry = Registry()
+    assert registry.stale_after == SILENT_AFTER == timedelta(seconds=30)
+    registry.observe(registration(eu, "eu"), T0)
+    registry.observe(heartbeat(eu, "eu", 5), T0)
+    registry.record_test(eu.public_key.keyid, True, "ok", T0)
+    entry = registry.nodes[eu.public_key.keyid]
+
+    assert registry.shown_state(entry, T0 + SILENT_AFTER) == "in-sync"
+    assert registry.live(entry, T0 + SILENT_AFTER)
+    later = T0 + SILENT_AFTER + timedelta(seconds=1)
+    assert registry.shown_state(entry, later) == "silent"
+    assert not registry.live(entry, later)
+    assert pick(registry, 1, "eu", now=later) is None
 
 
 def test_full_mirrors_before_metadata_only_and_region_map() -> None:

@@ -1,5 +1,6 @@
-"""The status pages' pure parts: the lag chart, the package view, escaping, page answers.
-No sockets: pages are rendered through aiohttp's mocked requests over in-memory sources."""
+"""The status pages' pure parts: the lag chart, the package view, escaping, page answers,
+and the directory's rows of stopped and silent nodes. No sockets: pages are rendered
+through aiohttp's mocked requests over in-memory sources."""
 
 from __future__ import annotations
 
@@ -7,13 +8,16 @@ import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
+import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
-from schemas.federation import LagSample
+from schemas.federation import LagSample, NodeStatus, seal_registration, seal_status
 from schemas.package_state import PackageState, VersionRecord
 from schemas.signing import SigningKey
+from services.directory import Directory, DirectoryStatus
+from services.registry import RegionMap, Registry
 from services.status_pages import (
     NetworkView,
     NodeRow,
@@ -26,6 +30,8 @@ from services.status_pages import (
     package_view,
 )
 from services.trust_admin import DelegationSpec, build_root
+from streams.policy import ReplicationPolicy
+from streams.sync import registration_of
 
 NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
 ROOT_KEY, PUBLISHER, OLD_PUBLISHER = (SigningKey(seed=bytes([n]) * 32) for n in (1, 2, 3))
@@ -128,7 +134,9 @@ class MemorySource:
         self.trust = root(PUBLISHER)
 
     def network(self, now: datetime) -> NetworkView:
-        row = NodeRow("eu", "a" * 64, "http://eu.example", "in sync", "ok", "1 s ago", "1 KB", "v2")
+        row = NodeRow(
+            "eu", "a" * 64, "http://eu.example", "in sync", "in-sync", "ok", "1 s ago", "1 KB", "v2"
+        )
         return NetworkView("Network", [row], [Series("eu", samples(0, 1))], [("bad-signature", 4)])
 
     async def package(self, name: str) -> PackageView | None:
@@ -183,3 +191,86 @@ async def test_an_unknown_or_malformed_package_is_a_clear_404_or_400() -> None:
     assert malformed.status == 400 and "not a Composer package name" in (malformed.text or "")
     found = await answer("/status/packages?name=drupal/token")
     assert found.status == 302 and found.headers["Location"] == "/status/packages/drupal/token"
+
+
+# --- the directory's view of silent and stopped nodes ----------------------------------
+
+
+class NoStates:
+    def load(self, package: str) -> PackageState | None:
+        return None
+
+    def packages(self) -> list[str]:
+        return []
+
+
+def signed_records(index: int, region: str, state: str, at: datetime) -> tuple[str, bytes, bytes]:
+    """A node's id, its signed registration and one signed heartbeat sent at ``at`` (by
+    its own clock)."""
+    key = SigningKey(seed=bytes([index + 10]) * 32)
+    registration = registration_of(key, region, f"http://{region}.example", ReplicationPolicy())
+    status = NodeStatus(
+        node_id=key.public_key.keyid,
+        region=region,
+        base_url=f"http://{region}.example",
+        sequence=1,
+        heartbeat_at=at,
+        partitions=(),
+        events_behind=0,
+        behind_is_lower_bound=False,
+        seconds_behind=None,
+        artifacts_pending=0,
+        rejected_total=0,
+        store_bytes=0,
+        trust_root_version=2,
+        state=state,
+        detail="the node was shut down" if state == "stopped" else "",
+    )
+    return key.public_key.keyid, seal_registration(registration, key), seal_status(status, key)
+
+
+async def test_the_directory_shows_stopped_and_silent_nodes_on_its_own_clock() -> None:
+    """Liveness is judged on the directory's clock of arrival: a node whose clock is a day
+    behind is in sync, one whose clock is a day ahead but not heard for 31 s is silent."""
+    heard_at = [NOW]
+    directory = Directory(
+        broker_url="kafka://127.0.0.1:1",
+        status_topic="fair.status",
+        states=NoStates(),
+        registry=Registry(),
+        regions=RegionMap(),
+        clock=lambda: heard_at[0],
+    )
+    nodes = {
+        "eu": signed_records(0, "eu", "in-sync", NOW - timedelta(days=1)),
+        "us": signed_records(1, "us", "stopped", NOW),
+        "ap": signed_records(2, "ap", "in-sync", NOW + timedelta(days=1)),
+    }
+    for region, (node_id, registration, heartbeat) in nodes.items():
+        heard_at[0] = NOW - timedelta(seconds=31 if region == "ap" else 1)
+        directory._on_record(registration)
+        directory._on_record(heartbeat)
+        directory.registry.record_test(node_id, True, "served drupal/token", heard_at[0])
+    heard_at[0] = NOW
+
+    view = DirectoryStatus(directory, lambda: root(PUBLISHER), None).network(NOW)
+    rows = {row.region: row for row in view.rows}
+    listed = orjson.loads(
+        (await directory.nodes_json(make_mocked_request("GET", "/nodes.json"))).body  # type: ignore[arg-type]
+    )
+    listed_by_region = {node["region"]: node for node in listed["nodes"]}
+
+    assert (rows["eu"].state, rows["eu"].health, rows["eu"].sync) == ("in-sync", "ok", "in sync")
+    assert rows["eu"].admission == "admitted"
+    assert (rows["us"].state, rows["us"].health) == ("stopped", "down")
+    assert rows["us"].sync == "stopped: the node was shut down"
+    assert rows["us"].admission == "stopped" and "said goodbye" in rows["us"].reason
+    assert (rows["ap"].state, rows["ap"].health) == ("silent", "down")
+    assert rows["ap"].sync == "silent: no heartbeat for more than 30 s"
+    assert rows["ap"].admission == "silent" and "sent no clients" in rows["ap"].reason
+    assert {r: (n["state"], n["live"]) for r, n in listed_by_region.items()} == {
+        "eu": ("in-sync", True),
+        "us": ("stopped", False),
+        "ap": ("silent", False),
+    }
+    assert listed_by_region["ap"]["heartbeat_state"] == "in-sync"

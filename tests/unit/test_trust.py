@@ -28,6 +28,7 @@ from schemas.signing import PublicKey, Signature, SignedEvent, SigningKey
 from schemas.trust import (
     Delegation,
     TrustRoot,
+    delegation_problem,
     follow_rotations,
     load_pinned_root,
     verify_event,
@@ -590,3 +591,15 @@ def test_a_forged_second_signature_is_not_counted_as_a_signer() -> None:
     forged = Signature(keyid(PUB_B), PUB_A.sign(payload).sig)
     data = SignedEvent(payload, (PUB_A.sign(payload), forged)).to_bytes()
     assert verify_event_signers(data, V1, now=NOW)[1] == (keyid(PUB_A),)
+
+
+def test_a_publishers_tools_learn_before_signing_whether_nodes_would_refuse_the_keys() -> None:
+    two_needed = make_root(publisher_threshold=2)
+    assert delegation_problem(two_needed, "drupal/token", [keyid(PUB_A), keyid(PUB_B)]) is None
+    too_few = delegation_problem(two_needed, "drupal/token", [keyid(PUB_A), keyid(OUTSIDER)])
+    assert too_few is not None and "2 needed" in too_few and "threshold-not-met" in too_few
+    outsider = delegation_problem(V1, "drupal/token", [keyid(ROOT_A)])
+    assert outsider is not None and "include 0 of them" in outsider
+    assert "undelegated-key" in outsider
+    nobody = delegation_problem(V1, "acme/widget", [keyid(PUB_A)])
+    assert nobody is not None and "delegates acme/* to no publisher" in nobody
