@@ -515,8 +515,11 @@ def _extra_with_drupal_version(extra: Any, drupal_version: str, *, where: str) -
     return extra
 
 
-def with_dist_url(entry: dict[str, Any], url: str) -> dict[str, Any]:
-    """Return a copy of a version entry whose ``dist.url`` is ``url`` (the rest shared).
+def with_dist_url(
+    entry: dict[str, Any], url: str, *, reference: str | None = None
+) -> dict[str, Any]:
+    """Return a copy of a version entry whose ``dist.url`` is ``url`` (and ``dist.reference``
+    is ``reference``, when given); the rest shared.
 
     Raises:
         MalformedEventError: the entry has no ``dist`` object.
@@ -535,4 +538,6 @@ def with_dist_url(entry: dict[str, Any], url: str) -> dict[str, Any]:
         if key == "type":
             new_dist["url"] = url
     new_dist.setdefault("url", url)
+    if reference is not None:
+        new_dist["reference"] = reference
     return {**entry, "dist": new_dist}

@@ -118,6 +118,8 @@ class ReleasePublished:
     artifact: Artifact
     composer: dict[str, Any]
     sequence: int = 0
+    #: A dev version's new build: the sha256 of the build it replaces (None: a first build).
+    rebuild_of: str | None = None
 
     def __post_init__(self) -> None:
         _check_safe_text(self.package, "package name")
@@ -136,6 +138,8 @@ class ReleasePublished:
             problems.append(f"artifact.origin_url {self.artifact.origin_url!r} is not http(s)")
         if self.sequence < 0:
             problems.append(f"sequence is negative ({self.sequence})")
+        if self.rebuild_of is not None and not HEX_SHA256.fullmatch(self.rebuild_of):
+            problems.append("rebuild_of is not 64 lower-case hex digits")
         _check_time(self.published_at, "published_at", problems)
         _raise_if(problems, f"release event for {self.package}")
 
@@ -144,6 +148,7 @@ class ReleasePublished:
         return encode(
             load_schema(self.family),
             {
+                "rebuild_of": self.rebuild_of,
                 "package": self.package,
                 "drupal_version": self.drupal_version,
                 "version": self.version,
@@ -175,6 +180,7 @@ class ReleasePublished:
             published_at=record["published_at"],
             artifact=Artifact(**record["artifact"]),
             composer=composer,
+            rebuild_of=record.get("rebuild_of"),
         )
 
     @classmethod

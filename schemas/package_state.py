@@ -30,7 +30,7 @@ from schemas.events import (
     ReleaseYanked,
     SecurityAdvisory,
 )
-from schemas.versions import normalize_version
+from schemas.versions import is_dev, normalize_version
 
 
 @dataclass(frozen=True)
@@ -177,6 +177,14 @@ def _publish(
             "comes back: publish a new version instead"
         )
     current = state.versions.get(event.version)
+    dev = is_dev(event.version)
+    if event.rebuild_of is not None and not dev:
+        raise VersionConflictError(
+            f"{event.package} {event.version} is a tagged version and this event claims to "
+            f"rebuild it: only a dev version is rebuilt (tagged versions are immutable: "
+            "publish a new version instead)"
+        )
+    yanked = None
     if current is not None:
         same = (current.sha256, current.sha1, current.size) == (
             event.artifact.sha256,
@@ -185,11 +193,26 @@ def _publish(
         )
         if same:
             return Transition(state)
-        raise VersionConflictError(
-            f"{event.package} {event.version} was already published with sha256 "
-            f"{current.sha256}; this event claims {event.artifact.sha256}. Published versions "
-            "are immutable: publish a new version instead"
-        )
+        if not dev:
+            raise VersionConflictError(
+                f"{event.package} {event.version} was already published with sha256 "
+                f"{current.sha256}; this event claims {event.artifact.sha256}. Published "
+                "versions are immutable: publish a new version instead"
+            )
+        if event.rebuild_of is None:
+            raise VersionConflictError(
+                f"{event.package} {event.version} already has build {current.sha256}; this "
+                f"event brings other bytes ({event.artifact.sha256}) but names no build it "
+                "replaces: a new build of a dev version must say rebuild_of="
+                f"{current.sha256}"
+            )
+        if event.rebuild_of != current.sha256:
+            raise VersionConflictError(
+                f"{event.package} {event.version}: this build replaces {event.rebuild_of}, "
+                f"but the current build is {current.sha256} (an old build replayed, or a "
+                "fork of the build history)"
+            )
+        yanked = current.yanked  # a yank is of the version: a new build stays yanked
     record = VersionRecord(
         drupal_version=event.drupal_version,
         sha256=event.artifact.sha256,
@@ -199,6 +222,7 @@ def _publish(
         origin_url=event.artifact.origin_url,
         position=position,
         signed_by=signed_by,
+        yanked=yanked,
     )
     return Transition(
         replace(state, versions={**state.versions, event.version: record}), fetch=event.artifact
@@ -244,7 +268,8 @@ def _advise(state: PackageState, event: SecurityAdvisory) -> Transition:
 
 
 def render_documents(state: PackageState, public_url: str) -> dict[str, bytes]:
-    """The p2 documents of a package, with dist URLs on this node; yanked versions left out.
+    """The p2 documents of a package, with dist URLs on this node (a dev version's reference
+    is its build's sha1); yanked versions left out.
 
     The stable document carries the package's security advisories, which Composer
     reads from there when ``packages.json`` says ``"security-advisories": {"metadata": true}``.
@@ -253,6 +278,10 @@ def render_documents(state: PackageState, public_url: str) -> dict[str, bytes]:
         with_dist_url(
             record.composer,
             public_url.rstrip("/") + layout.dist_path(state.package, version, record.sha256),
+            # A dev version is rebuilt on every commit: its reference names the build, so
+            # `composer update` installs a new one (and Composer's zip cache, keyed by the
+            # reference, never hands back an old build).
+            reference=record.sha1 if is_dev(version) else None,
         )
         for version, record in state.versions.items()
         if record.yanked is None

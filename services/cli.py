@@ -255,6 +255,14 @@ def keys_generate(path: Path) -> None:
     metavar="NAME:CONSTRAINT",
     help="A Composer requirement, overriding the zip's composer.json; repeatable.",
 )
+@click.option(
+    "--rebuild-of",
+    default=None,
+    metavar="SHA256",
+    help="A new build of a dev version (1.x-dev): the sha256 of the build it replaces, the "
+    "one nodes serve now (their /status/packages/NAME page shows it). Tagged versions are "
+    "immutable: nodes refuse a rebuild of one.",
+)
 @SIGNERS_ROOT_OPTION
 @BROKER_OPTION
 @TOPIC_PREFIX_OPTION
@@ -267,6 +275,7 @@ def publish(
     origin_url: str,
     key_paths: tuple[Path, ...],
     requires: tuple[str, ...],
+    rebuild_of: str | None,
     root_path: Path | None,
     broker: str | None,
     topic_prefix: str,
@@ -298,6 +307,7 @@ def publish(
         zip_path=zip_path,
         origin_url=origin_url,
         metadata=metadata,
+        rebuild_of=rebuild_of,
     )
     ensure_topics(broker_url, topics.partitions(partitions))
     producer = EventProducer(broker_url)

@@ -117,6 +117,7 @@ def build_release(
     metadata: Mapping[str, Any] | None = None,
     published_at: datetime | None = None,
     sequence: int | None = None,
+    rebuild_of: str | None = None,
 ) -> ReleasePublished:
     """The release event for a zip; metadata from its composer.json, overridden by ``metadata``.
 
@@ -151,6 +152,7 @@ def build_release(
         ),
         composer=entry,
         sequence=next_sequence() if sequence is None else sequence,
+        rebuild_of=rebuild_of,
     )
 
 

@@ -10,13 +10,19 @@ import orjson
 
 
 def sample_zip(
-    dest_dir: Path, project: str, drupal_version: str, require: Mapping[str, str] | None = None
+    dest_dir: Path,
+    project: str,
+    drupal_version: str,
+    require: Mapping[str, str] | None = None,
+    *,
+    build: str | None = None,
 ) -> Path:
     """Write ``<project>-<drupal_version>.zip`` as drupal.org packages it and return its path.
 
     The zip holds ``<project>/composer.json``, ``<project>.info.yml`` and a
     ``.module`` file whose contents name the project and version, so an install
-    can be checked byte for byte.
+    can be checked byte for byte. ``build`` (a dev release rebuilt after a commit) is written
+    into the ``.module`` file: another build, other bytes.
     """
     dest_dir.mkdir(parents=True, exist_ok=True)
     path = dest_dir / f"{project}-{drupal_version}.zip"
@@ -35,6 +41,7 @@ def sample_zip(
         ).encode(),
         f"{project}/{project}.module": (
             f"<?php\n// {project} {drupal_version}: served by fairstream.\n"
+            + (f"// build {build}\n" if build is not None else "")
         ).encode(),
     }
     with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:

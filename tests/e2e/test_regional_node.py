@@ -3,6 +3,7 @@ expunges and advisories through the real composer, scale-out, and a replay from 
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import time
 import urllib.error
@@ -32,7 +33,8 @@ from schemas.events import (
     utc_now,
 )
 from schemas.signing import seal
-from services.publisher import next_sequence
+from services.publisher import build_release, next_sequence
+from services.sample_projects import sample_zip
 from streams.node import group_id
 from tests.e2e.harness import (
     RECORD_DELIMITER,
@@ -472,3 +474,84 @@ def test_a_replay_from_offset_zero_and_a_rebuild_change_nothing(federation: Fede
     assert result.returncode == 0, result.stderr
     assert "0 states and 0 p2 documents written" in result.stdout, result.stdout
     assert_unchanged(before, bucket_snapshot(store))
+
+
+def test_a_dev_release_takes_each_new_build_and_composer_update_installs_it(
+    federation: Federation, tmp_path: Path
+) -> None:
+    """Drupal.org rebuilds a -dev zip on every commit: each build is a new signed event that
+    names the build it replaces; a tagged version stays immutable; an old build never
+    comes back."""
+    first, zip_path = federation.release("devbuild", "8.x-1.x-dev")
+    federation.publish(first)
+    wait_until_served(federation, "drupal/devbuild", "1.x-dev", nodes=FULL)
+    eu = federation.nodes["eu"].url
+    site = tmp_path / "site"
+    result = localnet.composer_require(site, eu, ["drupal/devbuild:1.x-dev"])
+    assert result.returncode == 0, result.stderr
+    module = site / "vendor" / "drupal" / "devbuild" / "devbuild.module"
+    assert "// build" not in module.read_text()
+
+    # The next commit: the origin's zip is rebuilt in place, as ftp.drupal.org does.
+    sample_zip(zip_path.parent, "devbuild", "8.x-1.x-dev", build="2")
+    second = build_release(
+        package="drupal/devbuild",
+        drupal_version="8.x-1.x-dev",
+        zip_path=zip_path,
+        origin_url=first.artifact.origin_url,
+        rebuild_of=first.artifact.sha256,
+    )
+    assert second.artifact.sha256 != first.artifact.sha256
+    federation.publish(second)
+    for region in FULL:
+        node = federation.nodes[region].url
+        eventually(
+            lambda node=node: (
+                localnet.fetch_p2_versions(node, "drupal/devbuild")
+                .get("1.x-dev", {})
+                .get("dist", {})
+                .get("shasum")
+                == second.artifact.sha1
+            ),
+            f"{region} serves the second build of 1.x-dev",
+        )
+    update = localnet.composer(site, "update", "drupal/devbuild")
+    assert update.returncode == 0, update.stderr
+    assert "// build 2" in module.read_text()
+    lock = orjson.loads((site / "composer.lock").read_bytes())
+    [locked] = [p for p in lock["packages"] if p["name"] == "drupal/devbuild"]
+    assert locked["dist"]["shasum"] == second.artifact.sha1
+
+    # An old build cannot come back: its signed event again is a replay, re-signed with an
+    # older sequence a rollback, a build naming another predecessor a version conflict.
+    federation.publish_event(first)
+    stale = dataclasses.replace(
+        first, sequence=first.sequence + 1, rebuild_of=second.artifact.sha256
+    )
+    federation.publish_event(stale)
+    forked = dataclasses.replace(second, sequence=next_sequence(), rebuild_of=first.artifact.sha256)
+    federation.publish_event(
+        dataclasses.replace(forked, artifact=first.artifact, composer=first.composer)
+    )
+    # A tagged version never takes other bytes, even when the event says "rebuild".
+    tagged, tagged_zip = federation.release("devbuild", "8.x-1.0")
+    federation.publish(tagged)
+    wait_until_served(federation, "drupal/devbuild", "1.0.0", nodes=FULL)
+    sample_zip(tagged_zip.parent, "devbuild", "8.x-1.0", build="2")
+    retagged = build_release(
+        package="drupal/devbuild",
+        drupal_version="8.x-1.0",
+        zip_path=tagged_zip,
+        origin_url=tagged.artifact.origin_url,
+        rebuild_of=tagged.artifact.sha256,
+    )
+    federation.publish(retagged)
+    found = rejections_of(federation, "drupal/devbuild", 4 * len(FULL), timeout=60)
+    reasons = {(r.region, r.reason) for r in found}
+    for region in FULL:
+        assert {(region, "replay"), (region, "rollback")} <= reasons, found
+        assert sum(1 for r in found if (r.region, r.reason) == (region, "version-conflict")) >= 2
+    for region in FULL:
+        served = localnet.fetch_p2_versions(federation.nodes[region].url, "drupal/devbuild")
+        assert served["1.x-dev"]["dist"]["shasum"] == second.artifact.sha1
+        assert served["1.0.0"]["dist"]["shasum"] == tagged.artifact.sha1

@@ -146,7 +146,7 @@ def release(**changes: Any) -> ReleasePublished:
 
 def test_header_is_magic_then_fingerprint() -> None:
     data = release().to_bytes()
-    expected = crc64_avro(canonical_form("release_published/v2").encode()).to_bytes(8, "little")
+    expected = crc64_avro(canonical_form("release_published/v3").encode()).to_bytes(8, "little")
 
     assert data[:2] == b"\xc3\x01"
     assert data[2:10] == expected
@@ -454,10 +454,19 @@ def test_metadata_of_another_version_is_malformed() -> None:
 def test_a_v1_release_is_read_by_the_v2_reader_with_sequence_zero() -> None:
     v1 = codec.schema_family("release_published").versions[0]
     _, record = codec.decode(raw_release(), codec.load_schema("release_published"))
-    del record["sequence"]
+    del record["sequence"], record["rebuild_of"]
     data = codec.encode(v1, record)
 
     event = ReleasePublished.from_bytes(data)
 
     assert event.sequence == 0
     assert event.package == "drupal/token"
+    assert event.rebuild_of is None
+
+
+def test_a_v2_release_is_read_by_the_v3_reader_as_a_first_build() -> None:
+    v2 = codec.schema_family("release_published").versions[1]
+    _, record = codec.decode(raw_release(), codec.load_schema("release_published"))
+    del record["rebuild_of"]
+    event = ReleasePublished.from_bytes(codec.encode(v2, record))
+    assert event.rebuild_of is None and event.sequence == record["sequence"]

@@ -1007,3 +1007,82 @@ def test_a_loaded_state_renders_the_same_bytes(tmp_path: Path) -> None:
     assert loaded == state
     assert render_documents(loaded, PUBLIC_URL) == render_documents(state, PUBLIC_URL)
     assert loaded.to_json() == state.to_json()
+
+
+# ---------------------------------------------------------------------------
+# dev rebuilds: a -dev release is rebuilt upstream on every commit
+# ---------------------------------------------------------------------------
+
+
+def dev_build(content: bytes, *, sequence: int, rebuild_of: str | None = None) -> ReleasePublished:
+    """A build of drupal/token 8.x-1.x-dev whose zip is ``content``."""
+    built = release("8.x-1.x-dev", sequence=sequence, content=content)
+    return dataclasses.replace(built, rebuild_of=rebuild_of)
+
+
+def test_a_dev_version_takes_a_new_build_that_names_the_build_it_replaces() -> None:
+    first = dev_build(b"build one", sequence=1)
+    state = applied(first)
+    second = dev_build(b"build two", sequence=2, rebuild_of=first.artifact.sha256)
+
+    transition = apply(state, second, 1)
+
+    assert transition is not None and transition.fetch == second.artifact
+    record = transition.state.versions["1.x-dev"]
+    assert (record.sha256, record.sha1, record.position) == (
+        second.artifact.sha256,
+        second.artifact.sha1,
+        position(1),
+    )
+    (entry,) = p2_versions(
+        render_documents(transition.state, PUBLIC_URL), "p2/drupal/token~dev.json", TOKEN
+    )
+    # What makes `composer update` take the new build: another shasum and dist reference.
+    assert entry["dist"]["shasum"] == second.artifact.sha1
+    assert entry["dist"]["reference"] == second.artifact.sha1 != first.artifact.sha1
+    assert second.artifact.sha256 in entry["dist"]["url"]
+
+
+def test_a_new_dev_build_must_name_the_current_build_it_replaces() -> None:
+    first = dev_build(b"build one", sequence=1)
+    state = applied(first)
+    with pytest.raises(VersionConflictError, match="names no build it replaces"):
+        apply(state, dev_build(b"build two", sequence=2), 1)
+    elsewhere = hashlib.sha256(b"a build this node never had").hexdigest()
+    with pytest.raises(VersionConflictError, match=f"current build is {first.artifact.sha256}"):
+        apply(state, dev_build(b"build two", sequence=2, rebuild_of=elsewhere), 1)
+
+
+def test_an_older_dev_build_cannot_come_back() -> None:
+    first = dev_build(b"build one", sequence=1)
+    second = dev_build(b"build two", sequence=2, rebuild_of=first.artifact.sha256)
+    state = applied(first, second)
+    # The old build's signed event again, at another position: a replay.
+    with pytest.raises(ReplayError):
+        apply(state, first, 2)
+    # The old build re-signed with an old sequence: a rollback.
+    old = dev_build(b"build one", sequence=2, rebuild_of=second.artifact.sha256)
+    with pytest.raises(RollbackError):
+        apply(state, old, 2)
+    assert state.versions["1.x-dev"].sha256 == second.artifact.sha256
+
+
+def test_a_tagged_version_stays_immutable_even_when_an_event_claims_a_rebuild() -> None:
+    tagged = release("8.x-1.9", sequence=1, content=b"the 1.9 zip")
+    state = applied(tagged)
+    other = release("8.x-1.9", sequence=2, content=b"other bytes")
+    with pytest.raises(VersionConflictError, match="only a dev version is rebuilt"):
+        apply(state, dataclasses.replace(other, rebuild_of=tagged.artifact.sha256), 1)
+    with pytest.raises(VersionConflictError, match="immutable"):
+        apply(state, other, 1)
+
+
+def test_a_rebuild_of_a_dev_version_never_seen_here_is_its_first_build() -> None:
+    elsewhere = hashlib.sha256(b"an earlier build").hexdigest()
+    state = applied(dev_build(b"build two", sequence=5, rebuild_of=elsewhere))
+    assert state.versions["1.x-dev"].sha1 == hashlib.sha1(b"build two").hexdigest()
+
+
+def test_rebuild_of_must_be_a_sha256() -> None:
+    with pytest.raises(MalformedEventError, match="rebuild_of"):
+        dev_build(b"build two", sequence=2, rebuild_of="not a digest")
