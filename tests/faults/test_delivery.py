@@ -17,7 +17,7 @@ import orjson
 from connectors.kafka import bootstrap_servers
 from infra import localnet
 from schemas.events import REJECTED_PREFIX_BYTES, ReleaseRejected
-from schemas.signing import seal
+from schemas.signing import MAX_EVENT_BYTES, SignedEvent, seal
 from streams.faults import REFUSE_REJECTION
 from tests.faults.checker import included
 from tests.faults.harness import (
@@ -204,6 +204,57 @@ def test_poison_messages_from_kcat_are_recorded_with_their_reason_and_block_noth
         for entry in read_p2(url, "drupal/ghost"):
             assert entry.sha1 == ghost.artifact.sha1
     assert rejections(federation, "drupal/ghost", 0) == []
+
+
+def release_of_size(federation: FaultFederation, project: str, size: int) -> bytes:
+    """A release of ``project`` signed by the federation's key whose envelope is exactly
+    ``size`` bytes (its description is padded)."""
+    event = federation.release_of(project, "8.x-1.0")
+
+    def sealed(padding: int) -> bytes:
+        # Signed as seal does, without its size check: the test needs one byte too many.
+        composer = {**event.composer, "description": "x" * padding}
+        payload = dataclasses.replace(event, composer=composer).to_bytes()
+        return SignedEvent(payload, (federation.key.sign(payload),)).to_bytes()
+
+    base = len(sealed(0))
+    padding = size - base
+    for _ in range(8):  # the lengths of Avro's varints may grow with the padding: settle
+        found = len(sealed(padding))
+        if found == size:
+            return sealed(padding)
+        padding += size - found
+    raise AssertionError(f"no padding gives an envelope of exactly {size} bytes")
+
+
+def test_the_largest_event_the_contract_allows_is_served_and_one_byte_more_is_refused(
+    fault_federation: FaultFederation, tmp_path: Path
+) -> None:
+    """What the production shape must take: the node's consumer reads an event of exactly
+    MAX_EVENT_BYTES and applies it; one byte more is refused unread (docs/threat-model.md,
+    "Size limits, end to end")."""
+    federation = fault_federation
+    largest = release_of_size(federation, "largest", MAX_EVENT_BYTES)
+    above = release_of_size(federation, "above", MAX_EVENT_BYTES + 1)
+    kcat_produce(federation, "drupal/largest", largest, tmp_path)
+    kcat_produce(federation, "drupal/above", above, tmp_path)
+    deadline = time.monotonic() + 60
+    waiting = {"eu", "us"}
+    while waiting and time.monotonic() < deadline:
+        for region in list(waiting):
+            url = federation.region_url(region)
+            if url is not None and read_p2(url, "drupal/largest"):
+                waiting.discard(region)
+        time.sleep(0.3)
+    assert not waiting, f"the largest event allowed was not served by {waiting}"
+    found = rejections(federation, "drupal/above", len(federation.verifiers()))
+    assert {r.region for r in found} == federation.verifiers()
+    assert {r.reason for r in found} == {"oversized"}
+    assert all(r.record_size == MAX_EVENT_BYTES + 1 for r in found)
+    assert rejections(federation, "drupal/largest", 0) == []
+    for region in ("eu", "us"):
+        url = federation.region_url(region)
+        assert url is not None and read_p2(url, "drupal/above") == []
 
 
 def test_records_of_any_size_are_refused_unread_recorded_bounded_and_block_nothing(
