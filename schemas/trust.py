@@ -13,6 +13,7 @@ that is refused for any reason, a malformed new root included, raises
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -405,6 +406,17 @@ def verify_event(
     return verify_event_signers(data, root, now=now, max_artifact_size=max_artifact_size)[0]
 
 
+@dataclass(frozen=True)
+class VerifiedEvent:
+    """What verifying a signed record yields: the event, the delegated key ids whose
+    signatures verified (sorted), and the sha256 of the signed payload (its identity for
+    replay detection), from one decode of the envelope."""
+
+    event: PackageEvent
+    signed_by: tuple[str, ...]
+    payload_sha256: str
+
+
 def verify_event_signers(
     data: bytes,
     root: TrustRoot,
@@ -412,8 +424,21 @@ def verify_event_signers(
     now: datetime,
     max_artifact_size: int | None = None,
 ) -> tuple[PackageEvent, tuple[str, ...]]:
+    """The package event in ``data`` and the key ids that signed it; see ``verify_signed``."""
+    verified = verify_signed(data, root, now=now, max_artifact_size=max_artifact_size)
+    return verified.event, verified.signed_by
+
+
+def verify_signed(
+    data: bytes,
+    root: TrustRoot,
+    *,
+    now: datetime,
+    max_artifact_size: int | None = None,
+) -> VerifiedEvent:
     """The package event in ``data`` (a SignedEvent), if ``root`` lets it be applied at ``now``,
-    and the key ids of the delegated keys whose signatures verified (sorted).
+    with the key ids of the delegated keys whose signatures verified (sorted) and the sha256
+    of its payload.
 
     Checks, in this order, each raising its own ``RejectedError``:
     root expired (``RootExpiredError``); envelope and payload decode
@@ -463,7 +488,9 @@ def verify_event_signers(
             "is refused without download: raise the node's max artifact size if the release "
             "is genuine"
         )
-    return event, tuple(sorted(signers))
+    return VerifiedEvent(
+        event, tuple(sorted(signers)), hashlib.sha256(envelope.payload).hexdigest()
+    )
 
 
 def _check_signatures(

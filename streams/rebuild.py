@@ -29,10 +29,10 @@ from connectors.store import ObjectStore
 from connectors.view_store import LocalView, ViewFollower
 from schemas import layout
 from schemas.errors import RejectedError, SignatureError
-from schemas.events import Artifact, PackageEvent, ReleasePublished, decode_package_event
+from schemas.events import Artifact, ReleasePublished, decode_package_event
 from schemas.package_state import PackageState, apply_event
 from schemas.signing import SignedEvent
-from schemas.trust import TrustRoot, verify_event_signers
+from schemas.trust import TrustRoot, VerifiedEvent, verify_signed
 from schemas.view import changed_documents, removal
 from streams.policy import ReplicationPolicy
 from streams.region_view import view_of
@@ -210,22 +210,20 @@ def rebuild_region(
             on_record()
             position = f"{topic}:{partition}:{offset}"
             try:
-                event, signed_by = verify_event_signers(
-                    value, root, now=now, max_artifact_size=max_artifact_size
-                )
+                verified = verify_signed(value, root, now=now, max_artifact_size=max_artifact_size)
             except SignatureError as exc:
                 earlier = _applied_before(value, position, states, stored)
                 if earlier is None:
                     report.refused[exc.reason] += 1
                     continue
-                event, signed_by = earlier
+                verified = earlier
                 report.kept_from_earlier_roots += 1
             except RejectedError as exc:
                 report.refused[exc.reason] += 1
                 continue
+            event, signed_by, digest = verified.event, verified.signed_by, verified.payload_sha256
             if not policy.serves(event.package):
                 continue
-            digest = hashlib.sha256(SignedEvent.from_bytes(value).payload).hexdigest()
             state = built.get(event.package) or PackageState(event.package)
             try:
                 transition = apply_event(
@@ -254,7 +252,7 @@ def _applied_before(
     position: str,
     states: RebuildTarget,
     stored: dict[str, PackageState | None],
-) -> tuple[PackageEvent, tuple[str, ...]] | None:
+) -> VerifiedEvent | None:
     """The event at ``position`` if the region's stored state records it applied there, and
     the key ids that verified it then (kept with a published version)."""
     try:
@@ -269,7 +267,7 @@ def _applied_before(
     if state is None or state.applied.get(digest) != position:
         return None
     record = state.versions.get(event.version) if isinstance(event, ReleasePublished) else None
-    return event, record.signed_by if record is not None else ()
+    return VerifiedEvent(event, record.signed_by if record is not None else (), digest)
 
 
 def _write_package(

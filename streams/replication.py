@@ -18,7 +18,6 @@ the fetch is parked in ``pending/`` and retried with backoff by
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 import zipfile
@@ -45,8 +44,7 @@ from schemas.errors import (
 )
 from schemas.events import Artifact, PackageEvent, ReleasePublished, ReplicaAvailable
 from schemas.package_state import PackageState, VersionRecord, apply_event, render_documents
-from schemas.signing import SignedEvent
-from schemas.trust import TrustRoot, verify_event_signers
+from schemas.trust import TrustRoot, verify_signed
 from streams.artifacts import HotStats, ReplicaRegistry, choose_evictions
 from streams.faults import (
     AFTER_METADATA_WRITE,
@@ -201,14 +199,13 @@ class ReleaseReplicator:
     def verify(self, value: bytes, position: str, *, root: TrustRoot | None = None) -> Verified:
         """Verify a record against ``root`` (default: the trust root in force, ours; a peer
         network's records are verified against its own); raises ``RejectedError``."""
-        event, signed_by = verify_event_signers(
+        verified = verify_signed(
             value,
             root if root is not None else self._root(),
             now=self._clock(),
             max_artifact_size=self._max_artifact_size,
         )
-        digest = hashlib.sha256(SignedEvent.from_bytes(value).payload).hexdigest()
-        return Verified(event, digest, position, signed_by)
+        return Verified(verified.event, verified.payload_sha256, position, verified.signed_by)
 
     async def apply(self, value: bytes, position: str) -> Applied:
         """Verify and apply one record; effects are durable on return.
