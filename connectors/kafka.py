@@ -614,22 +614,32 @@ def region_sync(
     return found
 
 
-def published_releases(
-    broker_url: str, topic: str, *, idle_timeout: float = 30.0
-) -> set[tuple[str, str]]:
-    """The (package, version) of every release event on ``topic``: the log as the ledger.
+@dataclass(frozen=True)
+class PublishedBuild:
+    """The newest release event of one (package, version) on the log: the build it names."""
 
-    Reads every partition from its beginning to its end, keeping only the
-    pairs, so that a catalogue of any size fits in memory. Records are decoded
-    (``decode_package_event``) but not verified: a release anyone produced
-    counts as published, since a (package, version) is immutable. Records that
-    do not decode as a package event are passed over. A topic that does not
-    exist holds nothing. Raises ``BrokerUnavailableError``.
+    sha1: str
+    sha256: str
+    sequence: int
+
+
+def published_builds(
+    broker_url: str, topic: str, *, idle_timeout: float = 30.0
+) -> dict[tuple[str, str], PublishedBuild]:
+    """Every (package, version) released on ``topic``, with the build its newest event (the
+    highest sequence) names: the log as the ledger.
+
+    Reads every partition from its beginning to its end, keeping only these, so that a
+    catalogue of any size fits in memory. Records are decoded (``decode_package_event``)
+    but not verified: a release anyone produced counts as published (a tagged version is
+    immutable; a dev version's next build names the one nodes hold). Records that do not
+    decode as a package event are passed over. A topic that does not exist holds nothing.
+    Raises ``BrokerUnavailableError``.
     """
     positions = dict.fromkeys(topic_partitions(broker_url, topic, timeout=idle_timeout), 0)
     if not positions:
-        return set()
-    found: set[tuple[str, str]] = set()
+        return {}
+    found: dict[tuple[str, str], PublishedBuild] = {}
     for _, _, value, _ in _iter_to_end(
         broker_url, topic, positions, limit=1 << 62, timeout=idle_timeout
     ):
@@ -638,8 +648,19 @@ def published_releases(
         except RejectedError:
             continue
         if isinstance(event, ReleasePublished):
-            found.add((event.package, event.version))
+            key = (event.package, event.version)
+            known = found.get(key)
+            if known is None or event.sequence > known.sequence:
+                artifact = event.artifact
+                found[key] = PublishedBuild(artifact.sha1, artifact.sha256, event.sequence)
     return found
+
+
+def published_releases(
+    broker_url: str, topic: str, *, idle_timeout: float = 30.0
+) -> set[tuple[str, str]]:
+    """The (package, version) of every release event on ``topic`` (see ``published_builds``)."""
+    return set(published_builds(broker_url, topic, idle_timeout=idle_timeout))
 
 
 class TopicFollower:

@@ -515,11 +515,8 @@ def _extra_with_drupal_version(extra: Any, drupal_version: str, *, where: str) -
     return extra
 
 
-def with_dist_url(
-    entry: dict[str, Any], url: str, *, reference: str | None = None
-) -> dict[str, Any]:
-    """Return a copy of a version entry whose ``dist.url`` is ``url`` (and ``dist.reference``
-    is ``reference``, when given); the rest shared.
+def with_dist_url(entry: dict[str, Any], url: str) -> dict[str, Any]:
+    """Return a copy of a version entry whose ``dist.url`` is ``url`` (the rest shared).
 
     Raises:
         MalformedEventError: the entry has no ``dist`` object.
@@ -538,6 +535,4 @@ def with_dist_url(
         if key == "type":
             new_dist["url"] = url
     new_dist.setdefault("url", url)
-    if reference is not None:
-        new_dist["reference"] = reference
     return {**entry, "dist": new_dist}

@@ -268,8 +268,7 @@ def _advise(state: PackageState, event: SecurityAdvisory) -> Transition:
 
 
 def render_documents(state: PackageState, public_url: str) -> dict[str, bytes]:
-    """The p2 documents of a package, with dist URLs on this node (a dev version's reference
-    is its build's sha1); yanked versions left out.
+    """The p2 documents of a package, with dist URLs on this node; yanked versions left out.
 
     The stable document carries the package's security advisories, which Composer
     reads from there when ``packages.json`` says ``"security-advisories": {"metadata": true}``.
@@ -278,10 +277,6 @@ def render_documents(state: PackageState, public_url: str) -> dict[str, bytes]:
         with_dist_url(
             record.composer,
             public_url.rstrip("/") + layout.dist_path(state.package, version, record.sha256),
-            # A dev version is rebuilt on every commit: its reference names the build, so
-            # `composer update` installs a new one (and Composer's zip cache, keyed by the
-            # reference, never hands back an old build).
-            reference=record.sha1 if is_dev(version) else None,
         )
         for version, record in state.versions.items()
         if record.yanked is None

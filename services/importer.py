@@ -46,9 +46,10 @@ from connectors.composer_repo import (
 from connectors.kafka import (
     Delivered,
     EventProducer,
+    PublishedBuild,
     Topics,
     ensure_topics,
-    published_releases,
+    published_builds,
 )
 from schemas import composer as composer_documents
 from schemas.errors import (
@@ -72,7 +73,7 @@ from schemas.events import (
     utc_now,
 )
 from schemas.signing import SigningKey, seal
-from schemas.versions import drupal_to_composer, normalize_version, version_sort_key
+from schemas.versions import drupal_to_composer, is_dev, normalize_version, version_sort_key
 from services.publisher import next_sequence
 
 __all__ = [
@@ -159,6 +160,8 @@ class Candidate:
     composer: dict[str, Any]
     published_at: datetime | None
     version_normalized: str
+    #: A dev version the topic has with another build: the sha256 of that build.
+    rebuild_of: str | None = None
 
 
 @dataclass(frozen=True)
@@ -190,12 +193,15 @@ def plan_package(
     documents: Sequence[Mapping[str, Sequence[Mapping[str, Any]]]],
     *,
     published: Set[str] = frozenset(),
+    builds: Mapping[str, PublishedBuild] | None = None,
 ) -> PackagePlan:
     """Sort a package's p2 entries (expanded, per package name) into candidates and skips.
 
     ``documents`` are what ``connectors.composer_repo.parse_p2`` returns for
     ``p2/<package>.json`` and ``~dev.json``; ``published`` holds the versions
-    of ``package`` the releases topic already has. Candidates come oldest
+    of ``package`` the releases topic already has, ``builds`` the build the topic names
+    for each (a dev version whose zip upstream has another ``dist.shasum`` is a candidate
+    again: a new build naming the published one in ``rebuild_of``). Candidates come oldest
     first (Composer's order), so that their sequences increase with the
     version. An entry is skipped when it names another package, is already
     published, has no Drupal.org version that maps to its ``version``, has no
@@ -212,7 +218,7 @@ def plan_package(
     for document in documents:
         for name, entries in document.items():
             for entry in entries:
-                outcome = _candidate(package, name, entry, published)
+                outcome = _candidate(package, name, entry, published, builds or {})
                 if isinstance(outcome, Skipped):
                     skipped.append(outcome)
                     continue
@@ -221,7 +227,7 @@ def plan_package(
                     continue
                 normalized = outcome.version_normalized
                 same = seen.get(normalized) or published_normalized.get(normalized)
-                if same is not None:
+                if same is not None and not (outcome.rebuild_of and same == outcome.version):
                     skipped.append(
                         _skip(
                             outcome,
@@ -259,7 +265,11 @@ def _servable(package: str, candidates: list[Candidate]) -> tuple[list[Candidate
 
 
 def _candidate(
-    package: str, listed_as: str, entry: Mapping[str, Any], published: Set[str]
+    package: str,
+    listed_as: str,
+    entry: Mapping[str, Any],
+    published: Set[str],
+    builds: Mapping[str, PublishedBuild],
 ) -> Candidate | Skipped:
     """One entry's candidate, or why it is skipped; the checks run from cheap to thorough."""
     version = entry.get("version")
@@ -275,8 +285,11 @@ def _candidate(
         )
     if shown is None:
         return Skipped(package, None, SkipReason.INVALID_VERSION, "entry has no string 'version'")
+    rebuild_of = None
     if shown in published:
-        return Skipped(package, shown, SkipReason.ALREADY_PUBLISHED, "on the releases topic")
+        rebuild_of = _rebuilt(shown, entry, builds.get(shown))
+        if rebuild_of is None:
+            return Skipped(package, shown, SkipReason.ALREADY_PUBLISHED, "on the releases topic")
     try:
         check_version_text(shown)
     except UnsafeNameError as exc:
@@ -361,7 +374,20 @@ def _candidate(
         composer=composer,
         published_at=_release_time(entry),
         version_normalized=normalized,
+        rebuild_of=rebuild_of,
     )
+
+
+def _rebuilt(version: str, entry: Mapping[str, Any], build: PublishedBuild | None) -> str | None:
+    """The sha256 of the published build of a dev ``version`` whose zip upstream was rebuilt
+    (its ``dist.shasum`` is another), else None: nothing to publish again."""
+    if build is None or not is_dev(version):
+        return None
+    dist = entry.get("dist")
+    shasum = dist.get("shasum") if isinstance(dist, Mapping) else None
+    if not isinstance(shasum, str) or not HEX_SHA1.fullmatch(shasum) or shasum == build.sha1:
+        return None
+    return build.sha256
 
 
 def _drupal_version(entry: Mapping[str, Any], dist: Mapping[str, Any]) -> str | None:
@@ -433,6 +459,10 @@ def release_event(
     composer = candidate.composer
     if composer["dist"].get("shasum") != digest.sha1:
         composer = {**composer, "dist": {**composer["dist"], "shasum": digest.sha1}}
+    if candidate.rebuild_of is not None:
+        # A new build keeps the source's entry but for its reference, which names the build:
+        # with the reference unchanged, `composer update` would keep the old build installed.
+        composer = {**composer, "dist": {**composer["dist"], "reference": digest.sha1}}
     try:
         event = ReleasePublished(
             package=candidate.package,
@@ -447,6 +477,7 @@ def release_event(
             ),
             composer=composer,
             sequence=sequence,
+            rebuild_of=candidate.rebuild_of,
         )
         check_consistency(event)
     except RejectedError as exc:
@@ -611,11 +642,11 @@ async def import_repository(
         ensure_topics, settings.broker_url, settings.topics.partitions(settings.partitions)
     )
     ledger = await asyncio.to_thread(
-        published_releases, settings.broker_url, settings.topics.releases
+        published_builds, settings.broker_url, settings.topics.releases
     )
-    published: dict[str, set[str]] = {}
-    for package, version in ledger:
-        published.setdefault(package, set()).add(version)
+    published: dict[str, dict[str, PublishedBuild]] = {}
+    for (package, version), build in ledger.items():
+        published.setdefault(package, {})[version] = build
 
     own_producer = None
     if producer is None:
@@ -661,7 +692,7 @@ class _ImportRun:
         settings: ImportSettings,
         repository: ComposerRepository,
         index: RepositoryIndex,
-        published: Mapping[str, Set[str]],
+        published: Mapping[str, Mapping[str, PublishedBuild]],
         work_dir: Path,
         report: ImportReport,
         observer: ImportObserver,
@@ -726,7 +757,8 @@ class _ImportRun:
             return [], [
                 Skipped(package, None, SkipReason.PACKAGE_NOT_FOUND, "its p2 document is a 404")
             ]
-        plan = plan_package(package, documents, published=self.published.get(package, set()))
+        builds = self.published.get(package, {})
+        plan = plan_package(package, documents, published=set(builds), builds=builds)
         skipped = list(plan.skipped)
         # Looked up in place: a task per release only for the zips that must be downloaded.
         listed = [self._listed_digest(candidate) for candidate in plan.candidates]

@@ -142,6 +142,10 @@ def build_release(
         sha1=digest.sha1,
         metadata={**carried, **(metadata or {})},
     )
+    if drupal_version.endswith("-dev"):
+        # A dev release is rebuilt on every commit: its reference names the build, so that
+        # `composer update` sees each new build and installs it (nodes serve it as signed).
+        entry["dist"] = {**entry["dist"], "reference": digest.sha1}
     return ReleasePublished(
         package=package,
         drupal_version=drupal_version,

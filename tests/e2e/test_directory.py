@@ -339,12 +339,18 @@ def test_a_stopped_region_keeps_the_versions_it_has_and_gets_new_ones_once_caugh
         )
         # ap advertises nothing it has not applied.
         assert "3.2.0" not in localnet.fetch_p2_versions(frontend.url, "drupal/ctools")
-        behind = next(
-            n
-            for n in get_json(f"{directory.url}/nodes.json")["nodes"]
-            if n["base_url"] == frontend.url
-        )
-        assert behind["events_behind"] >= 1 and behind["state"] == "catching-up"
+
+        # ... and says it is behind, once its next heartbeat has counted (every second;
+        # counting a region's lag on this catalogue can take longer than that).
+        def frontend_behind() -> bool:
+            entry = next(
+                n
+                for n in get_json(f"{directory.url}/nodes.json")["nodes"]
+                if n["base_url"] == frontend.url
+            )
+            return bool(entry["events_behind"] >= 1 and entry["state"] == "catching-up")
+
+        eventually(frontend_behind, "ap's frontend says ap is catching up", timeout=20)
     finally:
         os.kill(worker.process.pid, signal.SIGCONT)
     eventually(

@@ -30,6 +30,7 @@ from infra import devstack, localnet
 from schemas.composer import expand, minify
 from schemas.errors import BrokerUnavailableError, MalformedEventError, OriginUnavailableError
 from schemas.events import ReleasePublished, utc_now
+from schemas.package_state import PackageState, apply_event
 from schemas.signing import SigningKey
 from schemas.trust import TrustRoot, verify_event
 from services.demo import write_key_pair
@@ -225,6 +226,52 @@ async def test_import_publishes_every_version_signed_and_then_nothing_twice(
     assert again.published == 0
     assert dict(again.skipped) == {SkipReason.ALREADY_PUBLISHED: ALL_VERSIONS}
     assert len(topic_events(stack, topics, trust_root)) == ALL_VERSIONS
+
+
+async def test_an_upstream_rebuild_of_a_dev_zip_is_published_as_its_next_build(
+    source: Source,
+    stack: devstack.Stack,
+    topics: Topics,
+    key: SigningKey,
+    trust_root: TrustRoot,
+    tmp_path: Path,
+) -> None:
+    await import_repository(settings_for(source, stack, topics, key))
+    [first] = [e for e in topic_events(stack, topics, trust_root) if e.version == "1.x-dev"]
+    # The next commit on the branch: packages.drupal.org serves another zip and shasum.
+    rebuilt = sample_zip(tmp_path / "rebuilt", "token", TOKEN_DEV, build="2").read_bytes()
+    path = f"/files/projects/token-{TOKEN_DEV}.zip"
+    source.files[path] = rebuilt
+    dev = orjson.loads(source.files["/p2/drupal/token~dev.json"])
+    [entry] = expand(dev["packages"]["drupal/token"])
+    entry["dist"]["shasum"] = hashlib.sha1(rebuilt).hexdigest()
+    dev["packages"]["drupal/token"] = minify([entry])
+    source.files["/p2/drupal/token~dev.json"] = orjson.dumps(dev)
+
+    again = await import_repository(settings_for(source, stack, topics, key))
+
+    assert again.published == 1, again.examples
+    assert dict(again.skipped) == {SkipReason.ALREADY_PUBLISHED: ALL_VERSIONS - 1}
+    events = [e for e in topic_events(stack, topics, trust_root) if e.version == "1.x-dev"]
+    assert [e.rebuild_of for e in events] == [None, first.artifact.sha256]
+    second = events[1]
+    assert second.artifact.sha256 == hashlib.sha256(rebuilt).hexdigest()
+    assert second.sequence > first.sequence
+    # Its reference names the build: `composer update` installs it.
+    assert second.composer["dist"]["reference"] == second.artifact.sha1
+    assert first.composer["dist"]["reference"] == "8.x-1.x"
+    # A node applies it on top of the first build.
+    state = PackageState("drupal/token")
+    for offset, event in enumerate(events):
+        transition = apply_event(
+            state, event, digest=hashlib.sha256(event.to_bytes()).hexdigest(), position=str(offset)
+        )
+        assert transition is not None
+        state = transition.state
+    assert state.versions["1.x-dev"].sha256 == second.artifact.sha256
+
+    third = await import_repository(settings_for(source, stack, topics, key))
+    assert third.published == 0, "the same build is not published twice"
 
 
 async def test_a_zip_that_is_not_the_p2_shasum_is_skipped_and_the_rest_published(

@@ -1037,10 +1037,18 @@ def test_a_dev_version_takes_a_new_build_that_names_the_build_it_replaces() -> N
     (entry,) = p2_versions(
         render_documents(transition.state, PUBLIC_URL), "p2/drupal/token~dev.json", TOKEN
     )
-    # What makes `composer update` take the new build: another shasum and dist reference.
+    # Served as signed: the new build's shasum, and a dist URL naming its bytes.
     assert entry["dist"]["shasum"] == second.artifact.sha1
-    assert entry["dist"]["reference"] == second.artifact.sha1 != first.artifact.sha1
+    assert entry["dist"]["reference"] == second.composer["dist"]["reference"]
     assert second.artifact.sha256 in entry["dist"]["url"]
+
+
+def test_the_publisher_names_each_dev_build_in_its_dist_reference(tmp_path: Path) -> None:
+    # What makes `composer update` install a new build of the same dev version.
+    dev = make_release(tmp_path, "8.x-1.x-dev")
+    assert dev.composer["dist"]["reference"] == dev.artifact.sha1
+    tagged = make_release(tmp_path, "8.x-1.9")
+    assert tagged.composer["dist"]["reference"] == "8.x-1.9"
 
 
 def test_a_new_dev_build_must_name_the_current_build_it_replaces() -> None:
