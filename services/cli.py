@@ -94,6 +94,7 @@ from services.status import (
 from services.status_pages import NodeOwnStatus, RejectionLog, serve_status_pages
 from services.trust_admin import DelegationSpec, build_root, public_of, read_key, signing_keys
 from streams.faults import FaultSpec
+from streams.health import DEFAULT_READY_LAG, DEFAULT_STUCK_AFTER, HealthRules
 from streams.node import NodeSettings, NodeStream, region_public_url
 from streams.peering import parse_peer, with_peer_namespaces
 from streams.policy import ReplicationMode, ReplicationPolicy, parse_size
@@ -431,6 +432,22 @@ VIEW_OPTION = click.option(
     show_default=True,
     help="Consumer group session timeout in seconds (Tansu joins in about half of it).",
 )
+@click.option(
+    "--stuck-after",
+    type=click.FloatRange(5, 86400),
+    default=DEFAULT_STUCK_AFTER.total_seconds(),
+    show_default=True,
+    help="Seconds without progress (one batch in progress, or records waiting and no batch "
+    "finished) after which /health calls the worker stuck and answers 503.",
+)
+@click.option(
+    "--ready-lag",
+    type=click.IntRange(0),
+    default=DEFAULT_READY_LAG,
+    show_default=True,
+    help="Records behind on its partitions beyond which /ready answers 503 (send it no "
+    "clients while it catches up).",
+)
 @policy_options
 @click.option(
     "--retry-parked-every",
@@ -483,6 +500,8 @@ def node_run(
     public_url: str | None,
     bucket: str | None,
     session_timeout: float,
+    stuck_after: float,
+    ready_lag: int,
     mode: str,
     include: tuple[str, ...],
     exclude: tuple[str, ...],
@@ -544,6 +563,7 @@ def node_run(
         data_dir=data_dir / "nodes" / region,
         topics=topics,
         session_timeout=session_timeout,
+        health=HealthRules(stuck_after=timedelta(seconds=stuck_after), ready_lag=ready_lag),
         max_artifact_size=max_artifact_size,
         policy=replication,
         pending_interval=pending_interval,

@@ -113,6 +113,8 @@ def test_the_keys_are_the_options_in_snake_case() -> None:
         "node_key",
         "max_artifact_size",
         "session_timeout",
+        "stuck_after",
+        "ready_lag",
         "topic_prefix",
         "partitions",
         "data_dir",
