@@ -114,7 +114,15 @@ console = Console(soft_wrap=True)
 UNWRAPPED_WIDTH = 1000
 
 
+#: The exit status of `dev status` when the stack is not (all) running, as LSB's and
+#: systemctl's "program is not running".
+NOT_RUNNING = 3
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(
+    package_name="fairstream", prog_name="fairstream", message="%(prog)s %(version)s"
+)
 def cli() -> None:
     """fairstream: federated, event-streamed distribution of Drupal's Composer packages."""
 
@@ -186,6 +194,9 @@ def dev_down(data_dir: Path) -> None:
 def dev_status(data_dir: Path) -> None:
     """Show each recorded process of the dev stack and whether it runs.
 
+    Exits 0 when every component runs, and 3 (as `systemctl status` for a unit that is not
+    running) when no stack is recorded in the data directory or a component is down.
+
     Example: fairstream dev status --data-dir .fairstream
     """
     from rich.text import Text
@@ -197,13 +208,15 @@ def dev_status(data_dir: Path) -> None:
             markup=False,
             highlight=False,
         )
-        return
+        sys.exit(NOT_RUNNING)
     table = Table("component", "address", "pid", "running", title=Text(f"dev stack in {data_dir}"))
     for process, running in processes:
         table.add_row(
             process.name, process.address, str(process.pid), "yes" if running else "[red]no[/]"
         )
     console.print(table)
+    if not all(running for _, running in processes):
+        sys.exit(NOT_RUNNING)
 
 
 @cli.group()

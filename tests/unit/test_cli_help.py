@@ -9,6 +9,7 @@ click does not rewrap them. Each is split like a shell would and parsed with
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import re
 import shlex
@@ -210,3 +211,9 @@ def test_a_good_example_passes() -> None:
 def test_a_broken_example_fails(docstring: str, refusal: str) -> None:
     with pytest.raises(ExampleError, match=re.escape(refusal)):
         check_command(_tool(docstring), "tool", ("greet",))
+
+
+def test_version_prints_the_installed_package_version() -> None:
+    result = CliRunner().invoke(cli, ["--version"])
+    assert result.exit_code == 0, result.output
+    assert result.output == f"fairstream {importlib.metadata.version('fairstream')}\n"
