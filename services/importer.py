@@ -758,7 +758,7 @@ class _ImportRun:
                 Skipped(package, None, SkipReason.PACKAGE_NOT_FOUND, "its p2 document is a 404")
             ]
         builds = self.published.get(package, {})
-        plan = plan_package(package, documents, published=set(builds), builds=builds)
+        plan = plan_package(package, documents, published=builds.keys(), builds=builds)
         skipped = list(plan.skipped)
         # Looked up in place: a task per release only for the zips that must be downloaded.
         listed = [self._listed_digest(candidate) for candidate in plan.candidates]

@@ -33,11 +33,10 @@ DEFAULT_ANSWERED_WITHIN = timedelta(seconds=60)
 class Vitals:
     """What a worker last observed of itself; written by its loop, read by its HTTP app."""
 
-    started_at: datetime
     #: When the consumer group last gave this worker its partitions (None: not yet).
     assigned_at: datetime | None = None
-    #: Whether the worker has read its view to the region's end since its last assignment
-    #: (always True when the view is in the bucket).
+    #: Whether the worker has read its view to the region's end at start (its follower
+    #: keeps it there after); set once the bucket is there when the view is in the bucket.
     view_caught_up: bool = False
     #: When the batch in progress started (None: none in progress).
     batch_since: datetime | None = None

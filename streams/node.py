@@ -339,8 +339,7 @@ class NodeStream:
         self.dead_letters = DeadLetterFile(settings.dead_letter_path)
         self._dead_lettered_at = 0.0
         #: What /health and /ready judge (streams/health.py).
-        self.vitals = Vitals(started_at=self.now())
-        self.health_rules = settings.health
+        self.vitals = Vitals()
         self.app.agent(self.releases, name=f"{settings.group_id}.replicate")(self._replicate)
         self.app.timer(TRUST_REFRESH_SECONDS)(self._refresh_trust)
         self.app.timer(settings.downloads_interval)(self._flush_downloads)
@@ -430,13 +429,15 @@ class NodeStream:
 
     def health(self) -> Verdict:
         """Liveness (/health)."""
-        self.vitals.root_expires = self.trust.root.expires
-        return liveness(self.vitals, self.now(), self.health_rules)
+        return liveness(self._vitals_now(), self.now(), self.settings.health)
 
     def ready(self) -> Verdict:
         """Readiness (/ready)."""
-        self.vitals.root_expires = self.trust.root.expires
-        return readiness(self.vitals, self.now(), self.health_rules)
+        return readiness(self._vitals_now(), self.now(), self.settings.health)
+
+    def _vitals_now(self) -> Vitals:
+        self.vitals.root_expires = self.trust.root.expires  # a rotation may have come
+        return self.vitals
 
     async def _say_goodbye(self, sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
         """The signed ``stopped`` heartbeat of a worker that stops cleanly; bounded

@@ -15,7 +15,6 @@ RULES = HealthRules(
 def healthy(now: datetime = T0) -> Vitals:
     """A worker that joined, caught up, applies, and hears from its broker and store."""
     return Vitals(
-        started_at=now - timedelta(minutes=10),
         assigned_at=now - timedelta(minutes=9),
         view_caught_up=True,
         progressed_at=now - timedelta(seconds=5),
