@@ -41,7 +41,9 @@ BROKER_URL_EXAMPLES = {
     "?mechanism=SCRAM-SHA-512&ca=/etc/fairstream/kafka-ca.pem",
 }
 #: librdkafka settings, as confluent-kafka's clients take them.
-ClientConfig = dict[str, str | int | float | bool]
+ClientConfig = dict[str, str | int | float | bool | logging.Logger]
+#: How long a librdkafka log line, once shown, is held back when it comes again.
+LOG_REPEAT_WINDOW = 60.0
 #: The SASL mechanisms a ``kafka+sasl-ssl://`` URL may name.
 SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
 # Scheme → librdkafka's security.protocol, and the query keys each scheme takes.
@@ -178,7 +180,58 @@ def client_config(broker_url: str) -> ClientConfig:
             f"the CA file {location.ca_file} named in broker URL {redact_url(broker_url)!r} "
             "does not exist; give the PEM file of the CA that signed the brokers' certificates"
         )
-    return location.client_config()
+    return {**location.client_config(), "logger": LIBRDKAFKA_LOG}
+
+
+class LogRepeats(logging.Filter):
+    """Lets each librdkafka line through once per ``window`` seconds.
+
+    A broker that is down makes librdkafka log every reconnect (hundreds of lines a minute)
+    before the caller's one sentence says what is wrong. The first line of each kind still
+    shows (it names what failed: refused, TLS, SASL); a repeat says how many it stands for.
+    """
+
+    # Counts and timings in a line ("after 0ms", "12 requests") do not make it new.
+    _NUMBERS = re.compile(r"\d+")
+
+    def __init__(self, window: float, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self._window = window
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._seen: dict[str, tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        kind = self._NUMBERS.sub("#", _librdkafka_message(record))
+        now = self._clock()
+        with self._lock:
+            shown, held = self._seen.get(kind, (float("-inf"), 0))
+            if now - shown < self._window:
+                self._seen[kind] = (shown, held + 1)
+                return False
+            self._seen[kind] = (now, 0)
+        if held:
+            record.msg = f"{record.msg} (and {held} more like it in the last {now - shown:.0f} s)"
+        return True
+
+
+def _librdkafka_message(record: logging.LogRecord) -> str:
+    # confluent-kafka logs ("%s [%s] %s", facility, client name, librdkafka's message).
+    if isinstance(record.args, tuple) and len(record.args) == 3:
+        return str(record.args[2])
+    return record.getMessage()
+
+
+#: Every confluent-kafka client logs through this logger, not librdkafka's own stderr
+#: writer: lines arrive through the client's poll() in Python's logging, repeats held back.
+LIBRDKAFKA_LOG = logging.getLogger(f"{__name__}.librdkafka")
+LIBRDKAFKA_LOG.addFilter(LogRepeats(LOG_REPEAT_WINDOW))
+
+
+def admin_client(broker_url: str) -> AdminClient:
+    """confluent-kafka's admin client of ``broker_url`` (its type stubs leave out the
+    ``logger`` key that every client takes)."""
+    return AdminClient(client_config(broker_url))  # type: ignore[arg-type]
 
 
 def bootstrap_servers(broker_url: str) -> str:
@@ -250,7 +303,7 @@ def ensure_topics(
 
     Raises ``BrokerUnavailableError`` when the broker does not answer.
     """
-    admin = AdminClient(client_config(broker_url))
+    admin = admin_client(broker_url)
     try:
         existing = admin.list_topics(timeout=timeout).topics
     except KafkaException as exc:
@@ -402,7 +455,7 @@ def group_positions(
     On Tansu the log end is approximate (DESIGN.md): it may lag the real one by
     the last batch. Raises ``BrokerUnavailableError``.
     """
-    admin = AdminClient(client_config(broker_url))
+    admin = admin_client(broker_url)
     try:
         metadata = admin.list_topics(timeout=timeout)
         partitions = sorted(metadata.topics[topic].partitions) if topic in metadata.topics else []
@@ -752,7 +805,7 @@ def topic_partitions(broker_url: str, topic: str, *, timeout: float = 15.0) -> l
 
     Raises ``BrokerUnavailableError``.
     """
-    admin = AdminClient(client_config(broker_url))
+    admin = admin_client(broker_url)
     try:
         # Listing all topics: asking about one by name makes the broker create it.
         metadata = admin.list_topics(timeout=timeout)
@@ -825,7 +878,6 @@ class GroupConsumer:
                 # Connection failures come back from poll() and list_topics() and are
                 # logged by the caller with its backoff; librdkafka would log each retry.
                 "log_level": 2,
-                "logger": logging.getLogger(f"{__name__}.librdkafka"),
             }
         )
         self._subscribed = False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import logging
 import ssl
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,7 +16,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
-from connectors.kafka import BrokerLocation, bootstrap_servers, client_config
+from connectors.kafka import (
+    LIBRDKAFKA_LOG,
+    BrokerLocation,
+    ClientConfig,
+    LogRepeats,
+    bootstrap_servers,
+    client_config,
+)
 from schemas.errors import ConfigurationError
 from streams.node import faust_broker
 from streams.peering import parse_peer
@@ -53,15 +61,21 @@ def ca_file(tmp_path: Path) -> Path:
 # ---------------------------------------------------------------------------
 
 
+def connection(config: ClientConfig) -> ClientConfig:
+    """The keys that say where and how to connect (every client also gets our logger)."""
+    assert config["logger"] is LIBRDKAFKA_LOG
+    return {key: value for key, value in config.items() if key != "logger"}
+
+
 def test_kafka_is_plaintext_as_before() -> None:
-    assert client_config("kafka://a.example:9092,b.example:9093") == {
+    assert connection(client_config("kafka://a.example:9092,b.example:9093")) == {
         "bootstrap.servers": "a.example:9092,b.example:9093",
         "security.protocol": "plaintext",
     }
 
 
 def test_kafka_ssl_verifies_the_brokers_with_the_ca_file(ca_file: Path) -> None:
-    assert client_config(f"kafka+ssl://a.example:9093,b.example:9093?ca={ca_file}") == {
+    assert connection(client_config(f"kafka+ssl://a.example:9093,b.example:9093?ca={ca_file}")) == {
         "bootstrap.servers": "a.example:9093,b.example:9093",
         "security.protocol": "ssl",
         "ssl.ca.location": str(ca_file),
@@ -79,7 +93,7 @@ def test_kafka_ssl_without_a_ca_file_uses_the_systems_cas() -> None:
 def test_kafka_sasl_ssl_is_scram_over_tls(ca_file: Path, mechanism: str) -> None:
     url = f"kafka+sasl-ssl://fair%2Beu:{ENCODED}@k1:9093,k2:9093?mechanism={mechanism}&ca={ca_file}"
 
-    assert client_config(url) == {
+    assert connection(client_config(url)) == {
         "bootstrap.servers": "k1:9093,k2:9093",
         "security.protocol": "sasl_ssl",
         "sasl.mechanism": mechanism.upper(),
@@ -88,6 +102,40 @@ def test_kafka_sasl_ssl_is_scram_over_tls(ca_file: Path, mechanism: str) -> None
         "ssl.ca.location": str(ca_file),
         "ssl.endpoint.identification.algorithm": "https",
     }
+
+
+def librdkafka_record(message: str) -> logging.LogRecord:
+    """A log record as confluent-kafka makes one from a librdkafka line."""
+    return logging.LogRecord(
+        "connectors.kafka.librdkafka",
+        logging.ERROR,
+        "",
+        0,
+        "%s [%s] %s",
+        ("FAIL", "rdkafka#producer-1", message),
+        None,
+    )
+
+
+def test_librdkafka_repeats_are_held_back_and_counted() -> None:
+    now = [0.0]
+    repeats = LogRepeats(60.0, clock=lambda: now[0])
+    refused = "127.0.0.1:1/bootstrap: Connect to ipv4#127.0.0.1:1 failed: Connection refused (after {}ms in state CONNECT)"
+
+    shown = []
+    for step in range(300):  # a reconnect every 50 ms for 15 s, each with its own timing
+        now[0] = step * 0.05
+        record = librdkafka_record(refused.format(step % 7))
+        if repeats.filter(record):
+            shown.append(record)
+    tls = librdkafka_record("SSL handshake failed: certificate verify failed")
+    assert repeats.filter(tls), "a line of another kind shows at once"
+
+    assert len(shown) == 1
+    now[0] = 61.0
+    again = librdkafka_record(refused.format(0))
+    assert repeats.filter(again)
+    assert "(and 299 more like it in the last 61 s)" in again.getMessage()
 
 
 def test_the_password_stays_out_of_the_repr() -> None:
