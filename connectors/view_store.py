@@ -264,13 +264,32 @@ def write_document(path: Path, body: bytes, modified: int) -> None:
     nginx reads a file whole or not at all, and dates it by its mtime; the temporary name
     starts with a dot, so it never looks like a package to nginx. Raises ``OSError``.
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{threading.get_ident()}.tmp")
-    temporary.write_bytes(body)
-    # nginx's workers run as another user: readable by all, whatever the umask.
-    temporary.chmod(0o644)
-    os.utime(temporary, (modified, modified))
-    os.replace(temporary, path)
+    directory = os.fspath(path.parent)
+    if directory not in _MADE_DIRECTORIES:
+        os.makedirs(directory, exist_ok=True)
+        _MADE_DIRECTORIES.add(directory)
+    final = os.fspath(path)
+    temporary = f"{directory}/.{path.name}.{threading.get_ident()}.tmp"
+    try:
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    except FileNotFoundError:  # the directory was removed under us: make it again
+        _MADE_DIRECTORIES.discard(directory)
+        os.makedirs(directory, exist_ok=True)
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        view = memoryview(body)
+        while view:
+            view = view[os.write(descriptor, view) :]
+        # nginx's workers run as another user: readable by all, whatever the umask.
+        os.fchmod(descriptor, 0o644)
+        os.utime(descriptor, (modified, modified))
+    finally:
+        os.close(descriptor)
+    os.replace(temporary, final)
+
+
+#: Docroot directories this process made or found (one makedirs each, not one per write).
+_MADE_DIRECTORIES: set[str] = set()
 
 
 OnOlder = Callable[[PackageView, PackageView], None]

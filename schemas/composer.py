@@ -161,15 +161,36 @@ def expand(versions: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def _same_json(a: object, b: object) -> bool:
     """Compare two JSON values as PHP's ``===`` compares their decoded arrays."""
     # 1 and 1.0, or True and 1, are equal in Python but not to PHP: type first.
+    kind = type(a)
+    if kind is not type(b):
+        return False
+    if kind is str or kind is int or kind is bool:
+        return a == b
+    if kind is dict or kind is list:
+        # orjson writes type, value and key order, as === compares them, and much faster
+        # than walking the values here. Only null is ambiguous (NaN is written as null too);
+        # a value orjson refuses (a key that is not a string, a 65-bit integer) is walked.
+        try:
+            encoded = orjson.dumps(a)
+            if encoded != orjson.dumps(b):
+                return False
+            if b"null" not in encoded:
+                return True
+        except orjson.JSONEncodeError:
+            pass
+    return _same_json_walked(a, b)
+
+
+def _same_json_walked(a: object, b: object) -> bool:
     if type(a) is not type(b):
         return False
     if isinstance(a, dict) and isinstance(b, dict):
         return len(a) == len(b) and all(
-            key_a == key_b and _same_json(value_a, value_b)
+            key_a == key_b and _same_json_walked(value_a, value_b)
             for (key_a, value_a), (key_b, value_b) in zip(a.items(), b.items(), strict=True)
         )
     if isinstance(a, list) and isinstance(b, list):
-        return len(a) == len(b) and all(_same_json(x, y) for x, y in zip(a, b, strict=True))
+        return len(a) == len(b) and all(_same_json_walked(x, y) for x, y in zip(a, b, strict=True))
     if isinstance(a, float) and isinstance(b, float):
         # PHP has 0.0 === -0.0 and loses the sign; keeping it costs nothing.
         return a == b and math.copysign(1.0, a) == math.copysign(1.0, b)
@@ -217,8 +238,10 @@ def render_p2(
         seen[normalized] = version
 
     entries.sort(key=lambda entry: version_sort_key(entry["version_normalized"]), reverse=True)
-    stable = [entry for entry in entries if not is_dev(entry["version"])]
-    dev = [entry for entry in entries if is_dev(entry["version"])]
+    stable: list[dict[str, Any]] = []
+    dev: list[dict[str, Any]] = []
+    for entry in entries:
+        (dev if is_dev(entry["version"]) else stable).append(entry)
     return {
         stable_path: _p2_document(name, stable, advisories),
         dev_path: _p2_document(name, dev, None),
@@ -227,7 +250,7 @@ def render_p2(
 
 def _servable_entry(name: str, version: dict[str, Any]) -> dict[str, Any]:
     """Return a copy of one version entry without nulls, checked and completed for Composer."""
-    entry = _object_without_nulls(version, where=f"{name} version entry")
+    entry = _copy_without_nulls(version, where=f"{name} version entry")
     pretty = entry.get("version")
     if not isinstance(pretty, str):
         raise MalformedEventError(
@@ -361,6 +384,25 @@ def _utf8(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+def _copy_without_nulls(value: dict[str, Any], *, where: str) -> dict[str, Any]:
+    """``_object_without_nulls``, through orjson when that is the same and faster.
+
+    orjson writes None, NaN and the infinities all as ``null``: an object whose JSON holds no
+    ``null`` has none of them, and reading its JSON back is a deep copy (a value orjson
+    refuses, or any ``null``, even inside a string, takes the walk, which says what is wrong).
+    """
+    if type(value) is dict:
+        try:
+            encoded = orjson.dumps(value)
+        except orjson.JSONEncodeError:
+            pass
+        else:
+            if b"null" not in encoded:
+                copied: dict[str, Any] = orjson.loads(encoded)
+                return copied
+    return _object_without_nulls(value, where=where)
 
 
 def _object_without_nulls(value: dict[str, Any], *, where: str) -> dict[str, Any]:

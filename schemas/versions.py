@@ -186,6 +186,7 @@ def _normalize_branch(name: str) -> str:
     return "dev-" + name
 
 
+@lru_cache(maxsize=16384)
 def version_stability(composer_version: str) -> Stability:
     """Return the stability Composer gives a version, as ``VersionParser::parseStability``.
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import orjson
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from schemas import composer
@@ -118,6 +118,59 @@ def test_minify_compares_as_php_strict_equality() -> None:
         {"a": {"y": 2, "x": 1}, "b": 1.0, "c": 1},
     ]
     assert minify(versions)[1] == {"a": {"y": 2, "x": 1}, "b": 1.0, "c": 1}
+
+
+# What orjson cannot tell apart (null, NaN, infinities), cannot write (65-bit integers,
+# keys that are not strings) or writes alike for Python-equal values (key order, 1 and 1.0).
+TRICKY_VALUES = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats()
+    | st.sampled_from([0.0, -0.0, 1, 1.0, "null", "a null", ""]),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(st.sampled_from(["a", "b", "null"]), children, max_size=3)
+        | st.dictionaries(st.integers(0, 2), children, min_size=1, max_size=2)
+    ),
+    max_leaves=8,
+)
+
+
+@example([None], [math.nan])
+@example({"a": 1}, {"a": 1.0})
+@example({"a": 1, "b": 2}, {"b": 2, "a": 1})
+@example([-0.0], [0.0])
+@example([2**64], [2**64])
+@example({1: "a"}, {1: "a"})
+@given(TRICKY_VALUES, TRICKY_VALUES)
+def test_the_quick_strict_comparison_agrees_with_walking_the_values(a: Any, b: Any) -> None:
+    # minify compares through orjson where it can: never another verdict than the walk's.
+    assert composer._same_json(a, b) == composer._same_json_walked(a, b)
+    assert composer._same_json(a, copy.deepcopy(a)) == composer._same_json_walked(
+        a, copy.deepcopy(a)
+    )
+
+
+@example({"a": [1, None, {"b": None}]})
+@example({"a": math.nan})
+@example({"a": [math.inf]})
+@example({"a": 2**64})
+@example({"a": {1: "b"}})
+@example({"a": "null", "b": -0.0})
+@given(st.dictionaries(st.sampled_from(["a", "b", "null"]), TRICKY_VALUES, max_size=4))
+def test_the_quick_copy_without_nulls_agrees_with_the_walk(value: dict[str, Any]) -> None:
+    def outcome(copy_of: Callable[..., dict[str, Any]]) -> tuple[str, str]:
+        try:
+            copied = copy_of(value, where="drupal/token 1.0.0")
+        except MalformedEventError as exc:
+            return "refused", str(exc)
+        assert copied is not value
+        return "copied", repr(copied)  # repr tells 1 from 1.0 and -0.0 from 0.0
+
+    before = repr(value)
+    assert outcome(composer._copy_without_nulls) == outcome(composer._object_without_nulls)
+    assert repr(value) == before  # the input is untouched
 
 
 def test_expand_reads_php_empty_array_entries() -> None:
