@@ -285,6 +285,23 @@ def served(node_url: str, package: str) -> bool:
         return False
 
 
+def wait_ready(node_url: str, timeout: float = 120.0) -> None:
+    """Until the node's ``/ready`` answers 200: its partitions assigned and its view caught up.
+
+    A probe published before that would time the group join, not the path to p2."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with urllib.request.urlopen(f"{node_url}/ready", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{node_url} was not ready after {timeout:.0f} s")
+        time.sleep(0.1)
+
+
 def freshness(
     stack: devstack.Stack, work: Path, key: SigningKey, load: int, seconds: float
 ) -> dict[str, Any]:
@@ -350,7 +367,8 @@ def freshness(
     reader.start()
     watcher = threading.Thread(target=watch, daemon=True)
     watcher.start()
-    time.sleep(2)  # the bare consumer is assigned; the node joined before it answered
+    wait_ready(node.url)
+    time.sleep(1)  # the bare consumer is assigned
     try:
         started = time.monotonic()
         sent = probes = 0
