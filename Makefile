@@ -1,9 +1,10 @@
 # fairstream: the two set-up commands are `make demo` and `make test` (see README.md).
-# Each installs what it needs first: uv (from PyPI), then Debian's composer, php and kcat.
+# Each installs what it needs first: uv (from PyPI), then Debian's composer, php and kcat
+# (and prometheus, for its promtool: the tests check the shipped alert rules with it).
 
 # uv from PATH, or the one `python-deps` installs with pip (always reachable as a module).
 UV ?= $(shell command -v uv 2>/dev/null || echo python3 -m uv)
-APT_PACKAGES := composer php-cli php-zip php-curl kcat unzip nginx-light wrk chromium
+APT_PACKAGES := composer php-cli php-zip php-curl kcat unzip nginx-light wrk chromium prometheus
 RUN := $(UV) run --frozen
 
 .PHONY: demo test lint unit integration e2e bench soak deps python-deps system-deps clean

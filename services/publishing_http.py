@@ -36,7 +36,7 @@ import orjson
 from aiohttp import web
 
 from connectors.kafka import Delivered, EventProducer, Topics
-from connectors.metrics import PUBLISHED, instrument
+from connectors.metrics import PUBLISHED, TRUST_ROOT_EXPIRY, instrument
 from connectors.origin import FetchLimits
 from schemas.errors import (
     BrokerUnavailableError,
@@ -671,6 +671,7 @@ class PublishingService:
             ]
         )
         instrument(self.app, "publishing")
+        TRUST_ROOT_EXPIRY.set_function(lambda: self.root.expires.timestamp())
 
     @property
     def namespaces(self) -> list[str]:

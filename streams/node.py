@@ -41,7 +41,13 @@ from connectors.kafka import (
     Topics,
     client_config,
 )
-from connectors.metrics import EVENTS, REJECTED, REJECTIONS_DEAD_LETTERED
+from connectors.metrics import (
+    EVENTS,
+    NODE_HEALTHY,
+    NODE_READY,
+    REJECTED,
+    REJECTIONS_DEAD_LETTERED,
+)
 from connectors.origin import FetchLimits
 from connectors.state_store import PackageStates
 from connectors.store import ObjectStore, StoreLocation
@@ -340,6 +346,9 @@ class NodeStream:
         self._dead_lettered_at = 0.0
         #: What /health and /ready judge (streams/health.py).
         self.vitals = Vitals()
+        # Judged when scraped, by the rules /health and /ready answer with.
+        NODE_HEALTHY.labels(settings.region).set_function(lambda: float(self.health().ok))
+        NODE_READY.labels(settings.region).set_function(lambda: float(self.ready().ok))
         self.app.agent(self.releases, name=f"{settings.group_id}.replicate")(self._replicate)
         self.app.timer(TRUST_REFRESH_SECONDS)(self._refresh_trust)
         self.app.timer(settings.downloads_interval)(self._flush_downloads)

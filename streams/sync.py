@@ -20,7 +20,14 @@ from datetime import UTC, datetime
 from itertools import count
 
 from connectors.kafka import EventProducer, Topics, region_sync
-from connectors.metrics import ARTIFACTS_PENDING, LAG_EVENTS, LAG_SECONDS
+from connectors.metrics import (
+    ARTIFACTS_PENDING,
+    LAG_EVENTS,
+    LAG_SECONDS,
+    NODE_STATE,
+    STORE_BYTES,
+    STORE_QUOTA_BYTES,
+)
 from connectors.store import ObjectStore
 from schemas import layout
 from schemas.errors import TransientError
@@ -46,6 +53,8 @@ log = logging.getLogger(__name__)
 STORE_USAGE_EVERY_SECONDS = 300.0
 #: Events counted by reading, per partition, before a count is reported as "at least".
 COUNT_LIMIT = 1_000
+#: The states a running node's heartbeat carries (``node_state``); a goodbye says ``stopped``.
+RUNNING_STATES = ("in-sync", "catching-up", "degraded")
 #: How long a stopping node tries to say goodbye: long enough for a broker that answers
 #: (a record is acknowledged in milliseconds), short enough that a stop with the broker
 #: down is not held up; readers then call the node silent instead.
@@ -140,6 +149,8 @@ class StatusReporter:
         self.listeners: list[Callable[[NodeStatus], None]] = []
         #: This node's recent lag, one sample per measurement (the status page's chart).
         self.history: deque[LagSample] = deque(maxlen=LAG_HISTORY)
+        if registration.capacity_bytes is not None:
+            STORE_QUOTA_BYTES.labels(registration.region).set(registration.capacity_bytes)
 
     @property
     def node_id(self) -> str:
@@ -216,6 +227,10 @@ class StatusReporter:
             LAG_EVENTS.labels(region).set(status.events_behind)
             LAG_SECONDS.labels(region).set(status.seconds_behind or 0.0)
             ARTIFACTS_PENDING.labels(region).set(status.artifacts_pending)
+            if status.store_bytes is not None:
+                STORE_BYTES.labels(region).set(status.store_bytes)
+            for state in RUNNING_STATES:
+                NODE_STATE.labels(region, state).set(1 if status.state == state else 0)
             self.history.append(LagSample(status.heartbeat_at, status.events_behind))
             with self._lock:
                 if self._stopping:

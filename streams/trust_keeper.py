@@ -15,6 +15,7 @@ from threading import Lock
 import orjson
 
 from connectors.kafka import read_partition
+from connectors.metrics import TRUST_ROOT_EXPIRY
 from connectors.store import ObjectStore, is_json
 from schemas import layout
 from schemas.errors import RejectedError
@@ -43,6 +44,8 @@ class TrustKeeper:
         self._topic = topic
         self._next_offset = 0
         self._lock = Lock()
+        # Read when scraped: the expiry of whichever root is in force by then.
+        TRUST_ROOT_EXPIRY.set_function(lambda: self._root.expires.timestamp())
 
     @property
     def root(self) -> TrustRoot:
