@@ -12,7 +12,7 @@ import io
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -22,6 +22,7 @@ import orjson
 import urllib3
 from minio import Minio
 from minio.error import InvalidResponseError, MinioException, S3Error
+from urllib3 import BaseHTTPResponse
 
 from connectors.metrics import record_store_write
 from schemas.errors import ConfigurationError, StoreUnavailableError
@@ -104,6 +105,44 @@ class StoreLocation:
             region=query.get("region", ["us-east-1"])[0],
         )
 
+    def reached_at(self, url: str) -> StoreLocation:
+        """The same store, credentials and region at the endpoint clients reach,
+        ``https://s3.example.org``: presigned with it, a URL's signature matches the Host
+        header a client sends there. Raises ``ConfigurationError`` for another kind of URL."""
+        endpoint, secure = public_endpoint(url)
+        return replace(self, endpoint=endpoint, secure=secure)
+
+
+def public_endpoint(url: str) -> tuple[str, bool]:
+    """The ``host[:port]`` and TLS flag of a store endpoint given as ``http(s)://HOST[:PORT]``.
+
+    Raises ``ConfigurationError`` for anything else (credentials, a path, a query: the S3
+    client signs for a bare endpoint, and the store's credentials come from the store URL).
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigurationError(
+            f"store public URL {redact_url(url)!r} has a bad host or port ({exc}); "
+            "give http(s)://HOST[:PORT], e.g. https://s3.example.org"
+        ) from exc
+    if (
+        parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or parts.username is not None
+        or parts.path not in ("", "/")
+        or parts.query
+        or parts.fragment
+    ):
+        raise ConfigurationError(
+            f"store public URL {redact_url(url)!r} is not http(s)://HOST[:PORT] (no "
+            "credentials, path or query); give the store's endpoint as clients reach it, "
+            "e.g. https://s3.example.org"
+        )
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return (host if port is None else f"{host}:{port}"), parts.scheme == "https"
+
 
 def redact_url(url: str) -> str:
     """The URL with its password replaced by ***, for messages and logs; never raises."""
@@ -122,6 +161,39 @@ class StoredBody:
     data: bytes
     last_modified: datetime
     etag: str
+
+
+class ObjectReader:
+    """An object's bytes (or a range of them) as the store sends them, read piece by piece.
+
+    ``size`` is how many bytes the store announced. ``close()`` gives the connection back;
+    call it also when stopping early.
+    """
+
+    def __init__(
+        self,
+        response: BaseHTTPResponse,
+        size: int,
+        unavailable: Callable[[Exception], StoreUnavailableError],
+    ) -> None:
+        self.size = size
+        self._response = response
+        self._unavailable = unavailable
+
+    def read(self, amount: int) -> bytes:
+        """Up to ``amount`` bytes, fewer only at the end, ``b""`` after it.
+
+        Raises ``StoreUnavailableError`` when the store breaks off before ``size`` bytes.
+        """
+        try:
+            return self._response.read(amount)
+        except (urllib3.exceptions.HTTPError, OSError) as exc:
+            raise self._unavailable(exc) from exc
+
+    def close(self) -> None:
+        """Give the connection back (dropped if the body was not read to its end)."""
+        self._response.close()
+        self._response.release_conn()
 
 
 class ObjectStore:
@@ -230,6 +302,34 @@ class ObjectStore:
             data=data,
             last_modified=parsedate_to_datetime(modified) if modified else datetime.now(UTC),
             etag=etag,
+        )
+
+    def reader(
+        self, key: str, *, offset: int = 0, length: int | None = None
+    ) -> ObjectReader | None:
+        """A reader of the object's bytes from ``offset`` (``length`` of them, or to its
+        end), never holding them whole in memory; None if there is no such object.
+
+        Unlike ``get``, nothing here detects a read torn by a concurrent overwrite: the
+        caller checks what it read (a zip against its signed digests). Raises
+        ``StoreUnavailableError``.
+        """
+        if offset < 0 or (length is not None and length < 1):
+            raise ValueError(f"cannot read {length} bytes from offset {offset} of {key}")
+        try:
+            # minio reads length 0 as "to the end".
+            response = self._client.get_object(self.bucket, key, offset=offset, length=length or 0)
+        except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
+            if _is_missing(exc):
+                return None
+            raise self._unavailable("read", key, exc) from exc
+        announced = response.headers.get("Content-Length")
+        if announced is None or not announced.isdigit():
+            response.close()
+            response.release_conn()
+            raise self._unavailable("read", key, ValueError("no Content-Length in the answer"))
+        return ObjectReader(
+            response, int(announced), lambda exc: self._unavailable("read", key, exc)
         )
 
     def stat(self, key: str) -> StoredObject | None:

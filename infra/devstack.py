@@ -29,6 +29,8 @@ from minio import Minio
 from schemas.errors import FairstreamError
 
 LOOPBACK = "127.0.0.1"
+#: The folder an embedded stack keeps its state in, looked up from the current folder upward.
+DATA_DIR_NAME = ".fairstream"
 STATE_FILE = "stack.json"
 LOCK_FILE = "stack.lock"
 STATE_VERSION = 1
@@ -75,6 +77,48 @@ class Stack:
     broker_url: str
     store_url: str
     processes: tuple[StackProcess, ...]
+
+
+def nearest_data_dir(start: Path) -> Path:
+    """The ``.fairstream`` folder in ``start`` or in its nearest parent that has one (as git
+    finds ``.git``), else ``start/.fairstream``, where ``fairstream dev up`` creates it.
+
+    So commands run from any folder of a checkout find the stack started at its top.
+    """
+    start = start.absolute()
+    for folder in (start, *start.parents):
+        candidate = folder / DATA_DIR_NAME
+        if candidate.is_dir():
+            return candidate
+    return start / DATA_DIR_NAME
+
+
+def kcat_library_path(data_dir: Path) -> str:
+    """``LD_LIBRARY_PATH`` under which Debian's ``kcat`` talks to the embedded Tansu broker.
+
+    Debian 12's kcat 1.7.1 links librdkafka 2.0.2, which misreads Tansu 0.6.0's
+    ApiVersions v3 answer ("Read underflow", then "Broker transport failure") and gives
+    up. The same kcat works with the newer librdkafka that the confluent-kafka wheel
+    bundles, linked as ``librdkafka.so.1`` in ``data_dir/kcat-lib``. Against Apache
+    Kafka, plain kcat works.
+
+    Raises:
+        StackError: the wheel's library cannot be found.
+    """
+    import confluent_kafka
+
+    libs = Path(confluent_kafka.__file__).parent.parent / "confluent_kafka.libs"
+    candidates = sorted(libs.glob("librdkafka*.so*"))
+    if not candidates:
+        raise StackError(
+            f"no librdkafka in {libs}; reinstall confluent-kafka from its wheel (uv sync)"
+        )
+    link_dir = data_dir.absolute() / "kcat-lib"
+    link_dir.mkdir(parents=True, exist_ok=True)
+    link = link_dir / "librdkafka.so.1"
+    if not link.exists():
+        link.symlink_to(candidates[0].resolve())
+    return f"{link_dir}:{libs}"
 
 
 def locate_binaries() -> StackBinaries:

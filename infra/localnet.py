@@ -6,6 +6,7 @@ module starts them, waits until they answer and stops exactly what it started.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import socket
@@ -14,13 +15,14 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 
+from infra import devstack
 from schemas.composer import expand
 from schemas.errors import FairstreamError
 
@@ -95,10 +97,43 @@ class LocalProcess:
             self.process.wait(5)
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _terminated_with_parent() -> Callable[[], None]:
+    """A ``preexec_fn`` that has the kernel SIGTERM the child when its starter dies.
+
+    Even SIGKILL of the starter then stops the child: nothing is left to serve on ports
+    no one records. The kernel fires it when the starting *thread* ends, so only a
+    process's main thread, which lives as long as the process, should start such children.
+    """
+    # Resolved before fork: the child only makes the system call.
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    parent = os.getpid()
+
+    def set_death_signal() -> None:
+        prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:
+            # The starter died before the call: no death signal will come.
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return set_death_signal
+
+
 def start_fairstream(
-    name: str, args: Sequence[str], *, url: str, log: Path, env: dict[str, str] | None = None
+    name: str,
+    args: Sequence[str],
+    *,
+    url: str,
+    log: Path,
+    env: dict[str, str] | None = None,
+    die_with_parent: bool = False,
 ) -> LocalProcess:
-    """Start ``fairstream ARGS`` as a subprocess with the running interpreter."""
+    """Start ``fairstream ARGS`` as a subprocess with the running interpreter.
+
+    ``die_with_parent``: the child gets SIGTERM when the calling process dies, however it
+    dies (call it from the main thread only: ``_terminated_with_parent``).
+    """
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         process = subprocess.Popen(
@@ -107,6 +142,7 @@ def start_fairstream(
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env={**os.environ, **(env or {})},
+            preexec_fn=_terminated_with_parent() if die_with_parent else None,
         )
     return LocalProcess(name=name, url=url, log=log, process=process)
 
@@ -125,16 +161,25 @@ def run_fairstream(
     )
 
 
-def start_origin(root: Path, *, log: Path, port: int | None = None) -> LocalProcess:
-    """A static origin serving ``root``; returns once it answers."""
+def start_origin(
+    root: Path,
+    *,
+    log: Path,
+    port: int | None = None,
+    wait: bool = True,
+    die_with_parent: bool = False,
+) -> LocalProcess:
+    """A static origin serving ``root``; returns once it answers (unless not to ``wait``)."""
     port = port or free_port()
     origin = start_fairstream(
         "origin",
         ["origin", "serve", str(root), "--listen", f"127.0.0.1:{port}"],
         url=f"http://127.0.0.1:{port}",
         log=log,
+        die_with_parent=die_with_parent,
     )
-    origin.wait_until_answering("/health")
+    if wait:
+        origin.wait_until_answering("/health")
     return origin
 
 
@@ -153,11 +198,13 @@ def start_node(
     wait: bool = True,
     options: Sequence[str] = (),
     env: dict[str, str] | None = None,
+    die_with_parent: bool = False,
 ) -> LocalProcess:
     """A regional node (stream worker and HTTP) in its own process; returns once it answers.
 
     ``options`` are more ``fairstream node run`` options (``--mode``, ``--include``, ...);
-    ``env`` more environment variables (the fault harness skews a node's clock this way).
+    ``env`` more environment variables (the fault harness skews a node's clock this way);
+    ``die_with_parent`` as for ``start_fairstream``.
     """
     port = port or free_port()
     args = [
@@ -189,6 +236,7 @@ def start_node(
         url=f"http://127.0.0.1:{port}",
         log=data_dir / "logs" / f"node-{region}-{port}.log",
         env=env,
+        die_with_parent=die_with_parent,
     )
     if wait:
         node.wait_until_answering("/health")
@@ -318,28 +366,12 @@ def composer(
 
 
 def kcat_environment(work_dir: Path) -> dict[str, str]:
-    """Environment under which Debian's ``kcat`` talks to the embedded Tansu broker.
+    """Environment under which Debian's ``kcat`` talks to the embedded Tansu broker
+    (``devstack.kcat_library_path``: the confluent-kafka wheel's newer librdkafka).
 
-    Debian 12's kcat 1.7.1 links librdkafka 2.0.2, which misreads Tansu 0.6.0's
-    ApiVersions v3 answer ("Read underflow") and gives up. The same kcat works
-    with the newer librdkafka that the confluent-kafka wheel bundles, so it is
-    linked in through ``LD_LIBRARY_PATH``. Against Apache Kafka, plain kcat works.
-    Raises ``LocalProcessError`` if the wheel's library cannot be found.
+    Raises ``StackError`` if the wheel's library cannot be found.
     """
-    import confluent_kafka
-
-    libs = Path(confluent_kafka.__file__).parent.parent / "confluent_kafka.libs"
-    candidates = sorted(libs.glob("librdkafka*.so*"))
-    if not candidates:
-        raise LocalProcessError(
-            f"no librdkafka in {libs}; reinstall confluent-kafka from its wheel (uv sync)"
-        )
-    link_dir = work_dir / "kcat-lib"
-    link_dir.mkdir(parents=True, exist_ok=True)
-    link = link_dir / "librdkafka.so.1"
-    if not link.exists():
-        link.symlink_to(candidates[0].resolve())
-    return {**os.environ, "LD_LIBRARY_PATH": f"{link_dir}:{libs}"}
+    return {**os.environ, "LD_LIBRARY_PATH": devstack.kcat_library_path(work_dir)}
 
 
 def node_health(node_url: str) -> dict[str, Any]:

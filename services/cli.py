@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import sys
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import cast
 
 import click
-import faust
 import orjson
 import uvloop
-from aiohttp import web
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -47,6 +47,7 @@ from services.catalogue_cli import register as register_catalogue
 from services.catch_up import CatchUpProgress
 from services.cli_options import (
     BROKER_OPTION,
+    BYTE_SIZE,
     DATA_DIR_OPTION,
     GEO_HEADER_OPTION,
     HTTP_URL,
@@ -60,6 +61,7 @@ from services.cli_options import (
     TOPIC_PREFIX_OPTION,
     check_signers,
     listen_address,
+    log_settings,
     make_dir,
     node_key,
     pinned_root,
@@ -75,14 +77,24 @@ from services.demo import run_demo, write_key_pair
 from services.directory import Directory, directory_app
 from services.http_service import HttpServerService
 from services.importer_cli import register as register_import
+from services.logs import (
+    LOG_FORMATS,
+    LOG_LEVELS,
+    LogFormat,
+    LogLevel,
+    LogSettings,
+    configure_logging,
+    logs_json,
+)
 from services.meta_directory_cli import register as register_meta_directory
 from services.nginx_front import nginx_config
 from services.node_config import configurable
-from services.node_http import NodeHttp, NodeHttpSettings
+from services.node_http import DIST_MODES, NodeHttp, NodeHttpSettings
 from services.origin_http import origin_app
 from services.publisher import build_release, publish_release
 from services.publishing_cli import register as register_publishing
 from services.registry import RegionMap, Registry
+from services.serving import INTERRUPTED, run_worker, serve_app
 from services.status import (
     FederationCheck,
     check_federation,
@@ -97,7 +109,7 @@ from streams.faults import FaultSpec
 from streams.health import DEFAULT_READY_LAG, DEFAULT_STUCK_AFTER, HealthRules
 from streams.node import NodeSettings, NodeStream, region_public_url
 from streams.peering import parse_peer, with_peer_namespaces
-from streams.policy import ReplicationMode, ReplicationPolicy, parse_size
+from streams.policy import ReplicationMode, ReplicationPolicy
 from streams.rebuild import (
     BucketTarget,
     RebuildTarget,
@@ -123,8 +135,46 @@ NOT_RUNNING = 3
 @click.version_option(
     package_name="fairstream", prog_name="fairstream", message="%(prog)s %(version)s"
 )
-def cli() -> None:
-    """fairstream: federated, event-streamed distribution of Drupal's Composer packages."""
+@click.option(
+    "--log-level",
+    type=click.Choice(LOG_LEVELS, case_sensitive=False),
+    default="info",
+    show_default=True,
+    envvar="FAIRSTREAM_LOG_LEVEL",
+    help="The least severe log records written to stderr, for every command.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(LOG_FORMATS, case_sensitive=False),
+    default="text",
+    show_default=True,
+    envvar="FAIRSTREAM_LOG_FORMAT",
+    help="text: one line per record; json: one JSON object per line (time, level, logger, "
+    "message, ...).",
+)
+@click.option(
+    "--access-log",
+    is_flag=True,
+    envvar="FAIRSTREAM_ACCESS_LOG",
+    help="Log every HTTP request the command's servers answer (logger aiohttp.access, in "
+    "the --log-format), whatever the --log-level.",
+)
+@click.pass_context
+def cli(ctx: click.Context, log_level: str, log_format: str, access_log: bool) -> None:
+    """fairstream: federated, event-streamed distribution of Drupal's Composer packages.
+
+    The log options come before the command, or from FAIRSTREAM_LOG_LEVEL,
+    FAIRSTREAM_LOG_FORMAT and FAIRSTREAM_ACCESS_LOG.
+
+    \b
+    Example: fairstream --log-format json --access-log \\
+      node run --region eu --root root.avro
+    """
+    logs = LogSettings(
+        level=cast(LogLevel, log_level), format=cast(LogFormat, log_format), access_log=access_log
+    )
+    configure_logging(logs)
+    ctx.obj = logs
 
 
 @cli.group()
@@ -191,17 +241,51 @@ def dev_down(data_dir: Path) -> None:
 
 @dev.command("status")
 @DATA_DIR_OPTION
-def dev_status(data_dir: Path) -> None:
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print a JSON document instead of the table (its fields: docs/operator-guide.md); "
+    "same exit code.",
+)
+def dev_status(data_dir: Path, as_json: bool) -> None:
     """Show each recorded process of the dev stack and whether it runs.
 
     Exits 0 when every component runs, and 3 (as `systemctl status` for a unit that is not
     running) when no stack is recorded in the data directory or a component is down.
 
     Example: fairstream dev status --data-dir .fairstream
+
+    \b
+    Example: fairstream dev status --json
     """
     from rich.text import Text
 
     processes = devstack.status(data_dir)
+    if as_json:
+        running = bool(processes) and all(up for _, up in processes)
+        code = 0 if running else NOT_RUNNING
+        stack = devstack.read_stack(data_dir) if processes else None
+        document = {
+            "data_dir": str(data_dir.absolute()),
+            "recorded": bool(processes),
+            "running": running,
+            "exit_code": code,
+            "broker_url": stack.broker_url if stack else None,
+            "store_url": stack.store_url if stack else None,
+            "components": [
+                {
+                    "name": process.name,
+                    "address": process.address,
+                    "pid": process.pid,
+                    "running": up,
+                    "log": str(process.log),
+                }
+                for process, up in processes
+            ],
+        }
+        click.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
+        sys.exit(code)
     if not processes:
         console.print(
             f"No dev stack is recorded in {data_dir}; start one with `fairstream dev up`.",
@@ -217,6 +301,34 @@ def dev_status(data_dir: Path) -> None:
     console.print(table)
     if not all(running for _, running in processes):
         sys.exit(NOT_RUNNING)
+
+
+@dev.command("env")
+@DATA_DIR_OPTION
+def dev_env(data_dir: Path) -> None:
+    """Print shell lines that point this shell at the running embedded stack: the fairstream
+    variables (so commands work from any folder), BROKER (host:port, as `kcat -b` takes it)
+    and LD_LIBRARY_PATH (Debian's kcat cannot speak to the embedded broker with its own
+    librdkafka; this links the newer one of the confluent-kafka wheel; development only).
+    Use it as: eval "$(fairstream dev env)"; kcat -b "$BROKER" -L
+
+    Example: fairstream dev env --data-dir .fairstream
+    """
+    import shlex
+
+    broker, store = stack_urls(data_dir, None, None)
+    library_path = devstack.kcat_library_path(data_dir)
+    for name, value in (
+        ("FAIRSTREAM_DATA_DIR", str(data_dir.absolute())),
+        ("FAIRSTREAM_BROKER_URL", broker),
+        ("FAIRSTREAM_STORE_URL", store),
+        ("BROKER", bootstrap_servers(broker)),
+    ):
+        click.echo(f"export {name}={shlex.quote(value)}")
+    click.echo(
+        f"export LD_LIBRARY_PATH={shlex.quote(library_path)}"
+        '"${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"'
+    )
 
 
 @cli.group()
@@ -357,9 +469,10 @@ _POLICY_OPTIONS = [
     ),
     click.option(
         "--quota",
+        type=BYTE_SIZE,
         default=None,
-        metavar="SIZE",
-        help="Keep at most this much zip data (e.g. 20G); cold zips are evicted beyond it.",
+        help="Keep at most this much zip data (20G, 20 GiB, 500MB or bytes; K, M, G, T are "
+        "powers of 1024); cold zips are evicted beyond it.",
     ),
 ]
 
@@ -372,17 +485,13 @@ def policy_options(command: Callable[..., None]) -> Callable[..., None]:
 
 
 def policy_from_options(
-    mode: str, include: tuple[str, ...], exclude: tuple[str, ...], quota: str | None
+    mode: str, include: tuple[str, ...], exclude: tuple[str, ...], quota: int | None
 ) -> ReplicationPolicy:
-    try:
-        quota_bytes = parse_size(quota) if quota is not None else None
-    except ConfigurationError as exc:
-        raise ConfigurationError(f"--quota: {exc}") from None
     return ReplicationPolicy(
         mode=ReplicationMode(mode),
         include=include or ("drupal/*",),
         exclude=exclude,
-        quota_bytes=quota_bytes,
+        quota_bytes=quota,
     )
 
 
@@ -404,6 +513,39 @@ VIEW_OPTION = click.option(
     "view topic with a local view per process (sqlite, p2 in memory, a docroot for "
     "`node nginx-config`; ADR 5). Every worker, frontend and rebuild of a region uses the same.",
 )
+DIST_OPTION = click.option(
+    "--dist",
+    type=click.Choice(DIST_MODES),
+    default="redirect",
+    show_default=True,
+    help="How a zip held here is answered: redirect (302 to a presigned URL of the store, "
+    "which clients must reach: the --store endpoint, or --store-public-url) or proxy (sent "
+    "through the node, streamed, byte ranges answered, a whole download checked against "
+    "its signed sha256 and sha1; for a store clients cannot reach).",
+)
+STORE_PUBLIC_URL_OPTION = click.option(
+    "--store-public-url",
+    default=None,
+    metavar="URL",
+    help="The store's endpoint as clients reach it, http(s)://HOST[:PORT] (a load balancer "
+    "in front of MinIO that keeps the Host header): --dist redirect presigns for it  "
+    "[default: the --store endpoint]",
+)
+
+
+def dist_presigner(
+    location: StoreLocation, bucket: str, dist: str, store_public_url: str | None
+) -> ObjectStore | None:
+    """The bucket as clients reach it, to presign dist redirects with (None: the store's own
+    endpoint); computes locally, never asks the store. Raises ``ConfigurationError``."""
+    if not store_public_url:
+        return None
+    if dist == "proxy":
+        raise ConfigurationError(
+            "--store-public-url is for --dist redirect: with --dist proxy clients never "
+            "reach the store; drop one of the two"
+        )
+    return ObjectStore(location.reached_at(store_public_url), bucket)
 
 
 @configurable
@@ -419,10 +561,11 @@ VIEW_OPTION = click.option(
 )
 @click.option(
     "--max-artifact-size",
-    type=click.IntRange(1),
+    type=BYTE_SIZE,
     default=DEFAULT_MAX_ARTIFACT_SIZE,
-    show_default=True,
-    help="Refuse release zips larger than this many bytes.",
+    show_default="1G",
+    help="Refuse release zips larger than this (1G, 500MB, 2 GiB or bytes; K, M, G, T are "
+    "powers of 1024).",
 )
 @click.option(
     "--listen",
@@ -437,6 +580,8 @@ VIEW_OPTION = click.option(
     help="The region's public URL, recorded in its bucket for every worker  [default: the "
     "recorded one, else http://LISTEN]",
 )
+@DIST_OPTION
+@STORE_PUBLIC_URL_OPTION
 @click.option("--bucket", default=None, help="The region's bucket  [default: fairstream-REGION]")
 @click.option(
     "--session-timeout",
@@ -511,6 +656,8 @@ def node_run(
     max_artifact_size: int,
     listen: str,
     public_url: str | None,
+    dist: str,
+    store_public_url: str | None,
     bucket: str | None,
     session_timeout: float,
     stuck_after: float,
@@ -518,7 +665,7 @@ def node_run(
     mode: str,
     include: tuple[str, ...],
     exclude: tuple[str, ...],
-    quota: str | None,
+    quota: int | None,
     pending_interval: float,
     peer_specs: tuple[str, ...],
     node_key_path: Path | None,
@@ -557,13 +704,14 @@ def node_run(
         for spec in peer_specs
     )
     location = StoreLocation.from_url(store_url)
+    bucket = bucket or f"fairstream-{region}"
+    presigner = dist_presigner(location, bucket, dist, store_public_url)
     # A mistake in the arguments is reported before the store or the broker is asked.
     bootstrap_servers(broker_url)
     pinned = pinned_root_file(root_path)
     replication = with_peer_namespaces(policy_from_options(mode, include, exclude, quota), peers)
     make_dir(data_dir / "nodes" / region, "the node's data directory")
     own_key = node_key(node_key_path, data_dir, region, listen)
-    bucket = bucket or f"fairstream-{region}"
     region_store = ObjectStore(location, bucket)
     region_store.ensure_bucket()
     settings = NodeSettings(
@@ -614,8 +762,10 @@ def node_run(
             patterns=policy.include,
             public_url=settings.public_url,
             mirror_artifacts=policy.mirrors_artifacts,
+            dist="proxy" if dist == "proxy" else "redirect",
         ),
         stream.store,
+        presigner=presigner,
         trust_root=lambda: stream.trust.root,
         states=stream.states,
         documents=stream.local_view.document if stream.local_view is not None else None,
@@ -646,12 +796,15 @@ def node_run(
     )
     serve_status_pages(http.app, own_status, rejections=rejections, clock=stream.now)
     uvloop.install()
-    worker = faust.Worker(stream.app, HttpServerService(http.app, host, port), loglevel="info")
-    # The console keeps the real stderr: the worker later redirects sys.stderr to its log.
-    with CatchUpProgress(Console(file=sys.stderr, soft_wrap=True)) as catch_up:
+    logs = log_settings()
+    # JSON logs are for a machine even on a terminal: log lines instead of a progress bar.
+    terminal = False if logs.format == "json" else None
+    with CatchUpProgress(
+        Console(file=sys.stderr, soft_wrap=True, force_terminal=terminal)
+    ) as catch_up:
         if stream.reporter is not None:
             stream.reporter.listeners.append(catch_up.observe)
-        worker.execute_from_commandline()
+        run_worker(stream.app, HttpServerService(http.app, host, port, logs=logs), logs=logs)
 
 
 @node.command("serve")
@@ -673,6 +826,8 @@ def node_run(
     default=None,
     help="URL clients reach it at  [default: http://LISTEN]",
 )
+@DIST_OPTION
+@STORE_PUBLIC_URL_OPTION
 @click.option("--bucket", default=None, help="The region's bucket  [default: fairstream-REGION]")
 @policy_options
 @NODE_KEY_OPTION
@@ -687,11 +842,13 @@ def node_serve(
     root_path: Path,
     listen: str,
     public_url: str | None,
+    dist: str,
+    store_public_url: str | None,
     bucket: str | None,
     mode: str,
     include: tuple[str, ...],
     exclude: tuple[str, ...],
-    quota: str | None,
+    quota: int | None,
     node_key_path: Path | None,
     status_every: float,
     broker: str | None,
@@ -716,12 +873,18 @@ def node_serve(
     host, port = listen_address(listen)
     broker_url, store_url = stack_urls(data_dir, broker, store)
     topics = Topics.with_prefix(topic_prefix)
+    location = StoreLocation.from_url(store_url)
+    bucket = bucket or f"fairstream-{region}"
+    # Checked here, before anything is asked of the store or the broker.
+    dist_presigner(location, bucket, dist, store_public_url)
     frontend = Frontend(
         FrontendSettings(
             region=region,
             broker_url=broker_url,
-            store=StoreLocation.from_url(store_url),
-            bucket=bucket or f"fairstream-{region}",
+            store=location,
+            bucket=bucket,
+            dist="proxy" if dist == "proxy" else "redirect",
+            store_public_url=store_public_url or "",
             public_url=public_url or f"http://{listen}",
             pinned_root=pinned_root_file(root_path),
             policy=policy_from_options(mode, include, exclude, quota),
@@ -733,7 +896,7 @@ def node_serve(
         )
     )
     frontend.prepare()
-    web.run_app(frontend.http.app, host=host, port=port, print=None)
+    serve_app(frontend.http.app, host, port, logs=log_settings())
 
 
 @node.command("rebuild")
@@ -755,12 +918,19 @@ def node_serve(
 @click.option("--bucket", default=None, help="The region's bucket  [default: fairstream-REGION]")
 @click.option(
     "--max-artifact-size",
-    type=click.IntRange(1),
+    type=BYTE_SIZE,
     default=DEFAULT_MAX_ARTIFACT_SIZE,
-    show_default=True,
-    help="Refuse release zips larger than this many bytes (as the nodes do).",
+    show_default="1G",
+    help="Refuse release zips larger than this, as the nodes do (1G, 500MB, 2 GiB or bytes).",
 )
 @policy_options
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print what was rebuilt as a JSON document instead of text, without the progress "
+    "bar (its fields: docs/operator-guide.md).",
+)
 @BROKER_OPTION
 @STORE_OPTION
 @TOPIC_PREFIX_OPTION
@@ -775,7 +945,8 @@ def node_rebuild(
     mode: str,
     include: tuple[str, ...],
     exclude: tuple[str, ...],
-    quota: str | None,
+    quota: int | None,
+    as_json: bool,
     broker: str | None,
     store: str | None,
     topic_prefix: str,
@@ -790,7 +961,7 @@ def node_rebuild(
 
     \b
     Example: fairstream node rebuild --region eu --root root.avro \\
-      --public-url https://eu.packages.example.org
+      --public-url https://eu.packages.example.org --json
     """
     broker_url, store_url = stack_urls(data_dir, broker, store)
     topics = Topics.with_prefix(topic_prefix)
@@ -810,10 +981,12 @@ def node_rebuild(
     # The region's workers render with the URL the rebuild renders with from now on.
     public_url = region_public_url(objects, public_url, public_url)
     producer = EventProducer(broker_url)
+    # With --json, stdout is the document's alone: progress on a terminal's stderr, or none.
+    shown = Console(stderr=True, soft_wrap=True) if as_json else console
     states: RebuildTarget
     if view == "topic":
         view_topic = topics.view(region)
-        with console.status(f"reading the view of region {region}"):
+        with shown.status(f"reading the view of region {region}"):
             current = read_region_view(broker_url, view_topic, producer)
         states = ViewTarget(
             current,
@@ -831,7 +1004,8 @@ def node_rebuild(
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=console,
+        console=shown,
+        disable=not shown.is_terminal and as_json,
     ) as progress:
         task = progress.add_task(region, total=None)
         report = rebuild_region(
@@ -845,6 +1019,22 @@ def node_rebuild(
             on_record=lambda: progress.advance(task),
         )
     producer.close()
+    if as_json:
+        document = {
+            "region": region,
+            "view": view,
+            "public_url": public_url,
+            "records": report.records,
+            "packages": report.packages,
+            "states_written": report.states_written,
+            "documents_written": report.documents_written,
+            "fetches_parked": report.fetches_parked,
+            "removed": sorted(report.removed),
+            "kept_from_earlier_roots": report.kept_from_earlier_roots,
+            "refused": dict(sorted(report.refused.items())),
+        }
+        click.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
+        return
     console.print(
         f"rebuilt region {region}: {report.records} records, {report.packages} packages; "
         f"{report.states_written} states and {report.documents_written} p2 documents written, "
@@ -875,7 +1065,7 @@ def origin_serve(root: Path, listen: str) -> None:
     Example: fairstream origin serve ./files --listen 127.0.0.1:8000
     """
     host, port = listen_address(listen)
-    web.run_app(origin_app(root), host=host, port=port, print=None)
+    serve_app(origin_app(root), host, port, logs=log_settings())
 
 
 @cli.command()
@@ -981,6 +1171,8 @@ def status(
 
     with Live(table, console=console, auto_refresh=False) as live:
         redraw(refresh, lambda frame: live.update(frame, refresh=True), every=period)
+    # With no stop condition, only Ctrl-C ends the redraws: exit as after any Ctrl-C.
+    click.get_current_context().exit(INTERRUPTED)
 
 
 @cli.group()
@@ -1146,8 +1338,8 @@ def directory_serve(
         trust_root=lambda: stream.trust.root,
         rejections=RejectionLog(broker_url, topics.rejected),
     )
-    worker = faust.Worker(stream.app, HttpServerService(app, host, port), loglevel="info")
-    worker.execute_from_commandline()
+    logs = log_settings()
+    run_worker(stream.app, HttpServerService(app, host, port, logs=logs), logs=logs)
 
 
 @cli.command()
@@ -1342,7 +1534,8 @@ def main() -> None:
     """Entry point: never a traceback for a user's mistake.
 
     Usage errors are shown as click shows them (exit 2), our errors as one red sentence
-    on stderr (exit 1), and Ctrl-C ends the command quietly (exit 130).
+    on stderr (with ``--log-format json``, an error record; exit 1), and Ctrl-C ends the
+    command quietly (exit 130).
     """
     try:
         result = cli.main(standalone_mode=False)
@@ -1351,12 +1544,16 @@ def main() -> None:
         raise SystemExit(exc.exit_code) from None
     except (click.Abort, KeyboardInterrupt):
         # click turns Ctrl-C into Abort; outside its invoke it stays a KeyboardInterrupt.
-        raise SystemExit(130) from None
+        raise SystemExit(INTERRUPTED) from None
     except FairstreamError as exc:
         message = str(exc)
         hint = next((h for kind, h in _UNAVAILABLE_HINTS.items() if isinstance(exc, kind)), None)
         if hint:
             message = f"{message}; {hint}"
+        if logs_json():
+            # A log shipper reading stderr gets the reason as a record like every other.
+            logging.getLogger("fairstream").error(message)
+            raise SystemExit(1) from None
         errors = Console(stderr=True, soft_wrap=True)
         errors.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False)
         raise SystemExit(1) from None

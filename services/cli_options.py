@@ -6,8 +6,9 @@ A module of its own so that the command modules (``cli``, ``importer_cli``,
 
 from __future__ import annotations
 
+import os
 import socket
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import click
@@ -17,17 +18,72 @@ from schemas.errors import ConfigurationError, RejectedError
 from schemas.federation import HEARTBEAT_EVERY_SECONDS, is_http_url
 from schemas.signing import SigningKey
 from schemas.trust import TrustRoot, delegation_problem, load_pinned_root
+from services.logs import LogSettings
+from streams.policy import parse_size
+
+
+def _nearest_data_dir(ctx: click.Context, param: click.Parameter, value: Path) -> Path:
+    """Without ``--data-dir`` or ``FAIRSTREAM_DATA_DIR``: the ``.fairstream`` folder of the
+    current folder or of its nearest parent that has one, as git finds ``.git``."""
+    if param.name is not None and ctx.get_parameter_source(param.name) in (
+        click.core.ParameterSource.DEFAULT,
+        None,
+    ):
+        return devstack.nearest_data_dir(Path.cwd())
+    return value
+
 
 DATA_DIR_OPTION = click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
-    default=Path(".fairstream"),
-    show_default=True,
+    default=Path(devstack.DATA_DIR_NAME),
+    show_default=".fairstream in this folder or the nearest parent folder that has one",
     envvar="FAIRSTREAM_DATA_DIR",
+    callback=_nearest_data_dir,
     help="Where the embedded stack keeps its state, logs and S3 data.",
 )
+#: The suffix of a variable naming a file that holds a credential-bearing setting's value.
+FILE_SUFFIX = "_FILE"
+
+
+def credential_from_environment(envvar: str, environ: Mapping[str, str]) -> tuple[str, str] | None:
+    """A credential-bearing setting from ``envvar`` or from the file ``envvar_FILE`` names
+    (as Docker and Kubernetes mount secrets), with the variable it came from; None if
+    neither is set. The file's trailing newline is not part of the value.
+
+    Raises ``ConfigurationError`` when both are set or the file cannot be read.
+    """
+    value = environ.get(envvar) or None
+    file_var = envvar + FILE_SUFFIX
+    named = environ.get(file_var) or None
+    if named is None:
+        return (value, envvar) if value is not None else None
+    if value is not None:
+        raise ConfigurationError(
+            f"both {envvar} and {file_var} are set; set only one (the file keeps the "
+            "credentials out of the process's environment)"
+        )
+    text = read_file(Path(named), f"the file {file_var} names").decode("utf-8", "replace")
+    if not text.strip():
+        raise ConfigurationError(f"{named} (named by {file_var}) is empty; write the URL in it")
+    return text.strip(), file_var
+
+
+class CredentialOption(click.Option):
+    """An option whose value holds credentials: besides its variable (``FAIRSTREAM_STORE_URL``)
+    it is read from the file ``<VARIABLE>_FILE`` names (``FAIRSTREAM_STORE_URL_FILE``), so
+    that neither ``ps`` nor the process's environment shows them."""
+
+    def resolve_envvar_value(self, ctx: click.Context) -> str | None:
+        if not isinstance(self.envvar, str):
+            return super().resolve_envvar_value(ctx)
+        found = credential_from_environment(self.envvar, os.environ)
+        return found[0] if found is not None else None
+
+
 BROKER_OPTION = click.option(
     "--broker",
+    cls=CredentialOption,
     envvar="FAIRSTREAM_BROKER_URL",
     help="Kafka URL: kafka://HOST:PORT[,HOST:PORT], kafka+ssl://HOST:PORT?ca=CA.pem (TLS) or "
     "kafka+sasl-ssl://USER:PASSWORD@HOST:PORT?mechanism=SCRAM-SHA-512&ca=CA.pem  "
@@ -35,6 +91,7 @@ BROKER_OPTION = click.option(
 )
 STORE_OPTION = click.option(
     "--store",
+    cls=CredentialOption,
     envvar="FAIRSTREAM_STORE_URL",
     help="Object store URL, s3://ACCESS:SECRET@host:port  [default: the embedded stack's]",
 )
@@ -93,6 +150,35 @@ class HttpUrl(click.ParamType):
 HTTP_URL = HttpUrl()
 
 
+class ByteSize(click.ParamType):
+    """An option giving a size in bytes, one way everywhere: ``1G``, ``20 GiB``, ``500MB``,
+    ``1.5T`` or plain bytes (``1073741824``; a TOML integer too). K, M, G and T are powers of
+    1024 with or without ``i`` and ``B`` (``500MB`` is 500 MiB)."""
+
+    name = "SIZE"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = str(value)
+        try:
+            return parse_size(str(value))
+        except ConfigurationError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+BYTE_SIZE = ByteSize()
+
+
+def log_settings() -> LogSettings:
+    """How this process logs, as the ``fairstream`` group's options set it up (the
+    defaults when a command runs on its own, as in tests)."""
+    ctx = click.get_current_context(silent=True)
+    found = ctx.find_object(LogSettings) if ctx is not None else None
+    return found or LogSettings()
+
+
 def stack_urls(data_dir: Path, broker: str | None, store: str | None) -> tuple[str, str]:
     """Broker and store URLs: given explicitly, or those of the embedded stack in ``data_dir``."""
     if broker and store:
@@ -113,8 +199,9 @@ def _running_stack(data_dir: Path, needed: set[str]) -> devstack.Stack:
     stack = devstack.read_stack(data_dir)
     if stack is None:
         raise ConfigurationError(
-            f"no --broker/--store given and no embedded stack recorded in {data_dir}; "
-            "start one with `fairstream dev up` or pass the URLs"
+            f"no --broker/--store given and no embedded stack recorded in {data_dir} "
+            "(--data-dir, FAIRSTREAM_DATA_DIR, or else the nearest .fairstream folder of this "
+            "folder or its parents); start one with `fairstream dev up` or pass the URLs"
         )
     stopped = sorted(
         process.name

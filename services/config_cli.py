@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import click
+import orjson
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from connectors.store import redact_url
 from services.node_config import (
     ConfigCheck,
     check_config,
@@ -53,16 +56,30 @@ def register(group: click.Group) -> None:
         help="Do not open the files the settings name (trust root, keys, CA): for a file "
         "written for another machine, a container or a cluster.",
     )
-    def check(file: Path, command_name: str, skip_file_checks: bool) -> None:
+    @click.option(
+        "--json",
+        "as_json",
+        is_flag=True,
+        help="Print the settings and problems as a JSON document instead (its fields: "
+        "docs/operator-guide.md); same exit code.",
+    )
+    def check(file: Path, command_name: str, skip_file_checks: bool, as_json: bool) -> None:
         """Check FILE (and the FAIRSTREAM_* variables set here) as the command would read
         them, print every setting with where it came from, and exit 1 on any problem.
 
         Example: fairstream config check /etc/fairstream/node.toml --command node-run
+
+        \b
+        Example: fairstream config check node.toml --json --skip-file-checks
         """
         command = commands[command_name]
         result = check_config(
             command, read_config(file), os.environ, check_files=not skip_file_checks
         )
+        if as_json:
+            document = check_document(result, file=file, command=command_name)
+            click.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
+            raise SystemExit(0 if result.ok else 1)
         console.print(settings_table(result, title=f"{file} for fairstream {command_name}"))
         for problem in result.problems:
             console.print(Text(f"✗ {problem.message}", style="red"))
@@ -76,6 +93,39 @@ def register(group: click.Group) -> None:
         )
 
     group.add_command(config)
+
+
+def check_document(result: ConfigCheck, *, file: Path, command: str) -> dict[str, Any]:
+    """The ``--json`` document of a check (field names are stable; credentials in URLs
+    masked as in the table)."""
+    return {
+        "file": str(file),
+        "command": command,
+        "ok": result.ok,
+        "exit_code": 0 if result.ok else 1,
+        "settings": [
+            {
+                "key": resolved.setting.key,
+                "value": _json_value(resolved.value),
+                "source": resolved.source,
+                "environment_variable": resolved.setting.envvar,
+            }
+            for resolved in result.settings
+        ],
+        "problems": [
+            {"key": problem.key, "kind": problem.kind, "message": problem.message}
+            for problem in result.problems
+        ],
+    }
+
+
+def _json_value(value: object) -> object:
+    """A setting's value as JSON: lists as lists, text (paths, URLs) with credentials masked."""
+    if value is None or isinstance(value, bool | int | float):
+        return value
+    if isinstance(value, list | tuple):
+        return [_json_value(item) for item in value]
+    return redact_url(str(value))
 
 
 def settings_table(result: ConfigCheck, *, title: str) -> Table:

@@ -27,7 +27,7 @@ from schemas.errors import TransientError
 from schemas.federation import MISSED_HEARTBEATS
 from schemas.package_state import StateReader, render_documents
 from schemas.signing import SigningKey
-from services.node_http import NodeHttp, NodeHttpSettings
+from services.node_http import DistMode, NodeHttp, NodeHttpSettings
 from services.status_pages import NodeOwnStatus, RejectionLog, serve_status_pages
 from streams.artifacts import ReplicaRegistry
 from streams.node import TRUST_REFRESH_SECONDS, group_id
@@ -56,6 +56,11 @@ class FrontendSettings:
     status_interval: float = 10.0
     #: ``bucket`` or ``topic``: where the region's workers keep its view (NodeSettings.view).
     view: str = "bucket"
+    #: How a zip held in the bucket is answered (``node_http.DistMode``).
+    dist: DistMode = "redirect"
+    #: The store's endpoint as clients reach it, ``https://s3.example.org``: redirects are
+    #: presigned for it (empty: the store's own endpoint).
+    store_public_url: str = ""
 
 
 class Frontend:
@@ -109,9 +114,15 @@ class Frontend:
                 patterns=settings.policy.include,
                 public_url=settings.public_url,
                 mirror_artifacts=settings.policy.mirrors_artifacts,
+                dist=settings.dist,
                 service="frontend",
             ),
             self.store,
+            presigner=ObjectStore(
+                settings.store.reached_at(settings.store_public_url), settings.bucket
+            )
+            if settings.store_public_url
+            else None,
             trust_root=lambda: self.trust.root,
             states=states,
             documents=self.view.document if self.view is not None else None,

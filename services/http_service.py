@@ -7,19 +7,31 @@ from typing import Any
 from aiohttp import web
 from mode import Service
 
+from services.logs import LogSettings, access_log_options
+
 
 class HttpServerService(Service):
-    """Starts ``app`` on ``host:port`` when the worker starts and stops it with the worker."""
+    """Starts ``app`` on ``host:port`` when the worker starts and stops it with the worker;
+    logs each request when ``logs`` asks for an access log."""
 
-    def __init__(self, app: web.Application, host: str, port: int, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        app: web.Application,
+        host: str,
+        port: int,
+        *,
+        logs: LogSettings | None = None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self._app = app
         self._host = host
         self._port = port
+        self._logs = logs or LogSettings()
         self._runner: web.AppRunner | None = None
 
     async def on_start(self) -> None:
-        self._runner = web.AppRunner(self._app, access_log=None)
+        self._runner = web.AppRunner(self._app, **access_log_options(self._logs))
         await self._runner.setup()
         await web.TCPSite(self._runner, self._host, self._port).start()
 

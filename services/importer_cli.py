@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import Any
 
 import click
+import orjson
 from rich.console import Console
 
 from connectors.composer_repo import SourceLimits, packages_json_url
@@ -24,6 +26,7 @@ from services.cli_options import (
 )
 from services.cli_options import broker_url as resolve_broker
 from services.importer import (
+    ImportReport,
     ImportSettings,
     RichImportProgress,
     import_repository,
@@ -67,6 +70,13 @@ def register(group: click.Group) -> None:
     show_default=True,
     help="Requests to the source in flight at once.",
 )
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the summary as a JSON document instead of a table (its fields: "
+    "docs/operator-guide.md); the progress bar only on a terminal's stderr.",
+)
 @SIGNERS_ROOT_OPTION
 @BROKER_OPTION
 @TOPIC_PREFIX_OPTION
@@ -79,6 +89,7 @@ def import_command(
     packages_path: Path | None,
     rate: float,
     concurrency: int,
+    as_json: bool,
     root_path: Path | None,
     broker: str | None,
     topic_prefix: str,
@@ -120,9 +131,40 @@ def import_command(
         ),
     )
     console = Console(soft_wrap=True, stderr=True)
-    with RichImportProgress(console) as progress:
-        report = asyncio.run(import_repository(settings, observer=progress))
-    Console(soft_wrap=True).print(summary_table(report))
+    if as_json and not console.is_terminal:
+        report = asyncio.run(import_repository(settings))
+    else:
+        with RichImportProgress(console) as progress:
+            report = asyncio.run(import_repository(settings, observer=progress))
+    if as_json:
+        click.echo(orjson.dumps(summary_document(report), option=orjson.OPT_INDENT_2).decode())
+    else:
+        Console(soft_wrap=True).print(summary_table(report))
+
+
+def summary_document(report: ImportReport) -> dict[str, Any]:
+    """The ``--json`` summary (field names are stable): the table's figures, and each reason
+    for skipping with its count, whether it counts releases or whole packages, and one
+    example."""
+    skipped = sorted(report.skipped.items(), key=lambda item: (-item[1], item[0]))
+    return {
+        "repository": report.repository,
+        "packages": report.packages,
+        "published": report.published,
+        "skipped": [
+            {
+                "reason": reason.value,
+                "counts": "packages" if reason.per_package else "releases",
+                "count": count,
+                "example": report.examples.get(reason, ""),
+            }
+            for reason, count in skipped
+        ],
+        "requests": report.requests,
+        "retries": report.retries,
+        "downloads": report.downloads,
+        "elapsed_seconds": round(report.elapsed, 3),
+    }
 
 
 def _package_names(path: Path) -> tuple[str, ...]:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-import logging
-
 import click
 import uvloop
-from aiohttp import web
 
 from schemas.errors import ConfigurationError
-from services.cli_options import GEO_HEADER_OPTION, REGION_MAP_OPTION, listen_address
+from services.cli_options import (
+    GEO_HEADER_OPTION,
+    REGION_MAP_OPTION,
+    listen_address,
+    log_settings,
+)
 from services.meta_directory import REGION_NAME, MetaDirectory, MetaDirectorySettings, Reference
 from services.registry import RegionMap
+from services.serving import serve_app
 
 __all__ = ["refer", "register"]
 
@@ -109,8 +112,5 @@ def refer(
             probe_timeout=probe_timeout,
         )
     )
-    logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
     uvloop.install()
-    web.run_app(meta.app, host=host, port=port, print=None)
+    serve_app(meta.app, host, port, logs=log_settings())

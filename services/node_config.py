@@ -4,7 +4,8 @@ The model is derived from each click command's own options, so it cannot drift
 from the CLI: a file key is an option's long name in snake_case
 (``--public-url`` → ``public_url``), its environment variable is the one the
 option declares (``FAIRSTREAM_BROKER_URL``, ``FAIRSTREAM_STORE_URL``,
-``FAIRSTREAM_DATA_DIR``) or else ``FAIRSTREAM_<KEY>``, and its type, range and
+``FAIRSTREAM_DATA_DIR``) or else ``FAIRSTREAM_<KEY>`` (the broker and store URLs,
+which hold credentials, also from the file ``<VARIABLE>_FILE`` names), and its type, range and
 choices are the option's. ``configurable`` gives a command ``--config FILE``;
 the file becomes click's default map, so the precedence is click's own:
 command line > environment > file > default. ``check_config`` is what
@@ -24,12 +25,18 @@ from typing import Any, Literal, TypeVar
 import click
 
 from connectors.kafka import BrokerLocation
-from connectors.store import StoreLocation, redact_url
+from connectors.store import StoreLocation, public_endpoint, redact_url
 from schemas.errors import ConfigurationError
-from services.cli_options import parse_listen, pinned_root, read_file
+from services.cli_options import (
+    ByteSize,
+    CredentialOption,
+    credential_from_environment,
+    parse_listen,
+    pinned_root,
+    read_file,
+)
 from services.registry import RegionMap
 from streams.peering import parse_peer
-from streams.policy import parse_size
 
 #: The variable that names the configuration file when ``--config`` is not given.
 CONFIG_ENVVAR = "FAIRSTREAM_CONFIG"
@@ -171,11 +178,19 @@ def check_config(
     for setting in settings.values():
         raw: object
         source: Source
-        text = environ.get(setting.envvar)
+        text, variable = environ.get(setting.envvar), setting.envvar
+        if isinstance(setting.option, CredentialOption):
+            try:
+                found = credential_from_environment(setting.envvar, environ)
+            except ConfigurationError as exc:
+                problems.append(Problem(setting.key, "invalid-value", f"{exc}."))
+                resolved.append(ResolvedSetting(setting, None, "environment"))
+                continue
+            text, variable = found if found is not None else (None, setting.envvar)
         if text:
             source = "environment"
             raw = setting.option.type.split_envvar_value(text) if setting.multiple else text
-            where = f"{setting.envvar} (environment)"
+            where = f"{variable} (environment)"
         elif setting.key in table:
             source, raw, where = "file", table[setting.key], f"{setting.key} (file)"
             shape = _shape_problem(setting, raw)
@@ -287,10 +302,18 @@ _KINDS = {
     ),
     "boolean": _TomlKind("true or false", "booleans", "true", lambda v: isinstance(v, bool)),
     "string": _TomlKind("a string", "strings", '"..."', lambda v: isinstance(v, str)),
+    "size": _TomlKind(
+        'a size (a string like "20G", or a whole number of bytes)',
+        "sizes",
+        '"20G"',
+        lambda v: isinstance(v, str) or (isinstance(v, int) and not isinstance(v, bool)),
+    ),
 }
 
 
 def _kind(param_type: click.ParamType) -> str:
+    if isinstance(param_type, ByteSize):
+        return "size"
     if isinstance(param_type, click.types.BoolParamType):
         return "boolean"
     if isinstance(param_type, click.types.IntParamType):
@@ -389,7 +412,7 @@ def _check_region_map(entry: object, check_files: bool) -> None:
 _VALUE_CHECKS: dict[str, Callable[[object, bool], object]] = {
     "broker": _check_broker,
     "store": lambda url, _: StoreLocation.from_url(str(url)),
-    "quota": lambda size, _: parse_size(str(size)),
+    "store_public_url": lambda url, _: public_endpoint(str(url)),
     "listen": lambda listen, _: parse_listen(str(listen), "listen"),
     "region_map": _check_region_map,
     "peer": _check_peer,

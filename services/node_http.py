@@ -2,9 +2,11 @@
 
 ``packages.json`` is rendered per request (its URLs are this node's public URL
 and its mirrors are the other nodes); p2 documents are served from the region's
-bucket as the stream wrote them; a zip is answered with a 302 to a presigned URL
-of its content-addressed object, or, when this node does not hold it, to another
-node's verified copy or to the signed origin.
+bucket as the stream wrote them; a zip this node holds is answered with a 302 to
+a presigned URL of its content-addressed object (``dist = "redirect"``, signed
+for the store's public endpoint when one is given), or sent through the node
+(``dist = "proxy"``, ``services.dist_proxy``), and one it does not hold with a
+302 to another node's verified copy or to the signed origin.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime, parsedate_to_datetime
-from typing import Any, Final
+from typing import Any, Final, Literal, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
 import orjson
@@ -32,6 +34,7 @@ from schemas.errors import StoreUnavailableError
 from schemas.events import NAME_PATTERN, PACKAGE_NAME
 from schemas.package_state import PackageState, StateReader, VersionRecord, find_version
 from schemas.trust import TrustRoot
+from services.dist_proxy import send_artifact
 from streams.health import Verdict
 
 log = logging.getLogger(__name__)
@@ -63,6 +66,17 @@ _MIRROR_FILE = re.compile(r"^(?P<version>[A-Za-z0-9][A-Za-z0-9._+-]{0,99})\.zip$
 # packages[]=a is what people type (Packagist's documented GET).
 _PACKAGES_FIELD = re.compile(r"^packages(\[\d*\])?$")
 
+#: How a node answers for a zip it holds: ``redirect`` (302 to a presigned URL of the
+#: store, which clients must reach) or ``proxy`` (the bytes through the node, checked).
+DistMode = Literal["redirect", "proxy"]
+DIST_MODES: Final[tuple[DistMode, ...]] = ("redirect", "proxy")
+
+
+class Presigner(Protocol):
+    """What makes the URLs a ``redirect`` node sends clients to (``ObjectStore``)."""
+
+    def presigned_url(self, key: str, *, expires: timedelta = ...) -> str: ...
+
 
 @dataclass(frozen=True)
 class NodeHttpSettings:
@@ -70,7 +84,8 @@ class NodeHttpSettings:
 
     ``public_url`` is the node's base URL as clients see it (``https://eu.example``); when
     empty, each request's own scheme and host are used. ``mirror_artifacts`` false makes a
-    metadata-only node: it never holds zips and always sends clients elsewhere.
+    metadata-only node: it never holds zips and always sends clients elsewhere. ``dist``
+    says how a zip held here is answered (``DistMode``).
     """
 
     region: str
@@ -78,6 +93,7 @@ class NodeHttpSettings:
     presign_expiry: timedelta = timedelta(minutes=15)
     public_url: str = ""
     mirror_artifacts: bool = True
+    dist: DistMode = "redirect"
     #: The ``service`` label of its HTTP metrics: ``node``, ``frontend`` or ``directory``.
     service: str = "node"
 
@@ -105,10 +121,15 @@ class NodeHttp:
     ``on_missing(package, version, record)`` is told when this mirroring node is asked for a
     zip it does not hold; ``on_download(package, version, sha256)`` counts each install
     notification (what Drupal.org's statistics count); ``on_serve(package, version, sha256)``
-    each answered dist redirect (what makes a zip hot in this region's store);
+    each dist download answered, by redirect or through the node (what makes a zip hot
+    in this region's store);
     ``dist_router(request, package, version, record)``, when given, chooses where a dist
-    request for a zip not held here goes, instead of replicas and the origin (the directory). Callbacks are called on the event loop and
+    request for a zip not held here goes, instead of replicas and the origin (the directory);
+    ``presigner`` makes the URLs of redirects to the bucket (default: ``store``, whose
+    endpoint clients must then reach). Callbacks are called on the event loop and
     must not block; an exception in them is logged, never turned into an error answer.
+    Raises ``ValueError`` for ``dist="proxy"`` without ``states`` (the signed digests a
+    proxied zip is checked against live there).
     """
 
     def __init__(
@@ -128,11 +149,15 @@ class NodeHttp:
         dist_router: DistRouter | None = None,
         liveness: Callable[[], Verdict] | None = None,
         readiness: Callable[[], Verdict] | None = None,
+        presigner: Presigner | None = None,
     ) -> None:
+        if settings.dist == "proxy" and states is None:
+            raise ValueError("a node that sends zips through itself needs the package states")
         self.settings = settings
         self._liveness = liveness
         self._readiness = readiness
         self.store = store
+        self._presigner: Presigner = store if presigner is None else presigner
         self._clock = clock
         self._trust_root = trust_root
         self._states = states
@@ -246,17 +271,19 @@ class NodeHttp:
     # -- Zips ----------------------------------------------------------------------------------
 
     async def dist(self, request: web.Request) -> web.StreamResponse:
-        """A zip by its signed sha256: 302 to the bucket, another node's copy or the origin.
+        """A zip by its signed sha256: from the bucket (302 or proxied), else 302 to another
+        node's copy or the origin.
 
         404 for a malformed path, a package not served here, an unknown version or a sha256
         that is not the version's; 410 for an expunged version or artifact; 503 when nothing
-        can serve it now.
+        can serve it now. Proxied: 200, or 206 and 416 for ranges (``services.dist_proxy``).
         """
         package, version = self._package_and_version(request, request.match_info["version"])
         sha256 = request.match_info["sha256"]
         if not _SHA256.fullmatch(sha256):
             raise web.HTTPNotFound(text="not a sha256\n")
-        if self.settings.mirror_artifacts:
+        proxy = self.settings.mirror_artifacts and self.settings.dist == "proxy"
+        if self.settings.mirror_artifacts and not proxy:
             url = await self._presigned_if_held(sha256)
             if url is not None:
                 self._call("on_serve", self._on_serve, package, version, sha256)
@@ -280,6 +307,11 @@ class NodeHttp:
             raise web.HTTPNotFound(
                 text=f"{package} {pretty} is sha256 {record.sha256}, not {sha256}\n"
             )
+        if proxy:
+            # The version's signed digests are known only now: proxied zips are checked.
+            sent = await self._send_if_held(request, package, pretty, record)
+            if sent is not None:
+                return sent
         if self.settings.mirror_artifacts:
             self._call("on_missing", self._on_missing, package, pretty, record)
         if self._dist_router is not None:
@@ -298,8 +330,8 @@ class NodeHttp:
     async def mirror(self, request: web.Request) -> web.StreamResponse:
         """A zip by package and pretty version, as other nodes list this one in ``mirrors``.
 
-        302 to the bucket when this node holds the version's artifact, else 404 (Composer then
-        tries its next URL).
+        From the bucket (302 or proxied, as ``dist``) when this node holds the version's
+        artifact, else 404 (Composer then tries its next URL).
         """
         match = _MIRROR_FILE.fullmatch(request.match_info["file"])
         if match is None:
@@ -311,12 +343,17 @@ class NodeHttp:
         found = None if state is None else find_version(state, version)
         if found is None:
             raise web.HTTPNotFound(text=f"{package} has no version {version} here\n")
-        url = await self._presigned_if_held(found[1].sha256)
-        if url is None:
-            raise web.HTTPNotFound(
-                text=f"{package} {found[0]} is not stored in region {self.settings.region}\n"
-            )
-        raise web.HTTPFound(url)
+        if self.settings.dist == "proxy":
+            sent = await self._send_if_held(request, package, found[0], found[1])
+            if sent is not None:
+                return sent
+        else:
+            url = await self._presigned_if_held(found[1].sha256)
+            if url is not None:
+                raise web.HTTPFound(url)
+        raise web.HTTPNotFound(
+            text=f"{package} {found[0]} is not stored in region {self.settings.region}\n"
+        )
 
     # -- Security advisories and install notifications -------------------------------------------
 
@@ -422,7 +459,23 @@ class NodeHttp:
             raise web.HTTPServiceUnavailable(text=f"{exc}\n", headers=_RETRY_AFTER) from exc
         if stored is None:
             return None
-        return self.store.presigned_url(key, expires=self.settings.presign_expiry)
+        return self._presigner.presigned_url(key, expires=self.settings.presign_expiry)
+
+    async def _send_if_held(
+        self, request: web.Request, package: str, version: str, record: VersionRecord
+    ) -> web.StreamResponse | None:
+        """The zip of ``record`` sent through the node, or None when the bucket lacks the
+        signed bytes. Raises what ``send_artifact`` raises."""
+        return await send_artifact(
+            request,
+            self.store,
+            record,
+            region=self.settings.region,
+            what=f"{package} {version}",
+            on_answer=lambda: self._call(
+                "on_serve", self._on_serve, package, version, record.sha256
+            ),
+        )
 
     async def _load_state(self, package: str) -> PackageState | None:
         """The package's newest state. Raises ``HTTPServiceUnavailable`` when the store fails."""

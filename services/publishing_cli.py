@@ -13,7 +13,6 @@ from typing import Any
 
 import click
 import orjson
-from aiohttp import web
 from rich.console import Console
 
 from connectors.kafka import Topics, ensure_topics
@@ -23,10 +22,12 @@ from schemas.signing import SigningKey
 from schemas.trust import short_ids
 from services.cli_options import (
     BROKER_OPTION,
+    BYTE_SIZE,
     DATA_DIR_OPTION,
     PARTITIONS_OPTION,
     TOPIC_PREFIX_OPTION,
     listen_address,
+    log_settings,
     pinned_root,
 )
 from services.cli_options import broker_url as resolve_broker
@@ -38,6 +39,7 @@ from services.publishing_http import (
     PublishingSettings,
     signers_by_namespace,
 )
+from services.serving import serve_app
 from services.trust_admin import signing_keys
 
 console = Console(soft_wrap=True)
@@ -100,10 +102,11 @@ def publishing() -> None:
 @PARTITIONS_OPTION
 @click.option(
     "--max-artifact-size",
-    type=click.IntRange(1),
+    type=BYTE_SIZE,
     default=DEFAULT_MAX_ARTIFACT_SIZE,
-    show_default=True,
-    help="Refuse (413) release zips larger than this many bytes, downloaded or uploaded.",
+    show_default="1G",
+    help="Refuse (413) release zips larger than this, downloaded or uploaded (1G, 500MB, "
+    "2 GiB or bytes; K, M, G, T are powers of 1024).",
 )
 @DATA_DIR_OPTION
 def serve(
@@ -148,7 +151,7 @@ def serve(
         markup=False,
         highlight=False,
     )
-    web.run_app(service.app, host=host, port=port, print=None)
+    serve_app(service.app, host, port, logs=log_settings())
 
 
 @publishing.command("release")

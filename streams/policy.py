@@ -59,8 +59,13 @@ class ReplicationPolicy:
         )
 
 
+#: How a size is written, for messages.
+SIZE_EXAMPLES = "500M, 20G, 20 GiB or 1073741824 (K, M, G, T: powers of 1024)"
+
+
 def parse_size(text: str) -> int:
-    """``"500M"``, ``"20G"``, ``"1048576"`` to bytes (binary units); raises ``ConfigurationError``."""
+    """``"500M"``, ``"20G"``, ``"20 GiB"``, ``"500MB"``, ``"1048576"`` to bytes (binary units,
+    with or without ``i`` and ``B``); raises ``ConfigurationError``."""
     units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
     cleaned = text.strip().upper().removesuffix("B").removesuffix("I")
     number, unit = cleaned, ""
@@ -70,7 +75,7 @@ def parse_size(text: str) -> int:
         value = float(number)
     except ValueError:
         raise ConfigurationError(
-            f"size {text!r} is not a number of bytes; write it like 500M, 20G or 1048576"
+            f"size {text!r} is not a number of bytes; write it like {SIZE_EXAMPLES}"
         ) from None
     if value <= 0:
         raise ConfigurationError(f"size {text!r} must be positive")
@@ -78,7 +83,7 @@ def parse_size(text: str) -> int:
     # float() also takes "inf", "nan" and "1e400"; int() of those would raise OverflowError.
     if not math.isfinite(size):
         raise ConfigurationError(
-            f"size {text!r} is not a number of bytes; write it like 500M, 20G or 1048576"
+            f"size {text!r} is not a number of bytes; write it like {SIZE_EXAMPLES}"
         )
     if size < 1:
         raise ConfigurationError(f"size {text!r} is less than one byte; it must be positive")

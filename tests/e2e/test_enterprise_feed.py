@@ -29,7 +29,9 @@ from tests.roots import write_drupal_root
 
 REPO = Path(__file__).resolve().parents[2]
 GUIDE = REPO / "docs" / "enterprise-feed.md"
-BLOCK = re.compile(r"<!-- enterprise-feed: (?P<name>\S+) -->\n```\w*\n(?P<code>.*?)\n```", re.S)
+BLOCK = re.compile(
+    r"<!-- enterprise-feed: (?P<name>\S+) -->\n(?:<!--.*?-->\n)*```\w*\n(?P<code>.*?)\n```", re.S
+)
 
 
 def guide_blocks() -> dict[str, str]:

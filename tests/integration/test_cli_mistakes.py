@@ -5,27 +5,35 @@ checks the exit status (1 for our errors, 2 for click's usage errors, 130 for Ct
 that stderr holds no traceback and that the message names what was wrong. Mistakes in
 the arguments must be reported before any server is asked: the broker and store URLs
 given point at closed ports, so a command that went on to the network would say so
-instead (and a closed port itself must fail in bounded time).
+instead (and a closed port itself must fail in bounded time). Servers listen on a port
+the system picks (``127.0.0.1:0``), and the commands' default ports are held while the
+mistakes run: what else listens on this machine cannot change an outcome.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pty
+import select
 import shlex
 import signal
 import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from uuid import uuid4
 
 import pytest
 
 from infra import devstack
+from infra.localnet import free_port
 from schemas.signing import SigningKey
 from services.demo import write_key_pair
 
@@ -34,6 +42,11 @@ pytestmark = pytest.mark.integration
 FAIRSTREAM = str(Path(sys.executable).with_name("fairstream"))
 #: Nothing listens on port 1: any command that reached the network would fail on these.
 CLOSED = ["--broker", "kafka://127.0.0.1:1", "--store", "s3://key:secret@127.0.0.1:1"]
+#: A server's address on a port the system picks: always free.
+FREE = ["--listen", "127.0.0.1:0"]
+#: The default --listen ports of origin serve, node run and serve, directory serve and
+#: refer, publishing serve, and a node's usual 8081: another process may hold any of them.
+DEFAULT_PORTS = (8000, 8080, 8081, 8090, 8091)
 Outcome = subprocess.CompletedProcess[str]
 
 
@@ -90,6 +103,20 @@ def work(tmp_path: Path) -> Path:
     return make_work(tmp_path)
 
 
+@pytest.fixture(scope="module")
+def default_ports_held() -> Iterator[None]:
+    """Every default port held (by this test, or already by someone else) meanwhile."""
+    with ExitStack() as held:
+        for port in DEFAULT_PORTS:
+            holder = held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            try:
+                holder.bind(("127.0.0.1", port))
+                holder.listen()
+            except OSError:
+                pass  # held by another process already: as good
+        yield
+
+
 @pytest.fixture
 def busy_port() -> Iterator[int]:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as holder:
@@ -101,7 +128,8 @@ def busy_port() -> Iterator[int]:
 @dataclass(frozen=True)
 class Mistake:
     """A command line with a mistake (``{closed}`` stands for --broker and --store on closed
-    ports), the exit status it must end with, and what its message must name."""
+    ports, ``{free}`` for --listen on a free port), the exit status it must end with, and
+    what its message must name."""
 
     command: str
     status: int
@@ -112,10 +140,11 @@ class Mistake:
 
 
 def _expand(word: str) -> list[str]:
-    return CLOSED if word == "{closed}" else [word]
+    return {"{closed}": CLOSED, "{free}": FREE}.get(word, [word])
 
 
-NODE_RUN = "node run --region eu {closed} --data-dir state"
+NODE_RUN_ANYWHERE = "node run --region eu {closed} --data-dir state"
+NODE_RUN = f"{NODE_RUN_ANYWHERE} {{free}}"
 MISTAKES = {
     # files: missing, a directory, not what they should be
     "node run root missing": Mistake(
@@ -151,7 +180,7 @@ MISTAKES = {
         ("keys/root.pub", "is a public key"),
     ),
     "node serve root not a root": Mistake(
-        "node serve --region eu --root junk.bin {closed}",
+        "node serve --region eu --root junk.bin {closed} {free}",
         1,
         ("junk.bin", "not a valid signed root"),
     ),
@@ -161,7 +190,7 @@ MISTAKES = {
         ("missing.avro",),
     ),
     "directory serve root not a root": Mistake(
-        "directory serve --root junk.bin {closed} --data-dir state",
+        "directory serve --root junk.bin {closed} {free} --data-dir state",
         1,
         ("junk.bin", "not a valid signed root"),
     ),
@@ -209,49 +238,80 @@ MISTAKES = {
         ("cannot write the catalogue to afile/catalogue",),
     ),
     "node run data dir unwritable": Mistake(
-        "node run --region eu --root root.avro {closed} --data-dir afile/state",
+        "node run --region eu --root root.avro {closed} {free} --data-dir afile/state",
         1,
         ("afile/state/nodes/eu", "--data-dir"),
     ),
     # values, named before any server is asked
-    "quota": Mistake(f"{NODE_RUN} --root root.avro --quota 20X", 1, ("--quota", "'20X'", "20G")),
+    "quota": Mistake(f"{NODE_RUN} --root root.avro --quota 20X", 2, ("--quota", "'20X'", "20G")),
+    "max artifact size": Mistake(
+        f"{NODE_RUN} --root root.avro --max-artifact-size 1X",
+        2,
+        ("--max-artifact-size", "'1X'", "20 GiB"),
+    ),
+    "publishing max artifact size": Mistake(
+        "publishing serve --root root.avro --key keys/drupal.key --max-artifact-size 0 {free} "
+        "--broker kafka://127.0.0.1:1",
+        2,
+        ("--max-artifact-size", "'0'", "positive"),
+    ),
+    # Sizes are written one way everywhere: these pass, and the root named is what is wrong.
+    "sizes written as units are taken": Mistake(
+        f"{NODE_RUN} --root missing.avro --max-artifact-size 1G --quota '20 GiB'",
+        1,
+        ("missing.avro",),
+    ),
+    "rebuild sizes written as units are taken": Mistake(
+        "node rebuild --region eu --root missing.avro --public-url http://127.0.0.1:8081 "
+        "--max-artifact-size 500MB --quota 1073741824 {closed}",
+        1,
+        ("missing.avro",),
+    ),
+    "publishing size written as units is taken": Mistake(
+        "publishing serve --root missing.avro --key keys/drupal.key --max-artifact-size '2 GiB' "
+        "{free} --broker kafka://127.0.0.1:1",
+        1,
+        ("missing.avro",),
+    ),
     "listen not host port": Mistake(
-        f"{NODE_RUN} --root root.avro --listen nonsense", 1, ("--listen 'nonsense'",)
+        f"{NODE_RUN_ANYWHERE} --root root.avro --listen nonsense", 1, ("--listen 'nonsense'",)
     ),
     "listen port too large": Mistake(
-        f"{NODE_RUN} --root root.avro --listen 127.0.0.1:99999", 1, ("127.0.0.1:99999",)
+        f"{NODE_RUN_ANYWHERE} --root root.avro --listen 127.0.0.1:99999",
+        1,
+        ("127.0.0.1:99999",),
     ),
     "region name": Mistake(f"{NODE_RUN} --root root.avro --region EU", 1, ("region 'EU'",)),
     "broker url": Mistake(
         "node run --region eu --root root.avro --broker notaurl "
-        "--store s3://key:secret@127.0.0.1:1 --data-dir state",
+        "--store s3://key:secret@127.0.0.1:1 --data-dir state {free}",
         1,
         ("'notaurl'", "kafka://"),
     ),
     "broker port": Mistake(
         "node run --region eu --root root.avro --broker kafka://host:port "
-        "--store s3://key:secret@127.0.0.1:1 --data-dir state",
+        "--store s3://key:secret@127.0.0.1:1 --data-dir state {free}",
         1,
         ("kafka://host:port",),
     ),
     "store url": Mistake(
         "node run --region eu --root root.avro --broker kafka://127.0.0.1:1 --store nonsense "
-        "--data-dir state",
+        "--data-dir state {free}",
         1,
         ("'nonsense'", "s3://"),
     ),
     "region map": Mistake(
-        "directory serve --root root.avro --region-map nonsense {closed}",
+        "directory serve --root root.avro --region-map nonsense {closed} {free}",
         1,
         ("--region-map 'nonsense'", "CIDR=REGION"),
     ),
     "region map network": Mistake(
-        "directory serve --root root.avro --region-map 10.0.0.0/33=eu {closed}",
+        "directory serve --root root.avro --region-map 10.0.0.0/33=eu {closed} {free}",
         1,
         ("10.0.0.0/33",),
     ),
     "region map region": Mistake(
-        "directory serve --root root.avro --region-map 10.0.0.0/8=EU {closed}",
+        "directory serve --root root.avro --region-map 10.0.0.0/8=EU {closed} {free}",
         1,
         ("region 'EU'", "lower-case"),
     ),
@@ -283,7 +343,9 @@ MISTAKES = {
 
 
 @pytest.fixture(scope="module")
-def outcomes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Outcome]:
+def outcomes(
+    tmp_path_factory: pytest.TempPathFactory, default_ports_held: None
+) -> dict[str, Outcome]:
     """Every mistake run once, a few at a time (each start of the CLI takes a second)."""
     work = make_work(tmp_path_factory.mktemp("mistakes"))
     with ThreadPoolExecutor(max_workers=4) as pool:
@@ -304,7 +366,9 @@ def test_a_mistake_is_one_sentence_naming_the_bad_input(
 
 def test_a_listen_port_in_use_is_named(work: Path, busy_port: int) -> None:
     result = fairstream(
-        *Mistake(f"{NODE_RUN} --root root.avro --listen 127.0.0.1:{busy_port}", 1, ()).args(),
+        *Mistake(
+            f"{NODE_RUN_ANYWHERE} --root root.avro --listen 127.0.0.1:{busy_port}", 1, ()
+        ).args(),
         cwd=work,
     )
     assert_refused(result, 1, f"127.0.0.1:{busy_port}", "--listen")
@@ -325,7 +389,7 @@ def test_a_closed_broker_port_fails_in_bounded_time_with_what_to_check(work: Pat
     assert len(result.stderr.strip().splitlines()) <= 3, result.stderr
 
 
-def test_a_recorded_stack_that_no_longer_runs_says_so(work: Path) -> None:
+def test_a_recorded_stack_that_no_longer_runs_says_so(work: Path, default_ports_held: None) -> None:
     data_dir = work / "stopped-stack"
     data_dir.mkdir()
     # Recorded pids whose command line is not the recorded one: what a reboot leaves.
@@ -351,7 +415,16 @@ def test_a_recorded_stack_that_no_longer_runs_says_so(work: Path) -> None:
 
     status = fairstream("status", "--data-dir", data_dir, cwd=work)
     node = fairstream(
-        "node", "run", "--region", "eu", "--root", "root.avro", "--data-dir", data_dir, cwd=work
+        "node",
+        "run",
+        "--region",
+        "eu",
+        "--root",
+        "root.avro",
+        "--data-dir",
+        data_dir,
+        *FREE,
+        cwd=work,
     )
 
     assert_refused(status, 1, "is not running (broker stopped)", "fairstream dev up --data-dir")
@@ -361,22 +434,12 @@ def test_a_recorded_stack_that_no_longer_runs_says_so(work: Path) -> None:
 # --- Ctrl-C ----------------------------------------------------------------------------
 
 
-def test_ctrl_c_ends_a_command_quietly_with_130(work: Path) -> None:
+def start(*args: str | Path, cwd: Path) -> subprocess.Popen[str]:
+    """Start the `fairstream` console script as a terminal's foreground job would run it."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("FAIRSTREAM_")}
-    process = subprocess.Popen(
-        [
-            FAIRSTREAM,
-            "catalogue",
-            "generate",
-            "big",
-            "--projects",
-            "100000",
-            "--workers",
-            "1",
-            "--base-url",
-            "http://127.0.0.1:8000",
-        ],
-        cwd=work,
+    return subprocess.Popen(
+        [FAIRSTREAM, *map(str, args)],
+        cwd=cwd,
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -384,6 +447,47 @@ def test_ctrl_c_ends_a_command_quietly_with_130(work: Path) -> None:
         start_new_session=True,
         # As a terminal's Ctrl-C: a shell's background job would ignore SIGINT.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+
+
+def wait_until_answering(url: str, process: subprocess.Popen[str], timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"exited {process.returncode}: {process.communicate()}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    raise AssertionError(f"{url} did not answer: {process.communicate()}")
+
+
+def stopped_by(process: subprocess.Popen[str], signum: int) -> tuple[str, str]:
+    """Send ``signum`` to the process's group (a terminal's Ctrl-C); its output once it ended."""
+    os.killpg(process.pid, signum)
+    try:
+        return process.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        raise
+
+
+def test_ctrl_c_ends_a_command_quietly_with_130(work: Path) -> None:
+    process = start(
+        "catalogue",
+        "generate",
+        "big",
+        "--projects",
+        "100000",
+        "--workers",
+        "1",
+        "--base-url",
+        "http://127.0.0.1:8000",
+        cwd=work,
     )
     deadline = time.monotonic() + 30
     while not (work / "big" / "p2").exists() and time.monotonic() < deadline:
@@ -394,3 +498,102 @@ def test_ctrl_c_ends_a_command_quietly_with_130(work: Path) -> None:
 
     assert process.returncode == 130, (stdout, stderr)
     assert "Traceback" not in stderr and "Aborted" not in stderr, stderr
+
+
+def test_ctrl_c_stops_node_run_with_130(work: Path, stack: devstack.Stack) -> None:
+    port = free_port()
+    process = start(
+        "--log-level",
+        "warning",
+        "node",
+        "run",
+        "--region",
+        "ctrlc",
+        "--root",
+        "root.avro",
+        "--broker",
+        stack.broker_url,
+        "--store",
+        stack.store_url,
+        "--topic-prefix",
+        f"ctrlc-{uuid4().hex[:8]}-",
+        "--session-timeout",
+        "6",
+        "--listen",
+        f"127.0.0.1:{port}",
+        "--data-dir",
+        "state",
+        cwd=work,
+    )
+    wait_until_answering(f"http://127.0.0.1:{port}/health", process)
+    stdout, stderr = stopped_by(process, signal.SIGINT)
+
+    assert process.returncode == 130, (stdout, stderr)
+    assert "Traceback" not in stderr and "-INT-" not in stderr, stderr
+    # --log-level warning: none of the worker's info lines (Starting..., Stopping...).
+    assert " INFO " not in stderr, stderr
+
+
+@pytest.mark.parametrize(("signum", "status"), [(signal.SIGINT, 130), (signal.SIGTERM, 0)])
+def test_origin_serve_ends_with_130_on_ctrl_c_and_0_on_sigterm(
+    work: Path, signum: int, status: int
+) -> None:
+    port = free_port()
+    process = start("origin", "serve", "adir", "--listen", f"127.0.0.1:{port}", cwd=work)
+    wait_until_answering(f"http://127.0.0.1:{port}/health", process)
+    stdout, stderr = stopped_by(process, signum)
+
+    assert process.returncode == status, (stdout, stderr)
+    assert "Traceback" not in stderr, stderr
+
+
+def test_ctrl_c_stops_status_watch_with_130(work: Path, stack: devstack.Stack) -> None:
+    # On a terminal, as a person watches it: the caption shows once the loop redraws.
+    controller, terminal = pty.openpty()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FAIRSTREAM_")}
+    process = subprocess.Popen(
+        [FAIRSTREAM, "status", "--watch", "--every", "0.5", "--broker", stack.broker_url],
+        cwd=work,
+        env=env,
+        stdin=terminal,
+        stdout=terminal,
+        stderr=terminal,
+        start_new_session=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    os.close(terminal)
+    shown = b""
+    deadline = time.monotonic() + 60
+    while b"Ctrl-C stops" not in shown and time.monotonic() < deadline:
+        ready, _, _ = select.select([controller], [], [], 1)
+        if ready:
+            shown += os.read(controller, 65536)
+    assert b"Ctrl-C stops" in shown, shown.decode(errors="replace")
+    os.killpg(process.pid, signal.SIGINT)
+    while True:  # drain until the child closes the terminal (EIO)
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        shown += chunk
+    os.close(controller)
+    process.wait(30)
+
+    text = shown.decode(errors="replace")
+    assert process.returncode == 130, text
+    assert "Traceback" not in text and "Aborted" not in text, text
+
+
+def test_ctrl_c_stops_the_demo_with_130_and_its_stack(work: Path) -> None:
+    process = start("demo", "--data-dir", "demo", cwd=work)
+    deadline = time.monotonic() + 120
+    while not list((work / "demo").glob("runs/*/origin")) and time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.2)
+    stdout, stderr = stopped_by(process, signal.SIGINT)
+
+    assert process.returncode == 130, (stdout, stderr)
+    assert "Traceback" not in stderr, stderr
+    assert devstack.status(work / "demo") == ()

@@ -119,6 +119,8 @@ def test_the_keys_are_the_options_in_snake_case() -> None:
         "partitions",
         "data_dir",
         "view",
+        "dist",
+        "store_public_url",
     } == keys
     # Hidden options of the fault harness are no settings, nor is --config.
     assert not keys & {"fault_point", "clock_skew", "config"}

@@ -22,12 +22,14 @@ from typing import Any
 from unittest import mock
 
 import click
+import kubernetes_validate
 import pytest
 import yaml
 
 from connectors.kafka import BrokerLocation, Topics
 from schemas.errors import ConfigurationError
 from services.cli import cli
+from services.cli_options import FILE_SUFFIX, CredentialOption
 from services.node_config import check_config, configurable_commands, settings_of
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,6 +45,11 @@ OFFICIAL_TAGS = {
 # Every shared topic; each region's view topic (Topics.view) is the region's own.
 CODE_TOPICS = set(asdict(Topics()).values()) - {Topics().view_prefix}
 FILE_SETTINGS = ("root", "node_key", "key")
+# The Kubernetes release whose API schemas the manifests are validated against (offline:
+# kubernetes-validate bundles them).
+KUBERNETES_VERSION = "1.33"
+# Commands whose HTTP server answers /ready (the others' readiness is /health).
+SERVES_READY = {"node-run", "node-serve", "directory-serve"}
 
 
 # ---------------------------------------------------------------------------
@@ -119,14 +126,33 @@ def service_problems(
     except LookupError as exc:
         return [f"{where}: {exc}"]
     shown = f"`fairstream {path.replace('-', ' ')}`"
-    if path not in configurable_commands(cli):
-        return [f"{where}: {shown} takes no --config"]
-    envvars = {setting.envvar for setting in settings_of(command).values()}
+    params = [p for p in command.params if isinstance(p, click.Option)]
+    envvars = {p.envvar for p in params if isinstance(p.envvar, str)}
+    if path in configurable_commands(cli):
+        envvars |= {setting.envvar for setting in settings_of(command).values()}
+    # Credentials may come from the file a <VARIABLE>_FILE names: it must be mounted.
+    file_vars = {
+        p.envvar + FILE_SUFFIX: p.envvar
+        for p in params
+        if isinstance(p, CredentialOption) and isinstance(p.envvar, str)
+    }
     problems = [
         f"{where}: {name} is no setting of {shown}"
         for name in env
-        if name.startswith("FAIRSTREAM_") and name not in envvars | {"FAIRSTREAM_CONFIG"}
+        if name.startswith("FAIRSTREAM_")
+        and name not in envvars | set(file_vars) | {"FAIRSTREAM_CONFIG"}
     ]
+    problems += [
+        f"{where}: {name} names {env[name]}, which is not mounted in the container"
+        for name in env
+        if name in file_vars and not mounted(env[name])
+    ]
+    # The files' contents are the operator's: parsed as unset, as a Secret's value is.
+    env = {name: value for name, value in env.items() if name not in file_vars}
+    if path not in configurable_commands(cli):
+        return problems + command_line_problems(
+            where, shown, path, command, parent, rest, env, mounted
+        )
     at = rest.index("--config") + 1 if "--config" in rest else len(rest)
     if at >= len(rest):
         return [*problems, f"{where}: {shown} without --config FILE"]
@@ -158,6 +184,33 @@ def service_problems(
             if not mounted(p)
         ]
     return problems
+
+
+def command_line_problems(
+    where: str,
+    shown: str,
+    path: str,
+    command: click.Command,
+    parent: click.Context,
+    rest: list[str],
+    env: Mapping[str, str],
+    mounted: Callable[[str], bool],
+) -> list[str]:
+    """A command without --config: its command line parsed by click, the files it names
+    mounted."""
+    with environment(env):
+        try:
+            ctx = command.make_context(path.rsplit("-", 1)[-1], list(rest), parent=parent)
+        except (click.ClickException, ConfigurationError) as exc:
+            message = exc.format_message() if isinstance(exc, click.ClickException) else exc
+            return [f"{where}: {shown} refuses its command line: {message}"]
+    named = [ctx.params.get(name) for name in ("root_path", "node_key_path", "key_paths")]
+    paths = [str(v) for value in named for v in (value if isinstance(value, tuple) else [value])]
+    return [
+        f"{where}: {shown} names {p}, which is not mounted in the container"
+        for p in paths
+        if p != "None" and not mounted(p)
+    ]
 
 
 def image_problem(where: str, image: str) -> str | None:
@@ -226,6 +279,21 @@ def compose_problems(directory: Path) -> list[str]:
 # ---------------------------------------------------------------------------
 
 
+def k8s_documents(k8s: Path) -> list[dict[str, Any]]:
+    """Every resource kustomize would apply (the kustomization itself aside)."""
+    return [
+        document
+        for path in sorted(k8s.glob("*.yaml"))
+        if path.name != "kustomization.yaml"
+        for document in yaml.safe_load_all(path.read_text())
+        if document
+    ]
+
+
+def selects(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
+    return all(labels.get(key) == value for key, value in selector.items())
+
+
 def k8s_problems(directory: Path, scratch: Path) -> list[str]:
     k8s = directory / "k8s"
     kustomization = yaml.safe_load((k8s / "kustomization.yaml").read_text())
@@ -236,22 +304,36 @@ def k8s_problems(directory: Path, scratch: Path) -> list[str]:
         problems.append(
             f"k8s: kustomization lists {sorted(listed)}, the directory {sorted(present)}"
         )
-    documents = [
-        document
-        for path in sorted(k8s.glob("*.yaml"))
-        if path.name != "kustomization.yaml"
-        for document in yaml.safe_load_all(path.read_text())
-    ]
+    documents = k8s_documents(k8s)
     by_kind: dict[str, dict[str, Any]] = {}
     for document in documents:
         by_kind.setdefault(document["kind"], {})[document["metadata"]["name"]] = document
-    for name, deployment in by_kind.get("Deployment", {}).items():
+    workloads = {
+        name: workload
+        for kind in ("Deployment", "StatefulSet", "Job")
+        for name, workload in by_kind.get(kind, {}).items()
+    }
+    budgets = [
+        pdb["spec"]["selector"]["matchLabels"]
+        for pdb in by_kind.get("PodDisruptionBudget", {}).values()
+    ]
+    commands: dict[str, str] = {}
+    for name, workload in workloads.items():
         where = f"k8s {name}"
-        spec = deployment["spec"]["template"]["spec"]
-        volumes = {volume["name"]: volume for volume in spec["volumes"]}
-        if deployment["spec"]["replicas"] != 2:
-            problems.append(f"{where}: {deployment['spec']['replicas']} replicas, not 2 workers")
+        template = workload["spec"]["template"]
+        spec = template["spec"]
+        volumes = {volume["name"]: volume for volume in spec.get("volumes", [])}
+        replicas = workload["spec"].get("replicas", 1)
+        if replicas > 1 and not any(selects(b, template["metadata"]["labels"]) for b in budgets):
+            problems.append(f"{where}: {replicas} replicas and no PodDisruptionBudget")
         for container in spec["containers"]:
+            resources = container.get("resources", {})
+            if not {"requests", "limits"} <= set(resources):
+                problems.append(f"{where}: no resource requests and limits")
+            if not container["image"].startswith("fairstream"):
+                if (problem := image_problem(where, container["image"])) is not None:
+                    problems.append(problem)
+                continue
             if container["image"] != OUR_IMAGE:
                 problems.append(f"{where}: {container['image']} is not {OUR_IMAGE}")
             mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
@@ -271,30 +353,78 @@ def k8s_problems(directory: Path, scratch: Path) -> list[str]:
             def mounted(path: str, mounts: dict[str, Any] = mounts) -> bool:
                 return any(PurePosixPath(path).is_relative_to(target) for target in mounts)
 
+            def from_secret(
+                path: str, mounts: dict[str, Any] = mounts, volumes: dict[str, Any] = volumes
+            ) -> bool:
+                return any(
+                    PurePosixPath(path).is_relative_to(target)
+                    and "secret" in volumes.get(mount["name"], {})
+                    for target, mount in mounts.items()
+                )
+
+            # The pod's own name, as Kubernetes expands $(POD_NAME) in env and args.
+            pod = f"{name}-0"
             # Variables from Secrets are only named here (an empty value is unset, as for
             # click); their values are the operator's.
-            env = {e["name"]: e.get("value", "") for e in container.get("env", [])}
-            problems += service_problems(where, container["args"], env, config_file, mounted)
+            env = {
+                e["name"]: e.get("value", "").replace("$(POD_NAME)", pod)
+                for e in container.get("env", [])
+            }
+            args = [arg.replace("$(POD_NAME)", pod) for arg in container["args"]]
+            problems += service_problems(where, args, env, config_file, mounted)
+            try:
+                path = resolve_command(args)[0]
+            except LookupError:
+                path = ""
+            commands[name] = path
             ports = {port["name"]: port["containerPort"] for port in container["ports"]}
-            args = container["args"]
             config = config_file(args[args.index("--config") + 1]) if "--config" in args else None
-            listen = tomllib.loads(config.read_text()).get("listen", "") if config else ""
-            for probe, path in (
-                ("startupProbe", "/health"),
-                ("readinessProbe", "/ready"),
+            settings = tomllib.loads(config.read_text()) if config else {}
+            flags = dict(arg.removeprefix("--").split("=", 1) for arg in args if "=" in arg)
+            listen = settings.get("listen") or flags.get("listen", "")
+            for probe, probe_path in (
+                ("readinessProbe", "/ready" if path in SERVES_READY else "/health"),
                 ("livenessProbe", "/health"),
             ):
                 http = container.get(probe, {}).get("httpGet", {})
                 port = ports.get(http.get("port"), http.get("port"))
-                if http.get("path") != path or not listen.endswith(f":{port}"):
+                if http.get("path") != probe_path or not listen.endswith(f":{port}"):
                     problems.append(
-                        f"{where}: {probe} is not GET {path} on the port node.toml listens on"
+                        f"{where}: {probe} is not GET {probe_path} on the port it listens on"
                     )
-            resources = container.get("resources", {})
-            if not {"requests", "limits"} <= set(resources):
-                problems.append(f"{where}: no resource requests and limits")
+            # A node's identity is its key: from a Secret, so a new pod is the same node.
+            if path in ("node-run", "node-serve"):
+                node_key = env.get("FAIRSTREAM_NODE_KEY") or flags.get("node-key", "")
+                if not from_secret(node_key):
+                    problems.append(f"{where}: its node key is not from a Secret")
+    for kind, names in (
+        ("node-run", "region workers"),
+        ("node-serve", "region frontends"),
+        ("directory-serve", "directory"),
+        ("publishing-serve", "publishing service"),
+    ):
+        if kind not in commands.values():
+            problems.append(f"k8s: no {names} ({kind})")
+    for name, workload in workloads.items():
+        if commands.get(name) == "node-run" and workload["kind"] != "StatefulSet":
+            problems.append(f"k8s {name}: the workers are a {workload['kind']}, not a StatefulSet")
     if not by_kind.get("Service"):
         problems.append("k8s: no Service")
+    return problems
+
+
+def schema_problems(directory: Path) -> list[str]:
+    """Every resource against the Kubernetes API's schemas (unknown fields refused)."""
+    problems = []
+    for document in k8s_documents(directory / "k8s"):
+        where = f"k8s {document.get('kind')} {document.get('metadata', {}).get('name')}"
+        try:
+            kubernetes_validate.validate(document, KUBERNETES_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            located = "/".join(str(part) for part in exc.path)
+            problems.append(f"{where}: {located}: {exc.message}")
+        except kubernetes_validate.SchemaNotFoundError as exc:
+            problems.append(f"{where}: no schema for it in Kubernetes {KUBERNETES_VERSION}: {exc}")
     return problems
 
 
@@ -385,7 +515,12 @@ def test_every_manifest_parses() -> None:
         "config/node-eu.toml",
         "config/directory.toml",
         "config/publishing.toml",
-        "k8s/deployment.yaml",
+        "k8s/node-eu.yaml",
+        "k8s/frontend-eu.yaml",
+        "k8s/directory.yaml",
+        "k8s/publishing.yaml",
+        "k8s/minio.yaml",
+        "k8s/pdb.yaml",
         "k8s/service.yaml",
         "k8s/configmap.yaml",
         "k8s/kustomization.yaml",
@@ -417,6 +552,11 @@ def test_compose_runs_every_service_the_brief_asks_for() -> None:
 
 def test_k8s_runs_a_real_command_with_known_settings_and_probes_on_health(tmp_path: Path) -> None:
     assert k8s_problems(PRODUCTION, tmp_path) == []
+
+
+def test_every_k8s_resource_is_valid_against_the_kubernetes_schemas() -> None:
+    assert len(k8s_documents(PRODUCTION / "k8s")) >= 15
+    assert schema_problems(PRODUCTION) == []
 
 
 def test_mirror_maker_mirrors_the_codes_topics_with_their_names() -> None:
@@ -523,32 +663,102 @@ BROKEN = [
         "quota (file): size 'lots' is not a number of bytes",
     ),
     (
-        "k8s/deployment.yaml",
-        "- name: FAIRSTREAM_STORE_URL",
+        "k8s/node-eu.yaml",
+        "- name: FAIRSTREAM_STORE_URL_FILE",
         "- name: FAIRSTREAM_STORE",
         "k8s",
         "FAIRSTREAM_STORE is no setting of `fairstream node run`",
     ),
     (
-        "k8s/deployment.yaml",
+        "k8s/node-eu.yaml",
         "image: fairstream:0.1.0",
         "image: fairstream:latest",
         "k8s",
         "fairstream:latest is not fairstream:",
     ),
     (
-        "k8s/deployment.yaml",
+        "k8s/node-eu.yaml",
         "            httpGet:\n              path: /ready\n              port: http\n            periodSeconds: 10",
         "            httpGet:\n              path: /health\n              port: http\n            periodSeconds: 10",
         "k8s",
         "readinessProbe is not GET /ready",
     ),
     (
-        "k8s/deployment.yaml",
+        "k8s/node-eu.yaml",
         '["node", "run", "--config"',
         '["node", "runs", "--config"',
         "k8s",
         "`fairstream node runs` is not a command",
+    ),
+    (
+        "k8s/node-eu.yaml",
+        "kind: StatefulSet\nmetadata:\n  name: fairstream-node-eu",
+        "kind: Deployment\nmetadata:\n  name: fairstream-node-eu",
+        "k8s",
+        "the workers are a Deployment, not a StatefulSet",
+    ),
+    (
+        "k8s/node-eu.yaml",
+        "              value: /etc/fairstream/node-keys/$(POD_NAME).key",
+        "              value: /var/lib/fairstream/node.key",
+        "k8s",
+        "its node key is not from a Secret",
+    ),
+    (
+        "k8s/node-eu.yaml",
+        "              value: /etc/fairstream/credentials/store-url",
+        "              value: /etc/fairstream/store-url",
+        "k8s",
+        "FAIRSTREAM_STORE_URL_FILE names /etc/fairstream/store-url, which is not mounted",
+    ),
+    (
+        "k8s/frontend-eu.yaml",
+        "            - --root=/etc/fairstream/trust/root.avro",
+        "            - --root=/etc/fairstream/root.avro",
+        "k8s",
+        "`fairstream node serve` names /etc/fairstream/root.avro, which is not mounted",
+    ),
+    (
+        "k8s/frontend-eu.yaml",
+        "            - --region=eu",
+        "            - --regoin=eu",
+        "k8s",
+        "No such option: --regoin",
+    ),
+    (
+        "k8s/pdb.yaml",
+        "      app.kubernetes.io/name: fairstream-directory\n",
+        "      app.kubernetes.io/name: fairstream-directroy\n",
+        "k8s",
+        "k8s fairstream-directory: 2 replicas and no PodDisruptionBudget",
+    ),
+    (
+        "k8s/minio.yaml",
+        "image: minio/minio:RELEASE.2025-04-22T22-12-26Z\n          args",
+        "image: minio/minio:latest\n          args",
+        "k8s",
+        "minio/minio:latest is not pinned to a release",
+    ),
+    (
+        "k8s/publishing.yaml",
+        "  replicas: 1\n",
+        "  replicas: 1\n  replica: 1\n",
+        "schema",
+        "Additional properties are not allowed ('replica' was unexpected)",
+    ),
+    (
+        "k8s/node-eu.yaml",
+        "              containerPort: 8081",
+        "              containerPort: http",
+        "schema",
+        "'http' is not of type 'integer'",
+    ),
+    (
+        "k8s/pdb.yaml",
+        "apiVersion: policy/v1\nkind: PodDisruptionBudget\nmetadata:\n  name: fairstream-node-eu",
+        "apiVersion: policy/v1beta1\nkind: PodDisruptionBudget\nmetadata:\n  name: fairstream-node-eu",
+        "schema",
+        "no schema for it in Kubernetes",
     ),
     (
         "mirrormaker2.properties",
@@ -599,6 +809,7 @@ def test_each_check_catches_a_broken_copy(
     checks: dict[str, Callable[[], list[str]]] = {
         "compose": lambda: compose_problems(copy),
         "k8s": lambda: k8s_problems(copy, scratch),
+        "schema": lambda: schema_problems(copy),
         "mm2": lambda: mirror_maker_problems(copy),
         "init": lambda: kafka_init_problems(copy),
         "dockerfile": lambda: dockerfile_problems(copy),
