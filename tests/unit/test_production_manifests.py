@@ -10,6 +10,7 @@ deliberately broken copy, to show it can fail.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -20,6 +21,7 @@ from dataclasses import asdict
 from pathlib import Path, PurePosixPath
 from typing import Any
 from unittest import mock
+from urllib.parse import urlsplit
 
 import click
 import kubernetes_validate
@@ -550,6 +552,53 @@ def test_compose_runs_every_service_the_brief_asks_for() -> None:
     assert len(kafka) == 4  # three nodes and the one-shot init
 
 
+MINIO = PRODUCTION / "minio"
+
+
+def minio_users() -> list[str]:
+    """The MinIO users (and buckets) the users script creates."""
+    script = (MINIO / "create-users.sh").read_text()
+    found = re.search(r'^USERS="([^"]+)"$', script, re.MULTILINE)
+    assert found is not None, "create-users.sh no longer names its USERS"
+    return found[1].split()
+
+
+def test_compose_gives_each_service_a_minio_user_of_its_own_never_the_root() -> None:
+    services = yaml.safe_load((PRODUCTION / "compose.yaml").read_text())["services"]
+    users = minio_users()
+    with_store = []
+    for name, service in services.items():
+        environment = {key: str(value) for key, value in service.get("environment", {}).items()}
+        if name not in ("minio", "minio-users"):
+            assert not [v for v in environment.values() if "MINIO_ROOT" in v], name
+        url = environment.get("FAIRSTREAM_STORE_URL")
+        if url is None:
+            continue
+        with_store.append(name)
+        user = urlsplit(interpolated(url)).username
+        assert user in users, f"compose {name}: store user {user} is made by no script"
+        depends = service["depends_on"]["minio-users"]["condition"]
+        assert depends == "service_completed_successfully", name
+    assert with_store, "no service reads the store"
+    one_shot = services["minio-users"]
+    assert sorted(one_shot["secrets"]) == sorted(users)
+    for user in users:
+        policy = json.loads((MINIO / f"{user}.json").read_text())
+        resources = {r for statement in policy["Statement"] for r in statement["Resource"]}
+        assert resources == {f"arn:aws:s3:::{user}", f"arn:aws:s3:::{user}/*"}, user
+
+
+def test_compose_and_k8s_create_the_minio_users_with_the_same_script_and_policies() -> None:
+    [policies] = [
+        document
+        for document in yaml.safe_load_all((PRODUCTION / "k8s" / "minio.yaml").read_text())
+        if document and document["kind"] == "ConfigMap"
+    ]
+    assert set(policies["data"]) == {path.name for path in MINIO.iterdir()}
+    for name, text in policies["data"].items():
+        assert text == (MINIO / name).read_text(), f"k8s/minio.yaml {name} differs from minio/"
+
+
 def test_k8s_runs_a_real_command_with_known_settings_and_probes_on_health(tmp_path: Path) -> None:
     assert k8s_problems(PRODUCTION, tmp_path) == []
 
@@ -594,8 +643,8 @@ BROKEN = [
     ),
     (
         "compose.yaml",
-        "image: minio/minio:RELEASE.2025-04-22T22-12-26Z",
-        "image: minio/minio:latest",
+        "image: minio/minio:RELEASE.2025-04-22T22-12-26Z\n    restart",
+        "image: minio/minio:latest\n    restart",
         "compose",
         "minio/minio:latest is not pinned to a release",
     ),
