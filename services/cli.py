@@ -96,6 +96,7 @@ from services.publishing_cli import register as register_publishing
 from services.registry import RegionMap, Registry
 from services.serving import INTERRUPTED, run_worker, serve_app
 from services.status import (
+    UNKNOWN,
     FederationCheck,
     check_federation,
     directory_admissions,
@@ -1121,7 +1122,7 @@ def status(
     Exits as a Nagios check: 0 every node shown is in sync (and admitted, with
     --directory), 1 a warning (behind, zips parked, no heartbeat yet, not yet admitted,
     no node at all), 2 critical (silent, stopped, trust root expired, refused or dropped
-    by the directory).
+    by the directory), 3 unknown (the broker did not answer).
 
     \b
     Example: fairstream status --directory https://packages.example.org
@@ -1145,7 +1146,12 @@ def status(
         admissions = directory_admissions(directory_url) if directory_url else None
         return check_federation(book, regions=regions, admissions=admissions, silent_after=bound)
 
-    checked = check()  # a wrong --broker fails here, with or without --watch
+    try:
+        checked = check()  # a wrong --broker fails here, with or without --watch
+    except TransientError as exc:
+        # A Nagios check that cannot tell says UNKNOWN (3), not WARNING (1).
+        show_error(exc)
+        click.get_current_context().exit(UNKNOWN)
     if as_json:
         document = checked.document(regions=regions, directory=directory_url)
         click.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
@@ -1530,6 +1536,21 @@ _UNAVAILABLE_HINTS: dict[type[FairstreamError], str] = {
 }
 
 
+def show_error(exc: FairstreamError) -> None:
+    """Say what went wrong in one sentence on stderr (and what to check, for a server that
+    does not answer); with ``--log-format json``, as an error record."""
+    message = str(exc)
+    hint = next((h for kind, h in _UNAVAILABLE_HINTS.items() if isinstance(exc, kind)), None)
+    if hint:
+        message = f"{message}; {hint}"
+    if logs_json():
+        # A log shipper reading stderr gets the reason as a record like every other.
+        logging.getLogger("fairstream").error(message)
+        return
+    errors = Console(stderr=True, soft_wrap=True)
+    errors.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False)
+
+
 def main() -> None:
     """Entry point: never a traceback for a user's mistake.
 
@@ -1546,16 +1567,7 @@ def main() -> None:
         # click turns Ctrl-C into Abort; outside its invoke it stays a KeyboardInterrupt.
         raise SystemExit(INTERRUPTED) from None
     except FairstreamError as exc:
-        message = str(exc)
-        hint = next((h for kind, h in _UNAVAILABLE_HINTS.items() if isinstance(exc, kind)), None)
-        if hint:
-            message = f"{message}; {hint}"
-        if logs_json():
-            # A log shipper reading stderr gets the reason as a record like every other.
-            logging.getLogger("fairstream").error(message)
-            raise SystemExit(1) from None
-        errors = Console(stderr=True, soft_wrap=True)
-        errors.print(Text.assemble(("error:", "bold red"), " ", message), highlight=False)
+        show_error(exc)
         raise SystemExit(1) from None
     # Not standalone, click returns the code of an explicit exit (--help: 0), else None.
     raise SystemExit(result if isinstance(result, int) else 0)

@@ -133,8 +133,8 @@ def directory_admissions(url: str) -> dict[str, tuple[str, str]]:
 
 _COLOURS = {"ok": "green", "behind": "yellow", "down": "red"}
 
-#: Exit codes of ``fairstream status``, as a Nagios plugin's.
-OK, WARNING, CRITICAL = 0, 1, 2
+#: Exit codes of ``fairstream status``, as a Nagios plugin's (UNKNOWN: it could not tell).
+OK, WARNING, CRITICAL, UNKNOWN = 0, 1, 2, 3
 SEVERITY_NAMES = {OK: "ok", WARNING: "warning", CRITICAL: "critical"}
 _STATE_SEVERITY = {
     "in-sync": OK,

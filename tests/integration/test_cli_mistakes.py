@@ -382,7 +382,9 @@ def test_a_closed_broker_port_fails_in_bounded_time_with_what_to_check(work: Pat
     result = fairstream("status", "--broker", "kafka://127.0.0.1:1", cwd=work, timeout=90)
 
     assert time.monotonic() - started < 60
-    assert_refused(result, 1, "kafka://127.0.0.1:1", "--broker", "fairstream dev status")
+    # status is a Nagios check: one that cannot tell says UNKNOWN (3), not WARNING (1).
+    assert_refused(result, 3, "kafka://127.0.0.1:1", "--broker", "fairstream dev status")
+    assert result.stderr.strip().splitlines()[-1].startswith("error: "), result.stderr
     # librdkafka's own writer printed a line per reconnect (~290 in 16 s) before ours; its
     # lines now go through our logging, each kind at most once a minute.
     assert "%3|" not in result.stderr, result.stderr
