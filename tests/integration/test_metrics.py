@@ -36,6 +36,9 @@ PROMETHEUS = REPO / "infra" / "prometheus"
 DASHBOARD = REPO / "infra" / "grafana" / "fairstream-dashboard.json"
 PROMTOOL = "/usr/bin/promtool"
 QUOTA = 1 << 30
+#: A region of this run alone: a region's consumer group is named after it, and the
+#: stack is shared with other tests' regions (a shared group would rebalance with theirs).
+REGION = f"m{uuid4().hex[:8]}"
 #: Families only a region's processes export (connectors.metrics.FAMILIES).
 NODE_ONLY = {
     "fairstream_events",
@@ -108,13 +111,13 @@ def root(tmp_path: Path) -> tuple[Path, TrustRoot, SigningKey]:
 def processes(
     stack: devstack.Stack, root: tuple[Path, TrustRoot, SigningKey], tmp_path: Path
 ) -> Iterator[dict[str, localnet.LocalProcess]]:
-    """A worker of region eu (heartbeat every second, 1 GiB quota), a directory and an
+    """A worker of a region of its own (heartbeat every second, 1 GiB quota), a directory and an
     origin, on topics of this test's own; stopped after it."""
     prefix = f"metrics-{uuid4().hex[:8]}."
     started: dict[str, localnet.LocalProcess] = {}
     try:
         started["node"] = localnet.start_node(
-            "eu",
+            REGION,
             broker_url=stack.broker_url,
             store_url=stack.store_url,
             root=root[0],
@@ -158,8 +161,8 @@ def test_a_worker_exports_its_build_root_expiry_state_store_and_quota(
 
     def in_sync_and_ready(scrape: Scrape) -> bool:
         return (
-            scrape.value("fairstream_node_state", region="eu", state="in-sync") == 1
-            and scrape.value("fairstream_node_ready", region="eu") == 1
+            scrape.value("fairstream_node_state", region=REGION, state="in-sync") == 1
+            and scrape.value("fairstream_node_ready", region=REGION) == 1
         )
 
     scrape = eventually(node.url, in_sync_and_ready, "an in-sync heartbeat and /ready", 90)
@@ -167,11 +170,11 @@ def test_a_worker_exports_its_build_root_expiry_state_store_and_quota(
     assert scrape.value("fairstream_trust_root_expiry_timestamp_seconds") == pytest.approx(
         root[1].expires.timestamp()
     )
-    assert scrape.value("fairstream_node_state", region="eu", state="catching-up") == 0
-    assert scrape.value("fairstream_node_state", region="eu", state="degraded") == 0
-    assert scrape.value("fairstream_node_healthy", region="eu") == 1
-    assert scrape.value("fairstream_store_quota_bytes", region="eu") == QUOTA
-    assert scrape.value("fairstream_store_bytes", region="eu") == 0  # no zip yet
+    assert scrape.value("fairstream_node_state", region=REGION, state="catching-up") == 0
+    assert scrape.value("fairstream_node_state", region=REGION, state="degraded") == 0
+    assert scrape.value("fairstream_node_healthy", region=REGION) == 1
+    assert scrape.value("fairstream_store_quota_bytes", region=REGION) == QUOTA
+    assert scrape.value("fairstream_store_bytes", region=REGION) == 0  # no zip yet
     # The gauges say what the probes answer.
     with urllib.request.urlopen(f"{node.url}/ready", timeout=10) as response:
         assert response.status == 200
@@ -191,10 +194,14 @@ def test_a_directory_exports_no_node_family(
     directory = processes["directory"]
     # The directory runs a release stream of its own (its catalogue): its counts are not
     # exported, and the node it knows shows up in its own families once heard.
+    # Its registration gives the heartbeat age, its first heartbeat the lag: both come.
     scrape = eventually(
         directory.url,
-        lambda s: bool(s.values("fairstream_node_heartbeat_age_seconds")),
-        "the eu node in the directory's gauges",
+        lambda s: (
+            bool(s.values("fairstream_node_heartbeat_age_seconds"))
+            and bool(s.values("fairstream_node_lag_events"))
+        ),
+        "the node's heartbeat in the directory's gauges",
         60,
     )
     assert build_of(scrape)["service"] == "directory"
@@ -203,7 +210,9 @@ def test_a_directory_exports_no_node_family(
     assert scrape.value("fairstream_trust_root_expiry_timestamp_seconds") == pytest.approx(
         root[1].expires.timestamp()
     )
-    assert {labels["region"] for labels, _ in scrape.values("fairstream_node_lag_events")} == {"eu"}
+    assert {labels["region"] for labels, _ in scrape.values("fairstream_node_lag_events")} == {
+        REGION
+    }
 
 
 def test_an_origin_exports_its_build_and_http_only(
