@@ -78,7 +78,9 @@ class LocalView:
             "(topic TEXT NOT NULL, partition INTEGER NOT NULL, next_offset INTEGER NOT NULL, "
             "PRIMARY KEY (topic, partition))"
         )
-        self._lock = threading.RLock()
+        #: Held while a write judges what is held and replaces it (the follower's thread and the
+        #: event loop both write).
+        self.lock = threading.RLock()
         self._docroot = docroot
         #: Present packages, state stripped (``state=b""``): what the next write compares with.
         self._views: dict[str, PackageView] = {}
@@ -123,7 +125,7 @@ class LocalView:
     def load(self, package: str) -> PackageState | None:
         """The package's state, or None when the region has none. Never raises for a view
         this module wrote."""
-        with self._lock:
+        with self.lock:
             cached = self._states.get(package)
             if cached is not None:
                 self._states.move_to_end(package)
@@ -142,7 +144,7 @@ class LocalView:
 
     def next_offsets(self, topic: str) -> dict[int, int]:
         """The next offset to read of each partition of ``topic`` followed so far."""
-        with self._lock:
+        with self.lock:
             rows = self._db.execute(
                 "SELECT partition, next_offset FROM followed WHERE topic = ?", (topic,)
             ).fetchall()
@@ -158,11 +160,16 @@ class LocalView:
         state: PackageState | None = None,
         echo: bool = False,
     ) -> None:
-        """Hold ``view`` (whose record is ``encoded``); ``echo``: this process will produce it and
-        read it back. Raises ``sqlite3.Error`` when the local disk fails."""
-        self.put_many([(view, encoded)], echo=echo)
-        if state is not None:
-            self._cache_state(state)
+        """Hold ``view`` (whose record is ``encoded``) unless a newer one of its package is held
+        (a newer owner's record the follower read meanwhile); ``echo``: this process produced it
+        and will read it back. Raises ``sqlite3.Error`` when the local disk fails."""
+        with self.lock:
+            held = self._views.get(view.package)
+            if held is not None and held.sequence > view.sequence:
+                return
+            self.put_many([(view, encoded)], echo=echo)
+            if state is not None:
+                self._cache_state(state)
 
     def put_many(
         self,
@@ -176,7 +183,7 @@ class LocalView:
         Raises ``sqlite3.Error`` when the local disk fails (nothing is held then).
         """
         items = list(views)
-        with self._lock:
+        with self.lock:
             self._db.execute("BEGIN")
             try:
                 for view, encoded in items:
@@ -210,7 +217,7 @@ class LocalView:
     def is_echo(self, package: str, encoded: bytes) -> bool:
         """Whether ``encoded`` is the record this process wrote last for ``package`` (read back
         from the topic: nothing to do)."""
-        with self._lock:
+        with self.lock:
             if self._echoes.get(package) == encoded:
                 del self._echoes[package]
                 return True
@@ -229,7 +236,7 @@ class LocalView:
             self._documents[key] = ServedDocument(body, modified, formatdate(modified, usegmt=True))
 
     def _cache_state(self, state: PackageState) -> None:
-        with self._lock:
+        with self.lock:
             self._states[state.package] = state
             self._states.move_to_end(state.package)
             while len(self._states) > STATE_CACHE_SIZE:
@@ -254,7 +261,7 @@ class LocalView:
             write_document(path, body, modified)
 
     def close(self) -> None:
-        with self._lock:
+        with self.lock:
             self._db.close()
 
 
@@ -402,6 +409,10 @@ class ViewFollower:
             consumer.close()
 
     def _apply(self, messages: list[Message]) -> None:
+        with self._view.lock:  # judged and held at once: the worker's own writes wait
+            self._apply_locked(messages)
+
+    def _apply_locked(self, messages: list[Message]) -> None:
         taken: dict[str, tuple[PackageView, bytes]] = {}
         offsets: dict[int, int] = {}
         for message in messages:

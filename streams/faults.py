@@ -3,9 +3,11 @@
 Luck does not reliably stop a process between its store write and its offset
 commit; a fault point does. The points sit where a crash is most likely to lose or
 double an effect: after a zip is stored (before the metadata that lists it), after
-the metadata is written to the worker's local view (before its view record is
-produced), after the view records are acknowledged (before the records are), and
-after the records are acknowledged (before the consumer commits their offsets). A node is
+a package's view is derived (before its view record is produced), after a view
+record is acknowledged (before the worker holds it in its local view and serves
+it), after the batch's view records are acknowledged and held (before the batch's
+records are), and after the records are acknowledged (before the consumer commits
+their offsets). A node is
 armed with ``--fault-point NAME[@N]`` (hidden; for the fault harness only): the
 N-th time the point is reached (default the first), the process sends itself
 SIGKILL, exactly what ``kill -9`` does, with nothing flushed or closed.
@@ -31,7 +33,10 @@ from schemas.errors import ConfigurationError
 log = logging.getLogger(__name__)
 
 AFTER_STORE_WRITE: Final = "after-store-write"
+#: After a package's view was derived (rendered, dated), before its view record is produced.
 AFTER_METADATA_WRITE: Final = "after-metadata-write"
+#: After a view record was acknowledged, before the worker holds it locally (serves it).
+BEFORE_LOCAL_WRITE: Final = "before-local-write"
 #: After the batch's view records were acknowledged, before its records are.
 AFTER_VIEW_RECORD: Final = "after-view-record"
 BEFORE_OFFSET_COMMIT: Final = "before-offset-commit"
@@ -40,6 +45,7 @@ REFUSE_REJECTION: Final = "refuse-rejection"
 FAULT_POINTS: Final = (
     AFTER_STORE_WRITE,
     AFTER_METADATA_WRITE,
+    BEFORE_LOCAL_WRITE,
     AFTER_VIEW_RECORD,
     BEFORE_OFFSET_COMMIT,
     REFUSE_REJECTION,

@@ -173,8 +173,8 @@ class NodeSettings:
     worker_name: str = "worker"
     #: Where the region's states and p2 documents live: ``bucket`` (the object store,
     #: fenced: ADR 4) or ``topic`` (the region's view topic and a local view per process:
-    #: ADR 5). ``bucket`` stays the default until ``topic`` carries the fault suite.
-    view: str = "bucket"
+    #: ADR 5, the default). ``bucket`` is kept for the tests that still drive it.
+    view: str = "topic"
     #: When /health calls the worker stuck and /ready lets clients come (streams/health.py).
     health: HealthRules = HealthRules()
 
@@ -324,6 +324,7 @@ class NodeStream:
                 send=self._send_view,
                 written_by=settings.worker_name,
                 clock=self.now,
+                faults=self.faults,
             )
         else:
             self.states = PackageStates(self.store, render=render)

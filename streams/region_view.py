@@ -1,9 +1,10 @@
 """Where a worker's derived metadata goes: its local view first, then the region's view topic.
 
 ``RegionView.write`` renders a package's p2 documents, dates them
-(``schemas.view.next_view``), holds them in the worker's ``LocalView`` (served
-at once) and produces the view record; the returned acknowledgement is what a
-batch waits for before its offsets may be committed. ``BucketView`` is the
+(``schemas.view.next_view``), produces the view record and, once the broker
+acknowledged it, holds them in the worker's ``LocalView`` (served from then on);
+the returned acknowledgement, which resolves after both, is what a batch waits
+for before its offsets may be committed. ``BucketView`` is the
 earlier design (states and p2 in the object store, ``connectors.state_store``),
 kept behind the same interface for the tests that still drive it.
 """
@@ -21,6 +22,7 @@ from connectors.state_store import PackageStates
 from connectors.view_store import LocalView
 from schemas.package_state import PackageState
 from schemas.view import PackageView, changed_documents, next_view
+from streams.faults import BEFORE_LOCAL_WRITE, FaultPoints
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +71,10 @@ class RegionView:
         send: SendRecord,
         written_by: str,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        faults: FaultPoints | None = None,
     ) -> None:
         self.local = local
+        self._faults = faults or FaultPoints(None)
         self._render = render
         self._send = send
         self._written_by = written_by
@@ -89,14 +93,25 @@ class RegionView:
     async def write(
         self, state: PackageState, *, previous: PackageState | None, redelivered: bool
     ) -> ViewWrite:
-        """Hold ``state``'s view locally (served at once) and produce its record; a redelivery
-        produces it again (a crash may have come between the two). Raises ``sqlite3.Error``."""
+        """Produce ``state``'s view record, then, once the broker acknowledged it, hold it
+        locally (served from then on); a redelivery produces it again (a crash may have come
+        between the two). ``acked`` resolves after both.
+
+        Served only once durable: whatever any process of the region ever answered is in
+        the view topic, so every other process (and this one after a restart, even with its
+        local store lost) holds it once it has read the topic that far."""
         held = self.local.held(state.package)
         view, encoded = self.prepare(state)
         changed = changed_documents(view, held)
-        self.local.put(view, encoded, state=state, echo=True)
-        acked = asyncio.ensure_future(self.deliver(state.package.encode(), encoded))
+        acked = asyncio.ensure_future(self._deliver_then_hold(state, view, encoded))
         return ViewWrite(changed, previous is None or previous is not state, acked)
+
+    async def _deliver_then_hold(
+        self, state: PackageState, view: PackageView, encoded: bytes
+    ) -> None:
+        await self.deliver(state.package.encode(), encoded)
+        self._faults.reached(BEFORE_LOCAL_WRITE)
+        self.local.put(view, encoded, state=state, echo=True)
 
     async def deliver(self, key: bytes, value: bytes) -> None:
         """Produce a view record and wait for its acknowledgement, retrying until it comes: a
