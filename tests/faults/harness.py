@@ -79,6 +79,11 @@ WORKERS = {"eu": ("eu-1", "eu-2"), "us": ("us",), "ap": ("ap",)}
 CHECKED = {**POLICIES, "directory": (("drupal/*",), ())}
 
 
+def region_of(source: str) -> str:
+    """The region a serving copy belongs to: ``eu/eu-1`` -> ``eu``; ``directory``."""
+    return source.split("/", 1)[0]
+
+
 @dataclass
 class P2Entry:
     version: str
@@ -211,6 +216,8 @@ class FaultFederation:
     #: The directory's name: it verifies every event too, and records rejections as it.
     directory_name: str = ""
     observations: list[Observation] = field(default_factory=list)
+    #: (start, end) of every broker pause, on ``time.monotonic``'s clock.
+    outages: list[tuple[float, float]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _versions: dict[str, int] = field(default_factory=dict)
     #: sha256 of the bytes each dist URL gave, once it gave the signed ones: zips are
@@ -287,11 +294,14 @@ class FaultFederation:
     def pause_broker(self, seconds: float) -> None:
         """SIGSTOP the broker for ``seconds`` (past the consumers' session timeout), then SIGCONT."""
         pid = self.server("broker").pid
+        started = time.monotonic()
         os.kill(pid, signal.SIGSTOP)
         try:
             time.sleep(seconds)
         finally:
             os.kill(pid, signal.SIGCONT)
+            with self._lock:
+                self.outages.append((started, time.monotonic()))
 
     def restart_store(self, downtime: float) -> None:
         """Stop the S3 server, leave it down ``downtime`` s, start it again on the same
@@ -374,6 +384,19 @@ class FaultFederation:
             for name in WORKERS[region]:
                 self.start_worker(name)
 
+    def copies(self) -> dict[str, str]:
+        """Every live serving copy (``eu/eu-1``, ``directory``) -> its URL: each worker
+        serves its own copy of its region's view (ADR 5), the directory its own."""
+        found = {}
+        for region, names in WORKERS.items():
+            for name in names:
+                worker = self.workers.get(name)
+                if worker is not None and worker.alive():
+                    found[f"{region}/{name}"] = worker.url
+        if self.directory is not None and self.directory.alive():
+            found["directory"] = self.directory.url
+        return found
+
     def region_url(self, region: str) -> str | None:
         """The URL of a live worker of ``region`` (or of the directory)."""
         if region == "directory":
@@ -440,18 +463,18 @@ class FaultFederation:
         missing: dict[str, set[Release]] = {}
         while time.monotonic() < deadline:
             missing = {}
+            copies = self.copies()
             for region in CHECKED:
-                url = self.region_url(region)
-                expected = self.expected(region)
-                if url is None:
-                    missing[region] = expected
-                    continue
+                if not any(region_of(source) == region for source in copies):
+                    missing[region] = self.expected(region)
+            for source, url in copies.items():
+                expected = self.expected(region_of(source))
                 served: set[Release] = set()
                 for package in {p for p, _ in expected}:
                     with contextlib.suppress(OSError):
                         served |= {(package, e.version) for e in read_p2(url, package)}
                 if expected - served:
-                    missing[region] = expected - served
+                    missing[source] = expected - served
             if not missing:
                 return
             time.sleep(1.0)
@@ -461,9 +484,10 @@ class FaultFederation:
     def history(self) -> Verdict:
         """Read the final state of every region and the log back, and check the run."""
         final: dict[str, dict[Release, list[Served]]] = {}
+        copies = self.copies()
         for region in CHECKED:
-            url = self.region_url(region)
-            assert url is not None, f"no live worker of {region} to read"
+            assert any(region_of(c) == region for c in copies), f"no live copy of {region}"
+        for source, url in copies.items():
             served: dict[Release, list[Served]] = {}
             for project in PROJECTS:
                 package = f"drupal/{project}"
@@ -474,12 +498,22 @@ class FaultFederation:
                     served.setdefault((package, entry.version), []).append(
                         Served(entry.sha1, digest)
                     )
-            final[region] = served
+            final[source] = served
         in_log = published_releases(self.stack.broker_url, self.topics.releases)
         with self._lock:
             acknowledged = list(self.acknowledged)
             observations = list(self.observations)
-        return check(acknowledged, in_log, CHECKED, final, observations)
+            outages = list(self.outages)
+        sources = {o.source for o in observations} | set(final)
+        return check(
+            acknowledged,
+            in_log,
+            {source: CHECKED[region_of(source)] for source in final},
+            final,
+            observations,
+            copies={source: region_of(source) for source in sources},
+            outages=outages,
+        )
 
 
 def committed_offsets(federation: FaultFederation, region: str) -> dict[int, int]:
@@ -583,12 +617,12 @@ class Poller:
         federation = self.federation
         while not self.stopped.is_set():
             sources = [
-                (region, federation.workers.get(name))
+                (f"{region}/{name}", federation.workers.get(name))
                 for region, names in WORKERS.items()
                 for name in names
             ]
             sources.append(("directory", federation.directory))
-            for region, process in sources:
+            for source, process in sources:
                 if process is None or not process.alive():
                     continue
                 for project in PROJECTS:
@@ -597,7 +631,7 @@ class Poller:
                         listed = tuple(e.version for e in read_p2(process.url, package, 2.0))
                     except OSError:
                         continue
-                    observation = Observation(region, package, time.monotonic(), listed)
+                    observation = Observation(source, package, time.monotonic(), listed)
                     with federation._lock:
                         federation.observations.append(observation)
             self.stopped.wait(self.interval)

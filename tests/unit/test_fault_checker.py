@@ -93,6 +93,40 @@ def test_a_version_that_disappears_between_polls_is_a_rollback() -> None:
     assert "1.1.0" in str(verdict)
 
 
+def test_each_copy_of_a_region_is_checked_for_rollback_on_its_own() -> None:
+    # Two workers of eu, each with its own copy: eu-2 a moment behind eu-1 is no rollback.
+    polls = [
+        Observation("eu/eu-1", "drupal/alpha", 1.0, ("1.0.0", "1.1.0")),
+        Observation("eu/eu-2", "drupal/alpha", 1.1, ("1.0.0",)),
+        Observation("eu/eu-2", "drupal/alpha", 1.4, ("1.0.0", "1.1.0")),
+        Observation("eu/eu-2", "drupal/alpha", 1.7, ("1.0.0",)),
+    ]
+    copies = {"eu/eu-1": "eu", "eu/eu-2": "eu"}
+    verdict = check([A1], {("drupal/alpha", "1.0.0")}, {}, {}, polls, copies=copies)
+    assert (verdict.rolled_back, verdict.lagging) == (1, 0), str(verdict)
+    assert "('eu/eu-2', 'drupal/alpha') no longer listed ['1.1.0']" in str(verdict)
+
+
+def test_a_copy_still_missing_a_version_past_the_bound_is_lagging_broker_pauses_aside() -> None:
+    copies = {"eu/eu-1": "eu", "eu/eu-2": "eu", "ap/ap": "ap"}
+    in_log = {("drupal/alpha", "1.0.0")}
+    paused = [(12.0, 18.0)]
+    polls = [
+        Observation("eu/eu-1", "drupal/alpha", 10.0, ("1.0.0",)),
+        Observation("eu/eu-2", "drupal/alpha", 14.0, ()),  # within the bound
+        Observation("ap/ap", "drupal/alpha", 30.0, ()),  # another region: not a copy
+        Observation("eu/eu-2", "drupal/alpha", 20.0, ()),  # 10 s, 6 of them paused
+    ]
+    clean = check([A1], in_log, {}, {}, polls, copies=copies, outages=paused)
+    assert clean.clean, str(clean)
+    late = [*polls, Observation("eu/eu-2", "drupal/alpha", 22.0, ())]
+    verdict = check([A1], in_log, {}, {}, late, copies=copies, outages=paused)
+    assert verdict.lagging == 1, str(verdict)
+    assert "lagging: eu/eu-2 does not list drupal/alpha 1.0.0 6.0 s after" in str(verdict)
+    unpaused = check([A1], in_log, {}, {}, polls, copies=copies)
+    assert unpaused.lagging == 1, str(unpaused)
+
+
 def test_fault_specs_parse_and_refuse_what_is_not_a_point() -> None:
     assert FaultSpec.parse("after-store-write") == FaultSpec(AFTER_STORE_WRITE, 1)
     assert FaultSpec.parse("after-metadata-write@3") == FaultSpec(AFTER_METADATA_WRITE, 3)
