@@ -507,12 +507,13 @@ def node() -> None:
 VIEW_OPTION = click.option(
     "--view",
     "view",
-    type=click.Choice(["bucket", "topic"]),
-    default="bucket",
+    type=click.Choice(["topic", "bucket"]),
+    default="topic",
     show_default=True,
-    help="Where the region's package states and p2 live: the bucket (ADR 4), or the region's "
-    "view topic with a local view per process (sqlite, p2 in memory, a docroot for "
-    "`node nginx-config`; ADR 5). Every worker, frontend and rebuild of a region uses the same.",
+    help="Where the region's package states and p2 live: the region's view topic with a local "
+    "view per process (sqlite, p2 in memory, a docroot for `node nginx-config`; ADR 5), or the "
+    "bucket (the earlier design, ADR 4). Every worker, frontend and rebuild of a region uses "
+    "the same.",
 )
 DIST_OPTION = click.option(
     "--dist",

@@ -55,7 +55,7 @@ class FrontendSettings:
     topics: Topics = Topics()
     status_interval: float = 10.0
     #: ``bucket`` or ``topic``: where the region's workers keep its view (NodeSettings.view).
-    view: str = "bucket"
+    view: str = "topic"
     #: How a zip held in the bucket is answered (``node_http.DistMode``).
     dist: DistMode = "redirect"
     #: The store's endpoint as clients reach it, ``https://s3.example.org``: redirects are

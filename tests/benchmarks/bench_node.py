@@ -61,7 +61,7 @@ SEED = 2026
 FRESHNESS_LOADS = (50, 500)
 FRESHNESS_SECONDS = 15.0
 #: Where the benchmarked region keeps its view (``node run --view``): set by ``--view``.
-VIEW = "bucket"
+VIEW = "topic"
 PRODUCER_CONFIG = {
     "enable.idempotence": True,
     "acks": "all",
