@@ -91,6 +91,8 @@ def write_table(figures: list[dict[str, Any]], machine: str) -> str:
     for figure in figures:
         ours, bare, name, ratio, goal, met = _row(figure)
         verdict = "yes" if met else f"no: {_first_sentence(figure.get('gap') or 'see notes')}"
+        if goal.startswith("report"):  # a figure for the record, measured against no goal
+            verdict = "reported"
         lines.append(
             f"| {figure['figure']} | {ours} | {bare} ({name}) | {ratio:.2f}x | {goal} "
             f"| {verdict} | {figure.get('measured_at', '')} |"
@@ -272,14 +274,22 @@ NOTES = """
   with the run; probes still unserved 30 s after the run are counted
   (`never_served`).
 - **Cost**: on paper, in `docs/cost.md`.
-- **Serving** (figure 6): `tests/benchmarks/bench_serving.py`. The node's HTTP
-  application alone in one process on uvloop (no Faust worker beside it) vs
-  nginx from Debian with one worker serving the bucket's exact bytes as
-  static files (file times set to the bucket's Last-Modified), both driven by
-  wrk (one thread, 32 connections, round robin over 800 p2 documents of a
-  400-project catalogue), three alternating rounds; then the real `composer
-  require` of a 30-package site through each, fresh cache every run.
-- Where the node's serving time goes: every p2 answer, a 304 too, is a whole
+- **Serving** (figure 6, as issue 15 asks it): `tests/benchmarks/bench_serving.py`.
+  The node's view of a 400-project catalogue (800 p2 documents) held as a
+  worker holds it (ADR 5): `view_of` each state into a `LocalView` (sqlite, p2
+  in memory, a docroot of files dated by their mtime), nothing in the bucket
+  but the site's zips. Served by the shipped front (Debian nginx, one worker,
+  the standalone nginx.conf `render_nginx_config` renders: `/p2/` from the
+  docroot, the rest passed to the node) and by the node's HTTP application
+  alone (one process on uvloop, no Faust worker, p2 from its `LocalView` in
+  memory), each against nginx with one worker serving a copy of the docroot
+  (same bytes and mtimes); wrk (one thread, 32 connections, round robin over
+  every document, 200s and 304s), three rounds of front, nginx, node in
+  alternating order; then the real `composer require` of a 30-package site
+  through the front and through a static nginx repository, fresh cache every
+  run.
+- Before issue 15 (p2 in the bucket, ADR 4; measured 2026-12-05), where the
+  node's serving time went: every p2 answer, a 304 too, was a whole
   S3 GET of the document (then the torn-read checks), about 1.8 ms of the
   node's CPU and 0.7 ms of rclone's per answer, against 37 µs for nginx; most
   of the node's share is the minio client (signing, urllib3). The same bytes
