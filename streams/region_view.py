@@ -94,12 +94,16 @@ class RegionView:
         self, state: PackageState, *, previous: PackageState | None, redelivered: bool
     ) -> ViewWrite:
         """Produce ``state``'s view record, then, once the broker acknowledged it, hold it
-        locally (served from then on); a redelivery produces it again (a crash may have come
-        between the two). ``acked`` resolves after both.
+        locally (served from then on); ``acked`` resolves after both. A redelivery that
+        changes nothing writes nothing.
 
         Served only once durable: whatever any process of the region ever answered is in
         the view topic, so every other process (and this one after a restart, even with its
         local store lost) holds it once it has read the topic that far."""
+        if redelivered and previous is state:
+            # Nothing new: what this worker holds came through the view topic (it holds only
+            # what was acknowledged there), so a redelivery or a replay writes nothing.
+            return ViewWrite(0, False, _done())
         held = self.local.held(state.package)
         view, encoded = self.prepare(state)
         changed = changed_documents(view, held)

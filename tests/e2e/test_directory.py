@@ -22,12 +22,11 @@ import aiohttp
 import orjson
 import pytest
 
-from connectors.state_store import PackageStates
+from connectors.view_store import LocalView, ViewFollower
 from infra import localnet
 from schemas.composer import expand
 from schemas.events import ReleasePublished, ReleaseYanked, utc_now
 from schemas.federation import registration_key, seal_registration, seal_status, status_key
-from schemas.package_state import render_documents
 from schemas.signing import SigningKey, seal
 from schemas.versions import drupal_to_composer
 from services.directory import Directory
@@ -362,12 +361,13 @@ def test_a_stopped_region_keeps_the_versions_it_has_and_gets_new_ones_once_caugh
 
 def directory_in_process(
     federation: Federation, clock: Callable[[], datetime], stale_after: timedelta
-) -> Directory:
-    """A directory object on the real status topic and eu's real package states, on a clock
-    the test moves."""
-    states = PackageStates(
-        federation.store("eu"), render=lambda state: render_documents(state, "http://x")
-    )
+) -> tuple[Directory, ViewFollower]:
+    """A directory object on the real status topic and eu's real package states (read from
+    eu's view topic into a local view, as a frontend does), on a clock the test moves."""
+    states = LocalView(None)
+    follower = ViewFollower(federation.stack.broker_url, federation.topics.view("eu"), states)
+    follower.start()
+    follower.catch_up(federation.producer, "directory-in-process", timeout=60)
     directory = Directory(
         broker_url=federation.stack.broker_url,
         status_topic=federation.topics.status,
@@ -377,15 +377,15 @@ def directory_in_process(
         clock=clock,
     )
     directory.start()
-    return directory
+    return directory, follower
 
 
 @pytest.fixture
 def stoppable() -> Any:
-    started: list[Directory] = []
+    started: list[Directory | ViewFollower] = []
     yield started
-    for directory in started:
-        directory.stop()
+    for started_one in started:
+        started_one.stop()
 
 
 def admission_of(directory: Directory, base_url: str) -> str | None:
@@ -401,7 +401,7 @@ async def admission_round(directory: Directory) -> None:
 
 
 def test_a_node_silent_past_the_window_is_dropped_and_retested_when_it_returns(
-    federation: Federation, stoppable: list[Directory]
+    federation: Federation, stoppable: list[Directory | ViewFollower]
 ) -> None:
     """Defederation on an injected clock: eu's worker is stopped, the clock moves 24 h, the
     node is dropped; once it is heard again it is admitted only after a new self-test."""
@@ -409,8 +409,8 @@ def test_a_node_silent_past_the_window_is_dropped_and_retested_when_it_returns(
     federation.publish(event)
     wait_until_served(federation, "drupal/admin_toolbar", "3.4.0", nodes=["eu"])
     now = [datetime.now(UTC)]
-    directory = directory_in_process(federation, lambda: now[0], timedelta(seconds=30))
-    stoppable.append(directory)
+    directory, follower = directory_in_process(federation, lambda: now[0], timedelta(seconds=30))
+    stoppable += [directory, follower]
     eu = federation.nodes["eu"]
     eventually(lambda: admission_of(directory, eu.url) == PENDING, "eu registered, pending")
     asyncio.run(admission_round(directory))

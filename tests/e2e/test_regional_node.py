@@ -20,7 +20,13 @@ import pytest
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from connectors.kafka import Delivered, bootstrap_servers, group_positions
+from connectors.kafka import (
+    Delivered,
+    bootstrap_servers,
+    group_positions,
+    iter_partition,
+    topic_partitions,
+)
 from connectors.store import ObjectStore
 from infra import localnet
 from schemas import layout
@@ -380,10 +386,10 @@ def bucket_snapshot(store: ObjectStore) -> dict[str, tuple[int, str, Any]]:
     }
 
 
-def assert_unchanged(before: dict[str, Any], after: dict[str, Any]) -> None:
+def assert_unchanged(before: dict[str, Any], after: dict[str, Any], what: str = "bucket") -> None:
     changed = {k: (before.get(k), after.get(k)) for k in before.keys() | after.keys()}
     changed = {k: v for k, v in changed.items() if v[0] != v[1]}
-    assert not changed, f"objects written again or changed: {changed}"
+    assert not changed, f"{what}: written again or changed: {changed}"
 
 
 def forget_group_offsets(federation: Federation, group: str) -> None:
@@ -437,8 +443,20 @@ def test_a_replay_from_offset_zero_and_a_rebuild_change_nothing(federation: Fede
     while (now := committed()) != settled:
         settled = now
         time.sleep(3)
-    before = bucket_snapshot(store)
-    assert any(key.startswith("p2/") for key in before)
+    # What eu's metadata is: its view topic, its worker's docroot (bytes, Last-Modified,
+    # inode: a rewrite of equal bytes shows), and its bucket (zips, trust, region.json).
+    view_topic = federation.topics.view("eu")
+
+    def snapshot() -> tuple[Any, ...]:
+        return (
+            view_snapshot(federation, view_topic),
+            docroot_snapshot(federation.work_dir / "node-eu"),
+            bucket_snapshot(store),
+        )
+
+    before = snapshot()
+    assert any(name.startswith("p2/drupal/replayed") for name in before[1])
+    assert before[0], "eu wrote no view record"
 
     port = urlsplit(eu.url).port
     eu.stop()
@@ -449,7 +467,9 @@ def test_a_replay_from_offset_zero_and_a_rebuild_change_nothing(federation: Fede
     federation.start_node("eu", port=port)
     eventually(lambda: committed() == settled, "eu re-applies the whole topic", timeout=120)
     time.sleep(2)  # a last batch's writes, if any, would land now
-    assert_unchanged(before, bucket_snapshot(store))
+
+    for what, old, new in zip(("view topic", "docroot", "bucket"), before, snapshot(), strict=True):
+        assert_unchanged(old, new, what)
 
     result = localnet.run_fairstream(
         [
@@ -473,7 +493,34 @@ def test_a_replay_from_offset_zero_and_a_rebuild_change_nothing(federation: Fede
     )
     assert result.returncode == 0, result.stderr
     assert "0 states and 0 p2 documents written" in result.stdout, result.stdout
-    assert_unchanged(before, bucket_snapshot(store))
+    time.sleep(2)  # eu's follower would hold (and write out) a record the rebuild wrote
+    for what, old, new in zip(("view topic", "docroot", "bucket"), before, snapshot(), strict=True):
+        assert_unchanged(old, new, what)
+
+
+def view_snapshot(federation: Federation, topic: str) -> dict[str, str]:
+    """Every view record of the topic (read-barrier markers aside): (partition, offset) ->
+    sha256 of its bytes. A replay that writes a record again, even an equal one, shows."""
+    found = {}
+    for partition in topic_partitions(federation.stack.broker_url, topic):
+        for offset, value in iter_partition(federation.stack.broker_url, topic, partition):
+            if value:
+                found[f"{partition}:{offset}"] = hashlib.sha256(value).hexdigest()
+    return found
+
+
+def docroot_snapshot(data_dir: Path) -> dict[str, tuple[str, int, int]]:
+    """Every file of the node's docroot: sha256, mtime (its Last-Modified) and inode (a
+    document is replaced by renaming a new file over it)."""
+    (docroot,) = data_dir.glob("nodes/*/view-*/docroot")
+    return {
+        str(path.relative_to(docroot)): (
+            hashlib.sha256(path.read_bytes()).hexdigest(),
+            int(path.stat().st_mtime),
+            path.stat().st_ino,
+        )
+        for path in sorted(docroot.rglob("*.json"))
+    }
 
 
 def test_a_dev_release_takes_each_new_build_and_composer_update_installs_it(
