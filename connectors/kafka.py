@@ -243,6 +243,14 @@ def bootstrap_servers(broker_url: str) -> str:
     return BrokerLocation.from_url(broker_url).bootstrap_servers
 
 
+#: Partitions of the downloads topic. A region's counts go to one of them
+#: (``schemas.partitioning.region_partition``) and its workers read that one only, so a
+#: worker reads its own region's counts and those of the regions sharing its partition:
+#: with N regions, (N - 1) / 64 others on average. A topic that already exists keeps its
+#: count (``ensure_topics`` never repartitions); with one partition every worker reads all.
+DOWNLOADS_PARTITIONS = 64
+
+
 @dataclass(frozen=True)
 class Topics:
     """The names of the topics a federation uses; tests give each run its own."""
@@ -251,6 +259,7 @@ class Topics:
     rejected: str = "fair.rejected"
     trust: str = "fair.trust"
     replicas: str = "fair.replicas"
+    #: Each region's counts in one partition: ``schemas.partitioning.region_partition``.
     downloads: str = "fair.downloads"
     #: Compacted: each node's signed registration and latest heartbeat.
     status: str = "fair.status"
@@ -275,13 +284,14 @@ class Topics:
         return f"{self.view_prefix}{region}"
 
     def partitions(self, releases: int) -> dict[str, int]:
-        """Partition counts to create: releases by package, the others in one ordered log."""
+        """Partition counts to create: releases by package, download counts by region
+        (``DOWNLOADS_PARTITIONS``), the others in one ordered log."""
         return {
             self.releases: releases,
             self.rejected: 1,
             self.trust: 1,
             self.replicas: 1,
-            self.downloads: 1,
+            self.downloads: DOWNLOADS_PARTITIONS,
             self.status: 1,
         }
 
@@ -716,13 +726,22 @@ def published_releases(
     return set(published_builds(broker_url, topic, idle_timeout=idle_timeout))
 
 
+#: Which of a topic's partitions to follow, given all of them (sorted, once the topic exists).
+PartitionChoice = Callable[[list[int]], Iterable[int]]
+
+
 class TopicFollower:
-    """Reads every partition of a topic from its beginning and keeps following it, in a thread.
+    """Reads every partition of a topic (or those ``partitions`` chooses) from its
+    beginning and keeps following them, in a thread.
 
     For state every worker needs whole (which nodes hold which replica, the
     region's download counts), so it reads outside the consumer group: no
     partition is shared out, nothing is committed. ``on_record(value)`` is
     called in the follower's thread, in log order per partition.
+
+    ``partitions`` is asked once, when the topic's partitions are known; a choice of
+    partitions the topic does not have is left out (and logged). ``followed`` is then
+    the partitions followed.
     """
 
     def __init__(
@@ -732,13 +751,17 @@ class TopicFollower:
         on_record: Callable[[bytes], None],
         *,
         name: str = "follower",
+        partitions: PartitionChoice | None = None,
     ) -> None:
         self._broker_url = broker_url
         self._topic = topic
         self._on_record = on_record
+        self._choose = partitions
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"{name}:{topic}", daemon=True)
         self.records = 0
+        #: The partitions followed, once the topic's are known (None before).
+        self.followed: list[int] | None = None
 
     def start(self) -> None:
         self._thread.start()
@@ -760,6 +783,9 @@ class TopicFollower:
         )
         try:
             partitions = self._partitions(consumer)
+            if self._choose is not None and not self._stop.is_set():
+                partitions = self._chosen(partitions)
+            self.followed = partitions
             consumer.assign([TopicPartition(self._topic, p, 0) for p in partitions])
             while not self._stop.is_set():
                 for message in consumer.consume(num_messages=500, timeout=0.2):
@@ -780,6 +806,19 @@ class TopicFollower:
 
     def _partitions(self, consumer: Consumer) -> list[int]:
         return wait_for_partitions(consumer, self._topic, self._stop)
+
+    def _chosen(self, partitions: list[int]) -> list[int]:
+        assert self._choose is not None
+        wanted = set(self._choose(partitions))
+        chosen = sorted(wanted.intersection(partitions))
+        if wanted - set(chosen):
+            log.warning(
+                "%s has no partition %s (it has %d); not followed",
+                self._topic,
+                sorted(wanted - set(chosen)),
+                len(partitions),
+            )
+        return chosen
 
 
 def wait_for_partitions(

@@ -3,8 +3,9 @@
 ``ReplicaRegistry`` remembers which regions announced a verified copy of which
 sha256 (from the replicas topic); ``DownloadTally`` counts this region's
 downloads until they are produced as a ``DownloadCounts`` event; ``HotStats``
-folds the region's counts back in from the downloads topic, so every worker
-of the region sees the same statistics; ``choose_evictions`` is the pure
+folds the region's counts back in from its partition of the downloads topic
+(``schemas.partitioning``), so every worker of the region sees the same
+statistics; ``choose_evictions`` is the pure
 choice of what to drop.
 """
 
@@ -96,7 +97,8 @@ class HotStats:
         self.add(sha256, 1, datetime.now(UTC))
 
     def add_record(self, value: bytes) -> None:
-        """Fold in one record of the downloads topic, if it is this region's."""
+        """Fold in one record of the downloads topic, if it is this region's (the region's
+        partition may hold other regions' counts too: those whose names share it)."""
         counts = DownloadCounts.from_bytes(value)
         if counts.region != self._region:
             return

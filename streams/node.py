@@ -8,9 +8,11 @@ commits an offset only after its effects are durable. Faust's own ``take``
 acknowledges a batch even when processing it was cancelled; ``noack_take``
 with explicit acks does not.
 
-Beside the agent: followers of the replicas and downloads topics (every worker
-needs them whole), a timer that retries parked fetches, one that produces the
-region's download counts, and one that follows trust root rotations.
+Beside the agent: a follower of the replicas topic (every worker needs it whole)
+and one of the region's partition of the downloads topic
+(``schemas.partitioning``), a timer that retries parked fetches, one that
+produces the region's download counts to that partition, and one that follows
+trust root rotations.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from connectors.kafka import (
     TopicFollower,
     Topics,
     client_config,
+    topic_partitions,
 )
 from connectors.metrics import (
     EVENTS,
@@ -65,6 +68,7 @@ from schemas.errors import (
 from schemas.events import ReleaseRejected, ReplicaAvailable
 from schemas.federation import NodeStatus
 from schemas.package_state import StateReader, render_documents
+from schemas.partitioning import region_partition
 from schemas.signing import SigningKey
 from schemas.view import PackageView
 from streams.artifacts import DownloadTally, HotStats, ReplicaRegistry
@@ -265,6 +269,26 @@ def group_id(region: str) -> str:
     return f"fairstream-node-{region}"
 
 
+def _own_partition(region: str, partitions: list[int]) -> int:
+    """Of a topic's partitions (sorted), the one holding ``region``'s records."""
+    return partitions[region_partition(region, len(partitions))]
+
+
+def region_downloads_follower(
+    broker_url: str, topic: str, region: str, on_record: Callable[[bytes], None]
+) -> TopicFollower:
+    """A follower of the one partition of the downloads ``topic`` that holds ``region``'s
+    counts (``region_partition``): the other regions' counts are never read, except those
+    of regions whose names share the partition."""
+    return TopicFollower(
+        broker_url,
+        topic,
+        on_record,
+        name="downloads",
+        partitions=lambda found: [_own_partition(region, found)],
+    )
+
+
 class NodeStream:
     """Builds the Faust app of one region and holds what its agent needs at run time."""
 
@@ -334,10 +358,16 @@ class NodeStream:
         self.replicas = ReplicaRegistry(settings.region)
         self.hot = HotStats(settings.region)
         self.tally = DownloadTally(settings.region, settings.region, self.now())
+        #: Follows the region's partition of the downloads topic only.
+        self.downloads_follower = region_downloads_follower(
+            settings.broker_url, settings.topics.downloads, settings.region, self.hot.add_record
+        )
         self._followers = [
             TopicFollower(settings.broker_url, settings.topics.replicas, self.replicas.add_record),
-            TopicFollower(settings.broker_url, settings.topics.downloads, self.hot.add_record),
+            self.downloads_follower,
         ]
+        #: The downloads topic's partition of this region, looked up at the first flush.
+        self._downloads_partition: int | None = None
         self._replicator: ReleaseReplicator | None = None
         self._session: aiohttp.ClientSession | None = None
         # Trust records refused before the producer runs, recorded on the first refresh.
@@ -688,13 +718,29 @@ class NodeStream:
                 report.still_pending,
             )
 
+    async def _region_downloads_partition(self) -> int:
+        """The partition of the downloads topic that holds this region's counts, from the
+        topic's partition count (asked once). Raises ``BrokerUnavailableError``."""
+        if self._downloads_partition is None:
+            topic = self.settings.topics.downloads
+            found = await asyncio.to_thread(
+                topic_partitions, self.settings.broker_url, topic, timeout=10.0
+            )
+            if not found:
+                raise BrokerUnavailableError(f"{topic} does not exist")
+            self._downloads_partition = _own_partition(self.settings.region, found)
+        return self._downloads_partition
+
     async def _flush_downloads(self) -> None:
         counts = self.tally.drain(self.now())
         if counts is None:
             return
         try:
+            # Explicitly: Faust's partitioner (murmur2 of the key) is not every client's.
             pending = await self.downloads_topic.send(
-                key=self.settings.region.encode(), value=counts.to_bytes()
+                key=self.settings.region.encode(),
+                value=counts.to_bytes(),
+                partition=await self._region_downloads_partition(),
             )
             await pending
         except Exception as exc:  # aiokafka's errors: keep the counts for the next period

@@ -462,13 +462,18 @@ def mirror_maker_problems(directory: Path) -> list[str]:
 
 
 def kafka_init_problems(directory: Path) -> list[str]:
-    created = {
-        match[1]: match[2]
-        for match in re.finditer(
-            r"^topic (\S+) \d+(.*)$", (directory / "kafka" / "init.sh").read_text(), re.M
-        )
-    }
+    found = re.findall(
+        r"^topic (\S+) (\d+)(.*)$", (directory / "kafka" / "init.sh").read_text(), re.M
+    )
+    created = {name: options for name, _, options in found}
+    counts = {name: int(count) for name, count, _ in found}
     problems = []
+    # The code's partition counts, but the releases topic's (the operator's choice): the
+    # downloads topic's is what spreads regions' counts (schemas.partitioning).
+    wanted = Topics().partitions(counts.get(Topics().releases, 1))
+    for name, count in counts.items():
+        if name in wanted and count != wanted[name]:
+            problems.append(f"init.sh: {name} has {count} partitions, the code's {wanted[name]}")
     views = {topic for topic in created if topic.startswith(Topics().view_prefix)}
     if set(created) - views != CODE_TOPICS:
         problems.append(f"init.sh: creates {sorted(created)}, the code's are {sorted(CODE_TOPICS)}")
@@ -829,6 +834,13 @@ BROKEN = [
         "topic fair.status 1",
         "init",
         "fair.status is not compacted",
+    ),
+    (
+        "kafka/init.sh",
+        "topic fair.downloads 64 ",
+        "topic fair.downloads 1 ",
+        "init",
+        "fair.downloads has 1 partitions, the code's 64",
     ),
     (
         "Dockerfile",

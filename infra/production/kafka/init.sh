@@ -27,11 +27,13 @@ topic() { # NAME PARTITIONS [--config KEY=VALUE]...
 # checks the names). node rebuild reads releases and trust from offset 0, and every
 # worker reads replicas whole: those keep every record. Records anyone may produce are
 # capped at Kafka's default 1 MiB, pinned (a signed event is at most 256 KiB; nodes refuse
-# anything larger unread: docs/threat-model.md, "Size limits, end to end").
+# anything larger unread: docs/threat-model.md, "Size limits, end to end"). Download counts
+# are spread by region over 64 partitions, as Topics.partitions says: a region's workers
+# read only their region's (schemas/partitioning.py).
 topic fair.releases 12 --config retention.ms=-1 --config max.message.bytes=1048588
 topic fair.trust 1 --config retention.ms=-1 --config max.message.bytes=1048588
 topic fair.replicas 1 --config retention.ms=-1
-topic fair.downloads 1 --config retention.ms=7776000000
+topic fair.downloads 64 --config retention.ms=7776000000
 topic fair.rejected 1 --config retention.ms=7776000000 --config max.message.bytes=1048588
 topic fair.status 1 --config cleanup.policy=compact
 # Each region's view (and the directory's): its workers' derived metadata, which its
