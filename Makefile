@@ -34,10 +34,12 @@ bench: deps
 	$(RUN) python -m tests.benchmarks.run
 
 # Faults drawn at random under load for SOAK_MINUTES, then the history is checked
-# (tests/faults/soak.py; SOAK_SEED reproduces a run).
+# (tests/faults/soak.py; SOAK_SEED reproduces a run; SOAK_RATE releases/s of distinct
+# packages besides the fault tests' load, 0 for none).
 SOAK_MINUTES ?= 15
+SOAK_RATE ?= 200
 soak: deps
-	$(RUN) python -m tests.faults.soak --minutes $(SOAK_MINUTES) $(if $(SOAK_SEED),--seed $(SOAK_SEED))
+	$(RUN) python -m tests.faults.soak --minutes $(SOAK_MINUTES) --rate $(SOAK_RATE) $(if $(SOAK_SEED),--seed $(SOAK_SEED))
 
 deps: python-deps system-deps
 

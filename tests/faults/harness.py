@@ -25,7 +25,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from uuid import uuid4
@@ -35,21 +35,23 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from aiokafka import TopicPartition as AIOTopicPartition
 from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from connectors.kafka import (
     Delivered,
     EventProducer,
     Topics,
     bootstrap_servers,
+    client_config,
     ensure_topics,
     published_releases,
 )
 from infra import devstack, localnet
-from schemas.composer import expand
+from schemas.composer import expand, version_entry
 from schemas.errors import FairstreamError
-from schemas.events import ReleasePublished
-from schemas.signing import SigningKey
+from schemas.events import Artifact, ReleasePublished, utc_now
+from schemas.signing import SigningKey, seal
+from schemas.versions import drupal_to_composer
 from services.publisher import build_release, publish_release
 from services.sample_projects import sample_zip
 from streams.node import group_id
@@ -69,11 +71,16 @@ log = logging.getLogger(__name__)
 PROJECTS = ("alpha", "apple", "azure", "beta", "bravo", "cedar", "delta", "ember")
 #: region -> (include, exclude): the checker expects each region to serve exactly these.
 POLICIES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "eu": (("drupal/*",), ()),
-    "us": (("drupal/*",), ()),
+    "eu": (("drupal/*",), ("drupal/load-*",)),
+    "us": (("drupal/*",), ("drupal/load-*",)),
     "ap": (("drupal/a*",), ()),
 }
 WORKERS = {"eu": ("eu-1", "eu-2"), "us": ("us",), "ap": ("ap",)}
+#: The soak's loaded region (``running_federation(..., loaded=True)``): two metadata-only
+#: workers serving the packages ``BulkLoad`` publishes, hundreds a second.
+LOADED_REGION = "meta"
+LOADED_POLICY = (("drupal/load-*",), ())
+LOADED_WORKERS = ("meta-1", "meta-2")
 #: What the checker reads at the end: every region, and the directory (its own verified
 #: p2, and each download 302'd to a node it chose) as a client configured with it sees it.
 CHECKED = {**POLICIES, "directory": (("drupal/*",), ())}
@@ -216,6 +223,14 @@ class FaultFederation:
     #: The directory's name: it verifies every event too, and records rejections as it.
     directory_name: str = ""
     observations: list[Observation] = field(default_factory=list)
+    #: region -> its workers' names; region -> (include, exclude); regions without zips.
+    regions: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(WORKERS))
+    policies: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = field(
+        default_factory=lambda: dict(POLICIES)
+    )
+    metadata_only: set[str] = field(default_factory=set)
+    #: Every package ``BulkLoad`` published to (none outside the soak).
+    bulk_packages: list[str] = field(default_factory=list)
     #: (start, end) of every broker pause, on ``time.monotonic``'s clock.
     outages: list[tuple[float, float]] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -237,8 +252,10 @@ class FaultFederation:
         with it (a document written by a worker scaled away must not point at it).
         """
         region = name.split("-")[0]
-        include, exclude = POLICIES[region]
+        include, exclude = self.policies[region]
         policy = [*(f"--include={p}" for p in include), *(f"--exclude={p}" for p in exclude)]
+        if region in self.metadata_only:
+            policy += ["--mode", "metadata-only"]
         old = self.workers.get(name)
         port = None
         if old is not None:
@@ -285,7 +302,7 @@ class FaultFederation:
     def verifiers(self) -> set[str]:
         """Everyone that verifies every event and records what it refuses: the regions
         and the directory."""
-        return {*WORKERS, self.directory_name}
+        return {*self.regions, self.directory_name}
 
     def server(self, name: str) -> devstack.StackProcess:
         (process,) = [p for p in self.stack.processes if p.name == name]
@@ -361,19 +378,19 @@ class FaultFederation:
         finally:
             self.origin.come_back()
 
-    def rebalance_storm(self, hold: float = 5.0) -> None:
-        """Region eu from two workers to one, to three, back to two."""
-        self.workers["eu-2"].stop()
+    def rebalance_storm(self, hold: float = 5.0, region: str = "eu") -> None:
+        """A region of two workers (eu, or the soak's meta) to one, to three, back to two."""
+        self.workers[f"{region}-2"].stop()
         time.sleep(hold)
-        self.start_worker("eu-2")
-        self.start_worker("eu-3")
+        self.start_worker(f"{region}-2")
+        self.start_worker(f"{region}-3")
         time.sleep(hold)
-        self.workers["eu-3"].stop()
+        self.workers[f"{region}-3"].stop()
 
     def replay(self, region: str) -> None:
         """Stop the region's workers, set its group back to offset 0, start them again:
         every event is delivered to the region a second time."""
-        for name in WORKERS[region]:
+        for name in self.regions[region]:
             self.workers[name].stop()
         try:
             reset_group(self, region)
@@ -381,14 +398,14 @@ class FaultFederation:
         finally:
             # Whatever happened, the region runs again: a failure here must not take the
             # region away from the tests after this one.
-            for name in WORKERS[region]:
+            for name in self.regions[region]:
                 self.start_worker(name)
 
     def copies(self) -> dict[str, str]:
         """Every live serving copy (``eu/eu-1``, ``directory``) -> its URL: each worker
         serves its own copy of its region's view (ADR 5), the directory its own."""
         found = {}
-        for region, names in WORKERS.items():
+        for region, names in self.regions.items():
             for name in names:
                 worker = self.workers.get(name)
                 if worker is not None and worker.alive():
@@ -401,7 +418,7 @@ class FaultFederation:
         """The URL of a live worker of ``region`` (or of the directory)."""
         if region == "directory":
             return self.directory.url if self.directory and self.directory.alive() else None
-        for name in WORKERS[region]:
+        for name in self.regions[region]:
             worker = self.workers.get(name)
             if worker is not None and worker.alive():
                 return worker.url
@@ -448,8 +465,12 @@ class FaultFederation:
             self.acknowledged.append(ack)
         return ack
 
+    def checked(self) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+        """What the checker reads at the end: every region, and the directory."""
+        return {**self.policies, "directory": CHECKED["directory"]}
+
     def expected(self, region: str) -> set[Release]:
-        include, exclude = CHECKED[region]
+        include, exclude = self.checked()[region]
         with self._lock:
             return {
                 (a.package, a.version)
@@ -464,7 +485,7 @@ class FaultFederation:
         while time.monotonic() < deadline:
             missing = {}
             copies = self.copies()
-            for region in CHECKED:
+            for region in self.checked():
                 if not any(region_of(source) == region for source in copies):
                     missing[region] = self.expected(region)
             for source, url in copies.items():
@@ -485,7 +506,7 @@ class FaultFederation:
         """Read the final state of every region and the log back, and check the run."""
         final: dict[str, dict[Release, list[Served]]] = {}
         copies = self.copies()
-        for region in CHECKED:
+        for region in self.checked():
             assert any(region_of(c) == region for c in copies), f"no live copy of {region}"
         for source, url in copies.items():
             served: dict[Release, list[Served]] = {}
@@ -498,6 +519,13 @@ class FaultFederation:
                     served.setdefault((package, entry.version), []).append(
                         Served(entry.sha1, digest)
                     )
+            include, exclude = self.checked()[region_of(source)]
+            for package in self.bulk_packages:
+                if not included(package, include, exclude):
+                    continue
+                # BulkLoad's releases have no zip anywhere: p2 and its signed sha1 only.
+                for entry in read_p2(url, package):
+                    served.setdefault((package, entry.version), []).append(Served(entry.sha1, None))
             final[source] = served
         in_log = published_releases(self.stack.broker_url, self.topics.releases)
         with self._lock:
@@ -508,7 +536,7 @@ class FaultFederation:
         return check(
             acknowledged,
             in_log,
-            {source: CHECKED[region_of(source)] for source in final},
+            {source: self.checked()[region_of(source)] for source in final},
             final,
             observations,
             copies={source: region_of(source) for source in sources},
@@ -604,6 +632,119 @@ class Load:
         self.thread.join(60)
 
 
+#: How many of ``BulkLoad``'s packages the poller reads each round (the first ones).
+BULK_POLLED = 12
+
+
+class BulkLoad:
+    """The soak's real load: releases of ``packages`` distinct packages (``drupal/load-00000``
+    ...) round robin, ``rate`` a second, each a new version, signed and produced with one
+    idempotent producer in a thread; what the broker acknowledged is recorded as
+    ``Load``'s is. Their zips exist nowhere: only the metadata-only region ``meta`` and
+    the directory serve them, and the checker compares their p2 and signed sha1 only.
+    While the broker is paused records wait in the producer (``message.timeout.ms`` is
+    longer than any pause the soak makes) and go out when it is back."""
+
+    def __init__(self, federation: FaultFederation, rate: float = 200.0, packages: int = 2000):
+        self.federation = federation
+        self.rate = rate
+        self.packages = [f"drupal/load-{n:05d}" for n in range(packages)]
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="bulk-load", daemon=True)
+        self.sent = 0
+        self.failed = 0
+
+    def _record(self, ack: Acknowledged) -> Callable[[KafkaError | None, Message], None]:
+        def delivered(err: KafkaError | None, _: Message) -> None:
+            if err is not None:
+                self.failed += 1
+                log.warning("%s %s not acknowledged: %s", ack.package, ack.version, err)
+                return
+            with self.federation._lock:
+                self.federation.acknowledged.append(ack)
+
+        return delivered
+
+    def _run(self) -> None:
+        federation = self.federation
+        producer = Producer(
+            {
+                **client_config(federation.stack.broker_url),
+                "enable.idempotence": True,
+                "acks": "all",
+                "linger.ms": 5,
+                "message.timeout.ms": 120_000,
+                "log.connection.close": False,
+            }
+        )
+        tick = 0.05
+        started = time.monotonic()
+        try:
+            while not self.stopped.is_set():
+                due = int((time.monotonic() - started) * self.rate)
+                while self.sent < due:
+                    package = self.packages[self.sent % len(self.packages)]
+                    number = self.sent // len(self.packages)
+                    key, value, ack = bulk_release(federation.key, package, number)
+                    producer.produce(
+                        federation.topics.releases,
+                        key=key,
+                        value=value,
+                        on_delivery=self._record(ack),
+                    )
+                    self.sent += 1
+                producer.poll(0)
+                self.stopped.wait(tick)
+        finally:
+            left = producer.flush(180)
+            if left:
+                log.error("bulk load: %d releases never acknowledged", left)
+
+    def __enter__(self) -> BulkLoad:
+        with self.federation._lock:
+            self.federation.bulk_packages = list(self.packages)
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopped.set()
+        self.thread.join(240)
+
+
+def bulk_release(key: SigningKey, package: str, number: int) -> tuple[bytes, bytes, Acknowledged]:
+    """Release ``8.x-1.<number>`` of ``package``, signed, with a zip that exists nowhere."""
+    drupal_version = f"8.x-1.{number}"
+    digest = hashlib.sha256(f"{package} {drupal_version}".encode()).hexdigest()
+    sha1 = hashlib.sha1(digest.encode()).hexdigest()
+    project = package.split("/", 1)[1]
+    event = ReleasePublished(
+        package=package,
+        drupal_version=drupal_version,
+        version=drupal_to_composer(drupal_version),
+        published_at=utc_now(),
+        artifact=Artifact(
+            sha256=digest,
+            sha1=sha1,
+            size=100_000 + number,
+            origin_url=f"https://ftp.drupal.org/files/projects/{project}-{drupal_version}.zip",
+        ),
+        composer=version_entry(
+            name=package,
+            drupal_version=drupal_version,
+            sha1=sha1,
+            metadata={
+                "type": "drupal-module",
+                "description": f"The {project} module.",
+                "license": "GPL-2.0-or-later",
+                "require": {"drupal/core": "^10 || ^11"},
+            },
+        ),
+        sequence=number + 1,
+    )
+    ack = Acknowledged(package, event.version, digest, sha1, zip_checked=False)
+    return package.encode(), seal(event.to_bytes(), [key]), ack
+
+
 class Poller:
     """Reads every region's p2 of every project all along and records what it saw."""
 
@@ -618,15 +759,20 @@ class Poller:
         while not self.stopped.is_set():
             sources = [
                 (f"{region}/{name}", federation.workers.get(name))
-                for region, names in WORKERS.items()
+                for region, names in federation.regions.items()
                 for name in names
             ]
             sources.append(("directory", federation.directory))
             for source, process in sources:
                 if process is None or not process.alive():
                     continue
-                for project in PROJECTS:
-                    package = f"drupal/{project}"
+                include, exclude = federation.checked()[region_of(source)]
+                sample = [
+                    p
+                    for p in federation.bulk_packages[:BULK_POLLED]
+                    if included(p, include, exclude)
+                ]
+                for package in [*(f"drupal/{p}" for p in PROJECTS), *sample]:
                     try:
                         listed = tuple(e.version for e in read_p2(process.url, package, 2.0))
                     except OSError:
@@ -646,9 +792,10 @@ class Poller:
 
 
 @contextlib.contextmanager
-def running_federation(work_dir: Path) -> Iterator[FaultFederation]:
+def running_federation(work_dir: Path, *, loaded: bool = False) -> Iterator[FaultFederation]:
     """A federation on a stack of its own under ``work_dir`` (faults may pause or restart
-    its servers), stopped on exit: for the fault tests and ``make soak``."""
+    its servers), stopped on exit: for the fault tests and ``make soak`` (``loaded``: with
+    the metadata-only region ``meta`` that ``BulkLoad``'s packages go to)."""
     stack = devstack.up(work_dir / "stack")
     topics = Topics.with_prefix(f"faults-{uuid4().hex[:8]}.")
     key = SigningKey.generate()
@@ -665,7 +812,11 @@ def running_federation(work_dir: Path) -> Iterator[FaultFederation]:
         federation = FaultFederation(
             stack, topics, key, root_key, root_file, origin, origin_root, work_dir
         )
-        for names in WORKERS.values():
+        if loaded:
+            federation.regions[LOADED_REGION] = LOADED_WORKERS
+            federation.policies[LOADED_REGION] = LOADED_POLICY
+            federation.metadata_only.add(LOADED_REGION)
+        for names in federation.regions.values():
             for name in names:
                 federation.start_worker(name)
         federation.directory = federation.start_directory(

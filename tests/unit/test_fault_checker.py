@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from schemas.errors import ConfigurationError
+from schemas.events import ReleasePublished, decode_package_event
+from schemas.signing import SigningKey, open_sealed
 from streams.faults import (
     AFTER_METADATA_WRITE,
     AFTER_STORE_WRITE,
@@ -14,6 +16,7 @@ from streams.faults import (
     InjectedRefusalError,
 )
 from tests.faults.checker import Acknowledged, Observation, Served, check
+from tests.faults.harness import bulk_release
 
 ALL = {"eu": (("drupal/*",), ()), "ap": (("drupal/a*",), ())}
 A1 = Acknowledged("drupal/alpha", "1.0.0", "a" * 64, "1" * 40)
@@ -157,3 +160,23 @@ def test_a_refusing_point_refuses_its_first_n_visits_then_never_again() -> None:
     points.refuse(REFUSE_REJECTION)
     points.refuse(REFUSE_REJECTION)
     FaultPoints(None).refuse(REFUSE_REJECTION)
+
+
+def test_the_soak_bulk_loads_releases_are_signed_decodable_and_unique_per_version() -> None:
+    key = SigningKey.generate()
+    trusted = {key.public_key.keyid: key.public_key}
+    seen = set()
+    for number in (0, 1, 37):
+        record_key, value, ack = bulk_release(key, "drupal/load-00042", number)
+        assert record_key == b"drupal/load-00042"
+        event = decode_package_event(open_sealed(value, trusted))
+        assert isinstance(event, ReleasePublished)
+        assert (event.package, event.version, event.sequence) == (
+            ack.package,
+            ack.version,
+            number + 1,
+        )
+        assert (event.artifact.sha256, event.artifact.sha1) == (ack.sha256, ack.sha1)
+        assert not ack.zip_checked
+        seen.add(ack.sha256)
+    assert len(seen) == 3
