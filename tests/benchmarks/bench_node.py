@@ -210,10 +210,17 @@ def bootstrap(
     ends = produce(stack.broker_url, region.topics.releases, records)
     started = time.monotonic()
     nodes = [region.start_worker(f"w{n}") for n in range(workers)]
+    total = sum(ends.values())
+    # The first commit seen: from there to the end is the steady rate (start-up, the group
+    # join and the view's read barrier excluded).
+    first: tuple[float, int] | None = None
     try:
         deadline = started + 1800
         while True:
             committed = region.committed()
+            done = sum(committed.get(p) or 0 for p in ends)
+            if first is None and done > 0:
+                first = (time.monotonic(), done)
             if all((committed.get(p) or 0) >= end for p, end in ends.items()):
                 break
             if time.monotonic() > deadline:
@@ -222,7 +229,8 @@ def bootstrap(
                 if not node.alive():
                     raise RuntimeError(f"node died:\n{node.log_tail(30)}")
             time.sleep(0.2)
-        elapsed = time.monotonic() - started
+        finished = time.monotonic()
+        elapsed = finished - started
         peak = max(peak_rss_mb(node.process.pid) for node in nodes)
         time.sleep(1.5)  # the last batch summary
         states = documents = 0
@@ -233,9 +241,13 @@ def bootstrap(
         for node in nodes:
             node.stop()
     packages = len({k for k, _ in records})
+    at, done = first or (started, 0)
+    steady = (total - done) / (finished - at) if finished > at and total > done else 0.0
     return {
         "seconds": elapsed,
         "releases_per_second": len(records) / elapsed,
+        "steady_releases_per_second": steady,
+        "seconds_to_first_commit": at - started,
         "peak_rss_mb": peak,
         "states_written": states,
         "p2_written": documents,
@@ -463,8 +475,10 @@ def _figures(
     seconds = statistics.median(run["seconds"] for run in one)
     ratio = statistics.median(r / b for r, b in zip(rates, bare, strict=True))
     rate = statistics.median(rates)
-    # The goal is for 300,000 releases: at this rate, that many would take this long.
-    projected = FULL_SIZE_RELEASES / rate
+    steady = statistics.median(run["steady_releases_per_second"] for run in one)
+    fixed = statistics.median(run["seconds_to_first_commit"] for run in one)
+    # The goal is for 300,000 releases: the start-up, then that many at the steady rate.
+    projected = fixed + FULL_SIZE_RELEASES / steady if steady else FULL_SIZE_RELEASES / rate
     met = projected < 60 and rate >= 5000 and ratio >= 0.3
     figures = [
         figure(
@@ -480,6 +494,8 @@ def _figures(
             details={
                 "seconds": [run["seconds"] for run in one],
                 "projected_seconds_for_300000_releases": projected,
+                "steady_releases_per_second": [run["steady_releases_per_second"] for run in one],
+                "seconds_to_first_commit": [run["seconds_to_first_commit"] for run in one],
                 "median_seconds": seconds,
                 "peak_rss_mb": [run["peak_rss_mb"] for run in one],
                 "p2_written": [run["p2_written"] for run in one],
@@ -490,17 +506,30 @@ def _figures(
             },
         ),
         figure(
+            "bootstrap, steady rate: from the first commit to the last (start-up excluded)",
+            unit="releases/s",
+            ours=[run["steady_releases_per_second"] for run in one],
+            baseline=bare,
+            baseline_name="bare confluent-kafka consumer reading and decoding the same topic",
+            goal=">= 5,000 releases/s",
+            met=steady >= 5000,
+            gap="" if steady >= 5000 else BOOTSTRAP_GAP,
+            details={
+                "seconds_to_first_commit": [run["seconds_to_first_commit"] for run in one],
+            },
+        ),
+        figure(
             "scale-out: bootstrap with two workers vs one (2 cores)",
             unit="releases/s",
             ours=[run["releases_per_second"] for run in two],
             baseline=rates,
             baseline_name="the same bootstrap with one worker",
-            goal="> 1x (projection for more cores in the notes)",
+            goal="> 1.3x (issue 15; where the second core goes in the notes)",
             met=statistics.median(
                 t["releases_per_second"] / o["releases_per_second"]
                 for t, o in zip(two, one, strict=True)
             )
-            > 1.0,
+            > 1.3,
             gap=SCALE_GAP,
             details={
                 "seconds": [run["seconds"] for run in two],
@@ -509,7 +538,7 @@ def _figures(
         ),
     ]
     for result in fresh:
-        met = result["ours_p99"] < 1.0 and result["never_served"] == 0
+        met = result["ours_p99"] < 0.5 and result["never_served"] == 0
         figures.append(
             figure(
                 f"freshness at {result['load']} releases/s: publish -> served in p2, p99",
@@ -517,7 +546,7 @@ def _figures(
                 ours=[result["ours_p99"]],
                 baseline=[result["bare_p99"]],
                 baseline_name="publish -> delivered to a bare consumer, p99",
-                goal="p99 < 1 s",
+                goal="p99 < 0.5 s",
                 met=met,
                 higher_is_better=False,
                 gap="" if met else "see notes",
@@ -528,11 +557,14 @@ def _figures(
 
 
 BOOTSTRAP_GAP = (
-    "the embedded object store: rclone spends about 2.7 ms of CPU per request, and each "
-    "package costs a state PUT, one or two p2 PUTs and a LIST (two the first time), so a "
-    "region is bound near 60 to 100 packages/s; see notes"
+    "the worker's main thread: on one core Ed25519 (65-90 us), Avro decoding and event "
+    "building (~35 us) and Faust's record handling (~80 us) alone leave under 5,500 "
+    "releases/s before any package is applied (ADR 6); see notes"
 )
-SCALE_GAP = "two cores are shared by the broker, the S3 server and the workers; see notes"
+SCALE_GAP = (
+    "two cores are shared by the broker, the benchmark and the workers: a second worker "
+    "has no core of its own; see notes"
+)
 
 
 def set_view(view: str) -> None:

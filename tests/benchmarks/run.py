@@ -236,6 +236,142 @@ NOTES = """
   the issue's next slice (decode once, render only what changed, Faust's
   overhead measured against a bare consumer). Not measured yet in topic mode:
   the full-size bootstrap, freshness and serving through the nginx front.
+- **Topic mode, where the time goes and the fetch wait** (issue 15, 2026-12-06,
+  session 7, by hand with `python -m tests.benchmarks.bench_node --view topic`,
+  one run each, ratios only):
+  - bootstrap of 1,000 projects (9,942 releases), one worker: 720 releases/s
+    against a bare consumer's 7,830 (0.092x); after the envelope is decoded
+    once instead of twice (`schemas.trust.verify_signed` gives the payload's
+    sha256 with the event): 667 against 7,348 (0.091x, with py-spy attached to
+    the worker for part of the run): within the noise, as expected of ~10 µs.
+  - py-spy on that worker (share of its busy samples): verification 24 %
+    (the Ed25519 check 13 %, decoding 5 %), the local view's writes 17 % (the
+    docroot files 15 %: an open, a write and a rename per document), the
+    view record (zlib and Avro) 7 %, rendering 6 %, Faust's consumer 4 %. The
+    worker was busy well under half of the run: the rest is waiting (view
+    record acknowledgements, the broker and the bench's producer sharing two
+    cores). Next: the docroot written off the event loop, and batches larger
+    than Faust's fetches.
+  - freshness at 50 releases/s: Faust fixes aiokafka's `fetch_max_wait_ms` at
+    1,500 ms, and the embedded broker holds a fetch that found nothing for that
+    long even when a record arrives meanwhile. With the worker's fetch wait set
+    to 100 ms (`streams.node.FETCH_MAX_WAIT_MS`, applied to Faust's consumer at
+    creation) the median publish-to-served fell from 0.54 s to 0.080 s (the bare
+    consumer's: 0.028 s), on 300 projects; the p99 stayed at 3.0 s: one or two
+    probes in 150 wait about 3 s, a periodic stall not found yet (the heartbeat's
+    lag count in its thread, a WAL checkpoint and the view follower's echo are
+    the suspects). At 500 releases/s the region falls behind (p50 3.8 s): its
+    capacity on this machine is 270 to 720 releases/s.
+- **Topic mode, where the worker's time goes now** (issue 15, 2026-12-06, session 8, by
+  hand in a separate checkout with `--view topic`, other work running on the same two
+  cores: ratios and shares only, single runs unless said):
+  - freshness: the 3 s p99 at 50 releases/s was the benchmark's own doing. It started
+    the load 2 s after the node's HTTP port answered, before the node had joined its
+    group (about 3 s on Tansu) and read its view: the first 30 probes waited for the
+    join (probe 0 late by 3.15 s, probe 28 by 0.58 s, each 0.1 s less). `freshness` now
+    waits for the node's `/ready`. After it: p50 0.067 s, p99 0.61 s against the bare
+    consumer's 0.028 and 0.055 s; the probes late by more than 0.3 s are the first five
+    after `/ready` (warm-up).
+  - at 500 releases/s of distinct packages the region still falls behind (p50 1 to 4 s,
+    p99 5 to 12 s, growing with the run). Timed inside `apply_batch`: the view records'
+    acknowledgements take 20 to 90 ms a batch; the rest is the local write of each
+    package (render, the record's zlib and Avro, sqlite, two docroot files), 1.3 to 3 ms
+    of wall per package of which `time.thread_time` counts about half: the other half
+    the main thread waits with the GIL free (one sqlite commit and a docroot file cost
+    57 and 51 µs measured alone, so not the disk itself).
+  - bootstrap of 3,000 projects (30,126 releases), one worker: inside the batches 1,500
+    to 1,750 releases/s, whole run 1,000 to 1,100 (bare consumer 12,000 to 16,000): about
+    10 s of each run is fixed (process start 1.5 s, group join 3 s, view read 1 s, the
+    wait for the last commit).
+  - py-spy `--gil` on that worker: the main thread holds the GIL in nearly every sample
+    (other threads under 2 %); of its time, applying 34 % (rendering, the record, the
+    local write), verification 26 % (Avro decoding and event building 12 %, Ed25519 only
+    4 %: PyNaCl releases the GIL, so most of the 20 % of wall time it takes overlaps),
+    Faust's per-record machinery about 31 % (`on_message`, `create_event`, its queues,
+    sensors and drainer) and its fetch drain 7 %.
+  - rendering, cut (same bytes; `tests/unit/test_composer.py` checks the quick paths
+    against the walks with Hypothesis): a package of 5 versions rendered in 269 µs of
+    CPU, now 112 µs (medians of 5 alternating runs in one process). The strict
+    comparison of Composer's minifier and the null-free copy of each entry go through
+    orjson where its answer is the same (no `null` in the JSON), and each version's
+    stability is parsed once instead of twice per render.
+  - docroot files: on this ext4 a rename over an existing file (every rewrite of a
+    package's p2) costs 219 µs of wall and 121 µs of CPU, against 58 µs for a new name:
+    the kernel starts writing the new file out on such a rename (`auto_da_alloc`). Writing
+    the files in a thread of their own (the document answered once written) was tried
+    and not kept: the applying thread's CPU per package fell by about 100 µs, but its
+    wall time did not fall on a loaded machine (the two threads trade the GIL around
+    every system call), so it could not be shown to help. A docroot on a file system
+    mounted `noauto_da_alloc` (or XFS) avoids the cost; not measured here.
+  - tried and not kept: acknowledging each batch's records in a task once its view
+    records are acknowledged, so that the next batch is verified and applied meanwhile
+    (up to two batches in flight). Three alternating runs each: inside the batches 1,703
+    releases/s without against 1,497 with, whole runs 1,039 against 997. The broker's
+    round trip is not what bounds the worker; its main thread is.
+  - Faust's overhead, measured rather than profiled: a prototype (not kept) consumed
+    the releases topic with confluent-kafka under the region's group
+    (`connectors.kafka.GroupConsumer` with an assignment callback, polled in one
+    thread; Faust kept as a `producer_only` app for timers, producer and web) and
+    committed each batch after its view records were acknowledged. Bootstrap of
+    3,000 projects, two alternating runs each, after the render cut above: inside
+    the batches 2,328 releases/s against Faust's 2,076 (1.12x), whole runs 1,246
+    against 1,216. So Faust's agent costs about a tenth of the worker's time now,
+    not the third the sampling suggested; it is not where 5,000 releases/s comes
+    from. (The same prototype showed 3,253 against about 1,750 on a 1,000-project
+    run before the render cut: too few batches to trust.)
+  - what this decides for the next slice (the ADR issue 15 asks for): at 5,000
+    releases/s the worker's main thread has 200 µs per release, and spends about 430
+    (2,328 releases/s without Faust's agent). Verification (Avro decoding and event
+    building more than Ed25519, which runs without the GIL), the local write of each
+    package (sqlite, and docroot rewrites that cost 220 µs each on ext4) and the view
+    record are what is left; Faust's agent is a tenth. Keep Faust; next: verify a batch
+    in a second process or thread pool fed bytes (Ed25519 and decoding both), one sqlite
+    transaction per batch, the docroot on a file system without `auto_da_alloc`.
+- **The view topic as the default: old and new side by side** (issue 15, 2026-12-06,
+  session 9, `make bench` suites `node` and `serving`; the node suite twice, seven
+  minutes apart, the table shows the second; 2 shared cores, a helper's unit tests on
+  the machine during the first):
+
+  | figure | ADR 4, p2 in the bucket (2026-11-22 / 12-05) | ADR 5, the view topic (now) |
+  | --- | --- | --- |
+  | bootstrap, 3,000 projects, whole run | 569 releases/s (0.05x) | 1,415 and 1,619 releases/s (0.09x) |
+  | bootstrap, steady (first commit to last) | not measured | 2,470 releases/s (0.16x); 10 s of start-up before the first commit |
+  | bootstrap, 300,000 releases | 1,065 s measured (281/s: the flat store prefixes) | about 130 s projected (10 s + 300,000 at the steady rate); not run at full size this session |
+  | scale-out, two workers vs one | 1.26x | 1.05x |
+  | freshness at 50 releases/s, p99 | 2.05 s | 0.13 and 0.15 s (p50 0.066 s; bare consumer 0.055 s) |
+  | freshness at 500 releases/s, p99 | 34.5 s (the region fell behind) | 0.37 and 1.35 s (p50 0.13 to 0.15 s; every probe served; it keeps up) |
+  | p2 200s through the shipped nginx front vs nginx | node alone 1,260/s (0.01x) | 116,387/s (1.04x) |
+  | p2 304s, same | node alone 1,265/s (0.01x) | 140,589/s (1.04x) |
+  | p2 200s / 304s, the node alone vs nginx | (as above) | 17,418 / 18,633/s (0.15x / 0.14x) from memory |
+  | composer require of 30 packages vs static nginx | 0.76x | 0.97x |
+
+  - met: serving through the shipped front, freshness at 50 releases/s, freshness at
+    500 releases/s in one of two runs. Not met: the bootstrap (2,470 releases/s steady
+    against 5,000) and scale-out (1.05x against 1.3x).
+  - freshness is timed to the node's own p2 answer (from memory); the nginx front
+    serves the docroot file that `LocalView.put` writes in the same call, before
+    the answer from memory can change, so through the front it is the same moment
+    plus the file's write. Not yet measured: 1,000 releases/s (the backlog goal).
+  - the bootstrap's bound, on this machine: ADR 6. Per release, Ed25519 (65 to 90 µs),
+    Avro decoding and event building (about 35 µs) and Faust's record handling
+    (about 80 µs) add up to about 185 µs on one core before any package is applied,
+    so one worker cannot pass about 5,400 releases/s; applying (rendering, the view
+    record, the local write, amortised over a package's releases in a batch) takes
+    the steady rate to about 2,500. What would lift it: verification spread over
+    cores (a process pool fed bytes), which this 2-core machine shares with the
+    broker and the benchmark.
+  - scale-out fell from 1.26x to 1.05x: in the bucket design the second worker's
+    gain was the store's waits it overlapped; now each worker is bound by its own
+    main thread, and on 2 cores the second worker's core is the broker's and the
+    benchmark's. Every worker also holds the whole region's view (it follows the
+    other's records into its own sqlite and docroot), work that does not shrink
+    with more workers. Not profiled this session.
+  - serving: the front's answers never reach the node (checked: no
+    `X-Fairstream-Served-By` header on them; the node's CPU during the front's runs
+    0.0 µs per answer), so the front is nginx and the ratio is 1 within noise. The
+    node alone answers from memory at about 60 µs of CPU per answer against about 35
+    for a bare aiohttp handler (its routes, name checks, metrics middleware and
+    region header).
 - **Bootstrap at full size, measured once** (2026-11-22, `bench_node.bootstrap`
   with 30,000 projects, outside `make bench` for its time): 299,561 releases
   in 1,065 s, 281 releases/s against 26,800 records/s for the bare consumer

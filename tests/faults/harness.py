@@ -482,6 +482,9 @@ class FaultFederation:
         """Until every region serves every acknowledged release of its policy."""
         deadline = time.monotonic() + timeout
         missing: dict[str, set[Release]] = {}
+        #: What each copy was seen serving: only packages still missing are read again (the
+        #: poller and the final check catch a copy taking back what it served).
+        seen: dict[str, set[Release]] = {}
         while time.monotonic() < deadline:
             missing = {}
             copies = self.copies()
@@ -490,8 +493,8 @@ class FaultFederation:
                     missing[region] = self.expected(region)
             for source, url in copies.items():
                 expected = self.expected(region_of(source))
-                served: set[Release] = set()
-                for package in {p for p, _ in expected}:
+                served = seen.setdefault(source, set())
+                for package in {p for p, _ in expected - served}:
                     with contextlib.suppress(OSError):
                         served |= {(package, e.version) for e in read_p2(url, package)}
                 if expected - served:
@@ -638,14 +641,17 @@ BULK_POLLED = 12
 
 class BulkLoad:
     """The soak's real load: releases of ``packages`` distinct packages (``drupal/load-00000``
-    ...) round robin, ``rate`` a second, each a new version, signed and produced with one
+    ...) round robin (20,000 by default: a few versions each in a soak of minutes, as the
+    real catalogue has about ten), ``rate`` a second, each a new version, signed and produced with one
     idempotent producer in a thread; what the broker acknowledged is recorded as
     ``Load``'s is. Their zips exist nowhere: only the metadata-only region ``meta`` and
     the directory serve them, and the checker compares their p2 and signed sha1 only.
     While the broker is paused records wait in the producer (``message.timeout.ms`` is
     longer than any pause the soak makes) and go out when it is back."""
 
-    def __init__(self, federation: FaultFederation, rate: float = 200.0, packages: int = 2000):
+    def __init__(
+        self, federation: FaultFederation, rate: float = 200.0, packages: int = 20_000
+    ) -> None:
         self.federation = federation
         self.rate = rate
         self.packages = [f"drupal/load-{n:05d}" for n in range(packages)]
