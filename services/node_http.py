@@ -1,8 +1,10 @@
 """A regional node's HTTP face: the Composer repository, dist redirects, advisories and install counts.
 
 ``packages.json`` is rendered per request (its URLs are this node's public URL
-and its mirrors are the other nodes); p2 documents are served from the region's
-bucket as the stream wrote them; a zip this node holds is answered with a 302 to
+and its mirrors are the other nodes); p2 documents are served from the process's
+local view in memory, with their precomputed Last-Modified (``documents``; ADR 5),
+or from the region's bucket with ``--view bucket`` (ADR 4); a zip this node holds
+is answered with a 302 to
 a presigned URL of its content-addressed object (``dist = "redirect"``, signed
 for the store's public endpoint when one is given), or sent through the node
 (``dist = "proxy"``, ``services.dist_proxy``), and one it does not hold with a
