@@ -499,13 +499,16 @@ def _check_signatures(
     """The delegated key ids whose signatures verify, if they meet the threshold; raises
     otherwise."""
     namespace, publisher = delegation.namespace, delegation.publisher
-    needed = (
-        f"{namespace} needs {delegation.threshold} of {publisher}'s keys "
-        f"({short_ids(delegation.keyids)})"
-    )
+
+    def needed() -> str:  # built only for a refusal, not for every event that verifies
+        return (
+            f"{namespace} needs {delegation.threshold} of {publisher}'s keys "
+            f"({short_ids(delegation.keyids)})"
+        )
+
     if not envelope.signatures:
         raise SignatureError(
-            f"{package}: the event is unsigned; {needed}: the publisher must sign it "
+            f"{package}: the event is unsigned; {needed()}: the publisher must sign it "
             "(`fairstream publish`)"
         )
     if len(envelope.signatures) > len(root.keys):
@@ -524,7 +527,7 @@ def _check_signatures(
         raise ThresholdError(
             f"{package}: signed by {len(valid)} of {delegation.threshold} required keys "
             f"(valid: {short_ids(sorted(valid))}; signed by key ids {signed_by}; a key signing "
-            f"twice counts once); {needed}: have another of the publisher's keys sign it"
+            f"twice counts once); {needed()}: have another of the publisher's keys sign it"
         )
     # No delegated key signed. A key the root does not know, or a key it delegates
     # elsewhere with a genuine signature, is someone signing in a namespace they do
@@ -546,10 +549,10 @@ def _check_signatures(
         raise UndelegatedKeyError(
             f"{package}: signed only by key ids {short_ids(outsiders)}{elsewhere}, which trust "
             f"root v{root.version} does not delegate for {namespace} (namespace squatting or "
-            f"dependency confusion); {needed}: the event is refused, tell {publisher} if it is "
+            f"dependency confusion); {needed()}: the event is refused, tell {publisher} if it is "
             "theirs"
         )
     raise SignatureError(
-        f"{package}: no signature verifies (signed by key ids {signed_by}); {needed}: the event "
+        f"{package}: no signature verifies (signed by key ids {signed_by}); {needed()}: the event "
         "was altered after signing or the signature forged; get it again from the publisher"
     )

@@ -291,7 +291,9 @@ class ReleaseReplicator:
         return loaded, True
 
     def _still_owned(self, items: list[Verified]) -> bool:
-        return all(self._owns(item.position) for item in items)
+        # One look per partition: a package's records in a batch share one.
+        by_partition = {item.position.rpartition(":")[0]: item.position for item in items}
+        return all(self._owns(position) for position in by_partition.values())
 
     async def _apply_package_once(
         self, package: str, items: list[Verified], unacked: list[Awaitable[None]]
