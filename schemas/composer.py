@@ -22,6 +22,8 @@ __all__ = [
     "minify",
     "render_p2",
     "render_packages_json",
+    "render_servable",
+    "servable_entry",
     "version_entry",
     "with_dist_url",
 ]
@@ -224,9 +226,18 @@ def render_p2(
             a ``dist`` without ``type`` and ``url``, a value JSON cannot hold (NaN, infinity,
             non-string keys, integers beyond 64 bits).
     """
-    stable_path, dev_path = _p2_paths(name)
-    entries = [_servable_entry(name, version) for version in versions]
+    return render_servable(
+        name, [servable_entry(name, version) for version in versions], advisories=advisories
+    )
 
+
+def render_servable(
+    name: str, entries: list[dict[str, Any]], *, advisories: list[dict[str, Any]] | None = None
+) -> dict[str, bytes]:
+    """``render_p2`` of entries already made servable (``servable_entry``): a caller that keeps
+    them (a node re-rendering a package for each release) makes each entry once. The entries
+    are not modified. Raises ``MalformedEventError`` as ``render_p2`` does."""
+    stable_path, dev_path = _p2_paths(name)
     seen: dict[str, str] = {}
     for entry in entries:
         normalized, version = entry["version_normalized"], entry["version"]
@@ -237,10 +248,12 @@ def render_p2(
             )
         seen[normalized] = version
 
-    entries.sort(key=lambda entry: version_sort_key(entry["version_normalized"]), reverse=True)
+    ordered = sorted(
+        entries, key=lambda entry: version_sort_key(entry["version_normalized"]), reverse=True
+    )
     stable: list[dict[str, Any]] = []
     dev: list[dict[str, Any]] = []
-    for entry in entries:
+    for entry in ordered:
         (dev if is_dev(entry["version"]) else stable).append(entry)
     return {
         stable_path: _p2_document(name, stable, advisories),
@@ -248,8 +261,9 @@ def render_p2(
     }
 
 
-def _servable_entry(name: str, version: dict[str, Any]) -> dict[str, Any]:
-    """Return a copy of one version entry without nulls, checked and completed for Composer."""
+def servable_entry(name: str, version: dict[str, Any]) -> dict[str, Any]:
+    """Return a copy of one version entry without nulls, checked and completed for Composer
+    (what ``render_servable`` takes). Raises as ``render_p2`` does."""
     entry = _copy_without_nulls(version, where=f"{name} version entry")
     pretty = entry.get("version")
     if not isinstance(pretty, str):

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import orjson
 
 from schemas import layout
-from schemas.composer import render_p2, with_dist_url
+from schemas.composer import render_servable, servable_entry, with_dist_url
 from schemas.errors import (
     InvalidVersionError,
     ReplayError,
@@ -273,16 +273,42 @@ def render_documents(state: PackageState, public_url: str) -> dict[str, bytes]:
     The stable document carries the package's security advisories, which Composer
     reads from there when ``packages.json`` says ``"security-advisories": {"metadata": true}``.
     """
+    base = public_url.rstrip("/")
     entries = [
-        with_dist_url(
-            record.composer,
-            public_url.rstrip("/") + layout.dist_path(state.package, version, record.sha256),
-        )
+        _servable(state.package, version, record, base)
         for version, record in state.versions.items()
         if record.yanked is None
     ]
     advisories = [state.advisories[key] for key in sorted(state.advisories)]
-    return render_p2(state.package, entries, advisories=advisories)
+    return render_servable(state.package, entries, advisories=advisories)
+
+
+#: Servable entries already made (item 5 of issue 15: a release re-renders every version of
+#: its package; each entry is made once), by package and version, with what each was made
+#: from: the composer dict (compared by identity: held here, it cannot be another dict at
+#: the same address), the zip's sha256 and the public URL. Emptied when full; a dict, so
+#: threads may share it (each step is atomic).
+_ENTRIES: dict[tuple[str, str], tuple[dict[str, Any], str, str, dict[str, Any]]] = {}
+ENTRIES_KEPT = 20_000
+
+
+def _servable(package: str, version: str, record: VersionRecord, base: str) -> dict[str, Any]:
+    kept = _ENTRIES.get((package, version))
+    if (
+        kept is not None
+        and kept[0] is record.composer
+        and kept[1] == record.sha256
+        and kept[2] == base
+    ):
+        return kept[3]
+    entry = servable_entry(
+        package,
+        with_dist_url(record.composer, base + layout.dist_path(package, version, record.sha256)),
+    )
+    if len(_ENTRIES) >= ENTRIES_KEPT:
+        _ENTRIES.clear()
+    _ENTRIES[(package, version)] = (record.composer, record.sha256, base, entry)
+    return entry
 
 
 def find_version(state: PackageState, version: str) -> tuple[str, VersionRecord] | None:

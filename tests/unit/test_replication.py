@@ -17,8 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas import layout
-from schemas.composer import expand, version_entry
+from schemas import layout, package_state
+from schemas.composer import expand, render_p2, version_entry, with_dist_url
 from schemas.errors import (
     InvalidVersionError,
     MalformedEventError,
@@ -185,6 +185,67 @@ def served(state: PackageState) -> list[str]:
         for key in ("p2/drupal/token.json", "p2/drupal/token~dev.json")
         for entry in p2_versions(documents, key, TOKEN)
     ]
+
+
+def rendered_afresh(state: PackageState, public_url: str) -> dict[str, bytes]:
+    """What render_documents must give: every entry made anew by render_p2."""
+    entries = [
+        with_dist_url(
+            record.composer,
+            public_url.rstrip("/") + layout.dist_path(state.package, version, record.sha256),
+        )
+        for version, record in state.versions.items()
+        if record.yanked is None
+    ]
+    advisories = [state.advisories[key] for key in sorted(state.advisories)]
+    return render_p2(state.package, entries, advisories=advisories)
+
+
+def test_render_documents_makes_each_entry_once_and_renders_the_same_bytes() -> None:
+    events = [release(f"8.x-1.{n}", sequence=n + 1) for n in range(6)]
+    events.append(release("8.x-1.x-dev", sequence=7))
+    state = PackageState(TOKEN)
+    calls: list[str] = []
+    real = package_state.servable_entry
+
+    def counted(name: str, version: dict[str, Any]) -> dict[str, Any]:
+        calls.append(version["version"])
+        return real(name, version)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(package_state, "servable_entry", counted)
+        for offset, event in enumerate(events):
+            transition = apply(state, event, offset)
+            assert transition is not None
+            state = transition.state
+            assert render_documents(state, PUBLIC_URL) == rendered_afresh(state, PUBLIC_URL)
+        # One release at a time, each rendered whole: each entry made once, not 1 + 2 + ... 7.
+        assert sorted(calls) == sorted({event.version for event in events})
+
+        # A yank, a version's record replaced, another public URL: never a stale entry.
+        calls.clear()
+        yanked = apply(state, yank("1.2.0", sequence=8), 7)
+        assert yanked is not None
+        assert render_documents(yanked.state, PUBLIC_URL) == rendered_afresh(
+            yanked.state, PUBLIC_URL
+        )
+        assert calls == []  # the other entries were all made already
+        record = state.versions["1.3.0"]
+        changed = replace(
+            state,
+            versions={
+                **state.versions,
+                "1.3.0": replace(record, composer={**record.composer, "description": "new"}),
+            },
+        )
+        assert render_documents(changed, PUBLIC_URL) == rendered_afresh(changed, PUBLIC_URL)
+        assert calls == ["1.3.0"]
+        calls.clear()
+        other = "https://us.fairstream.example"
+        assert render_documents(state, other) == rendered_afresh(state, other)
+        assert len(calls) == 7
+        # Rendering never changes the entries it keeps: the same bytes once more.
+        assert render_documents(state, PUBLIC_URL) == rendered_afresh(state, PUBLIC_URL)
 
 
 # ---------------------------------------------------------------------------
