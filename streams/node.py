@@ -38,6 +38,7 @@ from faust.types import TP
 from faust.types.auth import CredentialsT
 
 from connectors.kafka import (
+    AsyncProducer,
     BrokerLocation,
     EventProducer,
     TopicFollower,
@@ -376,6 +377,9 @@ class NodeStream:
         # Set at every assignment: before applying anything, read the view to its end.
         self._view_stale = True
         self._marker_producer: EventProducer | None = None
+        #: The view records' producer (confluent-kafka: a tenth of Faust's cost a record).
+        self._view_producer: AsyncProducer | None = None
+        self._view_topic_name = view_topic
         self._loop: asyncio.AbstractEventLoop | None = None
         self.replicas = ReplicaRegistry(settings.region)
         self.hot = HotStats(settings.region)
@@ -528,7 +532,9 @@ class NodeStream:
         self.vitals.assigned_at = self.now()
 
     async def _send_view(self, key: bytes, value: bytes) -> Any:
-        return await self.view_topic.send(key=key, value=value)
+        if self._view_producer is None:
+            self._view_producer = AsyncProducer(self.settings.broker_url, name="view-producer")
+        return self._view_producer.send(self._view_topic_name, key, value)
 
     async def _catch_up_view(self) -> None:
         """Before applying after an assignment, read the region's view topic to its end (the
@@ -936,6 +942,8 @@ class NodeStream:
             await self._replicator.close()
         if self._session is not None:
             await self._session.close()
+        if self._view_producer is not None:
+            await asyncio.to_thread(self._view_producer.close)
         if self._marker_producer is not None:
             await asyncio.to_thread(self._marker_producer.close)
 
