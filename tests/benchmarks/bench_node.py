@@ -16,8 +16,11 @@ for a quick trial). On the embedded stack (``infra.devstack``) in a temporary di
 - **Freshness**: a running region (metadata-only, one worker) under a steady background
   load of 50 and then 500 releases/s; every 100 ms a probe release of a new package is
   produced, and its time from the broker's acknowledgement to its first appearance in
-  the node's p2 (polled every 5 ms) is recorded. Baseline: the same probes' time from
-  acknowledgement to delivery to a bare confluent-kafka consumer in the same run.
+  the worker's docroot (what the shipped nginx front serves; looked for every 5 ms, on
+  disk, so that measuring does not load the node) is recorded. At 1,000 releases/s the
+  group's backlog is sampled every second: its growth is the figure. Baseline: the same
+  probes' time from acknowledgement to delivery to a bare confluent-kafka consumer in the
+  same run.
 """
 
 from __future__ import annotations
@@ -26,6 +29,8 @@ import argparse
 import random
 import re
 import statistics
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -48,6 +53,7 @@ from connectors.kafka import (
     topic_partitions,
 )
 from infra import devstack, localnet
+from schemas import layout
 from schemas.composer import version_entry
 from schemas.events import Artifact, ReleasePublished, decode_package_event, utc_now
 from schemas.signing import SignedEvent, SigningKey, seal
@@ -65,7 +71,9 @@ RUNS = 2
 FULL_SIZE_RELEASES = 300_000
 PARTITIONS = 4
 SEED = 2026
-FRESHNESS_LOADS = (50, 500)
+FRESHNESS_LOADS = (50, 500, 1000)
+#: At this load the goal is no backlog growth (issue 15), not the latency.
+BACKLOG_LOAD = 1000
 FRESHNESS_SECONDS = 15.0
 #: Where the benchmarked region keeps its view (``node run --view``): set by ``--view``.
 VIEW = "topic"
@@ -205,18 +213,45 @@ def written_documents(log_text: str) -> tuple[int, int]:
     return (int(found[-1][0]), int(found[-1][1])) if found else (0, 0)
 
 
+def start_faust_alone(region: Region) -> localnet.LocalProcess:
+    """Faust's ceiling (``tests.benchmarks.faust_alone``) in the region's group, on its topic."""
+    log = region.work / f"{region.prefix}faust-alone.log"
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "tests.benchmarks.faust_alone",
+                region.stack.broker_url,
+                region.topics.releases,
+                group_id(region.region),
+                str(region.work / f"{region.prefix}faust-alone"),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    return localnet.LocalProcess(name="faust-alone", url="", log=log, process=process)
+
+
 def bootstrap(
     stack: devstack.Stack,
     work: Path,
     key: SigningKey,
     records: list[tuple[bytes, bytes]],
     workers: int,
+    *,
+    faust_alone: bool = False,
 ) -> dict[str, Any]:
-    """A fresh region with ``workers`` workers catching up with ``records``."""
+    """A fresh region with ``workers`` workers catching up with ``records`` (with
+    ``faust_alone``: Faust's ceiling, one process taking the records and doing nothing)."""
     region = Region(stack, work, key)
     ends = produce(stack.broker_url, region.topics.releases, records)
     started = time.monotonic()
-    nodes = [region.start_worker(f"w{n}") for n in range(workers)]
+    if faust_alone:
+        nodes = [start_faust_alone(region)]
+    else:
+        nodes = [region.start_worker(f"w{n}") for n in range(workers)]
     total = sum(ends.values())
     # The first commit seen: from there to the end is the steady rate (start-up, the group
     # join and the view's read barrier excluded).
@@ -427,20 +462,46 @@ def freshness(
     outstanding: list[bytes] = []
     lock = threading.Lock()
 
+    # What the shipped nginx front serves: the worker's docroot. Watched on disk, so that
+    # measuring does not load the node: polling its HTTP for every probe outstanding (a
+    # hundred once it falls behind) took the worker's main thread from its records.
+    listen = node.url.removeprefix("http://").replace(":", "-")
+    docroot = (
+        region.work
+        / f"{region.prefix}fresh"
+        / "nodes"
+        / region.region
+        / f"view-{listen}"
+        / "docroot"
+    )
+
     def watch() -> None:
-        # One watcher for every probe, oldest first, so that the measuring does not
-        # itself load the node (each poll of an unknown package is a store read).
         while not stop.is_set() or outstanding:
             with lock:
                 waiting = list(outstanding)
             for package in waiting:
-                if served(node.url, package.decode()):
+                if (docroot / layout.p2_key(package.decode())).exists():
                     node_seen[package] = time.monotonic()
                     with lock:
                         outstanding.remove(package)
             if stop.is_set() and time.monotonic() > give_up:
                 return
-            time.sleep(0.01)
+            time.sleep(0.005)
+
+    # The group's backlog (log end - committed, every partition), once a second.
+    backlog: list[tuple[float, int]] = []
+
+    def sample_backlog() -> None:
+        while not stop.is_set():
+            try:
+                positions = group_positions(
+                    stack.broker_url, group_id(region.region), region.topics.releases
+                )
+            except Exception:  # a slow answer: the next sample
+                positions = []
+            if positions:
+                backlog.append((time.monotonic(), sum(p.behind for p in positions)))
+            stop.wait(1.0)
 
     give_up = float("inf")
     reader = threading.Thread(target=consume_bare, daemon=True)
@@ -449,8 +510,10 @@ def freshness(
     watcher.start()
     wait_ready(node.url)
     time.sleep(1)  # the bare consumer is assigned
+    sampler = threading.Thread(target=sample_backlog, daemon=True)
     try:
         started = time.monotonic()
+        sampler.start()
         sent = probes = 0
         while (now := time.monotonic()) - started < seconds:
             due = int((now - started) * load)
@@ -473,15 +536,26 @@ def freshness(
         stop.set()
         watcher.join(35)
         reader.join(5)
+        sampler.join(15)
         bare.close()
         node.stop()
     ours = sorted(node_seen[k] - acked[k] for k in node_seen if k in acked)
     base = sorted(bare_seen[k] - acked[k] for k in bare_seen if k in acked)
     missing = len(acked) - len(ours)
+    # Backlog growth: the slope of the backlog over the window (the first 2 s, while the
+    # load starts, left out), in releases per second.
+    steady = [(t - started, b) for t, b in backlog if t - started >= 2.0]
+    growth = (
+        statistics.linear_regression([t for t, _ in steady], [b for _, b in steady]).slope
+        if len(steady) >= 3
+        else float("nan")
+    )
     return {
         "load": load,
         "probes": len(acked),
         "never_served": missing,
+        "backlog_growth_per_second": growth,
+        "backlog": [b for _, b in steady],
         "ours_p50": _quantile(ours, 0.5),
         "ours_p99": _quantile(ours, 0.99),
         "bare_p50": _quantile(base, 0.5),
@@ -527,9 +601,12 @@ def _figures(
     def step(what: str) -> None:
         console.print(f"[bold]bench node[/]: {what}")
 
+    ceiling: list[dict[str, Any]] = []
     for run in range(runs):
         step(f"bootstrap run {run + 1}/{runs}: one worker")
         one.append(bootstrap(stack, work, key, records, workers=1))
+        step(f"bootstrap run {run + 1}/{runs}: Faust alone (the worker's consumer, no work)")
+        ceiling.append(bootstrap(stack, work, key, records, workers=1, faust_alone=True))
         step(f"bootstrap run {run + 1}/{runs}: bare consumer")
         bare.append(bare_consume(stack, records))
         step(f"bootstrap run {run + 1}/{runs}: two workers")
@@ -589,6 +666,22 @@ def _figures(
             },
         ),
         figure(
+            "bootstrap's ceiling: Faust alone (the worker's consumer and acks, no work), steady",
+            unit="releases/s",
+            ours=[run["steady_releases_per_second"] for run in ceiling],
+            baseline=bare,
+            baseline_name="bare confluent-kafka consumer reading and decoding the same topic",
+            goal="report: a worker on Faust cannot bootstrap faster than this",
+            met=True,
+            gap="",
+            details={
+                "seconds": [run["seconds"] for run in ceiling],
+                "releases_per_second": [run["releases_per_second"] for run in ceiling],
+                "seconds_to_first_commit": [run["seconds_to_first_commit"] for run in ceiling],
+                "peak_rss_mb": [run["peak_rss_mb"] for run in ceiling],
+            },
+        ),
+        figure(
             "scale-out: bootstrap with two workers vs one (2 cores)",
             unit="releases/s",
             ours=[run["releases_per_second"] for run in two],
@@ -623,15 +716,24 @@ def _figures(
         )
     )
     for result in fresh:
-        met = result["ours_p99"] < 0.5 and result["never_served"] == 0
+        if result["load"] >= BACKLOG_LOAD:
+            # The backlog may grow by up to 1 % of the load a second (batches come and go).
+            goal = "no backlog growth (< 1 % of the load a second); p99 reported"
+            met = (
+                result["backlog_growth_per_second"] < result["load"] / 100
+                and result["never_served"] == 0
+            )
+        else:
+            goal = "p99 < 0.5 s"
+            met = result["ours_p99"] < 0.5 and result["never_served"] == 0
         figures.append(
             figure(
-                f"freshness at {result['load']} releases/s: publish -> served in p2, p99",
+                f"freshness at {result['load']:,} releases/s: publish -> served in p2, p99",
                 unit="s",
                 ours=[result["ours_p99"]],
                 baseline=[result["bare_p99"]],
                 baseline_name="publish -> delivered to a bare consumer, p99",
-                goal="p99 < 0.5 s",
+                goal=goal,
                 met=met,
                 higher_is_better=False,
                 gap="" if met else "see notes",
