@@ -464,7 +464,7 @@ class AsyncProducer:
                 "enable.idempotence": True,
                 "acks": "all",
                 "delivery.timeout.ms": int(delivery_timeout * 1000),
-                "linger.ms": 5,
+                "linger.ms": 1,  # a lone view record waits for nothing; a batch's go together
                 "log.connection.close": False,
             }
         )

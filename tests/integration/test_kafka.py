@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import time
 from uuid import uuid4
@@ -11,12 +12,14 @@ from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from connectors.kafka import (
+    AsyncProducer,
     Delivered,
     EventProducer,
     TopicFollower,
     bootstrap_servers,
     ensure_topics,
     group_positions,
+    iter_partition,
     records_after,
 )
 from infra import devstack
@@ -158,6 +161,33 @@ def test_produce_to_a_closed_port_is_broker_unavailable_in_bounded_time() -> Non
     assert time.monotonic() - started < 5
     assert url in str(raised.value) or "refused" in str(raised.value)
     assert raised.value.retry_after > 0
+
+
+async def test_an_async_producer_resolves_each_send_on_its_acknowledgement_in_order(
+    stack: devstack.Stack,
+) -> None:
+    topic = unique("t")
+    ensure_topics(stack.broker_url, {topic: 1})
+    producer = AsyncProducer(stack.broker_url)
+    try:
+        sends = [producer.send(topic, b"drupal/token", f"v{i}".encode()) for i in range(50)]
+        await asyncio.wait_for(asyncio.gather(*sends), timeout=30)
+    finally:
+        await asyncio.to_thread(producer.close)
+
+    read = list(iter_partition(stack.broker_url, topic, 0))
+    assert [value for _, value in read] == [f"v{i}".encode() for i in range(50)]
+
+
+async def test_an_async_producer_to_a_closed_port_fails_the_send_in_bounded_time() -> None:
+    producer = AsyncProducer(closed_broker_url(), delivery_timeout=1.0)
+    started = time.monotonic()
+    try:
+        with pytest.raises(BrokerUnavailableError, match="did not acknowledge"):
+            await asyncio.wait_for(producer.send(unique("t"), b"k", b"v"), timeout=10)
+    finally:
+        await asyncio.to_thread(producer.close, 0.1)
+    assert time.monotonic() - started < 5
 
 
 # ---------------------------------------------------------------------------
