@@ -744,9 +744,10 @@ def _figures(
 
 
 BOOTSTRAP_GAP = (
-    "the worker's main thread: on one core Ed25519 (65-90 us), Avro decoding and event "
-    "building (~35 us) and Faust's record handling (~80 us) alone leave under 5,500 "
-    "releases/s before any package is applied (ADR 6); see notes"
+    "Faust alone (the worker's consumer with no work, the row below) reaches 5,500 to 7,200 "
+    "releases/s on this machine; the worker's per-release work (Ed25519 65-90 us, decoding "
+    "~35 us, applying) on the same main thread leaves it at about 2,000 (ADR 6); next: "
+    "confluent-kafka under the region's group; see notes"
 )
 SCALE_GAP = (
     "two cores are shared by the broker, the benchmark and the workers: a second worker "

@@ -376,6 +376,41 @@ NOTES = """
     node alone answers from memory at about 60 µs of CPU per answer against about 35
     for a bare aiohttp handler (its routes, name checks, metrics middleware and
     region header).
+- **Session 10: Faust's ceiling, the write path under live load, start-up** (issue
+  15, 2026-12-06, `make bench` suite `node` once, by hand in between; ADR 6's
+  addendum has the details):
+  - a new row, Faust alone: the worker's own Faust app taking and acknowledging
+    the bootstrap's records with no work, 5,500 to 7,200 releases/s steady in three
+    runs (0.35 to 0.42x of the bare consumer). A worker on Faust cannot reach the goal of 5,000; the
+    next step for the bootstrap is confluent-kafka under the region's group
+    (ADR 6's prototype), with Faust kept for the app.
+  - tried and not kept: verification in a child process (2,090 to 2,280
+    releases/s against 1,900 to 2,100: the pickling and the pool's threads took
+    what it saved), and applying the next batch while the last one's view records
+    are in flight (no gain).
+  - kept: start-up 10-11 s to about 8 s (Faust's table manager no longer sleeps a
+    second for tables the node has none of; one marker producer kept); each
+    version's servable entry made once; a docroot document whose file already
+    carries its Last-Modified not written again; view records through a
+    confluent-kafka producer of the worker's own, started before the first batch.
+  - freshness is now timed to the probe's file in the worker's docroot (what the
+    shipped nginx front serves), looked for on disk every 5 ms: polling the
+    node's HTTP for every outstanding probe (a hundred once it fell behind) took
+    its main thread from the records. A new row at 1,000 releases/s whose figure
+    is the group's backlog growth (sampled every second): 450 to 520 releases a
+    second before this session's changes, 19 to 142 after (by hand, two runs
+    each), then this table's.
+  - this table (one `make bench` suite `node` run): freshness met at 50 releases/s
+    (p99 0.16 s) and at 500 (p99 0.27 s, p50 0.13 s: met for the first time in the
+    new design; session 9's three runs gave 1.35, 0.37 and 1.37 s); at 1,000 the
+    backlog still grows by about 90 releases a second (9 % of the load), p50 0.52
+    s: not met. Bootstrap steady 2,430 and 3,240 releases/s (0.17x), start-up 7.8
+    and 8.1 s; scale-out 1.02x; restore 3.3 s.
+  - where a package write's time goes now, under live load: the view record (its
+    dates, zlib of the state and both documents at about 30 µs a blob on this
+    machine) and the local view (sqlite and the docroot file) are most of it.
+    Next: the docroot written by a thread of its own (file system calls release
+    the GIL), a view record without the state's second copy of every entry.
 - **Bootstrap at full size, measured once** (2026-11-22, `bench_node.bootstrap`
   with 30,000 projects, outside `make bench` for its time): 299,561 releases
   in 1,065 s, 281 releases/s against 26,800 records/s for the bare consumer
