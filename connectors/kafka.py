@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, unquote
 
 from confluent_kafka import (
@@ -365,23 +366,28 @@ class Delivered:
     offset: int
 
 
+def idempotent_producer_config(
+    broker_url: str, delivery_timeout: float, linger_ms: int
+) -> dict[str, Any]:
+    """Our producers' librdkafka settings: idempotent, acknowledged by every replica."""
+    return {
+        **client_config(broker_url),
+        "enable.idempotence": True,
+        "acks": "all",
+        "delivery.timeout.ms": int(delivery_timeout * 1000),
+        "linger.ms": linger_ms,
+        # The demo and tests stop brokers under live clients: not worth a log line.
+        "log.connection.close": False,
+    }
+
+
 class EventProducer:
     """An idempotent confluent-kafka producer that waits for each record's delivery report."""
 
     def __init__(self, broker_url: str, *, delivery_timeout: float = 30.0) -> None:
         self._broker_url = broker_url
         self._timeout = delivery_timeout
-        self._producer = Producer(
-            {
-                **client_config(broker_url),
-                "enable.idempotence": True,
-                "acks": "all",
-                "delivery.timeout.ms": int(delivery_timeout * 1000),
-                "linger.ms": 5,
-                # The demo and tests stop brokers under live clients: not worth a log line.
-                "log.connection.close": False,
-            }
-        )
+        self._producer = Producer(idempotent_producer_config(broker_url, delivery_timeout, 5))
 
     def produce(
         self, topic: str, key: bytes, value: bytes, *, partition: int | None = None
@@ -458,16 +464,8 @@ class AsyncProducer:
     ) -> None:
         self._broker_url = broker_url
         self._timeout = delivery_timeout
-        self._producer = Producer(
-            {
-                **client_config(broker_url),
-                "enable.idempotence": True,
-                "acks": "all",
-                "delivery.timeout.ms": int(delivery_timeout * 1000),
-                "linger.ms": 1,  # a lone view record waits for nothing; a batch's go together
-                "log.connection.close": False,
-            }
-        )
+        # linger 1 ms: a lone view record waits for nothing; a batch's records go together.
+        self._producer = Producer(idempotent_producer_config(broker_url, delivery_timeout, 1))
         self._stop = threading.Event()
         self._reports = threading.Thread(target=self._serve_reports, name=name, daemon=True)
         self._reports.start()
