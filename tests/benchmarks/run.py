@@ -406,6 +406,15 @@ NOTES = """
     backlog still grows by about 90 releases a second (9 % of the load), p50 0.52
     s: not met. Bootstrap steady 2,430 and 3,240 releases/s (0.17x), start-up 7.8
     and 8.1 s; scale-out 1.02x; restore 3.3 s.
+  - **the bootstrap at full size, run once** (30,000 projects, 299,561 releases,
+    one worker, `bench_node.bootstrap` by hand after the suite): 155.5 s, 1,926
+    releases/s whole run, 2,017 steady, first commit after 8.1 s; the bare
+    consumer read and decoded the same topic at 29,291 releases/s (0.066x). The
+    goal (under 60 s) is not met; session 9's projection (110 to 130 s) was
+    optimistic. Peak RSS 825 MB: every process holds each package's p2 in memory
+    and a cache of states (ADR 5), so a full catalogue costs most of a gigabyte per
+    process; a bound on what is held in memory (the docroot and sqlite already
+    hold it all) is a next step.
   - where a package write's time goes now, under live load: the view record (its
     dates, zlib of the state and both documents at about 30 µs a blob on this
     machine) and the local view (sqlite and the docroot file) are most of it.
