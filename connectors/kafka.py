@@ -366,12 +366,10 @@ class Delivered:
     offset: int
 
 
-def idempotent_producer_config(
-    broker_url: str, delivery_timeout: float, linger_ms: int
-) -> dict[str, Any]:
-    """Our producers' librdkafka settings: idempotent, acknowledged by every replica."""
+def idempotent_producer_settings(delivery_timeout: float, linger_ms: int) -> dict[str, Any]:
+    """Our producers' librdkafka settings beside ``client_config``'s: idempotent,
+    acknowledged by every replica."""
     return {
-        **client_config(broker_url),
         "enable.idempotence": True,
         "acks": "all",
         "delivery.timeout.ms": int(delivery_timeout * 1000),
@@ -387,7 +385,9 @@ class EventProducer:
     def __init__(self, broker_url: str, *, delivery_timeout: float = 30.0) -> None:
         self._broker_url = broker_url
         self._timeout = delivery_timeout
-        self._producer = Producer(idempotent_producer_config(broker_url, delivery_timeout, 5))
+        self._producer = Producer(
+            {**client_config(broker_url), **idempotent_producer_settings(delivery_timeout, 5)}
+        )
 
     def produce(
         self, topic: str, key: bytes, value: bytes, *, partition: int | None = None
@@ -465,7 +465,9 @@ class AsyncProducer:
         self._broker_url = broker_url
         self._timeout = delivery_timeout
         # linger 1 ms: a lone view record waits for nothing; a batch's records go together.
-        self._producer = Producer(idempotent_producer_config(broker_url, delivery_timeout, 1))
+        self._producer = Producer(
+            {**client_config(broker_url), **idempotent_producer_settings(delivery_timeout, 1)}
+        )
         self._stop = threading.Event()
         self._reports = threading.Thread(target=self._serve_reports, name=name, daemon=True)
         self._reports.start()
