@@ -462,8 +462,6 @@ class AsyncProducer:
     def __init__(
         self, broker_url: str, *, name: str = "producer", delivery_timeout: float = 30.0
     ) -> None:
-        self._broker_url = broker_url
-        self._timeout = delivery_timeout
         # linger 1 ms: a lone view record waits for nothing; a batch's records go together.
         self._producer = Producer(
             {**client_config(broker_url), **idempotent_producer_settings(delivery_timeout, 1)}

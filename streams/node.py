@@ -466,7 +466,7 @@ class NodeStream:
             # Serve nothing older than what the region served before this worker
             # (re)started.
             self._read_view_to_end(timeout=600.0)
-            self._start_view_producer()
+            self._started_view_producer()
         self.vitals.view_caught_up = True
         self.vitals.unrecorded_rejections = self.dead_letters.waiting()
         if self.reporter is not None:
@@ -533,15 +533,15 @@ class NodeStream:
         self.vitals.assigned_at = self.now()
 
     async def _send_view(self, key: bytes, value: bytes) -> Any:
+        return self._started_view_producer().send(self._view_topic_name, key, value)
+
+    def _started_view_producer(self) -> AsyncProducer:
+        """The view records' producer, started at the latest here; ``prepare`` starts it
+        before the first batch: an idempotent producer's first record waits about half a
+        second for its producer id (measured on Tansu), which the first releases would."""
         if self._view_producer is None:
             self._view_producer = AsyncProducer(self.settings.broker_url, name="view-producer")
-        return self._view_producer.send(self._view_topic_name, key, value)
-
-    def _start_view_producer(self) -> None:
-        """Before the first batch: an idempotent producer's first record waits about half a
-        second for its producer id (measured on Tansu), which the first releases would."""
-        if self.view_follower is not None and self._view_producer is None:
-            self._view_producer = AsyncProducer(self.settings.broker_url, name="view-producer")
+        return self._view_producer
 
     async def _catch_up_view(self) -> None:
         """Before applying after an assignment, read the region's view topic to its end (the
