@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
+from typing import Any
 
 import faust
 from aiohttp import web
@@ -48,9 +49,15 @@ async def _serve(app: web.Application, host: str, port: int, logs: LogSettings) 
 
 
 class Worker(faust.Worker):
-    """A Faust worker that remembers whether Ctrl-C stopped it (Faust exits 0 either way)."""
+    """A Faust worker that remembers whether Ctrl-C stopped it (Faust exits 0 either way)
+    and prints nothing of its own: Faust's spinner writes its terminal codes (cursor back,
+    cursor shown) to stdout when the app has started, tty or not."""
 
     interrupted = False
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.spinner = None
 
     def _on_sigint(self) -> None:
         self.interrupted = True

@@ -1,46 +1,50 @@
-"""The Faust app of a regional node: one consumer group per region, one agent per topic.
+"""The stream processing of a regional node: one consumer group per region.
 
-The agent is a thin loop over batches of records (``noack_take``): each record
-is verified, the batch goes to ``ReleaseReplicator.apply_batch`` (which writes
-each package once per batch), a refused record goes to the rejected topic with
-its reason, and only then are the batch's records acknowledged, so Faust
-commits an offset only after its effects are durable. Faust's own ``take``
-acknowledges a batch even when processing it was cancelled; ``noack_take``
-with explicit acks does not.
+The intake reads the region's releases in batches with its own confluent-kafka
+consumer in the region's group (``GroupConsumer``, polled in a thread of its
+own; ADR 6: Faust's consumer cost more than the rest of the work together).
+Each record is verified, the batch goes to ``ReleaseReplicator.apply_batch``
+(which writes each package once per batch and waits for its view records), a
+refused record goes to the rejected topic with its reason, and only then is the
+batch's offset committed. The group's callbacks run inside the poll, so a
+partition is never revoked while a batch of it is being applied.
 
-Beside the agent: a follower of the replicas topic (every worker needs it whole)
-and one of the region's partition of the downloads topic
-(``schemas.partitioning``), a timer that retries parked fetches, one that
-produces the region's download counts to that partition, and one that follows
-trust root rotations.
+Faust runs the app around it: the producer, the timers, the clean stop. Beside
+the intake: a follower of the replicas topic (every worker needs it whole) and
+one of the region's partition of the downloads topic (``schemas.partitioning``),
+a timer that retries parked fetches, one that produces the region's download
+counts to that partition, and one that follows trust root rotations.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import ssl
+import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import faust
 import orjson
-from faust.tables.manager import TableManager
-from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import TP
+from faust.app.base import BootStrategy
 from faust.types.auth import CredentialsT
 
 from connectors.kafka import (
     AsyncProducer,
     BrokerLocation,
+    ConsumedRecord,
     EventProducer,
+    GroupConsumer,
     TopicFollower,
     Topics,
     client_config,
@@ -93,49 +97,31 @@ from streams.sync import StatusReporter, registration_of
 from streams.trust_keeper import RefusedRoot, TrustKeeper
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
-#: How long the worker's consumer lets the broker hold a fetch that finds nothing new. Faust
-#: fixes aiokafka's fetch_max_wait_ms at 1,500 ms; a broker that does not answer a waiting
-#: fetch as soon as a record arrives (the embedded Tansu, measured) then delays a release by
-#: up to that long. 100 ms costs an idle worker ten small requests a second.
-FETCH_MAX_WAIT_MS = 100
-
-
-def _prompt_worker_consumer(
-    create: Callable[..., Any],
-) -> Callable[..., Any]:
-    @functools.wraps(create)
-    def created(self: Any, transport: Any) -> Any:
-        consumer = create(self, transport)
-        consumer._fetch_max_wait_ms = FETCH_MAX_WAIT_MS  # read by its fetcher at start()
-        return consumer
-
-    return created
+#: How long the broker may hold the intake's fetch that finds nothing new: a broker that
+#: does not answer a waiting fetch as soon as a record arrives (the embedded Tansu,
+#: measured) delays a release by up to that long. 100 ms costs an idle worker ten small
+#: requests a second.
+FETCH_WAIT_SECONDS = 0.1
+#: How long a clean stop waits for the batch under way before the consumer leaves.
+INTAKE_STOP_SECONDS = 30.0
 
 
-faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer = _prompt_worker_consumer(  # type: ignore[method-assign]
-    faust_aiokafka.AIOKafkaConsumerThread._create_worker_consumer
-)
+class _WorkerBoot(BootStrategy):
+    """Faust runs the worker's app, timers and producer; the releases are read by the
+    intake's own consumer (ADR 6), so Faust starts no consumer, no conductor and no table
+    manager (whose recovery would wait for a rebalance that never comes)."""
+
+    enable_kafka_consumer = False
+
+    def tables(self) -> list[Any]:
+        return []
 
 
-def _tables_start_at_once(on_start: Callable[[Any], Awaitable[None]]) -> Callable[..., Any]:
-    """Faust's table manager sleeps a second at start for tables registered late, and the
-    consumer subscribes only after it. The node has no tables: it waits for nothing (a
-    second off every worker start, measured from process start to the first commit)."""
+class _WorkerApp(faust.App):
+    BootStrategy = _WorkerBoot
 
-    @functools.wraps(on_start)
-    async def started(self: Any) -> None:
-        if len(self):  # an app with tables keeps Faust's pause
-            await on_start(self)
-            return
-        if not self.should_stop:
-            await self._update_channels()
-            await self.recovery.start()
-
-    return started
-
-
-TableManager.on_start = _tables_start_at_once(TableManager.on_start)  # type: ignore[method-assign]
 
 MAX_BACKOFF_SECONDS = 60.0
 #: Batches up to this size log each record; larger ones log a summary line.
@@ -169,7 +155,6 @@ class NodeSettings:
     topics: Topics = Topics()
     policy: ReplicationPolicy = ReplicationPolicy()
     session_timeout: float = 10.0
-    commit_interval: float = 1.0
     fetch_limits: FetchLimits = FetchLimits()
     max_artifact_size: int = DEFAULT_MAX_ARTIFACT_SIZE
     #: Records applied together: each package is written once per batch.
@@ -320,7 +305,7 @@ class NodeStream:
         self._skew = settings.clock_skew
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         broker, credentials = faust_broker(settings.broker_url)
-        self.app = faust.App(
+        self.app = _WorkerApp(
             settings.group_id,
             broker=broker,
             broker_credentials=credentials,
@@ -331,12 +316,8 @@ class NodeStream:
             topic_allow_declare=False,
             topic_disable_leader=True,
             consumer_auto_offset_reset="earliest",
-            broker_session_timeout=settings.session_timeout,
-            broker_heartbeat_interval=max(settings.session_timeout / 6, 0.5),
-            broker_commit_interval=settings.commit_interval,
             producer_acks=-1,
         )
-        self.releases = self._raw_topic(settings.topics.releases)
         self.rejected = self._raw_topic(settings.topics.rejected)
         self.replica_topic = self._raw_topic(settings.topics.replicas)
         self.downloads_topic = self._raw_topic(settings.topics.downloads)
@@ -406,14 +387,18 @@ class NodeStream:
         # Judged when scraped, by the rules /health and /ready answer with.
         NODE_HEALTHY.labels(settings.region).set_function(lambda: float(self.health().ok))
         NODE_READY.labels(settings.region).set_function(lambda: float(self.ready().ok))
-        self.app.agent(self.releases, name=f"{settings.group_id}.replicate")(self._replicate)
+        #: The partitions of the releases topic this worker holds (set in the intake's thread).
+        self._held: frozenset[int] = frozenset()
+        self._revoked_lock = threading.Lock()
+        self._revoked_partitions: set[int] = set()
+        self._stopping = asyncio.Event()
+        self._intake_done = asyncio.Event()
+        self.app.task(self._intake)
         self.app.timer(TRUST_REFRESH_SECONDS)(self._refresh_trust)
         self.app.timer(settings.downloads_interval)(self._flush_downloads)
         self.app.timer(DEAD_LETTER_RETRY_SECONDS)(self._resend_dead_letters)
         if settings.policy.mirrors_artifacts:
             self.app.timer(settings.pending_interval)(self._retry_pending)
-        self.app.on_partitions_revoked.connect(self._on_revoked)  # type: ignore[arg-type]
-        self.app.on_partitions_assigned.connect(self._on_assigned)  # type: ignore[arg-type]
         self._peer_followers: list[PeerFollower] = []
         if settings.peers:
             self.app.task(self._follow_peers)
@@ -434,8 +419,10 @@ class NodeStream:
             )
             self.app.timer(settings.status_interval)(self._heartbeat)
             # Sent by the app's stop, which a clean stop of the worker runs: SIGTERM and
-            # SIGINT alike (mode's signal handlers), after the consumer stopped.
+            # SIGINT alike (mode's signal handlers), before its producer stops.
             self.app.on_before_shutdown.connect(self._say_goodbye)  # type: ignore[arg-type]
+        else:
+            self.app.on_before_shutdown.connect(self._stop_reading)  # type: ignore[arg-type]
 
     def now(self) -> datetime:
         """This node's wall clock (skewed only by the fault harness)."""
@@ -483,9 +470,9 @@ class NodeStream:
         now = self.now()
         vitals = self.vitals
         if status is not None:
-            held = self.app.consumer.assignment()
+            held, releases = self._held, self.settings.topics.releases
             vitals.behind = sum(
-                p.behind for p in status.partitions if TP(p.topic, p.partition) in held
+                p.behind for p in status.partitions if p.topic == releases and p.partition in held
             )
             vitals.broker_answered_at = vitals.store_answered_at = now
             vitals.broker_error = vitals.store_error = None
@@ -506,9 +493,14 @@ class NodeStream:
         self.vitals.root_expires = self.trust.root.expires  # a rotation may have come
         return self.vitals
 
+    async def _stop_reading(self, sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
+        await self._stop_intake()
+
     async def _say_goodbye(self, sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
-        """The signed ``stopped`` heartbeat of a worker that stops cleanly; bounded
-        (``StatusReporter.goodbye``), so a broker that is down does not hold up the stop."""
+        """The signed ``stopped`` heartbeat of a worker that stops cleanly, once it has
+        stopped reading; bounded (``StatusReporter.goodbye``), so a broker that is down does
+        not hold up the stop."""
+        await self._stop_intake()
         if self.reporter is not None:
             await asyncio.to_thread(self.reporter.goodbye)
 
@@ -519,18 +511,7 @@ class NodeStream:
             # cluster, and its follower commits nothing it did not apply.
             return True
         topic, partition, _ = position.rsplit(":", 2)
-        return TP(topic, int(partition)) in self.app.consumer.assignment()
-
-    def _on_revoked(self, sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
-        # Another worker may now write newer states of these packages.
-        if self._replicator is not None:
-            self._replicator.forget_cached_states()
-
-    def _on_assigned(self, sender: Any, *args: Any, signal: Any, **kwargs: Any) -> None:
-        # Packages of newly assigned partitions were last written by other workers: their
-        # view records must be read before anything is applied on top of them.
-        self._view_stale = True
-        self.vitals.assigned_at = self.now()
+        return topic == self.settings.topics.releases and int(partition) in self._held
 
     async def _send_view(self, key: bytes, value: bytes) -> Any:
         return self._started_view_producer().send(self._view_topic_name, key, value)
@@ -636,32 +617,150 @@ class NodeStream:
                 detail=str(record.error),
             )
 
-    async def _replicate(self, stream: faust.StreamT[Any]) -> None:
+    async def _intake(self) -> None:
+        """The region's releases, batch after batch, until the worker stops; see the module
+        docstring. Whatever goes wrong, the worker reads on from its last commit."""
         replicator = self.replicator
-        settings = self.settings
         self._loop = asyncio.get_running_loop()
-        # noack_take is on faust's Stream, not on its StreamT interface.
-        batches = stream.noack_take(settings.batch_size, within=settings.batch_within)  # type: ignore[attr-defined]
-        async for events in batches:
-            self.vitals.batch_since = self.now()
-            abandoned = await self._handle_batch(replicator, events)
-            for event in events:
-                # A record of a partition revoked meanwhile is not acknowledged: an
-                # acknowledgement could commit it for its new owner (aiokafka #929).
-                if id(event) not in abandoned:
-                    await stream.ack(event)
-            self.vitals.batch_since = None
-            self.vitals.progressed_at = self.now()
-            # Acknowledged, not yet committed: Faust commits every commit_interval.
-            self.faults.reached(BEFORE_OFFSET_COMMIT)
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="intake")
+        failures = 0
+        try:
+            while not self._stopping.is_set():
+                consumer = await self._in_thread(executor, self._group_consumer)
+                try:
+                    await self._consume(executor, consumer, replicator)
+                    return
+                except Exception as exc:  # nothing it raises may stop the worker
+                    failures += 1
+                    delay = min(0.5 * 2.0 ** min(failures, 10), MAX_BACKOFF_SECONDS)
+                    log.warning(
+                        "reading %s: %s: %s; reading again from the last commit in %.1f s",
+                        self.settings.topics.releases,
+                        type(exc).__name__,
+                        exc,
+                        delay,
+                        exc_info=not isinstance(exc, TransientError),
+                    )
+                    await self._pause(delay)
+                finally:
+                    # A new consumer starts from the committed offsets: what was handled and
+                    # not committed is read again (harmless: effects are idempotent).
+                    await asyncio.shield(self._in_thread(executor, consumer.close))
+                    self._held = frozenset()
+        finally:
+            executor.shutdown(wait=False)
+            self._intake_done.set()
+
+    def _group_consumer(self) -> GroupConsumer:
+        settings = self.settings
+        return GroupConsumer(
+            settings.broker_url,
+            settings.topics.releases,
+            settings.group_id,
+            session_timeout=settings.session_timeout,
+            on_assign=self._assigned,
+            on_revoke=self._revoked,
+            fetch_wait=FETCH_WAIT_SECONDS,
+        )
+
+    async def _consume(
+        self, executor: ThreadPoolExecutor, consumer: GroupConsumer, replicator: ReleaseReplicator
+    ) -> None:
+        """Poll, apply, commit, until the worker stops. The poll runs in ``executor``'s
+        thread and so do the group's callbacks, inside it: a partition is never revoked
+        while a batch of it is being applied (only a member the group already gave up on,
+        a stopped process, can find its commit refused: its records are read again)."""
+        settings = self.settings
+        uncommitted: dict[int, int] = {}
+        while not self._stopping.is_set():
+            try:
+                records = await self._in_thread(
+                    executor, consumer.poll, settings.batch_size, settings.batch_within
+                )
+            except BrokerUnavailableError as exc:
+                # librdkafka reconnects by itself: keep the consumer, wait, poll again.
+                log.warning("%s; polling again in 1 s", exc)
+                await self._pause(1.0)
+                continue
+            for partition in self._take_revocations():
+                uncommitted.pop(partition, None)
+            if records:
+                self.vitals.batch_since = self.now()
+                abandoned = await self._handle_batch(replicator, records)
+                for record in records:
+                    # A record of a partition revoked meanwhile is not committed: the
+                    # partition's new owner reads it again.
+                    if id(record) not in abandoned and record.partition in self._held:
+                        uncommitted[record.partition] = max(
+                            uncommitted.get(record.partition, 0), record.offset + 1
+                        )
+                self.vitals.batch_since = None
+                self.vitals.progressed_at = self.now()
+                self.faults.reached(BEFORE_OFFSET_COMMIT)
+            if uncommitted:
+                offsets = dict(uncommitted)
+                try:
+                    await self._in_thread(executor, consumer.commit, offsets)
+                except BrokerUnavailableError as exc:
+                    # Kept: committed with the next batch; a restart meanwhile reads them
+                    # again, which changes nothing.
+                    log.warning("offsets not committed yet: %s", exc)
+                    continue
+                for partition, offset in offsets.items():
+                    if uncommitted.get(partition) == offset:
+                        del uncommitted[partition]
+
+    @staticmethod
+    async def _in_thread(
+        executor: ThreadPoolExecutor, function: Callable[..., T], *args: object
+    ) -> T:
+        return await asyncio.get_running_loop().run_in_executor(executor, function, *args)
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    def _assigned(self, partitions: list[int]) -> None:
+        """The group gave this worker ``partitions`` (in the intake's thread, inside a poll).
+
+        Packages of newly assigned partitions were last written by other workers: their
+        view records must be read before anything is applied on top of them."""
+        self._held = frozenset(partitions)
+        self._view_stale = True
+        self.vitals.assigned_at = self.now()
+        log.info("assigned partitions %s of %s", partitions, self.settings.topics.releases)
+
+    def _revoked(self, partitions: list[int]) -> None:
+        """The group took ``partitions`` away (in the intake's thread, inside a poll)."""
+        self._held = self._held.difference(partitions)
+        with self._revoked_lock:
+            self._revoked_partitions.update(partitions)
+        log.info("revoked partitions %s of %s", partitions, self.settings.topics.releases)
+
+    def _take_revocations(self) -> set[int]:
+        with self._revoked_lock:
+            revoked, self._revoked_partitions = self._revoked_partitions, set()
+        if revoked and self._replicator is not None:
+            # Another worker may now write newer states of these packages.
+            self._replicator.forget_cached_states()
+        return revoked
+
+    async def _stop_intake(self) -> None:
+        """Stop reading after the batch under way (then the consumer leaves the group, and
+        its partitions go to the other workers at once)."""
+        self._stopping.set()
+        if self._loop is None:
+            return  # never started
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._intake_done.wait(), INTAKE_STOP_SECONDS)
 
     async def _handle_batch(
-        self, replicator: ReleaseReplicator, events: list[faust.EventT[Any]]
+        self, replicator: ReleaseReplicator, events: list[ConsumedRecord]
     ) -> set[int]:
-        """Apply a batch; returns the ids of the events abandoned (partition revoked)."""
+        """Apply a batch; returns the ids of the records abandoned (partition revoked)."""
         await self._catch_up_view()
         abandoned: set[int] = set()
-        verified: list[tuple[faust.EventT[Any], Verified]] = []
+        verified: list[tuple[ConsumedRecord, Verified]] = []
         for event in events:
             item = await self._verify(replicator, event)
             if item is not None:
@@ -702,12 +801,11 @@ class NodeStream:
         return abandoned
 
     async def _verify(
-        self, replicator: ReleaseReplicator, event: faust.EventT[Any]
+        self, replicator: ReleaseReplicator, event: ConsumedRecord
     ) -> Verified | None:
         """The verified record, or None when it was refused (and recorded as such)."""
-        message = event.message
-        position = f"{message.topic}:{message.partition}:{message.offset}"
-        value = message.value if isinstance(message.value, bytes) else b""
+        position = f"{event.topic}:{event.partition}:{event.offset}"
+        value = event.value
         trust_refreshed = False
         while True:
             try:
@@ -785,14 +883,13 @@ class NodeStream:
             log.warning("download counts not produced yet (%s); kept for the next period", exc)
             self.tally.restore(counts)
 
-    async def _record_rejection(self, event: faust.EventT[Any], reason: str, detail: str) -> None:
-        message = event.message
+    async def _record_rejection(self, event: ConsumedRecord, reason: str, detail: str) -> None:
         await self._send_rejection(
-            topic=message.topic,
-            partition=message.partition,
-            offset=message.offset,
-            key=message.key.decode("utf-8", "replace") if isinstance(message.key, bytes) else None,
-            value=message.value if isinstance(message.value, bytes) else b"",
+            topic=event.topic,
+            partition=event.partition,
+            offset=event.offset,
+            key=event.key.decode("utf-8", "replace") if event.key is not None else None,
+            value=event.value,
             reason=reason,
             detail=detail,
         )

@@ -213,25 +213,24 @@ def written_documents(log_text: str) -> tuple[int, int]:
     return (int(found[-1][0]), int(found[-1][1])) if found else (0, 0)
 
 
-def start_faust_alone(region: Region) -> localnet.LocalProcess:
-    """Faust's ceiling (``tests.benchmarks.faust_alone``) in the region's group, on its topic."""
-    log = region.work / f"{region.prefix}faust-alone.log"
+def start_intake_alone(region: Region) -> localnet.LocalProcess:
+    """The intake's ceiling (``tests.benchmarks.intake_alone``) in the region's group."""
+    log = region.work / f"{region.prefix}intake-alone.log"
     with log.open("ab") as out:
         process = subprocess.Popen(
             [
                 sys.executable,
                 "-m",
-                "tests.benchmarks.faust_alone",
+                "tests.benchmarks.intake_alone",
                 region.stack.broker_url,
                 region.topics.releases,
                 group_id(region.region),
-                str(region.work / f"{region.prefix}faust-alone"),
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
-    return localnet.LocalProcess(name="faust-alone", url="", log=log, process=process)
+    return localnet.LocalProcess(name="intake-alone", url="", log=log, process=process)
 
 
 def bootstrap(
@@ -241,15 +240,15 @@ def bootstrap(
     records: list[tuple[bytes, bytes]],
     workers: int,
     *,
-    faust_alone: bool = False,
+    intake_alone: bool = False,
 ) -> dict[str, Any]:
     """A fresh region with ``workers`` workers catching up with ``records`` (with
-    ``faust_alone``: Faust's ceiling, one process taking the records and doing nothing)."""
+    ``intake_alone``: the intake's ceiling, one process taking the records and doing nothing)."""
     region = Region(stack, work, key)
     ends = produce(stack.broker_url, region.topics.releases, records)
     started = time.monotonic()
-    if faust_alone:
-        nodes = [start_faust_alone(region)]
+    if intake_alone:
+        nodes = [start_intake_alone(region)]
     else:
         nodes = [region.start_worker(f"w{n}") for n in range(workers)]
     total = sum(ends.values())
@@ -605,8 +604,8 @@ def _figures(
     for run in range(runs):
         step(f"bootstrap run {run + 1}/{runs}: one worker")
         one.append(bootstrap(stack, work, key, records, workers=1))
-        step(f"bootstrap run {run + 1}/{runs}: Faust alone (the worker's consumer, no work)")
-        ceiling.append(bootstrap(stack, work, key, records, workers=1, faust_alone=True))
+        step(f"bootstrap run {run + 1}/{runs}: the intake alone (the worker's consumer, no work)")
+        ceiling.append(bootstrap(stack, work, key, records, workers=1, intake_alone=True))
         step(f"bootstrap run {run + 1}/{runs}: bare consumer")
         bare.append(bare_consume(stack, records))
         step(f"bootstrap run {run + 1}/{runs}: two workers")
@@ -666,12 +665,13 @@ def _figures(
             },
         ),
         figure(
-            "bootstrap's ceiling: Faust alone (the worker's consumer and acks, no work), steady",
+            "bootstrap's ceiling: the intake alone (the worker's consumer and commits, no work), "
+            "steady",
             unit="releases/s",
             ours=[run["steady_releases_per_second"] for run in ceiling],
             baseline=bare,
             baseline_name=BARE_CONSUMER,
-            goal="report: a worker on Faust cannot bootstrap faster than this",
+            goal="report: a worker cannot bootstrap faster than this",
             met=True,
             gap="",
             details={

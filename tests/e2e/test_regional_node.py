@@ -343,7 +343,7 @@ def test_two_workers_share_a_region_and_a_killed_one_loses_nothing(
     # below: each applies some of the releases.
     eventually(
         lambda: all(
-            "Setting newly assigned partitions" in worker.log_tail(2000)
+            "assigned partitions" in worker.log_tail(2000)
             for worker in (first, second)
         ),
         "both workers joined the group",

@@ -12,7 +12,6 @@ all for ``checker.check`` once the federation has quiesced.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import hashlib
 import http.server
@@ -32,9 +31,6 @@ from uuid import uuid4
 
 import orjson
 import pytest
-from aiokafka import AIOKafkaConsumer
-from aiokafka import TopicPartition as AIOTopicPartition
-from aiokafka.coordinator.assignors.roundrobin import RoundRobinPartitionAssignor
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from connectors.kafka import (
@@ -560,52 +556,44 @@ def committed_offsets(federation: FaultFederation, region: str) -> dict[int, int
         consumer.close()
 
 
-class _AllToTheOnlyMember(RoundRobinPartitionAssignor):
-    """Round robin under Faust's protocol name: a group whose members speak ``faust``
-    refuses a member speaking anything else (INCONSISTENT_GROUP_PROTOCOL) for as long as
-    Tansu lists them, and alone in the group this member gets every partition."""
-
-    name = "faust"
-    version = 4
-
-
 def reset_group(federation: FaultFederation, region: str, timeout: float = 120.0) -> None:
     """Commit offset 0 on every partition for the region's stopped group, as an operator
     would with kafka-consumer-groups --reset-offsets --to-earliest.
 
-    It joins the group and commits as its member. A commit from outside the group
-    (generation -1) is refused while the group lists members, and Tansu keeps stopped
-    workers listed until the group rebalances (outside commits were refused for 150 s in
-    two of three full runs); a join is what makes it rebalance, and the stopped workers
-    drop out of it."""
-    asyncio.run(_reset_as_member(federation, group_id(region), timeout))
-
-
-async def _reset_as_member(federation: FaultFederation, group: str, timeout: float) -> None:
-    topic, partitions = federation.topics.releases, 4
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap_servers(federation.stack.broker_url),
-        group_id=group,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        partition_assignment_strategy=(_AllToTheOnlyMember,),
-        session_timeout_ms=6000,
-        heartbeat_interval_ms=1000,
+    It joins the group and commits as its member, with the workers' own client
+    (librdkafka, the same group protocol). A commit from outside the group (generation -1)
+    is refused while the group lists members, and Tansu keeps stopped workers listed
+    until the group rebalances (outside commits were refused for 150 s in two of three
+    full runs); a join is what makes it rebalance, and the stopped workers drop out of it.
+    """
+    group, topic, partitions = group_id(region), federation.topics.releases, 4
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap_servers(federation.stack.broker_url),
+            "group.id": group,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": 6000,
+            "heartbeat.interval.ms": 1000,
+        }
     )
-    await consumer.start()
     try:
+        consumer.subscribe([topic])
         deadline = time.monotonic() + timeout
         while len(consumer.assignment()) < partitions:
             if time.monotonic() > deadline:
                 raise AssertionError(
                     f"could not join group {group} alone within {timeout:.0f} s "
-                    f"(assigned {sorted(consumer.assignment())})"
+                    f"(assigned {sorted(tp.partition for tp in consumer.assignment())})"
                 )
-            await asyncio.sleep(0.5)
-        await consumer.commit({AIOTopicPartition(topic, p): 0 for p in range(partitions)})
+            consumer.poll(0.5)  # joins, and serves the assignment; records are not kept
+        committed = consumer.commit(
+            offsets=[TopicPartition(topic, p, 0) for p in range(partitions)], asynchronous=False
+        )
+        failed = [tp for tp in committed or [] if tp.error is not None]
+        assert not failed, f"offsets of {group} not reset: {failed}"
     finally:
-        await consumer.stop()
+        consumer.close()
 
 
 class Load:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
+from collections.abc import Callable
 from uuid import uuid4
 
 import pytest
@@ -15,6 +16,7 @@ from connectors.kafka import (
     AsyncProducer,
     Delivered,
     EventProducer,
+    GroupConsumer,
     TopicFollower,
     bootstrap_servers,
     ensure_topics,
@@ -314,3 +316,58 @@ def test_a_follower_survives_a_record_its_callback_refuses(
     finally:
         follower.stop()
     assert kept == [b"fine"]
+
+
+def test_a_member_stopped_in_the_middle_of_a_rebalance_leaves_a_group_others_can_join(
+    stack: devstack.Stack,
+) -> None:
+    """Tansu keeps a group stuck for good when a member leaves between a revocation and
+    its next assignment; ``GroupConsumer.close`` waits for the assignment first (a worker
+    stopped right after another one is the everyday case: a rolling restart)."""
+    topic, group = unique("rebalance"), unique("group")
+    ensure_topics(stack.broker_url, {topic: 4})
+    events: list[tuple[str, str, list[int]]] = []
+
+    def member(name: str) -> GroupConsumer:
+        return GroupConsumer(
+            stack.broker_url,
+            topic,
+            group,
+            session_timeout=6.0,
+            on_assign=lambda partitions: events.append((name, "assigned", partitions)),
+            on_revoke=lambda partitions: events.append((name, "revoked", partitions)),
+        )
+
+    def poll_until(consumers: list[GroupConsumer], done: Callable[[], bool]) -> None:
+        deadline = time.monotonic() + 60
+        while not done():
+            assert time.monotonic() < deadline, events
+            for consumer in consumers:
+                consumer.poll(100, 0.05)
+
+    def last(name: str) -> str | None:
+        return next((kind for who, kind, _ in reversed(events) if who == name), None)
+
+    first, second = member("first"), member("second")
+    poll_until([first, second], lambda: last("first") == last("second") == "assigned")
+    first.close()
+    # The second is told to give its partitions back, and is stopped before it is
+    # given them all again.
+    poll_until([second], lambda: last("second") == "revoked")
+    second.close()
+
+    third = Consumer(
+        {
+            "bootstrap.servers": bootstrap_servers(stack.broker_url),
+            "group.id": group,
+            "session.timeout.ms": 6000,
+        }
+    )
+    try:
+        third.subscribe([topic])
+        deadline = time.monotonic() + 60
+        while len(third.assignment()) < 4:
+            assert time.monotonic() < deadline, f"the group is stuck: {events}"
+            third.poll(0.5)
+    finally:
+        third.close()
