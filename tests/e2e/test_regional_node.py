@@ -342,10 +342,7 @@ def test_two_workers_share_a_region_and_a_killed_one_loses_nothing(
     # Both are in the group once each was given partitions; that they split them shows
     # below: each applies some of the releases.
     eventually(
-        lambda: all(
-            "assigned partitions" in worker.log_tail(2000)
-            for worker in (first, second)
-        ),
+        lambda: all("assigned partitions" in worker.log_tail(2000) for worker in (first, second)),
         "both workers joined the group",
     )
     expected: dict[str, set[str]] = {}
