@@ -37,8 +37,9 @@ AFTER_STORE_WRITE: Final = "after-store-write"
 AFTER_METADATA_WRITE: Final = "after-metadata-write"
 #: After a view record was acknowledged, before the worker holds it locally (serves it).
 BEFORE_LOCAL_WRITE: Final = "before-local-write"
-#: After the batch's view records were acknowledged, before its records are.
+#: After the batch's view records were acknowledged, before its offsets are committed.
 AFTER_VIEW_RECORD: Final = "after-view-record"
+#: After the whole batch (its rejections recorded too), right before the intake commits.
 BEFORE_OFFSET_COMMIT: Final = "before-offset-commit"
 #: Not a kill: the first N attempts to produce a rejection are refused.
 REFUSE_REJECTION: Final = "refuse-rejection"
