@@ -420,6 +420,40 @@ NOTES = """
     machine) and the local view (sqlite and the docroot file) are most of it.
     Next: the docroot written by a thread of its own (file system calls release
     the GIL), a view record without the state's second copy of every entry.
+- **Session 11: the intake without Faust's consumer** (issue 15, 2026-12-06,
+  `make bench` suite `node` once; ADR 7):
+  - the worker reads the releases with its own confluent-kafka consumer in the
+    region's group, polled in a thread; Faust runs the app without a consumer.
+    The row "Faust alone" is replaced by "the intake alone": that consumer with
+    its per-batch commits and no work reads the 30,126 records well under a
+    second after its group join (4,240 and 4,337 releases/s whole runs, 7 s of
+    which are start-up and join), as fast as the bare consumer; its steady rate
+    is not measurable at the 0.2 s the committed offsets are sampled at.
+  - bootstrap (this table): steady 2,984 and 2,594 releases/s (0.20x), start-up
+    8.2 and 8.7 s. By hand the same day: 2,681 (Faust's agent, before) against
+    2,905 and 3,156 (the intake). py-spy (`--gil`) of the worker shows no Faust
+    frame on the records' path any more: verification 40 % of the main thread's
+    samples (Avro decoding 15 %, signatures 11 %, the Ed25519 itself runs
+    without the GIL and is not sampled), the package's view (rendering 24 %,
+    the view record's zlib and Avro 4 %), applying 7 %, the local view 7 %. The
+    main thread is busy the whole steady phase (11.3 CPU s of 16.7 s wall,
+    start-up included): about 330 µs a release, of which Ed25519 about 70 and
+    decoding and checks about 35 (`schemas.trust.verify_signed` 104 µs against
+    68 µs for the signature alone, in process).
+  - freshness at 1,000 releases/s: the backlog grows (270 a second in this
+    table; 444 and 521 by hand, and 493 and 571 for the code before this
+    session in the same hour: the machine's noise is larger than the change).
+    Under that load the worker pauses 150 to 260 ms every 3 to 4 s in a full
+    garbage collection that frees nothing (the cached states and entries are
+    many small containers); raising the collector's thresholds
+    (50,000, 20, 100) took those pauses out and did not change the backlog
+    (561 a second), so it is the work, not the collector. Not kept.
+  - freshness at 500 releases/s stays met (p99 0.37 s, p50 0.15 s); at 50, p99
+    0.17 s. Scale-out 0.98x; restore 3.7 s.
+  - found while building: Tansu keeps a consumer group stuck for good when a
+    member leaves between a revocation and its next assignment (the fault
+    suite's replay hung on it); `GroupConsumer.close` now waits for the
+    assignment first (`docs/architecture.md`, test in `test_kafka.py`).
 - **Bootstrap at full size, measured once** (2026-11-22, `bench_node.bootstrap`
   with 30,000 projects, outside `make bench` for its time): 299,561 releases
   in 1,065 s, 281 releases/s against 26,800 records/s for the bare consumer
