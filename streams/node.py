@@ -110,7 +110,7 @@ INTAKE_STOP_SECONDS = 30.0
 
 class _WorkerBoot(BootStrategy):
     """Faust runs the worker's app, timers and producer; the releases are read by the
-    intake's own consumer (ADR 6), so Faust starts no consumer, no conductor and no table
+    intake's own consumer (ADR 7), so Faust starts no consumer, no conductor and no table
     manager (whose recovery would wait for a rebalance that never comes)."""
 
     enable_kafka_consumer = False
