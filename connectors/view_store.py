@@ -158,16 +158,15 @@ class LocalView:
         encoded: bytes,
         *,
         state: PackageState | None = None,
-        echo: bool = False,
     ) -> None:
         """Hold ``view`` (whose record is ``encoded``) unless a newer one of its package is held
-        (a newer owner's record the follower read meanwhile); ``echo``: this process produced it
-        and will read it back. Raises ``sqlite3.Error`` when the local disk fails."""
+        (a newer owner's record the follower read meanwhile). Raises ``sqlite3.Error`` when
+        the local disk fails."""
         with self.lock:
             held = self._views.get(view.package)
             if held is not None and held.sequence > view.sequence:
                 return
-            self.put_many([(view, encoded)], echo=echo)
+            self.put_many([(view, encoded)])
             if state is not None:
                 self._cache_state(state)
 
@@ -176,7 +175,6 @@ class LocalView:
         views: Iterable[tuple[PackageView, bytes]],
         *,
         followed: tuple[str, Mapping[int, int]] | None = None,
-        echo: bool = False,
     ) -> None:
         """Hold several views in one transaction, and record the topic offsets they came from.
 
@@ -206,13 +204,17 @@ class LocalView:
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
-            for view, encoded in items:
+            for view, _ in items:
                 self._states.pop(view.package, None)
                 self._hold(view)
-                if echo:
-                    self._echoes[view.package] = encoded
                 if self._docroot is not None:
                     self._write_files(view)
+
+    def expect_echo(self, package: str, encoded: bytes) -> None:
+        """This process is producing ``encoded`` for ``package`` and holds it once the broker
+        acknowledged it: the follower, which may read it back before that, skips it."""
+        with self.lock:
+            self._echoes[package] = encoded
 
     def is_echo(self, package: str, encoded: bytes) -> bool:
         """Whether ``encoded`` is the record this process wrote last for ``package`` (read back

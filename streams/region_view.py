@@ -79,14 +79,31 @@ class RegionView:
         self._send = send
         self._written_by = written_by
         self._clock = clock
+        # Views produced and not acknowledged yet (so not held yet), by package: the next
+        # write of a package builds on its newest view, acknowledged or not, so its dates
+        # still move forward while the previous batch's records are in flight.
+        self._unacked: dict[str, tuple[PackageState, PackageView]] = {}
 
     async def load(self, package: str) -> PackageState | None:
-        return self.local.load(package)
+        unacked = self._unacked.get(package)
+        return unacked[0] if unacked is not None else self.local.load(package)
+
+    def newest(self, package: str) -> PackageView | None:
+        """The newest view of ``package`` this worker wrote or holds, acknowledged or not."""
+        unacked = self._unacked.get(package)
+        return unacked[1] if unacked is not None else self.local.held(package)
 
     def prepare(self, state: PackageState) -> tuple[PackageView, bytes]:
-        """The view of ``state`` over what is held, and its record."""
-        view = view_of(
-            state, self.local, render=self._render, now=self._clock(), written_by=self._written_by
+        """The view of ``state`` over the newest one, and its record."""
+        view = next_view(
+            package=state.package,
+            sequence=state.sequence,
+            position=state.last_position,
+            state=state.to_json(),
+            documents=self._render(state),
+            held=self.newest(state.package),
+            now=self._clock(),
+            written_by=self._written_by,
         )
         return view, view.to_bytes()
 
@@ -104,18 +121,26 @@ class RegionView:
             # Nothing new: what this worker holds came through the view topic (it holds only
             # what was acknowledged there), so a redelivery or a replay writes nothing.
             return ViewWrite(0, False, _done())
-        held = self.local.held(state.package)
+        held = self.newest(state.package)
         view, encoded = self.prepare(state)
         changed = changed_documents(view, held)
+        self._unacked[state.package] = (state, view)
         acked = asyncio.ensure_future(self._deliver_then_hold(state, view, encoded))
         return ViewWrite(changed, previous is None or previous is not state, acked)
 
     async def _deliver_then_hold(
         self, state: PackageState, view: PackageView, encoded: bytes
     ) -> None:
-        await self.deliver(state.package.encode(), encoded)
-        self._faults.reached(BEFORE_LOCAL_WRITE)
-        self.local.put(view, encoded, state=state, echo=True)
+        try:
+            # Expected before it is produced: the follower may read it back before the
+            # acknowledgement reaches this loop, and would hold it a second time.
+            self.local.expect_echo(state.package, encoded)
+            await self.deliver(state.package.encode(), encoded)
+            self._faults.reached(BEFORE_LOCAL_WRITE)
+            self.local.put(view, encoded, state=state)
+        finally:
+            if self._unacked.get(state.package, (None, None))[1] is view:
+                del self._unacked[state.package]
 
     async def deliver(self, key: bytes, value: bytes) -> None:
         """Produce a view record and wait for its acknowledgement, retrying until it comes: a

@@ -221,11 +221,22 @@ class ReleaseReplicator:
         return outcome
 
     async def apply_batch(self, batch: Sequence[Verified]) -> list[Outcome]:
-        """Apply verified events; one outcome per event, in order. Durable on return.
+        """Apply verified events; one outcome per event, in order. Durable on return."""
+        outcomes, acknowledged = await self.start_batch(batch)
+        await acknowledged
+        return outcomes
+
+    async def start_batch(
+        self, batch: Sequence[Verified]
+    ) -> tuple[list[Outcome], asyncio.Future[None]]:
+        """Apply verified events; one outcome per event, in order, and a future that
+        resolves once the batch is durable: every view record it wrote acknowledged.
 
         Events of one package are applied in log order; packages run
         concurrently. A store failure is retried with backoff until the store
-        answers (the partition waits: nothing may be acknowledged before it).
+        answers (the partition waits: nothing may be acknowledged before it). The next
+        batch may start before this one is acknowledged: the view builds on its newest
+        records, acknowledged or not.
         """
         outcomes: list[Outcome | None] = [None] * len(batch)
         by_package: dict[str, list[int]] = {}
@@ -247,12 +258,17 @@ class ReleaseReplicator:
 
         try:
             await asyncio.gather(*(run(p, ix) for p, ix in by_package.items()))
-        finally:
-            # Durable on return: every view record of the batch acknowledged.
-            await asyncio.gather(*unacked)
+        except BaseException:
+            await asyncio.gather(*unacked)  # what was written lands before the error rises
+            raise
+        return [o for o in outcomes if o is not None], asyncio.ensure_future(
+            self._acknowledged(unacked)
+        )
+
+    async def _acknowledged(self, unacked: list[Awaitable[None]]) -> None:
+        await asyncio.gather(*unacked)
         if unacked:
             self._faults.reached(AFTER_VIEW_RECORD)
-        return [o for o in outcomes if o is not None]
 
     async def _apply_package(
         self, package: str, items: list[Verified], unacked: list[Awaitable[None]]

@@ -3,6 +3,7 @@ worker's local view on disk (sqlite and docroot; no sockets)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -16,6 +17,7 @@ from schemas import layout
 from schemas.errors import MalformedEventError
 from schemas.package_state import PackageState
 from schemas.view import PackageView, next_view, removal, supersedes
+from streams.region_view import RegionView
 
 NOW = datetime(2026, 12, 6, 12, 0, 0, tzinfo=UTC)
 PACKAGE = "drupal/token"
@@ -176,7 +178,7 @@ def test_an_echo_is_recognised_once_and_only_for_the_bytes_written() -> None:
     local = LocalView(None)
     written = view(3)
     encoded = written.to_bytes()
-    local.put(written, encoded, echo=True)
+    local.expect_echo(PACKAGE, encoded)
     assert not local.is_echo(PACKAGE, view(3, b"other").to_bytes())
     assert local.is_echo(PACKAGE, encoded)
     assert not local.is_echo(PACKAGE, encoded)
@@ -195,3 +197,52 @@ def test_a_write_that_fails_on_disk_holds_nothing(tmp_path: Path) -> None:
         local.put(written, written.to_bytes())
     assert local.document(STABLE) is None
     assert os.path.exists(tmp_path / "view.sqlite3")
+
+
+async def test_a_write_builds_on_the_previous_one_still_in_flight() -> None:
+    """A batch may start before the previous batch's view records are acknowledged: the next
+    write of a package reads its newest state and dates its documents after the unacknowledged
+    ones, and nothing is held (served) before its own acknowledgement."""
+    local = LocalView(None)
+    acks: list[asyncio.Future[object]] = []
+    sent: list[bytes] = []
+
+    async def send(key: bytes, value: bytes) -> asyncio.Future[object]:
+        sent.append(value)
+        acks.append(asyncio.get_running_loop().create_future())
+        return acks[-1]
+
+    moments = iter([NOW, NOW])  # both writes within the same second
+
+    def render(state: PackageState) -> dict[str, bytes]:
+        return {STABLE: f'{{"s":{state.sequence}}}'.encode(), DEV: b'{"d":1}'}
+
+    region = RegionView(
+        local, render=render, send=send, written_by="eu@a", clock=lambda: next(moments)
+    )
+    first_state = PackageState(PACKAGE, sequence=1, applied={"d1": "t:0:1"})
+    first = await region.write(first_state, previous=None, redelivered=False)
+    await asyncio.sleep(0)
+    assert await region.load(PACKAGE) is first_state  # the newest, though not acknowledged
+    assert local.held(PACKAGE) is None and local.document(STABLE) is None
+
+    second_state = PackageState(PACKAGE, sequence=2, applied={"d1": "t:0:1", "d2": "t:0:2"})
+    second = await region.write(second_state, previous=first_state, redelivered=False)
+    await asyncio.sleep(0)
+    first_view, second_view = (PackageView.from_bytes(value) for value in sent)
+    # Changed bytes within the same second: dated a second after the unacknowledged record.
+    assert second_view.stable_modified == first_view.stable_modified + 1
+    assert second_view.dev_modified == first_view.dev_modified  # same bytes, same date
+
+    acks[0].set_result(None)
+    await first.acked
+    held = local.held(PACKAGE)
+    assert held is not None and held.sequence == 1
+    assert await region.load(PACKAGE) is second_state  # still the newest
+    acks[1].set_result(None)
+    await second.acked
+    held = local.held(PACKAGE)
+    assert held is not None and held.sequence == 2
+    served = local.document(STABLE)
+    assert served is not None and served.body == b'{"s":2}'
+    assert local.load(PACKAGE) == second_state
