@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import re
+import signal
 import subprocess
 import time
 import urllib.error
@@ -13,12 +15,20 @@ from collections.abc import Callable
 from pathlib import Path
 
 import orjson
+import pytest
+from confluent_kafka import Producer
 
-from connectors.kafka import bootstrap_servers
+from connectors.kafka import bootstrap_servers, client_config, idempotent_producer_settings
 from infra import localnet
-from schemas.events import REJECTED_PREFIX_BYTES, ReleaseRejected
-from schemas.signing import MAX_EVENT_BYTES, SignedEvent, seal
-from streams.faults import REFUSE_REJECTION
+from schemas.events import REJECTED_PREFIX_BYTES, ReleasePublished, ReleaseRejected
+from schemas.signing import MAX_EVENT_BYTES, SignedEvent, SigningKey, seal
+from streams.faults import (
+    AFTER_VIEW_RECORD,
+    BEFORE_LOCAL_WRITE,
+    BEFORE_OFFSET_COMMIT,
+    REFUSE_REJECTION,
+)
+from streams.node import VERIFY_IN_THREADS_FROM
 from tests.faults.checker import included
 from tests.faults.harness import (
     POLICIES,
@@ -28,6 +38,7 @@ from tests.faults.harness import (
     Poller,
     committed_offsets,
     read_p2,
+    region_of,
 )
 
 #: Above this, kcat must be told to send larger messages (librdkafka's own default limit).
@@ -37,6 +48,9 @@ KCAT_DEFAULT_MAX = 1_000_000
 BROKER_MAX = 32 << 20
 
 DELIMITER = "\n--fault-record--\n"
+#: Releases produced at once by the burst test: with the poison among them, enough that each
+#: worker of a two-worker region gets batches verified in threads.
+BURST = 300
 
 
 def kcat(federation: FaultFederation, *args: str) -> bytes:
@@ -325,3 +339,127 @@ def test_rejections_the_broker_refuses_go_to_the_dead_letter_file_then_to_the_to
     assert "not recorded after 4 attempts" in log
     assert "dead-letter file: 1 rejections recorded now, 0 still waiting" in log
     federation.start_worker("us")  # unarmed again for the tests after this one
+
+
+@dataclasses.dataclass
+class Burst:
+    """``BURST`` releases of new packages produced at once, a poison record and a forged one
+    among them; with ``again``, a second release of the first ``again`` packages at the end
+    (applied on top of states whose view records may still be in flight)."""
+
+    good: list[ReleasePublished]
+    forged: ReleasePublished
+    records: list[tuple[str, bytes]]
+
+    @classmethod
+    def of(cls, federation: FaultFederation, name: str, again: int = 0) -> Burst:
+        good = [federation.release_of(f"{name}{n}", "8.x-1.0") for n in range(BURST)]
+        forged = federation.release_of(f"{name}-forged", "8.x-1.0")
+        records = [(event.package, seal(event.to_bytes(), [federation.key])) for event in good]
+        records.insert(BURST // 3, (f"poison/{name}-garbage", os.urandom(300)))
+        stranger = SigningKey.generate()
+        records.insert(2 * BURST // 3, (forged.package, seal(forged.to_bytes(), [stranger])))
+        second = [federation.release_of(f"{name}{n}", "8.x-1.1") for n in range(again)]
+        records += [(event.package, seal(event.to_bytes(), [federation.key])) for event in second]
+        return cls(good + second, forged, records)
+
+    def produce(
+        self, federation: FaultFederation, records: list[tuple[str, bytes]] | None = None
+    ) -> None:
+        """Produce ``records`` (default: all of them) at once."""
+        producer = Producer(
+            {**client_config(federation.stack.broker_url), **idempotent_producer_settings(30, 20)}
+        )
+        for key, value in self.records if records is None else records:
+            producer.produce(federation.topics.releases, key=key.encode(), value=value)
+        assert producer.flush(30) == 0
+
+    def wait_served(self, federation: FaultFederation, timeout: float = 240) -> None:
+        """Until every copy of ``eu`` and ``us`` serves every good release (the signed zip,
+        once) and none serves the forged one."""
+        for source, url in federation.copies().items():
+            if region_of(source) not in ("eu", "us"):
+                continue
+            waiting: dict[str, list[str]] = {}
+            for event in self.good:
+                waiting.setdefault(event.package, []).append(event.artifact.sha1)
+            packages = len(waiting)
+            deadline = time.monotonic() + timeout
+            while waiting and time.monotonic() < deadline:
+                for package, sha1s in list(waiting.items()):
+                    served = sorted(entry.sha1 for entry in read_p2(url, package))
+                    if len(served) >= len(sha1s):
+                        assert served == sorted(sha1s), (source, package, served)
+                        del waiting[package]
+                time.sleep(0.5)
+            assert not waiting, (
+                f"{source} serves {packages - len(waiting)} of {packages}: {waiting}"
+            )
+            assert read_p2(url, self.forged.package) == []
+
+    def batch_sizes(self, federation: FaultFederation) -> list[int]:
+        """The sizes of the batches the workers of ``eu`` and ``us`` logged."""
+        return [
+            int(size)
+            for name in (*WORKERS["eu"], *WORKERS["us"])
+            for size in re.findall(
+                r"batch of (\d+) records", federation.workers[name].log.read_text(errors="replace")
+            )
+        ]
+
+
+def test_a_burst_verified_in_threads_serves_every_release_and_records_every_poison_record(
+    fault_federation: FaultFederation,
+) -> None:
+    """Hundreds of records at once: a worker verifies a large batch in threads while the one
+    before it lands. Poison records in the middle are recorded with their reason, the records
+    after them are judged in order, and every release of the burst is served."""
+    federation = fault_federation
+    burst = Burst.of(federation, "burst")
+    burst.produce(federation)
+    burst.wait_served(federation)
+    garbage = next(key for key, _ in burst.records if key.startswith("poison/"))
+    expected = {garbage: "malformed", burst.forged.package: "undelegated-key"}
+    for key, reason in expected.items():
+        found = rejections(federation, key, len(federation.verifiers()))
+        assert {r.region for r in found} == federation.verifiers(), (key, found)
+        assert {r.reason for r in found} == {reason}, (key, [(r.reason, r.detail) for r in found])
+    # The burst did reach the workers as batches large enough to be verified in threads.
+    assert max(burst.batch_sizes(federation)) >= VERIFY_IN_THREADS_FROM, burst.batch_sizes(
+        federation
+    )
+    verdict = federation.history()
+    assert verdict.clean, str(verdict)
+
+
+@pytest.mark.parametrize("point", [AFTER_VIEW_RECORD, BEFORE_LOCAL_WRITE, BEFORE_OFFSET_COMMIT])
+def test_a_worker_killed_while_its_batches_overlap_loses_and_doubles_nothing(
+    fault_federation: FaultFederation, point: str
+) -> None:
+    """A batch is applied while the previous one's view records are still in flight (its
+    documents dated after theirs, its states built on theirs): kill -9 in that window, in the
+    middle of a burst, and the restarted worker and its region serve every release once."""
+    federation = fault_federation
+    log = federation.workers["eu-1"].log
+    before = log.stat().st_size  # the log goes on from the previous eu-1's
+    armed = federation.start_worker("eu-1", ["--fault-point", f"{point}@2"])
+    deadline = time.monotonic() + 60
+    while "assigned partitions" not in log.read_bytes()[before:].decode(errors="replace"):
+        assert time.monotonic() < deadline, armed.log_tail(30)
+        time.sleep(0.2)
+    burst = Burst.of(federation, f"overlap-{point}", again=BURST // 2)
+    # In two halves: eu-1 takes at least two batches, the second while the first lands.
+    half = len(burst.records) // 2
+    burst.produce(federation, burst.records[:half])
+    time.sleep(0.3)
+    burst.produce(federation, burst.records[half:])
+    deadline = time.monotonic() + 120
+    while armed.alive():
+        assert time.monotonic() < deadline, f"eu-1 never reached {point}:\n{armed.log_tail(40)}"
+        time.sleep(0.2)
+    assert armed.process.returncode == -signal.SIGKILL, armed.log_tail(30)
+    assert f"fault point {point} reached" in log.read_text(errors="replace")
+    federation.start_worker("eu-1")
+    burst.wait_served(federation)
+    verdict = federation.history()
+    assert verdict.clean, str(verdict)
