@@ -454,6 +454,37 @@ NOTES = """
     member leaves between a revocation and its next assignment (the fault
     suite's replay hung on it); `GroupConsumer.close` now waits for the
     assignment first (`docs/architecture.md`, test in `test_kafka.py`).
+- **Session 12: batches overlap, signatures on the other core** (issue 15,
+  2026-12-06, by hand, not in this table: `bench_node.bootstrap` at 3,000
+  projects, the code before and after alternating on one embedded stack, six
+  runs each in the same hour):
+  - where the main thread went, timed inside the loop (wall and thread CPU
+    per phase, 30,126 records): verification 6.9 s wall / 6.7 s CPU, applying
+    4.5 / 4.1, the previous batch's landing (its view records acknowledged,
+    then held: sqlite and two docroot files a package) 2.9 / 2.6, polling 3.8
+    / 0.2 (the group join). The main thread is on the CPU the whole steady
+    phase; the machine's second core was mostly idle (1.0 to 1.1 cores idle in
+    `/proc/stat`, no steal). The worker's own view follower read back the
+    worker's records before their acknowledgements reached the event loop, so
+    it held each package a second time (0.16 cores and the local view's lock).
+  - changed: the next batch is polled and verified while the previous one's
+    view records are in flight (its offsets committed once they land; a
+    package written again builds on its unacknowledged view, so dates still
+    move forward); a batch of 64 records or more is verified in two threads
+    (PyNaCl's Ed25519 releases the GIL); the worker tells its local view which
+    record to expect back before producing it, so the follower skips it.
+  - steady rate, medians of six: 3,059 against 2,778 releases/s (+10 %; five
+    of the six pairs in favour); whole runs 1,711 against 1,643 (start-up, 7
+    to 9 s, unchanged: about 3 s of imports and set-up, 3 s of group join).
+    Still 0.2x and about 3,000 releases/s: the GIL-bound Python work (Avro
+    decoding and checks, applying, rendering, the view record, holding it) is
+    about 300 µs a release on one core. ADR 6 found the overlap alone brought
+    nothing under Faust; it does now with the echo skipped.
+  - what would move it next: the Python work itself (a view record without
+    the state's second copy of each entry; holding a batch's views in one
+    sqlite transaction off the event loop), or a second process per core
+    sharing the partitions (scale-out, measured 0.98x: each worker holds the
+    whole region's view, so a second worker doubles the holding work).
 - **Bootstrap at full size, measured once** (2026-11-22, `bench_node.bootstrap`
   with 30,000 projects, outside `make bench` for its time): 299,561 releases
   in 1,065 s, 281 releases/s against 26,800 records/s for the bare consumer
