@@ -45,10 +45,20 @@ def state_sequence(key: str) -> int | None:
 
 
 def pending_key(sha256: str) -> str:
-    """A release whose zip no source delivered yet: ``pending/<sha256>.json``, retried later."""
+    """A release whose zip no source delivered yet, retried later:
+    ``pending/<first two hex digits>/<sha256>.json``. Sharded as the zips are: an origin
+    down during a bootstrap parks every release, and the embedded store's writes slow down
+    with the number of keys in one directory (3 ms a PUT at 36,000, measured)."""
     if not _SHA256.fullmatch(sha256):
         raise ValueError(f"{sha256!r} is not a lower-case hex sha256")
-    return f"pending/{sha256}.json"
+    return f"pending/{sha256[:2]}/{sha256}.json"
+
+
+def pending_keys(sha256: str) -> tuple[str, str]:
+    """Where a parked fetch of ``sha256`` may be: ``pending_key``, then the flat
+    ``pending/<sha256>.json`` that buckets written before the sharding hold. Both are looked
+    at and deleted; new parked fetches go to the first."""
+    return pending_key(sha256), f"pending/{sha256}.json"
 
 
 PENDING_PREFIX = "pending/"

@@ -289,7 +289,7 @@ def _write_package(
     for version, record in state.versions.items():
         if store.stat(layout.artifact_key(record.sha256)) is not None:
             continue
-        if store.stat(layout.pending_key(record.sha256)) is not None:
+        if any(store.stat(key) is not None for key in layout.pending_keys(record.sha256)):
             continue
         artifact = Artifact(record.sha256, record.sha1, record.size, record.origin_url)
         document = pending_document(

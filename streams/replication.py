@@ -379,7 +379,8 @@ class ReleaseReplicator:
             # After the state: a crash before this leaves an orphan zip, never a
             # version whose zip is gone.
             await asyncio.to_thread(self._store.delete, layout.artifact_key(sha256))
-            await asyncio.to_thread(self._store.delete, layout.pending_key(sha256))
+            for key in layout.pending_keys(sha256):
+                await asyncio.to_thread(self._store.delete, key)
             if self._sizes is not None:
                 self._sizes.pop(sha256, None)
         return outcomes
@@ -531,8 +532,9 @@ class ReleaseReplicator:
     async def _request_refetch(self, package: str, version: str, artifact: Artifact) -> None:
         key = layout.pending_key(artifact.sha256)
         try:
-            if await asyncio.to_thread(self._store.stat, key) is not None:
-                return
+            for parked in layout.pending_keys(artifact.sha256):
+                if await asyncio.to_thread(self._store.stat, parked) is not None:
+                    return
             document = pending_document(
                 package, version, artifact, 0, self._clock(), "requested while not held"
             )

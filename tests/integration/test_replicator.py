@@ -3,6 +3,7 @@ events signed by a publisher key that a trust root delegates ``drupal/*`` to."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 from collections.abc import AsyncIterator, Callable
@@ -550,9 +551,9 @@ async def test_an_expunge_deletes_the_artifact(
     assert state.expunged == {"1.9.0": first.artifact.sha256}
     # The zip goes last: a crash before leaves an orphan zip, never a version without one.
     assert store.writes[0] == state_key
-    assert store.writes[-2:] == [
+    assert store.writes[-3:] == [
         f"DELETE {key}",
-        f"DELETE {layout.pending_key(first.artifact.sha256)}",
+        *(f"DELETE {parked}" for parked in layout.pending_keys(first.artifact.sha256)),
     ]
 
     # And the expunged version never comes back, not even with its original bytes.
@@ -822,6 +823,43 @@ async def test_an_unreachable_zip_is_parked_then_fetched_when_due(
     report = await replicator.retry_pending()
     assert (report.retried, report.recovered, report.still_pending) == (1, 1, 0)
     assert store.stat(layout.pending_key(event.artifact.sha256)) is None
+    assert store.stat(layout.artifact_key(event.artifact.sha256)) is not None
+
+
+async def test_a_fetch_parked_under_the_flat_key_of_an_older_bucket_is_retried_and_cleared(
+    make_replicator: Callable[..., ReleaseReplicator],
+    store: RecordingStore,
+    origin: TestServer,
+    origin_root: Path,
+) -> None:
+    """Buckets written before the sharding hold ``pending/<sha256>.json``: such a fetch is
+    still retried, a refetch request does not park it twice, and it is deleted once fetched."""
+    now = [datetime(2026, 11, 22, 12, 0, tzinfo=UTC)]
+    replicator = make_replicator(clock=lambda: now[0])
+    event = release(origin, origin_root, "8.x-1.9")
+    zip_path = origin_root / "token-8.x-1.9.zip"
+    aside = zip_path.with_suffix(".aside")
+    zip_path.rename(aside)
+    applied = await replicator.apply(signed(event), position(0))
+    assert applied.parked
+    sharded, flat = layout.pending_keys(event.artifact.sha256)
+    assert sharded == f"pending/{event.artifact.sha256[:2]}/{event.artifact.sha256}.json"
+    # As an older node left it: moved to the flat key.
+    parked = store.get(sharded)
+    assert parked is not None
+    store.put_bytes(flat, parked.data, content_type="application/json")
+    store.delete(sharded)
+
+    record = (await replicator.view.load("drupal/token")).versions["1.9.0"]  # type: ignore[union-attr]
+    replicator.request_refetch("drupal/token", "1.9.0", record)
+    await asyncio.gather(*replicator._background)
+    assert store.stat(sharded) is None  # already parked: not parked a second time
+
+    aside.rename(zip_path)
+    now[0] += timedelta(hours=2)
+    report = await replicator.retry_pending()
+    assert (report.retried, report.recovered, report.still_pending) == (1, 1, 0)
+    assert store.stat(flat) is None and store.stat(sharded) is None
     assert store.stat(layout.artifact_key(event.artifact.sha256)) is not None
 
 
