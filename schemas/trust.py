@@ -24,6 +24,7 @@ from schemas.codec import decode, encode, schema_family
 from schemas.errors import (
     ArtifactTooLargeError,
     MalformedEventError,
+    RejectedError,
     RootExpiredError,
     RootRotationError,
     SignatureError,
@@ -415,6 +416,48 @@ class VerifiedEvent:
     event: PackageEvent
     signed_by: tuple[str, ...]
     payload_sha256: str
+
+
+@dataclass(frozen=True)
+class WaitForRoot:
+    """The root in force expired: apply nothing, and wait for a newer root (fail closed; the
+    record is not refused, it may be fine under the next root)."""
+
+    detail: str
+
+
+@dataclass(frozen=True)
+class RefreshTrust:
+    """A rotation not read yet may delegate the signing key: read the trust topic, then
+    verify the record again."""
+
+
+@dataclass(frozen=True)
+class Reject:
+    """The record can never be applied: record it with ``reason`` and go on."""
+
+    reason: str
+    detail: str
+
+
+OnRejection = WaitForRoot | RefreshTrust | Reject
+
+
+def on_rejection(error: Exception, *, refreshed: bool) -> OnRejection:
+    """What a reader of the log does about a record ``verify_signed`` refused with ``error``.
+
+    ``refreshed``: the trust root was read again since the record was first refused (or
+    cannot be: a peer network's root comes with that network). Verification is pure, so an
+    error that is not a ``RejectedError`` would come again on a retry: the record is refused
+    as ``internal-error`` (a bug to report), never retried forever.
+    """
+    if isinstance(error, RootExpiredError):
+        return WaitForRoot(str(error))
+    if isinstance(error, UndelegatedKeyError | ThresholdError) and not refreshed:
+        return RefreshTrust()
+    if isinstance(error, RejectedError):
+        return Reject(error.reason, str(error))
+    return Reject("internal-error", f"{type(error).__name__}: {error}; report this bug")
 
 
 def verify_event_signers(

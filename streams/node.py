@@ -68,16 +68,14 @@ from schemas.errors import (
     BrokerUnavailableError,
     ConfigurationError,
     RejectedError,
-    RootExpiredError,
-    ThresholdError,
     TransientError,
-    UndelegatedKeyError,
 )
 from schemas.events import ReleaseRejected, ReplicaAvailable
 from schemas.federation import NodeStatus
 from schemas.package_state import StateReader, render_documents
 from schemas.partitioning import region_partition
 from schemas.signing import SigningKey
+from schemas.trust import RefreshTrust, WaitForRoot, on_rejection
 from schemas.view import PackageView
 from streams.artifacts import DownloadTally, HotStats, ReplicaRegistry
 from streams.dead_letter import DeadLetter, DeadLetterFile
@@ -921,35 +919,24 @@ class NodeStream:
     ) -> Verified | None:
         """The verified record, or None when it was refused (and recorded as such)."""
         position = _position(event)
-        value = event.value
-        trust_refreshed = False
+        refreshed = False
         while True:
             try:
-                return replicator.verify(value, position)
-            except RootExpiredError as exc:
-                # Fail closed, but do not reject: the event may be fine under the
-                # next root. Nothing is applied until a newer root arrives.
-                log.error("%s: %s; waiting", position, exc)
+                return replicator.verify(event.value, position)
+            except Exception as exc:
+                action = on_rejection(exc, refreshed=refreshed)
+                if not isinstance(exc, RejectedError):
+                    log.exception("%s: verification failed unexpectedly", position)
+            if isinstance(action, WaitForRoot):
+                log.error("%s: %s; waiting", position, action.detail)
                 await before_waiting()
                 await self._refresh_trust()
                 await asyncio.sleep(FROZEN_RETRY_SECONDS)
-            except (UndelegatedKeyError, ThresholdError) as exc:
-                if not trust_refreshed:
-                    # A rotation delegating the key may be on the trust topic and not
-                    # read yet: read it, then decide.
-                    trust_refreshed = True
-                    await self._refresh_trust()
-                    continue
-                await self._record_rejection(event, exc.reason, str(exc))
-                return None
-            except RejectedError as exc:
-                await self._record_rejection(event, exc.reason, str(exc))
-                return None
-            except Exception as exc:  # verification is pure: a retry would fail the same way
-                log.exception("%s: verification failed unexpectedly", position)
-                await self._record_rejection(
-                    event, "internal-error", f"{type(exc).__name__}: {exc}; report this bug"
-                )
+            elif isinstance(action, RefreshTrust):
+                refreshed = True
+                await self._refresh_trust()
+            else:
+                await self._record_rejection(event, action.reason, action.detail)
                 return None
 
     async def _announce(self, replica: ReplicaAvailable) -> None:

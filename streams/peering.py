@@ -43,10 +43,16 @@ from schemas.errors import (
     BrokerUnavailableError,
     ConfigurationError,
     RejectedError,
-    RootExpiredError,
 )
 from schemas.events import VENDOR_PATTERN, ReleasePublished
-from schemas.trust import TrustRoot, load_pinned_root, namespace_of
+from schemas.trust import (
+    Reject,
+    TrustRoot,
+    WaitForRoot,
+    load_pinned_root,
+    namespace_of,
+    on_rejection,
+)
 from streams.artifacts import ReplicaRegistry
 from streams.policy import ReplicationPolicy
 from streams.replication import Abandoned, Applied, Refused, ReleaseReplicator, Skipped, Verified
@@ -659,16 +665,18 @@ class PeerFollower:
         position = self.peer.position(record.partition, record.offset)
         try:
             item = self._replicator.verify(record.value, position, root=self._peer_root)
-        except RootExpiredError as exc:
-            raise _PeerRootExpiredError(str(exc)) from exc
-        except RejectedError as exc:
-            await self._record(record, exc.reason, f"peer {self.peer.name}: {exc}")
-            return None
-        except Exception as exc:  # verification is pure: a retry would fail the same way
-            log.exception("%s: verification failed unexpectedly", position)
-            await self._record(
-                record, "internal-error", f"{type(exc).__name__}: {exc}; report this bug"
-            )
+        except Exception as exc:
+            # The peer's root comes with its network: there is nothing to refresh here.
+            action = on_rejection(exc, refreshed=True)
+            if isinstance(action, WaitForRoot):
+                raise _PeerRootExpiredError(action.detail) from exc
+            assert isinstance(action, Reject)  # refreshed: never RefreshTrust
+            if isinstance(exc, RejectedError):
+                detail = f"peer {self.peer.name}: {action.detail}"
+            else:
+                log.exception("%s: verification failed unexpectedly", position)
+                detail = action.detail
+            await self._record(record, action.reason, detail)
             return None
         event = item.event
         decision = decide(self.peer, self._our_root(), self._peer_root, event.package)

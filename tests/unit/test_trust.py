@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from schemas import codec
 from schemas.errors import (
     MalformedEventError,
+    RootExpiredError,
     RootRotationError,
     SignatureError,
     ThresholdError,
@@ -27,10 +28,14 @@ from schemas.events import Artifact, ReleasePublished
 from schemas.signing import PublicKey, Signature, SignedEvent, SigningKey
 from schemas.trust import (
     Delegation,
+    RefreshTrust,
+    Reject,
     TrustRoot,
+    WaitForRoot,
     delegation_problem,
     follow_rotations,
     load_pinned_root,
+    on_rejection,
     verify_event,
     verify_event_signers,
     verify_root_update,
@@ -603,3 +608,37 @@ def test_a_publishers_tools_learn_before_signing_whether_nodes_would_refuse_the_
     assert "undelegated-key" in outsider
     nobody = delegation_problem(V1, "acme/widget", [keyid(PUB_A)])
     assert nobody is not None and "delegates acme/* to no publisher" in nobody
+
+
+@pytest.mark.parametrize("refreshed", [False, True])
+def test_an_expired_root_makes_a_reader_wait_never_refuse(refreshed: bool) -> None:
+    error = RootExpiredError("trust root v3 expired")
+    assert on_rejection(error, refreshed=refreshed) == WaitForRoot("trust root v3 expired")
+
+
+@pytest.mark.parametrize("error", [UndelegatedKeyError("no delegation"), ThresholdError("1 of 2")])
+def test_a_key_the_root_may_not_delegate_yet_is_judged_again_after_one_refresh(
+    error: Exception,
+) -> None:
+    assert on_rejection(error, refreshed=False) == RefreshTrust()
+    refused = on_rejection(error, refreshed=True)
+    assert isinstance(refused, Reject) and refused.reason == error.reason  # type: ignore[attr-defined]
+    assert refused.detail == str(error)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [SignatureError("forged"), MalformedEventError("not Avro"), UnknownSchemaError("fingerprint")],
+)
+def test_a_record_that_can_never_verify_is_refused_with_its_reason_at_once(
+    error: Exception,
+) -> None:
+    expected = Reject(error.reason, str(error))  # type: ignore[attr-defined]
+    assert on_rejection(error, refreshed=False) == expected
+    assert on_rejection(error, refreshed=True) == expected
+
+
+def test_an_unexpected_error_is_refused_as_an_internal_error_to_report_not_retried() -> None:
+    action = on_rejection(KeyError("fingerprint"), refreshed=False)
+    assert isinstance(action, Reject) and action.reason == "internal-error"
+    assert "KeyError" in action.detail and "report this bug" in action.detail
