@@ -31,6 +31,9 @@ VENDOR_PATTERN = r"[a-z0-9]+(?:[_.-][a-z0-9]+)*"
 NAME_PATTERN = r"[a-z0-9]+(?:(?:[_.]|-{1,2})[a-z0-9]+)*"
 PACKAGE_NAME = re.compile(rf"^{VENDOR_PATTERN}/{NAME_PATTERN}$")
 HEX_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+#: The largest zip a node fetches and a publishing service takes, unless configured otherwise
+#: (``--max-artifact-size``): a larger release is refused before download.
+DEFAULT_MAX_ARTIFACT_SIZE = 1 << 30
 HEX_SHA1 = re.compile(r"^[0-9a-f]{40}$")
 _PLAIN_TEXT = re.compile(r"[A-Za-z0-9._+~-]+(/[A-Za-z0-9._+~-]+)?")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")

@@ -22,7 +22,9 @@ from schemas.errors import MalformedEventError, SignatureError
 from schemas.signing import PublicKey, SignedEvent, SigningKey, key_id, open_sealed, seal
 
 _NODE_ID = re.compile(r"^[0-9a-f]{64}$")
-_REGION = re.compile(r"^[a-z0-9][a-z0-9-]{0,40}$")
+#: What a region's name may be (``node run --region``, a directory's ``--name``, a region map):
+#: the one rule every part of the federation checks names with (``REGION_NAME.fullmatch``).
+REGION_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,40}")
 #: Node states a heartbeat may carry.
 NODE_STATES = ("in-sync", "catching-up", "degraded", "stopped")
 #: What a reader may say of a node: a heartbeat's state, ``silent`` (nothing heard within
@@ -52,7 +54,7 @@ def status_key(node_id: str) -> bytes:
 def _check_common(node_id: str, region: str, base_url: str, problems: list[str]) -> None:
     if not _NODE_ID.match(node_id):
         problems.append(f"node_id {node_id[:80]!r} is not a hex key id")
-    if not _REGION.match(region):
+    if not REGION_NAME.fullmatch(region):
         problems.append(f"region {region[:80]!r} is not lower-case letters, digits and dashes")
     if not is_http_url(base_url):
         problems.append(f"base_url {base_url[:200]!r} is not an http(s) URL")

@@ -44,6 +44,11 @@ def state_sequence(key: str) -> int | None:
     return int(stem) if stem != name and len(stem) == 20 and stem.isdigit() else None
 
 
+def region_bucket(region: str) -> str:
+    """The bucket a region's nodes share unless told another (``--bucket``)."""
+    return f"fairstream-{region}"
+
+
 def pending_key(sha256: str) -> str:
     """A release whose zip no source delivered yet, retried later:
     ``pending/<first two hex digits>/<sha256>.json``. Sharded as the zips are: an origin

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import sys
 from collections.abc import Callable
 from datetime import datetime, timedelta
@@ -39,7 +38,8 @@ from schemas.errors import (
     StoreUnavailableError,
     TransientError,
 )
-from schemas.federation import MISSED_HEARTBEATS, SILENT_AFTER
+from schemas.events import DEFAULT_MAX_ARTIFACT_SIZE
+from schemas.federation import MISSED_HEARTBEATS, REGION_NAME, SILENT_AFTER
 from schemas.package_state import render_documents
 from schemas.signing import SigningKey
 from schemas.trust import TrustRoot, load_pinned_root, verify_root_update
@@ -118,7 +118,6 @@ from streams.rebuild import (
     read_region_view,
     rebuild_region,
 )
-from streams.replication import DEFAULT_MAX_ARTIFACT_SIZE
 from streams.trust_keeper import TrustKeeper
 
 console = Console(soft_wrap=True)
@@ -696,7 +695,7 @@ def node_run(
     Example: fairstream node run --region eu --root root.avro --peer \\
       'typo3:policy=canonical,broker=kafka://kafka.typo3.example:9092,root=peers/typo3-root.avro,namespace=typo3/*'
     """
-    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,40}", region):
+    if not REGION_NAME.fullmatch(region):
         raise ConfigurationError(f"region {region!r} must be lower-case letters, digits and dashes")
     host, port = listen_address(listen)
     broker_url, store_url = stack_urls(data_dir, broker, store)
@@ -706,7 +705,7 @@ def node_run(
         for spec in peer_specs
     )
     location = StoreLocation.from_url(store_url)
-    bucket = bucket or f"fairstream-{region}"
+    bucket = bucket or layout.region_bucket(region)
     presigner = dist_presigner(location, bucket, dist, store_public_url)
     # A mistake in the arguments is reported before the store or the broker is asked.
     bootstrap_servers(broker_url)
@@ -876,7 +875,7 @@ def node_serve(
     broker_url, store_url = stack_urls(data_dir, broker, store)
     topics = Topics.with_prefix(topic_prefix)
     location = StoreLocation.from_url(store_url)
-    bucket = bucket or f"fairstream-{region}"
+    bucket = bucket or layout.region_bucket(region)
     # Checked here, before anything is asked of the store or the broker.
     dist_presigner(location, bucket, dist, store_public_url)
     frontend = Frontend(
@@ -970,7 +969,7 @@ def node_rebuild(
     policy = policy_from_options(mode, include, exclude, quota)
     pinned = pinned_root_file(root_path)
     bootstrap_servers(broker_url)
-    objects = ObjectStore(StoreLocation.from_url(store_url), bucket or f"fairstream-{region}")
+    objects = ObjectStore(StoreLocation.from_url(store_url), bucket or layout.region_bucket(region))
     objects.ensure_bucket()
     keeper = TrustKeeper(
         pinned,
@@ -1284,7 +1283,7 @@ def directory_serve(
       --public-url https://packages.example.org \\
       --region-map 10.0.0.0/8=eu --region-map 192.168.0.0/16=us
     """
-    if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,40}", name):
+    if not REGION_NAME.fullmatch(name):
         raise ConfigurationError(f"--name {name!r} must be lower-case letters, digits and dashes")
     try:
         regions = RegionMap.parse(region_map, geo_header=geo_header)
@@ -1297,7 +1296,7 @@ def directory_serve(
         region=name,
         broker_url=broker_url,
         store=StoreLocation.from_url(store_url),
-        bucket=f"fairstream-{name}",
+        bucket=layout.region_bucket(name),
         public_url=public_url or f"http://{listen}",
         pinned_root=pinned_root_file(root_path),
         data_dir=make_dir(data_dir / "directories" / name, "the directory's data directory"),

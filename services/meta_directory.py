@@ -16,7 +16,6 @@ import asyncio
 import hashlib
 import logging
 import math
-import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -28,12 +27,11 @@ import orjson
 from aiohttp import web
 
 from connectors.metrics import instrument
+from schemas.federation import REGION_NAME
 from services.registry import RegionMap
 
 log = logging.getLogger(__name__)
 
-#: What a region name may be (as ``fairstream node run --region``).
-REGION_NAME: Final = re.compile(r"^[a-z0-9][a-z0-9-]{0,40}$")
 #: Redirects are per client and change with health: never cached.
 _NO_STORE: Final = {"Cache-Control": "no-store"}
 

@@ -6,13 +6,14 @@ import click
 import uvloop
 
 from schemas.errors import ConfigurationError
+from schemas.federation import REGION_NAME
 from services.cli_options import (
     GEO_HEADER_OPTION,
     REGION_MAP_OPTION,
     listen_address,
     log_settings,
 )
-from services.meta_directory import REGION_NAME, MetaDirectory, MetaDirectorySettings, Reference
+from services.meta_directory import MetaDirectory, MetaDirectorySettings, Reference
 from services.registry import RegionMap
 from services.serving import serve_app
 

@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 import click
 
 from schemas.errors import ConfigurationError
+from schemas.federation import REGION_NAME
 from services.cli_options import DATA_DIR_OPTION
 
 __all__ = ["nginx_config", "p2_location_regex", "render_nginx_config"]
@@ -30,7 +31,6 @@ _STAR = "[a-z0-9._-]*"
 # One side of a pattern: name characters with at most one "*". Two stars in one side would
 # make the regex backtrack quadratically on a long hostile name; nobody writes them.
 _PATTERN_SIDE = re.compile(r"[a-z0-9._-]*\*?[a-z0-9._-]*")
-_REGION = re.compile(r"[a-z0-9][a-z0-9-]{0,40}")
 _HOST = re.compile(r"\*|[A-Za-z0-9][A-Za-z0-9.-]*|\[[0-9A-Fa-f:.]+\]")
 _NETLOC = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9.-]*|\[[0-9A-Fa-f:.]+\])(?::(?P<port>[0-9]{1,5}))?")
 #: Characters a path may have to be written unquoted in nginx.conf: no blank, ";", braces,
@@ -347,7 +347,7 @@ def nginx_config(
     Example: fairstream node nginx-config --region eu --standalone \\
       --prefix /srv/fairstream/nginx-eu
     """
-    if not _REGION.fullmatch(region):
+    if not REGION_NAME.fullmatch(region):
         raise ConfigurationError(
             f"region {region!r} must be lower-case letters, digits and dashes, as the node's"
         )

@@ -17,7 +17,7 @@ from rich.console import Console
 
 from connectors.kafka import Topics, ensure_topics
 from schemas.errors import ConfigurationError
-from schemas.events import AdvisorySource
+from schemas.events import DEFAULT_MAX_ARTIFACT_SIZE, AdvisorySource
 from schemas.signing import SigningKey
 from schemas.trust import short_ids
 from services.cli_options import (
@@ -34,7 +34,6 @@ from services.cli_options import broker_url as resolve_broker
 from services.node_config import configurable
 from services.publishing_client import PublishingClient, Receipt
 from services.publishing_http import (
-    DEFAULT_MAX_ARTIFACT_SIZE,
     PublishingService,
     PublishingSettings,
     signers_by_namespace,

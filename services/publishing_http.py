@@ -46,6 +46,7 @@ from schemas.errors import (
     RootExpiredError,
 )
 from schemas.events import (
+    DEFAULT_MAX_ARTIFACT_SIZE,
     HEX_SHA1,
     HEX_SHA256,
     AdvisorySource,
@@ -73,8 +74,6 @@ log = logging.getLogger(__name__)
 #: How far a request's date may be from the service's clock, either way; a
 #: signature is also remembered this long after its date, so it is accepted once.
 REPLAY_WINDOW = timedelta(minutes=5)
-#: Same default as a node's: a zip larger than this is refused before download.
-DEFAULT_MAX_ARTIFACT_SIZE = 1 << 30
 #: Largest JSON request document (a release's metadata, a yank, an advisory).
 MAX_DOCUMENT_SIZE = 1 << 20
 #: What a multipart upload may carry beside the zip: its text fields and part headers.

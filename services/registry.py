@@ -15,17 +15,20 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from fnmatch import fnmatchcase
 
-from schemas.federation import SILENT_AFTER, NodeRegistration, NodeStatus, shown_state
+from schemas.federation import (
+    REGION_NAME,
+    SILENT_AFTER,
+    NodeRegistration,
+    NodeStatus,
+    shown_state,
+)
 from schemas.package_state import VersionRecord
 
-#: A region's name, as nodes register it (``node run --region``).
-REGION_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,40}")
 #: AspireCloud's default: a peer silent this long is defederated.
 DEFAULT_SILENCE_WINDOW = timedelta(hours=24)
 #: A node not heard from for this long is silent and not sent clients (it may be down):

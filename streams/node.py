@@ -70,7 +70,7 @@ from schemas.errors import (
     RejectedError,
     TransientError,
 )
-from schemas.events import ReleaseRejected, ReplicaAvailable
+from schemas.events import DEFAULT_MAX_ARTIFACT_SIZE, ReleaseRejected, ReplicaAvailable
 from schemas.federation import NodeStatus
 from schemas.package_state import StateReader, render_documents
 from schemas.partitioning import region_partition
@@ -85,7 +85,6 @@ from streams.peering import PeerFollower, PeerSettings, peer_group
 from streams.policy import ReplicationPolicy
 from streams.region_view import RegionView
 from streams.replication import (
-    DEFAULT_MAX_ARTIFACT_SIZE,
     Abandoned,
     Applied,
     Outcome,

@@ -42,7 +42,13 @@ from schemas.errors import (
     TransientError,
     WrongPackageError,
 )
-from schemas.events import Artifact, PackageEvent, ReleasePublished, ReplicaAvailable
+from schemas.events import (
+    DEFAULT_MAX_ARTIFACT_SIZE,
+    Artifact,
+    PackageEvent,
+    ReleasePublished,
+    ReplicaAvailable,
+)
 from schemas.package_state import PackageState, VersionRecord, apply_event, render_documents
 from schemas.trust import TrustRoot, verify_signed
 from streams.artifacts import HotStats, ReplicaRegistry, choose_evictions
@@ -58,7 +64,6 @@ from streams.region_view import BucketView, MetadataView
 log = logging.getLogger(__name__)
 
 #: A release zip over this size is refused unless the node's configuration says otherwise.
-DEFAULT_MAX_ARTIFACT_SIZE = 1 << 30
 #: Packages of one batch processed at once (fetches and store writes overlap).
 PACKAGE_CONCURRENCY = 8
 #: Package states kept in memory between batches (cleared on every rebalance).
