@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 import ssl
 import threading
 import time
@@ -136,6 +137,14 @@ MAX_BACKOFF_SECONDS = 60.0
 PER_RECORD_LOG_MAX = 50
 #: How often a node looks for trust root rotations on the trust topic.
 TRUST_REFRESH_SECONDS = 10.0
+#: A refusal for a key the root does not delegate (or too few signatures) reads the trust
+#: topic again before it is final, unless another refusal read it this recently: a read
+#: costs about 100 ms, so a flood of such records, or a replay of the log after a rotation,
+#: would cost that much each (measured: a directory reading 1,800 releases signed before a
+#: rotation spent 110 ms on each, and was not ready in a minute). The price: a release
+#: signed with a key delegated by a rotation published within that second of such a refusal
+#: is refused (recorded with its reason; publish it again).
+TRUST_REREAD_AFTER_SECONDS = 1.0
 #: While the root in force is expired, how long to wait before looking for a newer one.
 FROZEN_RETRY_SECONDS = 5.0
 #: How many times a rejection is offered to the broker before it goes to the dead-letter
@@ -325,6 +334,8 @@ class NodeStream:
         self._verifiers = ThreadPoolExecutor(
             max_workers=VERIFY_THREADS, thread_name_prefix="verify"
         )
+        #: When a refused record last made the worker read the trust topic (``time.monotonic``).
+        self._trust_reread_at = -math.inf
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         broker, credentials = faust_broker(settings.broker_url)
         self.app = _WorkerApp(
@@ -918,7 +929,8 @@ class NodeStream:
     ) -> Verified | None:
         """The verified record, or None when it was refused (and recorded as such)."""
         position = _position(event)
-        refreshed = False
+        # Read again just now for another refused record: not again for this one.
+        refreshed = time.monotonic() - self._trust_reread_at < TRUST_REREAD_AFTER_SECONDS
         while True:
             try:
                 return replicator.verify(event.value, position)
@@ -934,6 +946,7 @@ class NodeStream:
             elif isinstance(action, RefreshTrust):
                 refreshed = True
                 await self._refresh_trust()
+                self._trust_reread_at = time.monotonic()
             else:
                 await self._record_rejection(event, action.reason, action.detail)
                 return None
