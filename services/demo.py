@@ -285,17 +285,31 @@ def _left_by_a_dead_demo(data_dir: Path) -> bool:
 def _stopping_on_signals() -> Iterator[None]:
     """SIGTERM, SIGHUP and SIGQUIT end the demo as Ctrl-C does: clean-up runs, then it
     exits with 128 + the signal's number (Python's default would exit at once and leave
-    every process it started running)."""
+    every process it started running). A signal whose exception was swallowed is raised
+    again once the block ends."""
+
+    received: list[int] = []
 
     def stop(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+        if signum == signal.SIGINT:
+            raise KeyboardInterrupt
         raise SystemExit(128 + signum)
 
-    previous = {signum: signal.signal(signum, stop) for signum in STOP_SIGNALS}
+    handled = (signal.SIGINT, *STOP_SIGNALS)
+    previous = {signum: signal.signal(signum, stop) for signum in handled}
     try:
         yield
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+    # Python runs a signal handler in whatever the main thread is running: inside a weakref
+    # callback or a __del__ (logging's handler clean-up, measured once in CI), what it raises
+    # is printed and swallowed, and the demo went on to exit 0. Raised again here.
+    if received:
+        if received[0] == signal.SIGINT:
+            raise KeyboardInterrupt
+        raise SystemExit(128 + received[0])
 
 
 @contextlib.contextmanager
