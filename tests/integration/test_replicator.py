@@ -782,18 +782,27 @@ async def test_a_package_outside_the_allow_list_is_skipped(
     assert not any("pathauto" in key for key in store.writes)
 
 
-async def test_an_unreachable_zip_is_parked_then_fetched_when_due(
-    make_replicator: Callable[..., ReleaseReplicator],
-    store: RecordingStore,
-    origin: TestServer,
-    origin_root: Path,
-) -> None:
+def unreachable_release(
+    make_replicator: Callable[..., ReleaseReplicator], origin: TestServer, origin_root: Path
+) -> tuple[ReleaseReplicator, list[datetime], ReleasePublished, Path]:
+    """A replicator on a settable clock and a release whose zip the origin does not serve
+    (moved aside: rename the path back to serve it)."""
     now = [datetime(2026, 11, 22, 12, 0, tzinfo=UTC)]
     replicator = make_replicator(clock=lambda: now[0])
     event = release(origin, origin_root, "8.x-1.9")
     zip_path = origin_root / "token-8.x-1.9.zip"
     aside = zip_path.with_suffix(".aside")
     zip_path.rename(aside)
+    return replicator, now, event, aside
+
+
+async def test_an_unreachable_zip_is_parked_then_fetched_when_due(
+    make_replicator: Callable[..., ReleaseReplicator],
+    store: RecordingStore,
+    origin: TestServer,
+    origin_root: Path,
+) -> None:
+    replicator, now, event, aside = unreachable_release(make_replicator, origin, origin_root)
 
     applied = await replicator.apply(signed(event), position(0))
 
@@ -818,7 +827,7 @@ async def test_an_unreachable_zip_is_parked_then_fetched_when_due(
     retried = store.get(layout.pending_key(event.artifact.sha256))
     assert retried is not None and orjson.loads(retried.data)["attempts"] == 1
 
-    aside.rename(zip_path)
+    aside.rename(origin_root / "token-8.x-1.9.zip")
     now[0] += timedelta(hours=2)
     report = await replicator.retry_pending()
     assert (report.retried, report.recovered, report.still_pending) == (1, 1, 0)
@@ -834,12 +843,7 @@ async def test_a_fetch_parked_under_the_flat_key_of_an_older_bucket_is_retried_a
 ) -> None:
     """Buckets written before the sharding hold ``pending/<sha256>.json``: such a fetch is
     still retried, a refetch request does not park it twice, and it is deleted once fetched."""
-    now = [datetime(2026, 11, 22, 12, 0, tzinfo=UTC)]
-    replicator = make_replicator(clock=lambda: now[0])
-    event = release(origin, origin_root, "8.x-1.9")
-    zip_path = origin_root / "token-8.x-1.9.zip"
-    aside = zip_path.with_suffix(".aside")
-    zip_path.rename(aside)
+    replicator, now, event, aside = unreachable_release(make_replicator, origin, origin_root)
     applied = await replicator.apply(signed(event), position(0))
     assert applied.parked
     sharded, flat = layout.pending_keys(event.artifact.sha256)
@@ -855,7 +859,7 @@ async def test_a_fetch_parked_under_the_flat_key_of_an_older_bucket_is_retried_a
     await asyncio.gather(*replicator._background)
     assert store.stat(sharded) is None  # already parked: not parked a second time
 
-    aside.rename(zip_path)
+    aside.rename(origin_root / "token-8.x-1.9.zip")
     now[0] += timedelta(hours=2)
     report = await replicator.retry_pending()
     assert (report.retried, report.recovered, report.still_pending) == (1, 1, 0)
