@@ -948,6 +948,11 @@ class ConsumedRecord:
     key: bytes | None
     value: bytes
 
+    @property
+    def position(self) -> str:
+        """``topic:partition:offset``, as a package state records where an event was."""
+        return f"{self.topic}:{self.partition}:{self.offset}"
+
 
 class GroupConsumer:
     """A member of a consumer group on one topic that commits only the offsets it is given.

@@ -737,10 +737,15 @@ class NodeStream:
             for partition in self._take_revocations():
                 uncommitted.pop(partition, None)
             # The batch is verified (in threads when large) while the previous one lands.
-            verdicts = self._verify_in_threads(replicator, records)
+            threaded = self._verify_in_threads(replicator, records)
             await settle()
+            verdicts: list[Verified | None] = (
+                [verdict for chunk in await threaded for verdict in chunk]
+                if threaded is not None
+                else [None] * len(records)
+            )
             verified = await self._verify_batch(
-                replicator, records, await verdicts, before_waiting=settle
+                replicator, records, verdicts, before_waiting=settle
             )
             if records:
                 flight = await self._apply_batch(replicator, records, verified)
@@ -807,18 +812,18 @@ class NodeStream:
 
     def _verify_in_threads(
         self, replicator: ReleaseReplicator, records: list[ConsumedRecord]
-    ) -> Awaitable[list[Verified | None]]:
-        """Verify a large batch in ``VERIFY_THREADS`` threads: a record's verdict, or None
-        where it failed (``_verify_batch`` decides what to do about it). A small batch is
-        left to ``_verify_batch`` (all None)."""
+    ) -> asyncio.Future[list[list[Verified | None]]] | None:
+        """Start verifying a large batch in ``VERIFY_THREADS`` threads: per chunk, each
+        record's verdict, or None where it failed (``_verify_batch`` decides what to do about
+        it). None for a small batch: it is verified in the event loop."""
         if len(records) < VERIFY_IN_THREADS_FROM:
-            return asyncio.ensure_future(_resolved([None] * len(records)))
+            return None
 
         def verify(chunk: list[ConsumedRecord]) -> list[Verified | None]:
             verdicts: list[Verified | None] = []
             for record in chunk:
                 try:
-                    verdicts.append(replicator.verify(record.value, _position(record)))
+                    verdicts.append(replicator.verify(record.value, record.position))
                 except Exception:  # decided again, in order, in the event loop
                     verdicts.append(None)
             return verdicts
@@ -826,14 +831,9 @@ class NodeStream:
         loop = asyncio.get_running_loop()
         size = -(-len(records) // VERIFY_THREADS)
         chunks = [records[i : i + size] for i in range(0, len(records), size)]
-        gathered = asyncio.gather(
+        return asyncio.gather(
             *(loop.run_in_executor(self._verifiers, verify, chunk) for chunk in chunks)
         )
-
-        async def joined() -> list[Verified | None]:
-            return [verdict for chunk in await gathered for verdict in chunk]
-
-        return asyncio.ensure_future(joined())
 
     async def _verify_batch(
         self,
@@ -928,7 +928,7 @@ class NodeStream:
         before_waiting: Callable[[], Awaitable[None]],
     ) -> Verified | None:
         """The verified record, or None when it was refused (and recorded as such)."""
-        position = _position(event)
+        position = event.position
         # Read again just now for another refused record: not again for this one.
         refreshed = time.monotonic() - self._trust_reread_at < TRUST_REREAD_AFTER_SECONDS
         while True:
@@ -1186,11 +1186,3 @@ def _log_applied(item: Verified, applied: Applied, level: int) -> None:
         applied.sequence,
         what,
     )
-
-
-def _position(record: ConsumedRecord) -> str:
-    return f"{record.topic}:{record.partition}:{record.offset}"
-
-
-async def _resolved(value: T) -> T:
-    return value

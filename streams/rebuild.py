@@ -92,7 +92,7 @@ class ViewTarget:
         changed = existing is None or existing.to_json() != state.to_json()
         view = view_of(
             state,
-            self._view,
+            held,
             render=self._render,
             now=self._clock(),
             written_by=self._written_by,

@@ -95,13 +95,10 @@ class RegionView:
 
     def prepare(self, state: PackageState) -> tuple[PackageView, bytes]:
         """The view of ``state`` over the newest one, and its record."""
-        view = next_view(
-            package=state.package,
-            sequence=state.sequence,
-            position=state.last_position,
-            state=state.to_json(),
-            documents=self._render(state),
-            held=self.newest(state.package),
+        view = view_of(
+            state,
+            self.newest(state.package),
+            render=self._render,
             now=self._clock(),
             written_by=self._written_by,
         )
@@ -176,14 +173,14 @@ class RegionView:
 
 def view_of(
     state: PackageState,
-    local: LocalView,
+    held: PackageView | None,
     *,
     render: Renderer,
     now: datetime,
     written_by: str,
     replace: bool = False,
 ) -> PackageView:
-    """The view of ``state`` rendered and dated over what ``local`` holds of its package.
+    """The view of ``state`` rendered and dated over ``held``, the package's view before it.
 
     Raises ``MalformedEventError`` when the state cannot be rendered (never for a state
     ``apply_event`` made)."""
@@ -193,7 +190,7 @@ def view_of(
         position=state.last_position,
         state=state.to_json(),
         documents=render(state),
-        held=local.held(state.package),
+        held=held,
         now=now,
         written_by=written_by,
         replace=replace,

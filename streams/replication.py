@@ -63,7 +63,6 @@ from streams.region_view import BucketView, MetadataView
 
 log = logging.getLogger(__name__)
 
-#: A release zip over this size is refused unless the node's configuration says otherwise.
 #: Packages of one batch processed at once (fetches and store writes overlap).
 PACKAGE_CONCURRENCY = 8
 #: Package states kept in memory between batches (cleared on every rebalance).

@@ -418,7 +418,7 @@ def build_view(states: Sequence[PackageState], view_dir: Path, public_url: str) 
         for index, state in enumerate(states):
             view = view_of(
                 state,
-                local,
+                local.held(state.package),
                 render=render,
                 now=VIEW_DATED_FROM + timedelta(minutes=index),
                 written_by="bench-serving",

@@ -425,9 +425,8 @@ def test_a_burst_verified_in_threads_serves_every_release_and_records_every_pois
         assert {r.region for r in found} == federation.verifiers(), (key, found)
         assert {r.reason for r in found} == {reason}, (key, [(r.reason, r.detail) for r in found])
     # The burst did reach the workers as batches large enough to be verified in threads.
-    assert max(burst.batch_sizes(federation)) >= VERIFY_IN_THREADS_FROM, burst.batch_sizes(
-        federation
-    )
+    sizes = burst.batch_sizes(federation)
+    assert max(sizes) >= VERIFY_IN_THREADS_FROM, sizes
     verdict = federation.history()
     assert verdict.clean, str(verdict)
 
