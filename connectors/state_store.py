@@ -22,7 +22,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from connectors.store import ObjectStore, is_json
+from connectors.object_store import ObjectStore, is_json
 from schemas import layout
 from schemas.package_state import PackageState
 

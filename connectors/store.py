@@ -1,8 +1,11 @@
-"""The object store (MinIO in production, ``rclone serve s3`` in dev) through the minio SDK.
+"""The object store: the port (``ObjectStore``) and its S3 adapter (``S3Store``).
 
-Content-addressed artifacts and derived metadata documents live in one bucket
-per region. The embedded store ignores conditional PUTs (DESIGN.md), so nothing
-here relies on them.
+Content-addressed artifacts, parked fetches and the trust root's copy live in
+one bucket per region. ``S3Store`` reaches MinIO in production and ``rclone
+serve s3`` in dev through the minio SDK; ``connectors.memory_store.MemoryStore``
+keeps a bucket in the process for tests of the logic above it. ``open_store``
+picks one by the URL's scheme. The embedded store ignores conditional PUTs
+(DESIGN.md), so nothing here relies on them.
 """
 
 from __future__ import annotations
@@ -18,13 +21,14 @@ from email.utils import parsedate_to_datetime
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
-import orjson
 import urllib3
 from minio import Minio
 from minio.error import InvalidResponseError, MinioException, S3Error
 from urllib3 import BaseHTTPResponse
 
+from connectors.memory_store import MemoryStore
 from connectors.metrics import record_store_write
+from connectors.object_store import ObjectStore, StoredBody, StoredObject
 from schemas.errors import ConfigurationError, StoreUnavailableError
 
 #: minio errors that mean "not there", as opposed to "the store is unwell".
@@ -37,15 +41,6 @@ _PLAIN_ETAG = re.compile(r"[0-9a-f]{32}")
 
 class _TornReadError(Exception):
     """A GET that raced an overwrite: broken off, or bytes that are not the object's."""
-
-
-def is_json(data: bytes) -> bool:
-    """Whether ``data`` is one whole JSON document: the completeness check for metadata reads."""
-    try:
-        orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return False
-    return True
 
 
 def _is_missing(exc: Exception) -> bool:
@@ -149,21 +144,18 @@ def redact_url(url: str) -> str:
     return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", url)
 
 
-@dataclass(frozen=True)
-class StoredObject:
-    size: int
-    last_modified: datetime
-    etag: str
+def open_store(url: str | StoreLocation, bucket: str) -> ObjectStore:
+    """The bucket behind ``url``: ``s3://ACCESS:SECRET@host:port`` (MinIO, any S3) or
+    ``memory://NAME`` (this process only: tests and dry runs). The one place an adapter
+    is chosen. Raises ``ConfigurationError`` naming what is wrong with the URL."""
+    if isinstance(url, StoreLocation):
+        return S3Store(url, bucket)
+    if urlsplit(url).scheme == "memory":
+        return MemoryStore(bucket, space=urlsplit(url).netloc or "default")
+    return S3Store(StoreLocation.from_url(url), bucket)
 
 
-@dataclass(frozen=True)
-class StoredBody:
-    data: bytes
-    last_modified: datetime
-    etag: str
-
-
-class ObjectReader:
+class _S3Reader:
     """An object's bytes (or a range of them) as the store sends them, read piece by piece.
 
     ``size`` is how many bytes the store announced. ``close()`` gives the connection back;
@@ -196,8 +188,8 @@ class ObjectReader:
         self._response.release_conn()
 
 
-class ObjectStore:
-    """One bucket: put, get, stat and presign objects; IO errors become ``StoreUnavailableError``."""
+class S3Store:
+    """``ObjectStore`` on S3 through the minio SDK; IO errors become ``StoreUnavailableError``."""
 
     def __init__(self, location: StoreLocation, bucket: str) -> None:
         self.location = location
@@ -304,9 +296,7 @@ class ObjectStore:
             etag=etag,
         )
 
-    def reader(
-        self, key: str, *, offset: int = 0, length: int | None = None
-    ) -> ObjectReader | None:
+    def reader(self, key: str, *, offset: int = 0, length: int | None = None) -> _S3Reader | None:
         """A reader of the object's bytes from ``offset`` (``length`` of them, or to its
         end), never holding them whole in memory; None if there is no such object.
 
@@ -328,9 +318,7 @@ class ObjectStore:
             response.close()
             response.release_conn()
             raise self._unavailable("read", key, ValueError("no Content-Length in the answer"))
-        return ObjectReader(
-            response, int(announced), lambda exc: self._unavailable("read", key, exc)
-        )
+        return _S3Reader(response, int(announced), lambda exc: self._unavailable("read", key, exc))
 
     def stat(self, key: str) -> StoredObject | None:
         """Size, modification time and etag of an object, or None if there is none."""

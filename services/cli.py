@@ -25,8 +25,9 @@ from connectors.kafka import (
     ensure_region_topics,
     ensure_topics,
 )
+from connectors.object_store import ObjectStore
 from connectors.state_store import PackageStates
-from connectors.store import ObjectStore, StoreLocation
+from connectors.store import S3Store, StoreLocation, open_store
 from infra import devstack
 from schemas import layout
 from schemas.composer import render_packages_json
@@ -115,6 +116,7 @@ from streams.rebuild import (
     BucketTarget,
     RebuildTarget,
     ViewTarget,
+    log_partitions,
     read_region_view,
     rebuild_region,
 )
@@ -546,7 +548,7 @@ def dist_presigner(
             "--store-public-url is for --dist redirect: with --dist proxy clients never "
             "reach the store; drop one of the two"
         )
-    return ObjectStore(location.reached_at(store_public_url), bucket)
+    return S3Store(location.reached_at(store_public_url), bucket)
 
 
 @configurable
@@ -713,7 +715,7 @@ def node_run(
     replication = with_peer_namespaces(policy_from_options(mode, include, exclude, quota), peers)
     make_dir(data_dir / "nodes" / region, "the node's data directory")
     own_key = node_key(node_key_path, data_dir, region, listen)
-    region_store = ObjectStore(location, bucket)
+    region_store = open_store(location, bucket)
     region_store.ensure_bucket()
     settings = NodeSettings(
         region=region,
@@ -969,7 +971,7 @@ def node_rebuild(
     policy = policy_from_options(mode, include, exclude, quota)
     pinned = pinned_root_file(root_path)
     bootstrap_servers(broker_url)
-    objects = ObjectStore(StoreLocation.from_url(store_url), bucket or layout.region_bucket(region))
+    objects = open_store(store_url, bucket or layout.region_bucket(region))
     objects.ensure_bucket()
     keeper = TrustKeeper(
         pinned,
@@ -1010,8 +1012,8 @@ def node_rebuild(
     ) as progress:
         task = progress.add_task(region, total=None)
         report = rebuild_region(
-            broker_url=broker_url,
-            topic=topics.releases,
+            topics.releases,
+            log_partitions(broker_url, topics.releases),
             store=objects,
             states=states,
             root=keeper.root,

@@ -25,7 +25,7 @@ from typing import Final
 from aiohttp import web
 
 from connectors.metrics import DIST_PROXY_ABORTED
-from connectors.store import ObjectReader, ObjectStore
+from connectors.object_store import ObjectReader, ObjectStore
 from schemas import layout
 from schemas.errors import StoreUnavailableError
 from schemas.package_state import VersionRecord

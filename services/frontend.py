@@ -21,7 +21,7 @@ from aiohttp import web
 
 from connectors.kafka import EventProducer, TopicFollower, Topics
 from connectors.state_store import PackageStates
-from connectors.store import ObjectStore, StoreLocation
+from connectors.store import S3Store, StoreLocation, open_store
 from connectors.view_store import LocalView, ViewFollower
 from schemas.errors import TransientError
 from schemas.federation import MISSED_HEARTBEATS
@@ -68,7 +68,7 @@ class Frontend:
 
     def __init__(self, settings: FrontendSettings) -> None:
         self.settings = settings
-        self.store = ObjectStore(settings.store, settings.bucket)
+        self.store = open_store(settings.store, settings.bucket)
         self.trust = TrustKeeper(
             settings.pinned_root,
             store=self.store,
@@ -118,9 +118,7 @@ class Frontend:
                 service="frontend",
             ),
             self.store,
-            presigner=ObjectStore(
-                settings.store.reached_at(settings.store_public_url), settings.bucket
-            )
+            presigner=S3Store(settings.store.reached_at(settings.store_public_url), settings.bucket)
             if settings.store_public_url
             else None,
             trust_root=lambda: self.trust.root,

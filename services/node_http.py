@@ -28,7 +28,7 @@ import orjson
 from aiohttp import web
 
 from connectors.metrics import instrument
-from connectors.store import ObjectStore, is_json
+from connectors.object_store import ObjectStore, is_json
 from connectors.view_store import ServedDocument
 from schemas import layout
 from schemas.composer import render_packages_json

@@ -24,7 +24,7 @@ from aiohttp import web
 from markupsafe import escape
 
 from connectors.kafka import TopicFollower
-from connectors.store import ObjectStore
+from connectors.object_store import ObjectStore
 from schemas import layout
 from schemas.errors import MalformedEventError, RejectedError
 from schemas.events import PACKAGE_NAME, ReleaseRejected

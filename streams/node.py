@@ -60,9 +60,10 @@ from connectors.metrics import (
     REJECTED,
     REJECTIONS_DEAD_LETTERED,
 )
+from connectors.object_store import ObjectStore
 from connectors.origin import FetchLimits
 from connectors.state_store import PackageStates
-from connectors.store import ObjectStore, StoreLocation
+from connectors.store import StoreLocation, open_store
 from connectors.view_store import LocalView, ViewFollower
 from schemas import layout
 from schemas.errors import (
@@ -354,7 +355,7 @@ class NodeStream:
         self.rejected = self._raw_topic(settings.topics.rejected)
         self.replica_topic = self._raw_topic(settings.topics.replicas)
         self.downloads_topic = self._raw_topic(settings.topics.downloads)
-        self.store = ObjectStore(settings.store, settings.bucket)
+        self.store = open_store(settings.store, settings.bucket)
         self.trust = TrustKeeper(
             settings.pinned_root,
             store=self.store,

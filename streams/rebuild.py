@@ -18,14 +18,14 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
 from connectors.kafka import EventProducer, iter_partition, topic_partitions
+from connectors.object_store import ObjectStore
 from connectors.state_store import PackageStates
-from connectors.store import ObjectStore
 from connectors.view_store import LocalView, ViewFollower
 from schemas import layout
 from schemas.errors import RejectedError, SignatureError
@@ -182,10 +182,19 @@ class RebuildReport:
     refused: Counter[str] = field(default_factory=Counter)
 
 
+def log_partitions(
+    broker_url: str, topic: str
+) -> Iterator[tuple[int, Iterator[tuple[int, bytes]]]]:
+    """Each partition of ``topic`` with its records (offset, value) from offset 0 to the end
+    it had when read: what ``rebuild_region`` reads. Raises ``BrokerUnavailableError``."""
+    for partition in topic_partitions(broker_url, topic):
+        yield partition, iter_partition(broker_url, topic, partition)
+
+
 def rebuild_region(
-    *,
-    broker_url: str,
     topic: str,
+    partitions: Iterable[tuple[int, Iterable[tuple[int, bytes]]]],
+    *,
     store: ObjectStore,
     states: RebuildTarget,
     root: TrustRoot,
@@ -194,18 +203,20 @@ def rebuild_region(
     on_record: Callable[[], None] = lambda: None,
     clock: Callable[[], datetime] = lambda: datetime.now(UTC),
 ) -> RebuildReport:
-    """Rebuild one region's metadata; see the module docstring.
+    """Rebuild one region's metadata from ``partitions`` of ``topic`` (``log_partitions``),
+    each one's records (offset, value) in log order; see the module docstring. Positions are
+    ``topic:partition:offset``, as the live node's.
 
-    Raises ``BrokerUnavailableError`` or ``StoreUnavailableError``; a rerun
-    after either is safe.
+    Raises ``BrokerUnavailableError`` (reading the log) or ``StoreUnavailableError``; a
+    rerun after either is safe.
     """
     report = RebuildReport()
     seen: set[str] = set()
     now = clock()
-    for partition in topic_partitions(broker_url, topic):
+    for partition, records in partitions:
         built: dict[str, PackageState] = {}
         stored: dict[str, PackageState | None] = {}
-        for offset, value in iter_partition(broker_url, topic, partition):
+        for offset, value in records:
             report.records += 1
             on_record()
             position = f"{topic}:{partition}:{offset}"

@@ -31,9 +31,9 @@ import aiohttp
 import orjson
 
 from connectors.metrics import FETCH_BYTES, FETCH_SECONDS
+from connectors.object_store import ObjectStore, is_json
 from connectors.origin import FetchLimits, fetch_from_sources
 from connectors.state_store import PackageStates
-from connectors.store import ObjectStore, is_json
 from schemas import layout
 from schemas.errors import (
     ArtifactUnreachableError,

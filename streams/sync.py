@@ -28,7 +28,7 @@ from connectors.metrics import (
     STORE_BYTES,
     STORE_QUOTA_BYTES,
 )
-from connectors.store import ObjectStore
+from connectors.object_store import ObjectStore
 from schemas import layout
 from schemas.errors import TransientError
 from schemas.events import utc_now

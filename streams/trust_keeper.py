@@ -16,7 +16,7 @@ import orjson
 
 from connectors.kafka import read_partition
 from connectors.metrics import TRUST_ROOT_EXPIRY
-from connectors.store import ObjectStore, is_json
+from connectors.object_store import ObjectStore, is_json
 from schemas import layout
 from schemas.errors import RejectedError
 from schemas.trust import TrustRoot, follow_rotations, load_pinned_root

@@ -63,8 +63,9 @@ from rich.progress import (
 )
 
 from connectors.kafka import EventProducer, Topics, ensure_topics
+from connectors.object_store import ObjectStore
 from connectors.origin import fetch_artifact
-from connectors.store import ObjectStore, StoreLocation
+from connectors.store import S3Store, StoreLocation
 from infra import devstack, localnet
 from schemas import layout
 from schemas.events import ReleasePublished
@@ -444,7 +445,7 @@ def run_ours(fed: Federation, run: int, progress: Progress) -> dict[str, Any]:
     )
     fed.processes.append(node)
     producer = EventProducer(fed.stack.broker_url)
-    store = ObjectStore(fed.location, bucket)
+    store = S3Store(fed.location, bucket)
     expected = {release.sha256: release.size for release in fed.releases}
     task = progress.add_task(f"ours {run + 1}: node copies", total=fed.total_bytes)
     try:

@@ -77,7 +77,7 @@ from aiohttp import web
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from connectors.store import ObjectStore, StoreLocation
+from connectors.store import S3Store, StoreLocation
 from connectors.view_store import LocalView
 from infra import devstack, localnet
 from schemas import layout
@@ -155,7 +155,7 @@ def serve_node(argv: Sequence[str]) -> None:
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)
     # The bucket holds only zips: /dist answers 302 to presigned URLs of what it holds.
-    store = ObjectStore(StoreLocation.from_url(args.store), args.bucket)
+    store = S3Store(StoreLocation.from_url(args.store), args.bucket)
     # As `fairstream node run --view topic` (services/cli.py, streams/node.py): states and p2
     # from the process's local view, which it loads from sqlite (and checks its docroot).
     local = LocalView(args.view / VIEW_DB, docroot=args.view / DOCROOT)
@@ -901,7 +901,7 @@ def _measure(
     mean_document = statistics.fmean(d.size for d in documents)
     step("starting the node, its front and nginx")
 
-    store = ObjectStore(StoreLocation.from_url(stack.store_url), BUCKET)
+    store = S3Store(StoreLocation.from_url(stack.store_url), BUCKET)
     store.ensure_bucket()
     node = start_python_server(
         "node",

@@ -12,7 +12,8 @@ from uuid import uuid4
 import pytest
 
 from connectors.kafka import EventProducer, Topics, bootstrap_servers, ensure_topics
-from connectors.store import ObjectStore, StoreLocation
+from connectors.object_store import ObjectStore
+from connectors.store import S3Store, StoreLocation
 from infra import devstack, localnet
 from schemas.events import PackageEvent, ReleasePublished, ReleaseRejected
 from schemas.signing import SigningKey, seal
@@ -64,7 +65,7 @@ class Federation:
 
     def store(self, region: str) -> ObjectStore:
         """The object store bucket of a region, for looking at what its nodes wrote."""
-        return ObjectStore(StoreLocation.from_url(self.stack.store_url), self.bucket(region))
+        return S3Store(StoreLocation.from_url(self.stack.store_url), self.bucket(region))
 
     def start_node(
         self,

@@ -27,7 +27,7 @@ from connectors.kafka import (
     iter_partition,
     topic_partitions,
 )
-from connectors.store import ObjectStore
+from connectors.object_store import ObjectStore
 from infra import localnet
 from schemas import layout
 from schemas.events import (

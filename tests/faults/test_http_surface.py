@@ -25,8 +25,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from connectors.kafka import Topics, ensure_topics, read_partition
+from connectors.object_store import ObjectStore
 from connectors.state_store import PackageStates
-from connectors.store import ObjectStore, StoreLocation
+from connectors.store import S3Store, StoreLocation
 from infra import devstack
 from schemas import layout
 from schemas.package_state import render_documents
@@ -102,9 +103,7 @@ def surface_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[devstack
 @pytest.fixture(scope="module")
 def seeded(surface_stack: devstack.Stack) -> ObjectStore:
     """A region's bucket: a p2 document, a zip, and state documents no route may serve."""
-    store = ObjectStore(
-        StoreLocation.from_url(surface_stack.store_url), f"surface-{uuid4().hex[:10]}"
-    )
+    store = S3Store(StoreLocation.from_url(surface_stack.store_url), f"surface-{uuid4().hex[:10]}")
     store.ensure_bucket()
     store.put_bytes(layout.p2_key("drupal/token"), P2, content_type="application/json")
     store.put_bytes(layout.artifact_key(SHA256), ZIP, content_type="application/zip")

@@ -18,8 +18,9 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestServer
 
+from connectors.object_store import ObjectStore
 from connectors.state_store import PackageStates
-from connectors.store import ObjectStore, StoreLocation
+from connectors.store import S3Store, StoreLocation
 from infra import devstack
 from infra.localnet import free_port
 from schemas import layout
@@ -86,7 +87,7 @@ class Node:
 async def node(stack: devstack.Stack) -> AsyncIterator[Node]:
     """A full node holding drupal/audit_awesome: two stable versions (one yanked) and a dev
     snapshot, with its p2 documents and zips in a bucket of the embedded S3 server."""
-    store = ObjectStore(StoreLocation.from_url(stack.store_url), f"dir-{uuid4().hex[:12]}")
+    store = S3Store(StoreLocation.from_url(stack.store_url), f"dir-{uuid4().hex[:12]}")
     store.ensure_bucket()
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"

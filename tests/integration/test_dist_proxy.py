@@ -26,8 +26,9 @@ from aiohttp.test_utils import TestClient, TestServer
 from click.testing import CliRunner
 from prometheus_client.parser import text_string_to_metric_families
 
+from connectors.object_store import ObjectStore
 from connectors.state_store import PackageStates
-from connectors.store import ObjectStore, StoreLocation
+from connectors.store import S3Store, StoreLocation
 from infra.localnet import free_port
 from schemas import layout
 from schemas.composer import version_entry
@@ -88,7 +89,7 @@ class Served:
 
 @pytest.fixture
 def store(location: StoreLocation) -> ObjectStore:
-    created = ObjectStore(location, f"t-{uuid4().hex[:12]}")
+    created = S3Store(location, f"t-{uuid4().hex[:12]}")
     created.ensure_bucket()
     created.put_bytes(layout.artifact_key(SHA256), ZIP, content_type="application/zip")
     PackageStates(created, render=lambda state: render_documents(state, PUBLIC)).save(TOKEN)
@@ -262,7 +263,7 @@ async def test_a_store_that_fails_before_the_answer_is_503(
         probe.bind(("127.0.0.1", 0))
         closed = f"127.0.0.1:{probe.getsockname()[1]}"
     # States readable, the zips' store gone: the stat fails.
-    broken = ObjectStore(dataclasses.replace(location, endpoint=closed), store.bucket)
+    broken = S3Store(dataclasses.replace(location, endpoint=closed), store.bucket)
     node = NodeHttp(
         NodeHttpSettings(region=region, dist="proxy"),
         broken,
@@ -421,7 +422,7 @@ async def test_a_redirect_is_presigned_for_the_public_endpoint_and_valid_there(
 ) -> None:
     port = location.endpoint.rsplit(":", 1)[1]
     # Another name of the same server, as a load balancer in front of it would be.
-    public = ObjectStore(location.reached_at(f"http://localhost:{port}"), store.bucket)
+    public = S3Store(location.reached_at(f"http://localhost:{port}"), store.bucket)
     client = await start(store, served, NodeHttpSettings(region=region), presigner=public)
     try:
         response = await client.get(DIST, allow_redirects=False)

@@ -17,7 +17,8 @@ import orjson
 import pytest
 
 from connectors.kafka import Topics, ensure_region_topics
-from connectors.store import ObjectStore, StoreLocation
+from connectors.object_store import ObjectStore
+from connectors.store import S3Store, StoreLocation
 from infra import devstack, localnet
 from schemas.signing import SigningKey
 from schemas.trust import TrustRoot
@@ -65,7 +66,7 @@ def test_a_goodbye_follows_the_last_heartbeat_and_no_heartbeat_follows_it(
     location: StoreLocation,
     root: tuple[Path, TrustRoot],
 ) -> None:
-    store = ObjectStore(location, f"hb-{uuid4().hex[:8]}")
+    store = S3Store(location, f"hb-{uuid4().hex[:8]}")
     store.ensure_bucket()
     node = reporter(stack.broker_url, topics, store, root[1])
     node.register()
@@ -95,7 +96,7 @@ def test_a_goodbye_with_the_broker_down_gives_up_within_its_bound(
     topics: Topics, location: StoreLocation, root: tuple[Path, TrustRoot]
 ) -> None:
     closed = f"kafka://127.0.0.1:{localnet.free_port()}"
-    node = reporter(closed, topics, ObjectStore(location, "hb-unused"), root[1])
+    node = reporter(closed, topics, S3Store(location, "hb-unused"), root[1])
 
     started = time.monotonic()
     goodbye = node.goodbye()

@@ -19,8 +19,9 @@ import pytest
 import yarl
 from aiohttp.test_utils import TestClient, TestServer
 
+from connectors.object_store import ObjectStore
 from connectors.state_store import PackageStates
-from connectors.store import ObjectStore, StoreLocation
+from connectors.store import S3Store, StoreLocation
 from schemas import layout
 from schemas.composer import version_entry
 from schemas.package_state import PackageState, VersionRecord, render_documents
@@ -36,7 +37,7 @@ P2 = b'{"packages":{"drupal/token":[{"name":"drupal/token","version":"1.9.0"}]},
 
 @pytest.fixture
 def store(location: StoreLocation) -> ObjectStore:
-    created = ObjectStore(location, f"t-{uuid4().hex[:12]}")
+    created = S3Store(location, f"t-{uuid4().hex[:12]}")
     created.ensure_bucket()
     created.put_bytes(layout.p2_key("drupal/token"), P2, content_type="application/json")
     created.put_bytes(
@@ -83,7 +84,7 @@ async def unreachable_client(
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         closed = f"127.0.0.1:{probe.getsockname()[1]}"
-    store = ObjectStore(dataclasses.replace(location, endpoint=closed), "nowhere")
+    store = S3Store(dataclasses.replace(location, endpoint=closed), "nowhere")
     started = await serve(store)
     try:
         yield started
@@ -475,7 +476,7 @@ async def unreachable_node(location: StoreLocation, recorder: Recorder) -> Async
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         closed = f"127.0.0.1:{probe.getsockname()[1]}"
-    store = ObjectStore(dataclasses.replace(location, endpoint=closed), "nowhere")
+    store = S3Store(dataclasses.replace(location, endpoint=closed), "nowhere")
     states = PackageStates(store, render=lambda state: render_documents(state, PUBLIC))
     started = await serve_node(
         NodeHttpSettings(region="eu-west", public_url=PUBLIC), store, states, recorder

@@ -25,8 +25,9 @@ from connectors.kafka import (
     group_positions,
     read_partition,
 )
+from connectors.object_store import ObjectStore
 from connectors.origin import FetchLimits
-from connectors.store import ObjectStore, StoreLocation
+from connectors.store import S3Store, StoreLocation
 from infra import devstack
 from schemas import layout
 from schemas.composer import expand
@@ -116,7 +117,7 @@ def peer_producer(peer_stack: devstack.Stack) -> Iterator[EventProducer]:
 
 @pytest.fixture
 def store(location: StoreLocation) -> ObjectStore:
-    created = ObjectStore(location, unique("peering"))
+    created = S3Store(location, unique("peering"))
     created.ensure_bucket()
     return created
 

@@ -13,8 +13,9 @@ import pytest
 from aiohttp.test_utils import TestServer
 
 from connectors.kafka import EventProducer, ensure_topics
+from connectors.object_store import ObjectStore
 from connectors.state_store import PackageStates
-from connectors.store import ObjectStore, StoreLocation
+from connectors.store import S3Store, StoreLocation
 from infra import devstack
 from schemas import layout
 from schemas.events import ReleasePublished, ReleaseYanked, utc_now
@@ -26,7 +27,7 @@ from services.publisher import build_release, next_sequence
 from services.sample_projects import sample_zip
 from services.trust_admin import DelegationSpec, build_root
 from streams.policy import ReplicationPolicy
-from streams.rebuild import BucketTarget, rebuild_region
+from streams.rebuild import BucketTarget, log_partitions, rebuild_region
 from streams.replication import ReleaseReplicator
 
 pytestmark = pytest.mark.integration
@@ -48,7 +49,7 @@ def root_delegating(key: SigningKey, version: int = 1) -> TrustRoot:
 
 @pytest.fixture
 def store(location: StoreLocation) -> ObjectStore:
-    created = ObjectStore(location, f"rb-{uuid4().hex[:12]}")
+    created = S3Store(location, f"rb-{uuid4().hex[:12]}")
     created.ensure_bucket()
     return created
 
@@ -135,8 +136,8 @@ def make_region(
 
 def rebuild(stack: devstack.Stack, topic: str, store: ObjectStore, root: TrustRoot) -> Any:
     return rebuild_region(
-        broker_url=stack.broker_url,
-        topic=topic,
+        topic,
+        log_partitions(stack.broker_url, topic),
         store=store,
         states=BucketTarget(
             store, PackageStates(store, render=lambda state: render_documents(state, PUBLIC_URL))

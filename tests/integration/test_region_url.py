@@ -8,14 +8,15 @@ from uuid import uuid4
 import orjson
 import pytest
 
-from connectors.store import ObjectStore, StoreLocation
+from connectors.object_store import ObjectStore
+from connectors.store import S3Store, StoreLocation
 from schemas import layout
 from streams.node import region_public_url
 
 
 @pytest.fixture
 def bucket(location: StoreLocation) -> ObjectStore:
-    store = ObjectStore(location, f"region-{uuid4().hex[:10]}")
+    store = S3Store(location, f"region-{uuid4().hex[:10]}")
     store.ensure_bucket()
     return store
 

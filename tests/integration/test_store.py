@@ -1,4 +1,6 @@
-"""connectors.store.ObjectStore against the real embedded S3 server (rclone serve s3)."""
+"""connectors.store: the S3 adapter against the real embedded S3 server (rclone serve s3),
+and the contract every ``ObjectStore`` keeps, run against it and the memory adapter alike
+(the unit tests of the logic above the store rely on the memory adapter behaving so)."""
 
 from __future__ import annotations
 
@@ -21,7 +23,9 @@ import pytest
 from minio import Minio
 from minio.error import InvalidResponseError
 
-from connectors.store import ObjectStore, StoreLocation, is_json, redact_url
+from connectors.memory_store import MemoryStore
+from connectors.object_store import ObjectStore, is_json
+from connectors.store import S3Store, StoreLocation, open_store, redact_url
 from infra import devstack
 from schemas.errors import ConfigurationError, StoreUnavailableError, TransientError
 
@@ -32,15 +36,40 @@ def unique_bucket() -> str:
     return f"t-{uuid4().hex[:12]}"
 
 
+@pytest.fixture(params=["s3", "memory"])
+def open_bucket(request: pytest.FixtureRequest) -> Callable[[str], ObjectStore]:
+    """Opens a bucket (not created) on the adapter under test, by the URL an operator gives."""
+    if request.param == "memory":
+        return lambda bucket: open_store("memory://contract", bucket)
+    stack: devstack.Stack = request.getfixturevalue("stack")
+    return lambda bucket: open_store(stack.store_url, bucket)
+
+
 @pytest.fixture
-def store(location: StoreLocation) -> ObjectStore:
-    created = ObjectStore(location, unique_bucket())
+def store(open_bucket: Callable[[str], ObjectStore]) -> ObjectStore:
+    created = open_bucket(unique_bucket())
     created.ensure_bucket()
     return created
 
 
-def test_ensure_bucket_is_idempotent(location: StoreLocation) -> None:
-    store = ObjectStore(location, unique_bucket())
+@pytest.fixture
+def s3_store(location: StoreLocation) -> S3Store:
+    created = S3Store(location, unique_bucket())
+    created.ensure_bucket()
+    return created
+
+
+def test_open_store_picks_the_adapter_by_scheme(stack: devstack.Stack) -> None:
+    assert isinstance(open_store(stack.store_url, "b"), S3Store)
+    assert isinstance(open_store(StoreLocation.from_url(stack.store_url), "b"), S3Store)
+    memory = open_store("memory://somewhere", "b")
+    assert isinstance(memory, MemoryStore) and memory.space == "somewhere"
+    with pytest.raises(ConfigurationError, match="is not s3://"):
+        open_store("ftp://AK:SK@h:1", "b")
+
+
+def test_ensure_bucket_is_idempotent(open_bucket: Callable[[str], ObjectStore]) -> None:
+    store = open_bucket(unique_bucket())
 
     store.ensure_bucket()
     store.ensure_bucket()
@@ -88,8 +117,9 @@ def test_a_missing_key_is_none(store: ObjectStore) -> None:
 
 
 def test_rclone_answers_a_missing_key_with_a_non_xml_404(
-    store: ObjectStore, location: StoreLocation
+    s3_store: S3Store, location: StoreLocation
 ) -> None:
+    store = s3_store
     # The quirk connectors.store._is_missing exists for: if rclone ever answers like S3,
     # this fails and the special case can go.
     client = Minio(
@@ -121,7 +151,8 @@ def test_put_file_of_several_megabytes(store: ObjectStore, tmp_path: Path) -> No
     assert hashlib.sha256(body.data).digest() == hashlib.sha256(data).digest()
 
 
-def test_presigned_url_downloads_the_same_bytes(store: ObjectStore, tmp_path: Path) -> None:
+def test_presigned_url_downloads_the_same_bytes(s3_store: S3Store, tmp_path: Path) -> None:
+    store = s3_store
     data = os.urandom(300_000)
     path = tmp_path / "token.zip"
     path.write_bytes(data)
@@ -136,7 +167,8 @@ def test_presigned_url_downloads_the_same_bytes(store: ObjectStore, tmp_path: Pa
         assert response.read() == data
 
 
-def test_a_tampered_presigned_url_is_refused(store: ObjectStore) -> None:
+def test_a_tampered_presigned_url_is_refused(s3_store: S3Store) -> None:
+    store = s3_store
     store.put_bytes("secret.json", b"{}", content_type="application/json")
     store.put_bytes("other.json", b"[]", content_type="application/json")
     url = store.presigned_url("secret.json")
@@ -163,10 +195,11 @@ def _store_calls(store: ObjectStore, tmp_path: Path) -> dict[str, Callable[[], A
 
 
 def test_a_wrong_secret_is_store_unavailable(
-    store: ObjectStore, location: StoreLocation, tmp_path: Path
+    s3_store: S3Store, location: StoreLocation, tmp_path: Path
 ) -> None:
+    store = s3_store
     store.put_bytes("k", b"v", content_type="text/plain")
-    wrong = ObjectStore(dataclasses.replace(location, secret_key="not-the-secret"), store.bucket)
+    wrong = S3Store(dataclasses.replace(location, secret_key="not-the-secret"), store.bucket)
 
     for name, call in _store_calls(wrong, tmp_path).items():
         with pytest.raises(StoreUnavailableError) as raised:
@@ -189,7 +222,7 @@ def test_a_closed_endpoint_is_store_unavailable_quickly(
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         closed_port = probe.getsockname()[1]
-    closed = ObjectStore(
+    closed = S3Store(
         dataclasses.replace(location, endpoint=f"127.0.0.1:{closed_port}"), unique_bucket()
     )
 
@@ -198,6 +231,74 @@ def test_a_closed_endpoint_is_store_unavailable_quickly(
         with pytest.raises(StoreUnavailableError, match=f"127.0.0.1:{closed_port}"):
             call()
         assert time.monotonic() - started < 5, name
+
+
+def test_keys_are_listed_under_their_prefix_in_key_order(store: ObjectStore) -> None:
+    sizes = {"pending/ab/2.json": 1, "artifacts/sha256/0f/1.zip": 3, "pending/0c/3.json": 2}
+    keys = [*sizes, "pending.txt"]
+    for key in keys:
+        store.put_bytes(key, b"x" * sizes.get(key, 0), content_type="application/octet-stream")
+
+    assert store.list_keys("pending/") == ["pending/0c/3.json", "pending/ab/2.json"]
+    assert store.list_keys("") == sorted(keys)
+    assert store.list_keys("state/") == []
+    listed = dict(store.list_objects("pending/"))
+    assert sorted(listed) == ["pending/0c/3.json", "pending/ab/2.json"]
+    assert listed["pending/ab/2.json"].size == 1
+    assert listed["pending/0c/3.json"].size == 2
+    assert listed["pending/0c/3.json"].etag == hashlib.md5(b"xx").hexdigest()
+
+
+def test_a_delete_removes_the_object_and_deleting_again_is_no_error(store: ObjectStore) -> None:
+    store.put_bytes("pending/ab/1.json", b"{}", content_type="application/json")
+    store.put_bytes("pending/ab/2.json", b"{}", content_type="application/json")
+
+    store.delete("pending/ab/1.json")
+    store.delete("pending/ab/1.json")
+    store.delete("never/written")
+
+    assert store.get("pending/ab/1.json") is None
+    assert store.list_keys("pending/") == ["pending/ab/2.json"]
+
+
+def test_a_reader_reads_the_range_asked_for(store: ObjectStore) -> None:
+    data = bytes(range(256)) * 40
+    store.put_bytes("artifacts/r.zip", data, content_type="application/zip")
+
+    def read_all(offset: int = 0, length: int | None = None) -> tuple[int, bytes]:
+        reader = store.reader("artifacts/r.zip", offset=offset, length=length)
+        assert reader is not None
+        try:
+            pieces = []
+            while piece := reader.read(1000):
+                pieces.append(piece)
+            return reader.size, b"".join(pieces)
+        finally:
+            reader.close()
+
+    assert read_all() == (len(data), data)
+    assert read_all(100) == (len(data) - 100, data[100:])
+    assert read_all(100, 50) == (50, data[100:150])
+    assert store.reader("artifacts/absent.zip") is None
+    with pytest.raises(ValueError, match="from offset -1"):
+        store.reader("artifacts/r.zip", offset=-1)
+    with pytest.raises(ValueError, match="0 bytes"):
+        store.reader("artifacts/r.zip", length=0)
+
+
+def test_a_bucket_never_created_is_store_unavailable(
+    open_bucket: Callable[[str], ObjectStore],
+) -> None:
+    missing = open_bucket(unique_bucket())
+
+    for name, call in {
+        "put_bytes": lambda: missing.put_bytes("k", b"v", content_type="text/plain"),
+        "get": lambda: missing.get("k"),
+        "list_keys": lambda: missing.list_keys(""),
+    }.items():
+        with pytest.raises(StoreUnavailableError, match=missing.bucket) as raised:
+            call()
+        assert raised.value.retry_after > 0, name
 
 
 # ---------------------------------------------------------------------------
@@ -275,10 +376,8 @@ def test_redact_url_hides_only_the_password() -> None:
     assert redact_url("s3://h:1") == "s3://h:1"
 
 
-def test_json_reads_racing_overwrites_are_never_torn(location: StoreLocation) -> None:
+def test_json_reads_racing_overwrites_are_never_torn(store: ObjectStore) -> None:
     """rclone rewrites objects in place; a metadata read must still be one whole version."""
-    store = ObjectStore(location, f"t-{uuid4().hex[:12]}")
-    store.ensure_bucket()
     versions = [orjson.dumps({"n": n, "pad": "x" * (20_000 + n * 1_000)}) for n in range(10)]
     store.put_bytes("p2/drupal/token.json", versions[0], content_type="application/json")
     stop = threading.Event()

@@ -10,7 +10,8 @@ import orjson
 import pytest
 
 from connectors.kafka import EventProducer, ensure_topics
-from connectors.store import ObjectStore, StoreLocation
+from connectors.object_store import ObjectStore
+from connectors.store import S3Store, StoreLocation
 from infra import devstack
 from schemas import layout
 from schemas.errors import RootRotationError
@@ -51,7 +52,7 @@ def unique(prefix: str) -> str:
 
 @pytest.fixture
 def store(location: StoreLocation) -> ObjectStore:
-    created = ObjectStore(location, unique("trust"))
+    created = S3Store(location, unique("trust"))
     created.ensure_bucket()
     return created
 

@@ -12,7 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import yaml
 
-from connectors.store import ObjectStore, StoreLocation, public_endpoint
+from connectors.store import S3Store, StoreLocation, public_endpoint
 from schemas.errors import ConfigurationError
 from services.cli import cli
 from services.node_config import check_config, configurable_commands
@@ -68,7 +68,7 @@ def test_a_url_is_presigned_for_the_public_endpoint_without_asking_it() -> None:
     # .invalid never resolves: a presign that needed the network would fail.
     public = StoreLocation.from_url(STORE).reached_at("https://s3.fairstream.invalid")
 
-    url = ObjectStore(public, "fairstream-eu").presigned_url("artifacts/sha256/ab/ab.zip")
+    url = S3Store(public, "fairstream-eu").presigned_url("artifacts/sha256/ab/ab.zip")
 
     parts = urlsplit(url)
     assert (parts.scheme, parts.netloc, parts.path) == (

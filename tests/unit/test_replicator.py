@@ -1,5 +1,8 @@
-"""streams.replication.ReleaseReplicator end to end: real S3 store, real origin over HTTP,
-events signed by a publisher key that a trust root delegates ``drupal/*`` to."""
+"""streams.replication.ReleaseReplicator's logic on the memory store (whose contract with
+the real one ``tests/integration/test_store.py`` checks), a real origin over HTTP on
+loopback, events signed by a publisher key that a trust root delegates ``drupal/*`` to.
+
+The node's e2e and fault suites run the same replicator against the real S3 server."""
 
 from __future__ import annotations
 
@@ -17,10 +20,10 @@ import orjson
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from minio import Minio
 
+from connectors.memory_store import MemoryStore
+from connectors.object_store import ObjectStore
 from connectors.origin import FetchLimits
-from connectors.store import ObjectStore, StoreLocation
 from schemas import layout
 from schemas.composer import expand
 from schemas.errors import (
@@ -51,8 +54,6 @@ from streams.artifacts import HotStats, ReplicaRegistry
 from streams.policy import ReplicationMode, ReplicationPolicy
 from streams.replication import Abandoned, Applied, ReleaseReplicator, Skipped, Verified
 
-pytestmark = pytest.mark.integration
-
 PUBLIC_URL = "http://eu.fairstream.test:8080"
 ROOT_KEY = SigningKey(seed=b"\x10" * 32)
 KEY = SigningKey(seed=b"\x11" * 32)  # drupal.org's publisher key
@@ -73,11 +74,11 @@ def position(offset: int) -> str:
     return f"fair.releases:0:{offset}"
 
 
-class RecordingStore(ObjectStore):
-    """The real store, remembering every key the replicator writes or deletes, in order."""
+class RecordingStore(MemoryStore):
+    """A bucket remembering every key the replicator writes or deletes, in order."""
 
-    def __init__(self, location: StoreLocation, bucket: str) -> None:
-        super().__init__(location, bucket)
+    def __init__(self, bucket: str) -> None:
+        super().__init__(bucket, space="replicator-tests")
         self.writes: list[str] = []
 
     def put_bytes(self, key: str, data: bytes, *, content_type: str) -> None:
@@ -94,10 +95,18 @@ class RecordingStore(ObjectStore):
 
 
 @pytest.fixture
-def store(location: StoreLocation) -> RecordingStore:
-    created = RecordingStore(location, f"t-{uuid4().hex[:12]}")
+def store() -> RecordingStore:
+    created = RecordingStore(f"t-{uuid4().hex[:12]}")
     created.ensure_bucket()
     return created
+
+
+@pytest.fixture
+def work_dir(tmp_path: Path) -> Path:
+    """An empty directory for downloads, to check that nothing is left behind."""
+    path = tmp_path / "downloads"
+    path.mkdir()
+    return path
 
 
 @pytest.fixture
@@ -199,20 +208,12 @@ def expunge(version: str, sha256: str, package: str = "drupal/token") -> Release
 
 
 def bucket_contents(store: ObjectStore) -> dict[str, bytes]:
-    """Every object in the store's bucket, listed with a plain S3 client."""
-    location = store.location
-    client = Minio(
-        location.endpoint,
-        access_key=location.access_key,
-        secret_key=location.secret_key,
-        secure=location.secure,
-        region=location.region,
-    )
+    """Every object in the store's bucket."""
     contents = {}
-    for item in client.list_objects(store.bucket, recursive=True):
-        body = store.get(item.object_name)
+    for key in store.list_keys(""):
+        body = store.get(key)
         assert body is not None
-        contents[item.object_name] = body.data
+        contents[key] = body.data
     return contents
 
 
