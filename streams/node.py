@@ -57,8 +57,6 @@ from connectors.metrics import (
     EVENTS,
     NODE_HEALTHY,
     NODE_READY,
-    REJECTED,
-    REJECTIONS_DEAD_LETTERED,
 )
 from connectors.object_store import ObjectStore
 from connectors.origin import FetchLimits
@@ -72,7 +70,7 @@ from schemas.errors import (
     RejectedError,
     TransientError,
 )
-from schemas.events import DEFAULT_MAX_ARTIFACT_SIZE, ReleaseRejected, ReplicaAvailable
+from schemas.events import DEFAULT_MAX_ARTIFACT_SIZE, ReplicaAvailable
 from schemas.federation import NodeStatus
 from schemas.package_state import StateReader, render_documents
 from schemas.partitioning import region_partition
@@ -80,12 +78,13 @@ from schemas.signing import SigningKey
 from schemas.trust import RefreshTrust, WaitForRoot, on_rejection
 from schemas.view import PackageView
 from streams.artifacts import DownloadTally, HotStats, ReplicaRegistry
-from streams.dead_letter import DeadLetter, DeadLetterFile
+from streams.dead_letter import DeadLetterFile
 from streams.faults import BEFORE_OFFSET_COMMIT, REFUSE_REJECTION, FaultPoints, FaultSpec
 from streams.health import HealthRules, Verdict, Vitals, liveness, readiness
 from streams.peering import PeerFollower, PeerSettings, peer_group
 from streams.policy import ReplicationPolicy
 from streams.region_view import RegionView
+from streams.rejections import DEAD_LETTER_RETRY_SECONDS, Rejections
 from streams.replication import (
     Abandoned,
     Applied,
@@ -95,6 +94,7 @@ from streams.replication import (
     Skipped,
     Verified,
 )
+from streams.sinks import Record, Sink, TopicSink, deliver
 from streams.sync import StatusReporter, registration_of
 from streams.trust_keeper import RefusedRoot, TrustKeeper
 
@@ -148,12 +148,8 @@ TRUST_REFRESH_SECONDS = 10.0
 TRUST_REREAD_AFTER_SECONDS = 1.0
 #: While the root in force is expired, how long to wait before looking for a newer one.
 FROZEN_RETRY_SECONDS = 5.0
-#: How many times a rejection is offered to the broker before it goes to the dead-letter
-#: file (and the partition moves on), and how long one attempt may take.
-REJECTION_ATTEMPTS = 4
+#: How long one write of a rejection may take (``streams.rejections`` says how many).
 REJECTION_ATTEMPT_SECONDS = 10.0
-#: How often a worker offers its dead-letter file's rejections to the broker again.
-DEAD_LETTER_RETRY_SECONDS = 30.0
 #: How long a worker waits for its view to catch up with the region's after an assignment
 #: before it says so in the log (then it waits again: applying on a stale view is wrong).
 VIEW_CATCH_UP_WARNING_SECONDS = 30.0
@@ -352,9 +348,8 @@ class NodeStream:
             consumer_auto_offset_reset="earliest",
             producer_acks=-1,
         )
-        self.rejected = self._raw_topic(settings.topics.rejected)
-        self.replica_topic = self._raw_topic(settings.topics.replicas)
-        self.downloads_topic = self._raw_topic(settings.topics.downloads)
+        self.replica_sink: Sink = TopicSink(self._raw_topic(settings.topics.replicas))
+        self.downloads_sink: Sink = TopicSink(self._raw_topic(settings.topics.downloads))
         self.store = open_store(settings.store, settings.bucket)
         self.trust = TrustKeeper(
             settings.pinned_root,
@@ -413,9 +408,16 @@ class NodeStream:
         self._session: aiohttp.ClientSession | None = None
         # Trust records refused before the producer runs, recorded on the first refresh.
         self._unrecorded: list[RefusedRoot] = []
-        self.rejected_total = 0
-        self.dead_letters = DeadLetterFile(settings.dead_letter_path)
-        self._dead_lettered_at = 0.0
+        self.rejections = Rejections(
+            TopicSink(
+                self._raw_topic(settings.topics.rejected),
+                attempt_seconds=REJECTION_ATTEMPT_SECONDS,
+                before_send=lambda: self.faults.refuse(REFUSE_REJECTION),
+            ),
+            DeadLetterFile(settings.dead_letter_path),
+            region=settings.region,
+            clock=self.now,
+        )
         #: What /health and /ready judge (streams/health.py).
         self.vitals = Vitals()
         # Judged when scraped, by the rules /health and /ready answer with.
@@ -448,7 +450,7 @@ class NodeStream:
                 group=settings.group_id,
                 store=self.store,
                 trust_root=lambda: self.trust.root,
-                rejected_total=lambda: self.rejected_total,
+                rejected_total=lambda: self.rejections.total,
                 clock=self.now,
             )
             self.app.timer(settings.status_interval)(self._heartbeat)
@@ -489,7 +491,7 @@ class NodeStream:
             self._read_view_to_end(timeout=600.0)
             self._started_view_producer()
         self.vitals.view_caught_up = True
-        self.vitals.unrecorded_rejections = self.dead_letters.waiting()
+        self.vitals.unrecorded_rejections = self.rejections.unrecorded
         if self.reporter is not None:
             self.reporter.register()
 
@@ -954,7 +956,7 @@ class NodeStream:
 
     async def _announce(self, replica: ReplicaAvailable) -> None:
         key = f"{replica.region}/{replica.sha256}".encode()
-        await self._send_until_acked(self.replica_topic, key, replica.to_bytes(), "replica")
+        await deliver(self.replica_sink, [Record(key, replica.to_bytes())], what="replica")
         self.replicas.add(replica)
 
     async def _retry_pending(self) -> None:
@@ -990,13 +992,11 @@ class NodeStream:
             return
         try:
             # Explicitly: Faust's partitioner (murmur2 of the key) is not every client's.
-            pending = await self.downloads_topic.send(
-                key=self.settings.region.encode(),
-                value=counts.to_bytes(),
-                partition=await self._region_downloads_partition(),
+            partition = await self._region_downloads_partition()
+            await self.downloads_sink.write(
+                [Record(self.settings.region.encode(), counts.to_bytes(), partition)]
             )
-            await pending
-        except Exception as exc:  # aiokafka's errors: keep the counts for the next period
+        except TransientError as exc:
             log.warning("download counts not produced yet (%s); kept for the next period", exc)
             self.tally.restore(counts)
 
@@ -1022,117 +1022,22 @@ class NodeStream:
         reason: str,
         detail: str,
     ) -> None:
-        """Record a refused record on the rejected topic: bounded (``ReleaseRejected.refusing``:
-        a prefix of the bytes, their size and digest), so it is recordable whatever was sent.
-
-        The refused record's offset must not be committed before its rejection is durable:
-        on the topic after at most ``REJECTION_ATTEMPTS``, else in this worker's
-        dead-letter file, re-sent later. Either way this returns and the partition moves on.
-        """
-        record = ReleaseRejected.refusing(
-            value,
-            region=self.settings.region,
+        """Record a refused record (``streams.rejections``): durable on return, on the
+        rejected topic or in this worker's dead-letter file; the partition moves on."""
+        await self.rejections.record(
             topic=topic,
             partition=partition,
             offset=offset,
             key=key,
+            value=value,
             reason=reason,
             detail=detail,
-            rejected_at=self.now(),
         )
-        log.warning(
-            "%s[%d]@%d rejected (%s, %d bytes): %s",
-            topic,
-            partition,
-            offset,
-            reason,
-            record.record_size,
-            record.detail,
-        )
-        self.rejected_total += 1
-        REJECTED.labels(self.settings.region, reason).inc()
-        what = f"rejection of {topic}[{partition}]@{offset}"
-        kafka_key = (record.key or "").encode()
-        encoded = record.to_bytes()
-        error = await self._send_bounded(kafka_key, encoded, what, REJECTION_ATTEMPTS)
-        if error is None:
-            return
-        self.dead_letters.append(DeadLetter(kafka_key, encoded, error))
-        self._dead_lettered_at = time.monotonic()
-        self.vitals.unrecorded_rejections += 1
-        REJECTIONS_DEAD_LETTERED.labels(self.settings.region).inc()
-        log.error(
-            "%s not recorded after %d attempts (%s); kept in %s and re-sent every %.0f s; "
-            "the partition goes on",
-            what,
-            REJECTION_ATTEMPTS,
-            error,
-            self.dead_letters.path,
-            DEAD_LETTER_RETRY_SECONDS,
-        )
-
-    async def _send_bounded(self, key: bytes, value: bytes, what: str, attempts: int) -> str | None:
-        """Produce one rejection, at most ``attempts`` times; None once acknowledged, else
-        the last error. Each attempt is bounded in time: aiokafka waits for a topic the
-        broker does not know for Faust's request timeout (20 minutes)."""
-        error = ""
-        for attempt in range(1, attempts + 1):
-            try:
-                async with asyncio.timeout(REJECTION_ATTEMPT_SECONDS):
-                    self.faults.refuse(REFUSE_REJECTION)
-                    pending = await self.rejected.send(key=key, value=value)
-                    await pending
-                return None
-            except Exception as exc:  # aiokafka's errors, a timeout, whatever the broker says
-                error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-                if attempt < attempts:
-                    delay = min(0.5 * 2**attempt, MAX_BACKOFF_SECONDS)
-                    log.warning("%s not recorded yet (%s); retrying in %.1f s", what, error, delay)
-                    await asyncio.sleep(delay)
-        return error
+        self.vitals.unrecorded_rejections = self.rejections.unrecorded
 
     async def _resend_dead_letters(self) -> None:
-        """Offer the dead-letter file's rejections to the broker again (one attempt each),
-        at the earliest ``DEAD_LETTER_RETRY_SECONDS`` after the last one was written."""
-        if time.monotonic() - self._dead_lettered_at < DEAD_LETTER_RETRY_SECONDS:
-            return
-
-        async def send(key: bytes, value: bytes) -> bool:
-            return await self._send_bounded(key, value, "a dead-lettered rejection", 1) is None
-
-        recorded, waiting = await self.dead_letters.resend(send)
-        self.vitals.unrecorded_rejections = waiting
-        if recorded or waiting:
-            log.log(
-                logging.INFO if not waiting else logging.WARNING,
-                "dead-letter file: %d rejections recorded now, %d still waiting",
-                recorded,
-                waiting,
-            )
-
-    async def _send_until_acked(
-        self, topic: faust.TopicT, key: bytes, value: bytes, what: str
-    ) -> None:
-        """Produce one record and wait for the broker's acknowledgement, retrying until it
-        comes: an exception escaping here would crash the agent, and Faust acknowledges
-        the record that crashed it (faust #315)."""
-        attempt = 0
-        while True:
-            try:
-                pending = await topic.send(key=key, value=value)
-                await pending
-                return
-            except Exception as exc:  # aiokafka's errors, whatever the broker's state
-                attempt += 1
-                delay = min(0.5 * 2**attempt, MAX_BACKOFF_SECONDS)
-                log.warning(
-                    "%s not recorded yet (%s: %s); retrying in %.1f s",
-                    what,
-                    type(exc).__name__,
-                    exc,
-                    delay,
-                )
-                await asyncio.sleep(delay)
+        await self.rejections.resend()
+        self.vitals.unrecorded_rejections = self.rejections.unrecorded
 
     async def _follow_peers(self) -> None:
         """One follower per peer network, as long as the app runs (they never raise)."""

@@ -39,6 +39,7 @@ from services.publisher import build_release
 from services.sample_projects import sample_zip
 from services.trust_admin import DelegationSpec, build_root
 from streams.artifacts import ReplicaRegistry
+from streams.dead_letter import DeadLetterFile
 from streams.peering import (
     PEER_NAMESPACE_FORBIDDEN,
     PEER_REFUSED,
@@ -49,7 +50,9 @@ from streams.peering import (
     with_peer_namespaces,
 )
 from streams.policy import ReplicationPolicy
+from streams.rejections import Rejections
 from streams.replication import ReleaseReplicator
+from streams.sinks import ProducerSink
 
 pytestmark = pytest.mark.integration
 
@@ -123,38 +126,19 @@ def store(location: StoreLocation) -> ObjectStore:
 
 
 class RejectedTopic:
-    """Our rejected topic on our broker, recorded to as NodeStream does (durable on return)."""
+    """Our rejected topic on our broker, recorded to as NodeStream does (``Rejections``,
+    durable on return), through a sink on a plain producer instead of the Faust app's."""
 
-    def __init__(self, broker_url: str) -> None:
+    def __init__(self, broker_url: str, dead_letters: Path) -> None:
         self.broker_url = broker_url
         self.name = unique("fair.rejected")
         ensure_topics(broker_url, {self.name: 1})
         self._producer = EventProducer(broker_url, delivery_timeout=10.0)
-
-    async def __call__(
-        self,
-        *,
-        topic: str,
-        partition: int,
-        offset: int,
-        key: str | None,
-        value: bytes,
-        reason: str,
-        detail: str,
-    ) -> None:
-        record = ReleaseRejected.refusing(
-            value,
+        self.rejections = Rejections(
+            ProducerSink(self._producer, self.name),
+            DeadLetterFile(dead_letters),
             region="eu",
-            topic=topic,
-            partition=partition,
-            offset=offset,
-            key=key,
-            reason=reason,
-            detail=detail,
-            rejected_at=utc_now(),
-        )
-        await asyncio.to_thread(
-            self._producer.produce, self.name, (key or "").encode(), record.to_bytes()
+            clock=utc_now,
         )
 
     def read(self) -> list[ReleaseRejected]:
@@ -168,8 +152,8 @@ class RejectedTopic:
 
 
 @pytest.fixture
-def rejected(stack: devstack.Stack) -> Iterator[RejectedTopic]:
-    created = RejectedTopic(stack.broker_url)
+def rejected(stack: devstack.Stack, tmp_path: Path) -> Iterator[RejectedTopic]:
+    created = RejectedTopic(stack.broker_url, tmp_path / "dead-letter-eu.jsonl")
     try:
         yield created
     finally:
@@ -303,7 +287,7 @@ def make_follower(
             replicator=replicator,
             our_root=lambda: OUR_ROOT,
             sources=sources,
-            reject=rejected,
+            reject=rejected.rejections.record,
             session_timeout=SESSION_TIMEOUT,
         )
         return follower, replicator

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ from schemas.signing import SigningKey
 from services.trust_admin import DelegationSpec, build_root
 from streams import node as node_module
 from streams.node import NodeSettings, NodeStream, region_downloads_follower
+from streams.sinks import Record
 
 # Region names as schemas.federation accepts them.
 REGIONS = st.from_regex(re.compile(r"[a-z0-9][a-z0-9-]{0,40}"), fullmatch=True)
@@ -94,16 +96,15 @@ def test_the_downloads_topic_is_created_with_more_than_one_partition() -> None:
 
 
 class SentTo:
-    """Stands for Faust's topic: records what was sent, where."""
+    """Stands for the downloads topic's sink: records what was written, where."""
+
+    name = "fair.downloads"
 
     def __init__(self) -> None:
-        self.sent: list[dict[str, Any]] = []
+        self.sent: list[Record] = []
 
-    async def send(self, **kwargs: Any) -> asyncio.Future[None]:
-        self.sent.append(kwargs)
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        done.set_result(None)
-        return done
+    async def write(self, records: Sequence[Record]) -> None:
+        self.sent.extend(records)
 
 
 def node(tmp_path: Path, region: str) -> tuple[NodeStream, SentTo]:
@@ -119,7 +120,7 @@ def node(tmp_path: Path, region: str) -> tuple[NodeStream, SentTo]:
         )
     )
     topic = SentTo()
-    stream.downloads_topic = topic  # type: ignore[assignment]
+    stream.downloads_sink = topic
     return stream, topic
 
 
@@ -143,9 +144,9 @@ def test_a_node_sends_its_counts_to_its_regions_partition_and_asks_the_count_onc
     asyncio.run(flush_twice())
 
     # Told explicitly, not left to the client's partitioner.
-    assert [sent["partition"] for sent in topic.sent] == [9, 9]
-    assert [sent["key"] for sent in topic.sent] == [b"us", b"us"]
-    assert DownloadCounts.from_bytes(topic.sent[0]["value"]).region == "us"
+    assert [sent.partition for sent in topic.sent] == [9, 9]
+    assert [sent.key for sent in topic.sent] == [b"us", b"us"]
+    assert DownloadCounts.from_bytes(topic.sent[0].value).region == "us"
     assert asked == [stream.settings.topics.downloads]
 
 
