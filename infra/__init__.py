@@ -1,1 +1,1 @@
-"""Infrastructure: the embedded dev stack (``devstack``) and the production manifests."""
+"""Infrastructure: the embedded dev stack (``devstack``), the dev tooling (``devtools``) and the production manifests."""

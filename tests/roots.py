@@ -6,7 +6,7 @@ from pathlib import Path
 
 from schemas.signing import SigningKey
 from schemas.trust import TrustRoot
-from services.trust_admin import DelegationSpec, build_root
+from services.publishing.trust_admin import DelegationSpec, build_root
 
 
 def write_drupal_root(path: Path, publisher: SigningKey, root_key: SigningKey) -> TrustRoot:

@@ -32,10 +32,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from connectors.composer_repo import SourceLimits
 from connectors.kafka import Topics, _read_to_end, bootstrap_servers, ensure_topics
 from infra import devstack, localnet
+from infra.devtools.catalogue import generate_catalogue
 from schemas.events import decode_package_event
 from schemas.signing import SignedEvent, SigningKey
-from services.catalogue import generate_catalogue
-from services.importer import (
+from services.importer.importer import (
     ImportSettings,
     RichImportProgress,
     import_repository,

@@ -70,7 +70,7 @@ from infra import devstack, localnet
 from schemas import layout
 from schemas.events import ReleasePublished
 from schemas.signing import SigningKey
-from services.publisher import build_release, publish_release
+from services.publishing.publisher import build_release, publish_release
 from tests.benchmarks.figures import figure, peak_rss_mb
 from tests.roots import write_drupal_root
 

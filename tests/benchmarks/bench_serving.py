@@ -80,12 +80,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from connectors.store import S3Store, StoreLocation
 from connectors.view_store import LocalView
 from infra import devstack, localnet
+from infra.devtools.catalogue import CHECKSUMS_FILE, generate_catalogue
 from schemas import layout
 from schemas.composer import expand, render_packages_json
 from schemas.package_state import PackageState, VersionRecord, render_documents
-from services.catalogue import CHECKSUMS_FILE, generate_catalogue
-from services.nginx_front import render_nginx_config
-from services.node_http import REGION_HEADER, NodeHttp, NodeHttpSettings
+from services.node.http_app import REGION_HEADER, NodeHttp, NodeHttpSettings
+from services.node.nginx_front import render_nginx_config
 from streams.region_view import view_of
 from tests.benchmarks.figures import figure, peak_rss_mb
 
@@ -156,7 +156,7 @@ def serve_node(argv: Sequence[str]) -> None:
     args = parser.parse_args(argv)
     # The bucket holds only zips: /dist answers 302 to presigned URLs of what it holds.
     store = S3Store(StoreLocation.from_url(args.store), args.bucket)
-    # As `fairstream node run --view topic` (services/cli.py, streams/node.py): states and p2
+    # As `fairstream node run --view topic` (services/cli/main.py, streams/node.py): states and p2
     # from the process's local view, which it loads from sqlite (and checks its docroot).
     local = LocalView(args.view / VIEW_DB, docroot=args.view / DOCROOT)
     node = NodeHttp(

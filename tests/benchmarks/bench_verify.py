@@ -17,8 +17,8 @@ import nacl.signing
 from schemas.events import Artifact, ReleasePublished, utc_now
 from schemas.signing import SignedEvent, SigningKey, seal, signing_message
 from schemas.trust import verify_event
-from services.publisher import next_sequence
-from services.trust_admin import DelegationSpec, build_root
+from services.publishing.publisher import next_sequence
+from services.publishing.trust_admin import DelegationSpec, build_root
 
 EVENTS = 2_000
 RUNS = 9

@@ -170,7 +170,7 @@ NOTES = """
   the ratio approaches it. Cut so far: fingerprint-indexed decoders built
   once, reader-equals-writer decoding without schema resolution, cached
   verify keys, a fast path for name checks, cached version mapping.
-- **Import** (issue 4): ours = `services.importer.import_repository` of a
+- **Import** (issue 4): ours = `services.importer.importer.import_repository` of a
   generated metadata-only catalogue (`generate_catalogue`, 30,000 projects,
   about 294,000 releases, `checksums.json` so nothing is downloaded) served
   by a real origin process (`fairstream origin serve`), into fresh topics on

@@ -15,10 +15,10 @@ from connectors.kafka import EventProducer, Topics, bootstrap_servers, ensure_to
 from connectors.object_store import ObjectStore
 from connectors.store import S3Store, StoreLocation
 from infra import devstack, localnet
+from infra.devtools.sample_projects import sample_zip
 from schemas.events import PackageEvent, ReleasePublished, ReleaseRejected
 from schemas.signing import SigningKey, seal
-from services.publisher import build_release, publish_release
-from services.sample_projects import sample_zip
+from services.publishing.publisher import build_release, publish_release
 from tests.roots import write_drupal_root
 
 REGIONS = ("eu", "us")

@@ -12,9 +12,9 @@ import orjson
 import pytest
 
 from infra import localnet
+from infra.devtools.catalogue import generate_catalogue
 from schemas.composer import expand
-from services.catalogue import generate_catalogue
-from services.importer import ImportSettings, import_repository, load_checksums
+from services.importer.importer import ImportSettings, import_repository, load_checksums
 from tests.e2e.harness import Federation, wait_until_served
 
 pytestmark = pytest.mark.e2e

@@ -29,10 +29,10 @@ from schemas.events import ReleasePublished, ReleaseYanked, utc_now
 from schemas.federation import registration_key, seal_registration, seal_status, status_key
 from schemas.signing import SigningKey, seal
 from schemas.versions import drupal_to_composer
-from services.directory import Directory
-from services.publisher import next_sequence
-from services.registry import ADMITTED, DROPPED, PENDING, RegionMap, Registry
-from services.status import read_node_book
+from services.cli.status import read_node_book
+from services.directory.http_app import Directory
+from services.directory.registry import ADMITTED, DROPPED, PENDING, RegionMap, Registry
+from services.publishing.publisher import next_sequence
 from streams.policy import ReplicationPolicy
 from streams.sync import registration_of
 from tests.drupal_fixtures import DRUPAL_P2

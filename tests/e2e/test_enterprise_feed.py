@@ -20,11 +20,11 @@ import pytest
 
 from connectors.kafka import EventProducer, Topics, bootstrap_servers, ensure_topics
 from infra import devstack, localnet
+from infra.devtools.sample_projects import sample_zip
 from schemas.events import ReleasePublished, ReleaseYanked, utc_now
 from schemas.signing import SigningKey, seal
-from services.publisher import build_release
-from services.sample_projects import sample_zip
-from services.trust_admin import DelegationSpec, build_root
+from services.publishing.publisher import build_release
+from services.publishing.trust_admin import DelegationSpec, build_root
 from tests.roots import write_drupal_root
 
 REPO = Path(__file__).resolve().parents[2]

@@ -29,6 +29,7 @@ from connectors.kafka import (
 )
 from connectors.object_store import ObjectStore
 from infra import localnet
+from infra.devtools.sample_projects import sample_zip
 from schemas import layout
 from schemas.events import (
     AdvisorySource,
@@ -39,8 +40,7 @@ from schemas.events import (
     utc_now,
 )
 from schemas.signing import seal
-from services.publisher import build_release, next_sequence
-from services.sample_projects import sample_zip
+from services.publishing.publisher import build_release, next_sequence
 from streams.node import group_id
 from tests.e2e.harness import (
     RECORD_DELIMITER,

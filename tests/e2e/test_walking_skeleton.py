@@ -10,9 +10,9 @@ import orjson
 import pytest
 
 from infra import localnet
+from infra.devtools.sample_projects import sample_zip
 from schemas.events import Artifact
 from schemas.signing import SignedEvent, seal
-from services.sample_projects import sample_zip
 from tests.e2e.harness import REGIONS, Federation, rejections_of, wait_until_served
 
 pytestmark = pytest.mark.e2e

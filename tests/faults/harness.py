@@ -43,13 +43,13 @@ from connectors.kafka import (
     published_releases,
 )
 from infra import devstack, localnet
+from infra.devtools.sample_projects import sample_zip
 from schemas.composer import expand, version_entry
 from schemas.errors import FairstreamError
 from schemas.events import Artifact, ReleasePublished, utc_now
 from schemas.signing import SigningKey, seal
 from schemas.versions import drupal_to_composer
-from services.publisher import build_release, publish_release
-from services.sample_projects import sample_zip
+from services.publishing.publisher import build_release, publish_release
 from streams.node import group_id
 from tests.faults.checker import (
     Acknowledged,

@@ -28,7 +28,7 @@ from infra import localnet
 from schemas.composer import expand
 from schemas.federation import registration_key, seal_registration, seal_status, status_key
 from schemas.signing import SigningKey
-from services.status import read_node_book
+from services.cli.status import read_node_book
 from streams.policy import ReplicationPolicy
 from streams.sync import registration_of
 from tests.e2e.harness import Federation, federation, wait_until_served

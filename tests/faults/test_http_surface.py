@@ -32,12 +32,12 @@ from infra import devstack
 from schemas import layout
 from schemas.package_state import render_documents
 from schemas.signing import SigningKey
-from services.directory import Directory, directory_app
-from services.node_http import NodeHttp, NodeHttpSettings
-from services.publishing_client import sign_request
-from services.publishing_http import MAX_DOCUMENT_SIZE, PublishingService, PublishingSettings
-from services.registry import RegionMap, Registry
-from services.trust_admin import DelegationSpec, build_root
+from services.directory.http_app import Directory, directory_app
+from services.directory.registry import RegionMap, Registry
+from services.node.http_app import NodeHttp, NodeHttpSettings
+from services.publishing.client import sign_request
+from services.publishing.http_app import MAX_DOCUMENT_SIZE, PublishingService, PublishingSettings
+from services.publishing.trust_admin import DelegationSpec, build_root
 from tests.servers import ServerThread
 
 ROOT_KEY = SigningKey.generate()

@@ -14,8 +14,8 @@ from connectors.kafka import Delivered, EventProducer
 from schemas.events import ReleasePublished
 from schemas.federation import NodeStatus
 from schemas.signing import SigningKey
-from services.status import read_node_book
-from services.trust_admin import DelegationSpec, build_root
+from services.cli.status import read_node_book
+from services.publishing.trust_admin import DelegationSpec, build_root
 from tests.faults.harness import WORKERS, FaultFederation, Load, Poller, read_p2
 from tests.faults.test_delivery import rejections
 

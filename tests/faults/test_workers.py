@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
-from services.status import read_node_book
+from services.cli.status import read_node_book
 from tests.faults.harness import FaultFederation, Load, Poller
 
 

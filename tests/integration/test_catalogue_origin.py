@@ -12,10 +12,10 @@ import orjson
 import pytest
 from aiohttp.test_utils import TestServer
 
+from infra.devtools.catalogue import CHECKSUMS_FILE, CatalogueSummary, generate_catalogue
+from infra.devtools.origin_http import origin_app
 from infra.localnet import free_port
 from schemas.composer import expand
-from services.catalogue import CHECKSUMS_FILE, CatalogueSummary, generate_catalogue
-from services.origin_http import origin_app
 
 pytestmark = pytest.mark.integration
 

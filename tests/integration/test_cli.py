@@ -9,11 +9,11 @@ import pytest
 from click.testing import CliRunner
 
 from infra import devstack
+from infra.devtools.demo import write_key_pair
 from schemas.errors import ConfigurationError, RootRotationError
 from schemas.signing import SigningKey
 from schemas.trust import load_pinned_root, verify_root_update
-from services.cli import cli
-from services.demo import write_key_pair
+from services.cli.main import cli
 
 pytestmark = pytest.mark.integration
 

@@ -252,7 +252,7 @@ def test_librdkafka_lines_come_through_the_json_format(work: Path) -> None:
         import time
         from confluent_kafka import Producer
         from connectors.kafka import client_config
-        from services.logs import LogSettings, configure_logging
+        from services.shared.logs import LogSettings, configure_logging
 
         configure_logging(LogSettings(format="json"))
         producer = Producer(client_config("kafka://127.0.0.1:1"))

@@ -22,7 +22,7 @@ from confluent_kafka.cimpl import NewTopic
 from minio import Minio
 
 from infra import devstack
-from services.cli import cli
+from services.cli.main import cli
 
 pytestmark = pytest.mark.integration
 

@@ -29,9 +29,9 @@ from schemas.federation import NodeStatus, PartitionSync
 from schemas.package_state import PackageState, VersionRecord, render_documents
 from schemas.signing import SigningKey
 from schemas.versions import drupal_to_composer
-from services.directory import Directory
-from services.node_http import NodeHttp, NodeHttpSettings
-from services.registry import ADMITTED, REFUSED, RegionMap, Registry
+from services.directory.http_app import Directory
+from services.directory.registry import ADMITTED, REFUSED, RegionMap, Registry
+from services.node.http_app import NodeHttp, NodeHttpSettings
 from streams.policy import ReplicationPolicy
 from streams.sync import registration_of
 

@@ -34,9 +34,9 @@ from schemas import layout
 from schemas.composer import version_entry
 from schemas.errors import ConfigurationError
 from schemas.package_state import PackageState, VersionRecord, render_documents
-from services.cli import cli
-from services.dist_proxy import PIECE
-from services.node_http import NodeHttp, NodeHttpSettings
+from services.cli.main import cli
+from services.node.dist_proxy import PIECE
+from services.node.http_app import NodeHttp, NodeHttpSettings
 
 pytestmark = pytest.mark.integration
 

@@ -25,7 +25,7 @@ from infra import devstack
 from schemas.events import DownloadCounts
 from schemas.partitioning import region_partition
 from schemas.signing import SigningKey
-from services.trust_admin import DelegationSpec, build_root
+from services.publishing.trust_admin import DelegationSpec, build_root
 from streams.artifacts import HotStats
 from streams.node import NodeSettings, NodeStream, region_downloads_follower
 

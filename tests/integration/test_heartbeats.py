@@ -22,7 +22,7 @@ from connectors.store import S3Store, StoreLocation
 from infra import devstack, localnet
 from schemas.signing import SigningKey
 from schemas.trust import TrustRoot
-from services.status import CRITICAL, read_node_book
+from services.cli.status import CRITICAL, read_node_book
 from streams.node import group_id
 from streams.policy import ReplicationPolicy
 from streams.sync import GOODBYE_SECONDS, StatusReporter, registration_of

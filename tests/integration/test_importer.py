@@ -27,17 +27,17 @@ from connectors.kafka import (
     read_partition,
 )
 from infra import devstack, localnet
+from infra.devtools.demo import write_key_pair
+from infra.devtools.sample_projects import sample_zip
 from schemas.composer import expand, minify
 from schemas.errors import BrokerUnavailableError, MalformedEventError, OriginUnavailableError
 from schemas.events import ReleasePublished, utc_now
 from schemas.package_state import PackageState, apply_event
 from schemas.signing import SigningKey
 from schemas.trust import TrustRoot, verify_event
-from services.demo import write_key_pair
-from services.importer import ImportSettings, SkipReason, import_repository
-from services.importer_cli import register
-from services.sample_projects import sample_zip
-from services.trust_admin import DelegationSpec, build_root
+from services.importer.cli import register
+from services.importer.importer import ImportSettings, SkipReason, import_repository
+from services.publishing.trust_admin import DelegationSpec, build_root
 from tests.drupal_fixtures import DRUPAL_P2
 from tests.roots import write_drupal_root
 

@@ -25,7 +25,7 @@ from connectors.kafka import Topics
 from infra import devstack, localnet
 from schemas.signing import SigningKey
 from schemas.trust import TrustRoot
-from services.publishing_http import PublishingService, PublishingSettings
+from services.publishing.http_app import PublishingService, PublishingSettings
 from tests.roots import write_drupal_root
 from tests.servers import ServerThread
 

@@ -20,7 +20,7 @@ import pytest
 from aiohttp import web
 
 from infra.localnet import LocalProcess, free_port
-from services.nginx_front import render_nginx_config
+from services.node.nginx_front import render_nginx_config
 from tests.servers import ServerThread
 
 pytestmark = pytest.mark.integration

@@ -1,4 +1,4 @@
-"""services.node_http.NodeHttp over a real socket, backed by the real embedded S3 server."""
+"""services.node.http_app.NodeHttp over a real socket, backed by the real embedded S3 server."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from connectors.store import S3Store, StoreLocation
 from schemas import layout
 from schemas.composer import version_entry
 from schemas.package_state import PackageState, VersionRecord, render_documents
-from services.node_http import MAX_ADVISORY_NAMES, NodeHttp, NodeHttpSettings
+from services.node.http_app import MAX_ADVISORY_NAMES, NodeHttp, NodeHttpSettings
 from streams.health import Verdict
 
 pytestmark = pytest.mark.integration

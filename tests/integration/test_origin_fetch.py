@@ -19,6 +19,7 @@ from aiohttp.test_utils import TestServer
 
 from connectors import origin
 from connectors.origin import CHUNK_SIZE, FetchLimits, fetch_artifact, fetch_from_sources
+from infra.devtools.origin_http import origin_app
 from schemas.errors import (
     ArtifactMismatchError,
     ArtifactMismatchEverywhereError,
@@ -28,7 +29,6 @@ from schemas.errors import (
     SourceFailure,
 )
 from schemas.events import Artifact
-from services.origin_http import origin_app
 
 pytestmark = pytest.mark.integration
 

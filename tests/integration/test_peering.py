@@ -29,15 +29,15 @@ from connectors.object_store import ObjectStore
 from connectors.origin import FetchLimits
 from connectors.store import S3Store, StoreLocation
 from infra import devstack
+from infra.devtools.origin_http import origin_app
+from infra.devtools.sample_projects import sample_zip
 from schemas import layout
 from schemas.composer import expand
 from schemas.events import ReleasePublished, ReleaseRejected, utc_now
 from schemas.package_state import PackageState
 from schemas.signing import SignedEvent, SigningKey, seal
-from services.origin_http import origin_app
-from services.publisher import build_release
-from services.sample_projects import sample_zip
-from services.trust_admin import DelegationSpec, build_root
+from services.publishing.publisher import build_release
+from services.publishing.trust_admin import DelegationSpec, build_root
 from streams.artifacts import ReplicaRegistry
 from streams.dead_letter import DeadLetterFile
 from streams.peering import (

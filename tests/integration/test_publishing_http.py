@@ -24,6 +24,9 @@ from click.testing import CliRunner
 
 from connectors.kafka import Topics, ensure_topics, read_partition
 from infra import devstack
+from infra.devtools.demo import write_key_pair
+from infra.devtools.origin_http import origin_app
+from infra.devtools.sample_projects import sample_zip
 from schemas.errors import ConfigurationError
 from schemas.events import (
     AdvisorySource,
@@ -35,10 +38,8 @@ from schemas.events import (
 )
 from schemas.signing import SignedEvent, SigningKey
 from schemas.trust import verify_event
-from services.demo import write_key_pair
-from services.origin_http import origin_app
-from services.publishing_cli import publishing
-from services.publishing_client import (
+from services.publishing.cli import publishing
+from services.publishing.client import (
     CONTENT_SHA256_HEADER,
     SIGNATURE_HEADER,
     PublishingClient,
@@ -46,9 +47,8 @@ from services.publishing_client import (
     PublishRefusedError,
     sign_request,
 )
-from services.publishing_http import PublishingService, PublishingSettings
-from services.sample_projects import sample_zip
-from services.trust_admin import DelegationSpec, build_root
+from services.publishing.http_app import PublishingService, PublishingSettings
+from services.publishing.trust_admin import DelegationSpec, build_root
 
 pytestmark = pytest.mark.integration
 

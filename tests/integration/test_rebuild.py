@@ -17,15 +17,15 @@ from connectors.object_store import ObjectStore
 from connectors.state_store import PackageStates
 from connectors.store import S3Store, StoreLocation
 from infra import devstack
+from infra.devtools.origin_http import origin_app
+from infra.devtools.sample_projects import sample_zip
 from schemas import layout
 from schemas.events import ReleasePublished, ReleaseYanked, utc_now
 from schemas.package_state import PackageState, render_documents
 from schemas.signing import SigningKey, seal
 from schemas.trust import TrustRoot
-from services.origin_http import origin_app
-from services.publisher import build_release, next_sequence
-from services.sample_projects import sample_zip
-from services.trust_admin import DelegationSpec, build_root
+from services.publishing.publisher import build_release, next_sequence
+from services.publishing.trust_admin import DelegationSpec, build_root
 from streams.policy import ReplicationPolicy
 from streams.rebuild import BucketTarget, log_partitions, rebuild_region
 from streams.replication import ReleaseReplicator

@@ -17,7 +17,7 @@ from schemas import layout
 from schemas.errors import RootRotationError
 from schemas.signing import SignedEvent, SigningKey
 from schemas.trust import TrustRoot
-from services.trust_admin import DelegationSpec, build_root
+from services.publishing.trust_admin import DelegationSpec, build_root
 from streams.trust_keeper import TrustKeeper
 
 pytestmark = pytest.mark.integration

@@ -18,10 +18,7 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from schemas.composer import check_package_name, expand
-from schemas.errors import ConfigurationError
-from schemas.versions import drupal_to_composer, is_dev, normalize_version
-from services.catalogue import (
+from infra.devtools.catalogue import (
     CHECKSUMS_FILE,
     MAX_ZIP_SIZE,
     MIN_ZIP_SIZE,
@@ -29,7 +26,10 @@ from services.catalogue import (
     generate_catalogue,
     project_names,
 )
-from services.catalogue_cli import catalogue, register
+from infra.devtools.catalogue_cli import catalogue, register
+from schemas.composer import check_package_name, expand
+from schemas.errors import ConfigurationError
+from schemas.versions import drupal_to_composer, is_dev, normalize_version
 
 BASE_URL = "http://127.0.0.1:8000"
 # 8 projects of seed 1: 91 releases, 10 MB of zips, 4 projects with requirements.

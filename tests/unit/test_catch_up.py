@@ -10,7 +10,7 @@ import pytest
 from rich.console import Console
 
 from schemas.federation import NodeStatus
-from services.catch_up import CatchUp, CatchUpProgress
+from services.node.catch_up import CatchUp, CatchUpProgress
 
 
 def reading(behind: int, *, lower_bound: bool = False) -> NodeStatus:
@@ -79,7 +79,7 @@ def test_without_a_terminal_it_logs_every_period_then_once_in_sync(
 ) -> None:
     now = [0.0]
     display = CatchUpProgress(Console(file=io.StringIO()), log_every=30, clock=lambda: now[0])
-    caplog.set_level(logging.INFO, logger="services.catch_up")
+    caplog.set_level(logging.INFO, logger="services.node.catch_up")
 
     for at, behind in [(0, 900), (10, 700), (31, 400), (45, 200), (62, 0), (70, 50)]:
         now[0] = at

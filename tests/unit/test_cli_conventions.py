@@ -9,9 +9,9 @@ import click
 import orjson
 import pytest
 
-from services.cli import cli
-from services.cli_options import ByteSize
-from services.logs import JsonLogFormatter
+from services.cli.main import cli
+from services.cli.options import ByteSize
+from services.shared.logs import JsonLogFormatter
 from tests.unit.test_cli_help import commands
 
 SIZES = {"1G": 1 << 30, "20 GiB": 20 << 30, "500MB": 500 << 20, "1073741824": 1 << 30, "2k": 2048}

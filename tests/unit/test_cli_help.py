@@ -20,7 +20,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from services.cli import cli
+from services.cli.main import cli
 
 PROGRAM = "fairstream"
 _EXAMPLE = re.compile(r"^\s*Example: (.*)$")

@@ -9,8 +9,8 @@ import click
 import pytest
 
 from schemas.errors import ConfigurationError
-from services.cli import cli
-from services.node_config import check_config, configurable_commands, settings_of
+from services.cli.main import cli
+from services.node.config import check_config, configurable_commands, settings_of
 
 NODE_RUN = configurable_commands(cli)["node-run"]
 BROKER = "kafka+sasl-ssl://fairstream-eu:s3cr3t@kafka-1:9093?mechanism=SCRAM-SHA-512"

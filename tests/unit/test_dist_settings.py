@@ -14,8 +14,8 @@ import yaml
 
 from connectors.store import S3Store, StoreLocation, public_endpoint
 from schemas.errors import ConfigurationError
-from services.cli import cli
-from services.node_config import check_config, configurable_commands
+from services.cli.main import cli
+from services.node.config import check_config, configurable_commands
 
 STORE = "s3://fairstream:m1n10s3cr3t@minio:9000?region=eu-west-1"
 NODE_RUN = configurable_commands(cli)["node-run"]

@@ -29,12 +29,15 @@ MAY_IMPORT = {
 #: Imports of the dev tooling from a production layer, each with the reason it is allowed.
 DEV_IMPORTS_ALLOWED: dict[tuple[str, str], str] = {
     # The one `fairstream` command line offers the dev stack (`fairstream dev up`, the demo,
-    # the synthetic catalogue) beside the production commands, and reads the embedded
-    # stack's address when no --broker/--store is given (README's first command).
-    ("services.cli", "infra.devstack"): "the dev commands of the one CLI",
-    ("services.cli_options", "infra.devstack"): "the embedded stack's address as default",
-    ("services.demo", "infra.devstack"): "the demo runs on the embedded stack",
-    ("services.demo", "infra.localnet"): "the demo starts a federation of local processes",
+    # the synthetic catalogue, a static origin) beside the production commands, all
+    # registered in its composition root, and reads the embedded stack's address when no
+    # --broker/--store is given (README's first command).
+    ("services.cli.main", "infra.devstack"): "the dev commands of the one CLI",
+    # `keys generate` also writes its key pair with the demo's `write_key_pair`.
+    ("services.cli.main", "infra.devtools.demo"): "the CLI's `demo` command",
+    ("services.cli.main", "infra.devtools.catalogue_cli"): "the CLI's `catalogue` commands",
+    ("services.cli.main", "infra.devtools.origin_http"): "the CLI's `origin serve` command",
+    ("services.cli.options", "infra.devstack"): "the embedded stack's address as default",
 }
 
 
@@ -93,9 +96,10 @@ for _name, _path in KNOWN.items():
 
 
 def test_the_project_is_found() -> None:
-    assert {"schemas.trust", "connectors.store", "streams.node", "services.cli"} <= set(KNOWN)
+    assert {"schemas.trust", "connectors.store", "streams.node", "services.cli.main"} <= set(KNOWN)
     assert "connectors.object_store" in GRAPH["streams.replication"]
-    assert "infra.devstack" in GRAPH["services.demo"]
+    assert "infra.devstack" in GRAPH["infra.devtools.demo"]
+    assert {"infra.devstack", "infra.devtools.demo"} <= GRAPH["services.cli.main"]
 
 
 @pytest.mark.parametrize("layer", LAYERS)

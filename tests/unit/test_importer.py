@@ -24,14 +24,15 @@ from connectors.composer_repo import (
     parse_p2,
     parse_packages_json,
 )
+from infra.devtools.catalogue import generate_catalogue
+from infra.devtools.demo import write_key_pair
 from schemas.composer import minify, render_p2, with_dist_url
 from schemas.errors import ConfigurationError, InvalidVersionError, MalformedEventError
 from schemas.events import ReleasePublished, check_consistency
 from schemas.signing import SigningKey
-from services import importer
-from services.catalogue import generate_catalogue
-from services.demo import write_key_pair
-from services.importer import (
+from services.importer import importer
+from services.importer.cli import register
+from services.importer.importer import (
     Candidate,
     ImportReport,
     ImportSettings,
@@ -45,8 +46,7 @@ from services.importer import (
     release_event,
     summary_table,
 )
-from services.importer_cli import register
-from services.publisher import next_sequence
+from services.publishing.publisher import next_sequence
 from tests.drupal_fixtures import DRUPAL_P2
 
 REPO = Path(__file__).resolve().parents[2]

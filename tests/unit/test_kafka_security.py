@@ -355,7 +355,7 @@ def test_the_source_check_finds_a_client_built_by_hand() -> None:
 
 def test_settings_never_show_credentials_in_their_repr() -> None:
     from connectors.store import StoreLocation
-    from services.publishing_http import PublishingSettings
+    from services.publishing.http_app import PublishingSettings
 
     store = StoreLocation.from_url("s3://access:s3cr3t-store@127.0.0.1:9000")
     publishing = PublishingSettings(

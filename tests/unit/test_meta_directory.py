@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
-from services.meta_directory import (
+from services.directory.meta import (
     DirectoryHealth,
     MetaDirectory,
     MetaDirectorySettings,
@@ -21,7 +21,7 @@ from services.meta_directory import (
     choose_directory,
     health_from_probe,
 )
-from services.registry import RegionMap
+from services.directory.registry import RegionMap
 
 T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 EU = Reference("eu", "http://eu.example")

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from schemas.events import PACKAGE_NAME
 from schemas.trust import NAMESPACE
-from services.node_http import _P2_FILE
+from services.node.http_app import _P2_FILE
 from streams.peering import _NAMESPACE_GLOB
 
 # Composer's ValidatingArrayLoader rule, as Composer writes it.

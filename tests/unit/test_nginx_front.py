@@ -1,4 +1,4 @@
-"""services.nginx_front: the p2 regex agrees with the node's rule, the config text, the mistakes.
+"""services.node.nginx_front: the p2 regex agrees with the node's rule, the config text, the mistakes.
 
 nginx itself runs in tests/integration/test_nginx_front.py; here nothing opens a socket.
 """
@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from schemas.errors import ConfigurationError
 from schemas.events import NAME_PATTERN, PACKAGE_NAME, VENDOR_PATTERN
-from services.nginx_front import nginx_config, p2_location_regex, render_nginx_config
+from services.node.nginx_front import nginx_config, p2_location_regex, render_nginx_config
 
 DOCROOT = Path("/srv/fairstream/eu/docroot")
 PREFIX = Path("/srv/fairstream/eu/nginx")

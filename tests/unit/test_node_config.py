@@ -9,11 +9,11 @@ import click
 import pytest
 from click.testing import CliRunner
 
+from infra.devtools.demo import write_key_pair
 from schemas.signing import SigningKey
-from services import config_cli
-from services.cli import cli
-from services.demo import write_key_pair
-from services.node_config import (
+from services.cli import config as config_cli
+from services.cli.main import cli
+from services.node.config import (
     ConfigCheck,
     check_config,
     configurable_commands,
@@ -21,7 +21,7 @@ from services.node_config import (
     settings_of,
     shown_value,
 )
-from services.trust_admin import build_root
+from services.publishing.trust_admin import build_root
 
 COMMANDS = configurable_commands(cli)
 NODE_RUN = COMMANDS["node-run"]

@@ -22,7 +22,7 @@ from schemas.errors import BrokerUnavailableError
 from schemas.events import DownloadCounts
 from schemas.partitioning import murmur2, region_partition
 from schemas.signing import SigningKey
-from services.trust_admin import DelegationSpec, build_root
+from services.publishing.trust_admin import DelegationSpec, build_root
 from streams import node as node_module
 from streams.node import NodeSettings, NodeStream, region_downloads_follower
 from streams.sinks import Record

@@ -14,7 +14,7 @@ from schemas.errors import ConfigurationError
 from schemas.events import ReplicaAvailable, utc_now
 from schemas.signing import SigningKey
 from schemas.trust import TrustRoot
-from services.trust_admin import DelegationSpec, build_root
+from services.publishing.trust_admin import DelegationSpec, build_root
 from streams.artifacts import ReplicaRegistry
 from streams.node import NodeSettings, NodeStream
 from streams.peering import (

@@ -3,7 +3,7 @@ the manifests is one the code knows.
 
 Docker and Kubernetes cannot run here, so these tests read the manifests the way
 compose, kubectl and MirrorMaker would and check them against the click command
-tree, the settings model (``services.node_config``, the checker behind ``fairstream
+tree, the settings model (``services.node.config``, the checker behind ``fairstream
 config check``) and ``connectors.kafka.Topics``. Each check is also run on a
 deliberately broken copy, to show it can fail.
 """
@@ -30,9 +30,9 @@ import yaml
 
 from connectors.kafka import BrokerLocation, Topics
 from schemas.errors import ConfigurationError
-from services.cli import cli
-from services.cli_options import FILE_SUFFIX, CredentialOption
-from services.node_config import check_config, configurable_commands, settings_of
+from services.cli.main import cli
+from services.cli.options import FILE_SUFFIX, CredentialOption
+from services.node.config import check_config, configurable_commands, settings_of
 
 REPO = Path(__file__).resolve().parents[2]
 PRODUCTION = REPO / "infra" / "production"

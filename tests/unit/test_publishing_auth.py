@@ -20,7 +20,7 @@ from multidict import CIMultiDict
 from schemas.errors import ConfigurationError
 from schemas.signing import SigningKey, signing_message
 from schemas.trust import TrustRoot
-from services.publishing_client import (
+from services.publishing.client import (
     CONTENT_SHA256_HEADER,
     DATE_HEADER,
     KEY_ID_HEADER,
@@ -30,7 +30,7 @@ from services.publishing_client import (
     request_message,
     sign_request,
 )
-from services.publishing_http import (
+from services.publishing.http_app import (
     BadRequestError,
     ForbiddenRequestError,
     RequestVerifier,
@@ -39,7 +39,7 @@ from services.publishing_http import (
     read_form,
     signers_by_namespace,
 )
-from services.trust_admin import DelegationSpec, build_root
+from services.publishing.trust_admin import DelegationSpec, build_root
 
 ROOT_KEY = SigningKey(seed=b"\x01" * 32)
 SERVICE = SigningKey(seed=b"\x02" * 32)

@@ -20,15 +20,15 @@ from aiohttp.test_utils import TestServer
 from connectors.memory_store import MemoryStore
 from connectors.object_store import ObjectStore
 from connectors.state_store import PackageStates
+from infra.devtools.origin_http import origin_app
+from infra.devtools.sample_projects import sample_zip
 from schemas import layout
 from schemas.events import ReleaseExpunged, ReleasePublished, ReleaseYanked, utc_now
 from schemas.package_state import PackageState, render_documents
 from schemas.signing import SigningKey, seal
 from schemas.trust import TrustRoot
-from services.origin_http import origin_app
-from services.publisher import build_release, next_sequence
-from services.sample_projects import sample_zip
-from services.trust_admin import DelegationSpec, build_root
+from services.publishing.publisher import build_release, next_sequence
+from services.publishing.trust_admin import DelegationSpec, build_root
 from streams.policy import ReplicationMode, ReplicationPolicy
 from streams.rebuild import BucketTarget, RebuildReport, rebuild_region
 from streams.replication import ReleaseReplicator

@@ -20,7 +20,15 @@ from schemas.federation import (
 )
 from schemas.package_state import VersionRecord
 from schemas.signing import SigningKey, seal
-from services.registry import ADMITTED, DROPPED, PENDING, REFUSED, RegionMap, Registry, choose
+from services.directory.registry import (
+    ADMITTED,
+    DROPPED,
+    PENDING,
+    REFUSED,
+    RegionMap,
+    Registry,
+    choose,
+)
 
 T0 = datetime(2026, 11, 22, 12, 0, tzinfo=UTC)
 TOPIC = "fair.releases"

@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from infra.devtools.sample_projects import sample_zip
 from schemas import layout, package_state
 from schemas.composer import expand, render_p2, version_entry, with_dist_url
 from schemas.errors import (
@@ -50,9 +51,8 @@ from schemas.package_state import (
 from schemas.signing import SignedEvent, SigningKey, seal
 from schemas.trust import verify_event
 from schemas.versions import drupal_to_composer
-from services.publisher import PublishInputError, build_release, inspect_zip
-from services.sample_projects import sample_zip
-from services.trust_admin import DelegationSpec, build_root
+from services.publishing.publisher import PublishInputError, build_release, inspect_zip
+from services.publishing.trust_admin import DelegationSpec, build_root
 from streams.replication import check_top_directory
 
 PUBLIC_URL = "https://eu.fairstream.example"

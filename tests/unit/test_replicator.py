@@ -24,6 +24,8 @@ from aiohttp.test_utils import TestServer
 from connectors.memory_store import MemoryStore
 from connectors.object_store import ObjectStore
 from connectors.origin import FetchLimits
+from infra.devtools.origin_http import origin_app
+from infra.devtools.sample_projects import sample_zip
 from schemas import layout
 from schemas.composer import expand
 from schemas.errors import (
@@ -46,10 +48,8 @@ from schemas.events import (
 from schemas.package_state import PackageState
 from schemas.signing import SignedEvent, SigningKey, seal
 from schemas.trust import TrustRoot
-from services.origin_http import origin_app
-from services.publisher import build_release, next_sequence
-from services.sample_projects import sample_zip
-from services.trust_admin import DelegationSpec, build_root
+from services.publishing.publisher import build_release, next_sequence
+from services.publishing.trust_admin import DelegationSpec, build_root
 from streams.artifacts import HotStats, ReplicaRegistry
 from streams.policy import ReplicationMode, ReplicationPolicy
 from streams.replication import Abandoned, Applied, ReleaseReplicator, Skipped, Verified

@@ -16,14 +16,14 @@ import fastavro.schema
 import orjson
 import pytest
 
+from infra.devtools.sample_projects import sample_zip
 from schemas import codec, errors
 from schemas.errors import MalformedEventError, RejectedError
 from schemas.events import ReleasePublished, utc_now
 from schemas.signing import Signature, SignedEvent, SigningKey, seal
 from schemas.trust import TrustRoot, verify_event
-from services.publisher import build_release
-from services.sample_projects import sample_zip
-from services.trust_admin import DelegationSpec, build_root
+from services.publishing.publisher import build_release
+from services.publishing.trust_admin import DelegationSpec, build_root
 from streams import peering
 
 REPO = Path(__file__).resolve().parents[2]

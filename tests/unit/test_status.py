@@ -22,7 +22,7 @@ from schemas.federation import (
     shown_state,
 )
 from schemas.signing import SigningKey
-from services.status import (
+from services.cli.status import (
     CRITICAL,
     OK,
     WARNING,
@@ -33,7 +33,7 @@ from services.status import (
     severity,
     status_table,
 )
-from services.status_pages import node_rows
+from services.shared.status_pages import node_rows
 from streams.policy import ReplicationPolicy
 from streams.sync import registration_of
 

@@ -16,9 +16,10 @@ from aiohttp.test_utils import make_mocked_request
 from schemas.federation import LagSample, NodeStatus, seal_registration, seal_status
 from schemas.package_state import PackageState, VersionRecord
 from schemas.signing import SigningKey
-from services.directory import Directory, DirectoryStatus
-from services.registry import RegionMap, Registry
-from services.status_pages import (
+from services.directory.http_app import Directory, DirectoryStatus
+from services.directory.registry import RegionMap, Registry
+from services.publishing.trust_admin import DelegationSpec, build_root
+from services.shared.status_pages import (
     NetworkView,
     NodeRow,
     PackageView,
@@ -29,7 +30,6 @@ from services.status_pages import (
     lag_chart,
     package_view,
 )
-from services.trust_admin import DelegationSpec, build_root
 from streams.policy import ReplicationPolicy
 from streams.sync import registration_of
 

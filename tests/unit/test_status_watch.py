@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from rich.console import RenderableType
 
-from services.status import redraw
+from services.cli.status import redraw
 
 
 def test_it_redraws_every_period_until_the_stop_condition() -> None:

@@ -3,7 +3,7 @@
 A request to the publishing service carries no password: it is signed with an
 Ed25519 key that the trust root delegates for the package's namespace. The
 format (docs/publishing.md, "Signing a request") lives here, beside the client
-that makes it; ``services.publishing_http`` verifies it.
+that makes it; ``services.publishing.http_app`` verifies it.
 """
 
 from __future__ import annotations

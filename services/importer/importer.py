@@ -74,7 +74,7 @@ from schemas.events import (
 )
 from schemas.signing import SigningKey, seal
 from schemas.versions import drupal_to_composer, is_dev, normalize_version, version_sort_key
-from services.publisher import next_sequence
+from services.publishing.publisher import next_sequence
 
 __all__ = [
     "Candidate",

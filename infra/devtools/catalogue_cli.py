@@ -20,8 +20,8 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
+from infra.devtools.catalogue import MAX_PROJECTS, CatalogueSummary, generate_catalogue
 from schemas.errors import ConfigurationError
-from services.catalogue import MAX_PROJECTS, CatalogueSummary, generate_catalogue
 
 __all__ = ["catalogue", "register"]
 

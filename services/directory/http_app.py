@@ -3,7 +3,7 @@
 It materializes the catalogue itself (a metadata-only node of its own) and
 serves ``packages.json`` and p2 from it, so its metadata only ever holds
 verified versions with their signed sha1. A dist request is answered with a
-302 to the best node for the client (``services.registry.choose``). Nodes come
+302 to the best node for the client (``services.directory.registry.choose``). Nodes come
 from the status topic: the directory admits a node after a self-test (a
 version's p2 entry and zip fetched through the node, sha1 checked against the
 signed one), and drops one silent for longer than the silence window.
@@ -34,8 +34,7 @@ from schemas.federation import NodeBook
 from schemas.package_state import PackageState, StateReader, VersionRecord
 from schemas.trust import TrustRoot
 from schemas.versions import is_dev
-from services.node_http import NodeHttp
-from services.registry import (
+from services.directory.registry import (
     ADMITTED,
     DROPPED,
     PENDING,
@@ -46,7 +45,8 @@ from services.registry import (
     Registry,
     choose,
 )
-from services.status_pages import (
+from services.node.http_app import NodeHttp
+from services.shared.status_pages import (
     NetworkView,
     PackageView,
     RejectionLog,

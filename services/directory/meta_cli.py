@@ -7,15 +7,15 @@ import uvloop
 
 from schemas.errors import ConfigurationError
 from schemas.federation import REGION_NAME
-from services.cli_options import (
+from services.cli.options import (
     GEO_HEADER_OPTION,
     REGION_MAP_OPTION,
     listen_address,
     log_settings,
 )
-from services.meta_directory import MetaDirectory, MetaDirectorySettings, Reference
-from services.registry import RegionMap
-from services.serving import serve_app
+from services.directory.meta import MetaDirectory, MetaDirectorySettings, Reference
+from services.directory.registry import RegionMap
+from services.shared.serving import serve_app
 
 __all__ = ["refer", "register"]
 

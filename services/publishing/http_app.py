@@ -60,14 +60,14 @@ from schemas.events import (
 from schemas.signing import PublicKey, SigningKey, seal
 from schemas.trust import Delegation, TrustRoot, namespace_of, short_ids, verify_event
 from schemas.versions import drupal_to_composer
-from services.publisher import PublishInputError, build_release, next_sequence
-from services.publishing_client import (
+from services.publishing.client import (
     CONTENT_SHA256_HEADER,
     DATE_HEADER,
     KEY_ID_HEADER,
     SIGNATURE_HEADER,
     request_message,
 )
+from services.publishing.publisher import PublishInputError, build_release, next_sequence
 
 log = logging.getLogger(__name__)
 

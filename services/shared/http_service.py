@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 from mode import Service
 
-from services.logs import LogSettings, access_log_options
+from services.shared.logs import LogSettings, access_log_options
 
 
 class HttpServerService(Service):

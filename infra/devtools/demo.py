@@ -25,12 +25,12 @@ from rich.progress import Progress
 from connectors.kafka import EventProducer, Topics, ensure_topics
 from connectors.store import redact_url
 from infra import devstack, localnet
+from infra.devtools.sample_projects import sample_zip
 from schemas.errors import FairstreamError
 from schemas.signing import SigningKey
-from services.publisher import build_release, publish_release
-from services.sample_projects import sample_zip
-from services.status import region_status, status_table
-from services.trust_admin import DelegationSpec, build_root
+from services.cli.status import region_status, status_table
+from services.publishing.publisher import build_release, publish_release
+from services.publishing.trust_admin import DelegationSpec, build_root
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import click
 
 from schemas.errors import ConfigurationError
 from schemas.federation import REGION_NAME
-from services.cli_options import DATA_DIR_OPTION
+from services.cli.options import DATA_DIR_OPTION
 
 __all__ = ["nginx_config", "p2_location_regex", "render_nginx_config"]
 
@@ -37,7 +37,7 @@ _NETLOC = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9.-]*|\[[0-9A-Fa-f:.]+\])(?::(?P<p
 #: quotes, "#", "\" (escapes) or "$" (``root`` expands variables).
 _CONF_PATH = re.compile(r"/[A-Za-z0-9._/+@,=~%:-]*")
 _USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
-#: The node's own request body limit (``MAX_REQUEST_BODY`` of services/node_http.py, 1 MiB):
+#: The node's own request body limit (``MAX_REQUEST_BODY`` of services/node/http_app.py, 1 MiB):
 #: nginx refuses bigger bodies with the same 413 before it buffers them.
 _MAX_REQUEST_BODY = "1m"
 
@@ -358,7 +358,7 @@ def nginx_config(
         )
     node_dir = data_dir / "nodes" / region
     if docroot is None:
-        # Each worker writes its own view (services/cli.py node_run): the node behind us.
+        # Each worker writes its own view (services/cli/main.py node_run): the node behind us.
         node = urlsplit(node_url)
         if node.hostname is None or node.port is None:
             raise ConfigurationError(

@@ -14,7 +14,7 @@ import faust
 from aiohttp import web
 from mode import ServiceT
 
-from services.logs import LogSettings, access_log_options
+from services.shared.logs import LogSettings, access_log_options
 
 __all__ = ["INTERRUPTED", "run_worker", "serve_app"]
 

@@ -17,7 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from connectors.store import redact_url
-from services.node_config import (
+from services.node.config import (
     ConfigCheck,
     check_config,
     configurable_commands,

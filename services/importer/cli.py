@@ -13,7 +13,7 @@ from rich.console import Console
 from connectors.composer_repo import SourceLimits, packages_json_url
 from connectors.kafka import Topics
 from schemas.errors import ConfigurationError
-from services.cli_options import (
+from services.cli.options import (
     BROKER_OPTION,
     DATA_DIR_OPTION,
     PARTITIONS_OPTION,
@@ -24,8 +24,8 @@ from services.cli_options import (
     read_file,
     signers_root,
 )
-from services.cli_options import broker_url as resolve_broker
-from services.importer import (
+from services.cli.options import broker_url as resolve_broker
+from services.importer.importer import (
     ImportReport,
     ImportSettings,
     RichImportProgress,
@@ -33,7 +33,7 @@ from services.importer import (
     load_checksums,
     summary_table,
 )
-from services.trust_admin import signing_keys
+from services.publishing.trust_admin import signing_keys
 
 
 def register(group: click.Group) -> None:

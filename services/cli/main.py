@@ -29,6 +29,9 @@ from connectors.object_store import ObjectStore
 from connectors.state_store import PackageStates
 from connectors.store import S3Store, StoreLocation, open_store
 from infra import devstack
+from infra.devtools.catalogue_cli import register as register_catalogue
+from infra.devtools.demo import run_demo, write_key_pair
+from infra.devtools.origin_http import origin_app
 from schemas import layout
 from schemas.composer import render_packages_json
 from schemas.errors import (
@@ -44,9 +47,8 @@ from schemas.federation import MISSED_HEARTBEATS, REGION_NAME, SILENT_AFTER
 from schemas.package_state import render_documents
 from schemas.signing import SigningKey
 from schemas.trust import TrustRoot, load_pinned_root, verify_root_update
-from services.catalogue_cli import register as register_catalogue
-from services.catch_up import CatchUpProgress
-from services.cli_options import (
+from services.cli.config import register as register_config
+from services.cli.options import (
     BROKER_OPTION,
     BYTE_SIZE,
     DATA_DIR_OPTION,
@@ -72,31 +74,8 @@ from services.cli_options import (
     stack_urls,
     write_file,
 )
-from services.cli_options import broker_url as resolve_broker
-from services.config_cli import register as register_config
-from services.demo import run_demo, write_key_pair
-from services.directory import Directory, directory_app
-from services.http_service import HttpServerService
-from services.importer_cli import register as register_import
-from services.logs import (
-    LOG_FORMATS,
-    LOG_LEVELS,
-    LogFormat,
-    LogLevel,
-    LogSettings,
-    configure_logging,
-    logs_json,
-)
-from services.meta_directory_cli import register as register_meta_directory
-from services.nginx_front import nginx_config
-from services.node_config import configurable
-from services.node_http import DIST_MODES, NodeHttp, NodeHttpSettings
-from services.origin_http import origin_app
-from services.publisher import build_release, publish_release
-from services.publishing_cli import register as register_publishing
-from services.registry import RegionMap, Registry
-from services.serving import INTERRUPTED, run_worker, serve_app
-from services.status import (
+from services.cli.options import broker_url as resolve_broker
+from services.cli.status import (
     UNKNOWN,
     FederationCheck,
     check_federation,
@@ -105,8 +84,35 @@ from services.status import (
     read_node_book,
     redraw,
 )
-from services.status_pages import NodeOwnStatus, RejectionLog, serve_status_pages
-from services.trust_admin import DelegationSpec, build_root, public_of, read_key, signing_keys
+from services.directory.http_app import Directory, directory_app
+from services.directory.meta_cli import register as register_meta_directory
+from services.directory.registry import RegionMap, Registry
+from services.importer.cli import register as register_import
+from services.node.catch_up import CatchUpProgress
+from services.node.config import configurable
+from services.node.http_app import DIST_MODES, NodeHttp, NodeHttpSettings
+from services.node.nginx_front import nginx_config
+from services.publishing.cli import register as register_publishing
+from services.publishing.publisher import build_release, publish_release
+from services.publishing.trust_admin import (
+    DelegationSpec,
+    build_root,
+    public_of,
+    read_key,
+    signing_keys,
+)
+from services.shared.http_service import HttpServerService
+from services.shared.logs import (
+    LOG_FORMATS,
+    LOG_LEVELS,
+    LogFormat,
+    LogLevel,
+    LogSettings,
+    configure_logging,
+    logs_json,
+)
+from services.shared.serving import INTERRUPTED, run_worker, serve_app
+from services.shared.status_pages import NodeOwnStatus, RejectionLog, serve_status_pages
 from streams.faults import FaultSpec
 from streams.health import DEFAULT_READY_LAG, DEFAULT_STUCK_AFTER, HealthRules
 from streams.node import NodeSettings, NodeStream, region_public_url
@@ -871,7 +877,7 @@ def node_serve(
     Example: fairstream node serve --region eu --root root.avro \\
       --listen 0.0.0.0:8080 --public-url https://eu.packages.example.org
     """
-    from services.frontend import Frontend, FrontendSettings
+    from services.node.frontend import Frontend, FrontendSettings
 
     host, port = listen_address(listen)
     broker_url, store_url = stack_urls(data_dir, broker, store)
@@ -1573,7 +1579,3 @@ def main() -> None:
         raise SystemExit(1) from None
     # Not standalone, click returns the code of an explicit exit (--help: 0), else None.
     raise SystemExit(result if isinstance(result, int) else 0)
-
-
-if __name__ == "__main__":
-    main()

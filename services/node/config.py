@@ -27,7 +27,7 @@ import click
 from connectors.kafka import BrokerLocation
 from connectors.store import StoreLocation, public_endpoint, redact_url
 from schemas.errors import ConfigurationError
-from services.cli_options import (
+from services.cli.options import (
     ByteSize,
     CredentialOption,
     credential_from_environment,
@@ -35,7 +35,7 @@ from services.cli_options import (
     pinned_root,
     read_file,
 )
-from services.registry import RegionMap
+from services.directory.registry import RegionMap
 from streams.peering import parse_peer
 
 #: The variable that names the configuration file when ``--config`` is not given.

@@ -1,7 +1,8 @@
 """What every ``fairstream`` command shares: its common options and how they are resolved.
 
-A module of its own so that the command modules (``cli``, ``importer_cli``,
-``publishing_cli``, ...) share one definition without importing each other.
+A module of its own so that the command modules (``services.cli.main``,
+``services.importer.cli``, ``services.publishing.cli``, ...) share one definition
+without importing each other.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from schemas.errors import ConfigurationError, RejectedError
 from schemas.federation import HEARTBEAT_EVERY_SECONDS, is_http_url
 from schemas.signing import SigningKey
 from schemas.trust import TrustRoot, delegation_problem, load_pinned_root
-from services.logs import LogSettings
+from services.shared.logs import LogSettings
 from streams.policy import parse_size
 
 

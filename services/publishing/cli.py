@@ -1,7 +1,7 @@
 """``fairstream publishing``: run the publishing service, and make its signed requests from a shell.
 
 ``register(cli)`` adds the group to the ``fairstream`` command. This module
-does not import ``services.cli`` (which imports it): the few shared options are
+does not import ``services.cli.main`` (which imports it): the few shared options are
 declared here again, with the same names and environment variables.
 """
 
@@ -20,7 +20,7 @@ from schemas.errors import ConfigurationError
 from schemas.events import DEFAULT_MAX_ARTIFACT_SIZE, AdvisorySource
 from schemas.signing import SigningKey
 from schemas.trust import short_ids
-from services.cli_options import (
+from services.cli.options import (
     BROKER_OPTION,
     BYTE_SIZE,
     DATA_DIR_OPTION,
@@ -30,16 +30,16 @@ from services.cli_options import (
     log_settings,
     pinned_root,
 )
-from services.cli_options import broker_url as resolve_broker
-from services.node_config import configurable
-from services.publishing_client import PublishingClient, Receipt
-from services.publishing_http import (
+from services.cli.options import broker_url as resolve_broker
+from services.node.config import configurable
+from services.publishing.client import PublishingClient, Receipt
+from services.publishing.http_app import (
     PublishingService,
     PublishingSettings,
     signers_by_namespace,
 )
-from services.serving import serve_app
-from services.trust_admin import signing_keys
+from services.publishing.trust_admin import signing_keys
+from services.shared.serving import serve_app
 
 console = Console(soft_wrap=True)
 

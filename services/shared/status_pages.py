@@ -431,7 +431,7 @@ def _span_text(seconds: float) -> str:
 # --- the pages ---------------------------------------------------------------------------
 
 _TEMPLATES = jinja2.Environment(
-    loader=jinja2.PackageLoader("services", "templates"),
+    loader=jinja2.PackageLoader("services.shared", "templates"),
     autoescape=True,
     undefined=jinja2.StrictUndefined,
     trim_blocks=True,

@@ -7,7 +7,7 @@ or from the region's bucket with ``--view bucket`` (ADR 4); a zip this node hold
 is answered with a 302 to
 a presigned URL of its content-addressed object (``dist = "redirect"``, signed
 for the store's public endpoint when one is given), or sent through the node
-(``dist = "proxy"``, ``services.dist_proxy``), and one it does not hold with a
+(``dist = "proxy"``, ``services.node.dist_proxy``), and one it does not hold with a
 302 to another node's verified copy or to the signed origin.
 """
 
@@ -36,7 +36,7 @@ from schemas.errors import StoreUnavailableError
 from schemas.events import NAME_PATTERN, PACKAGE_NAME
 from schemas.package_state import PackageState, StateReader, VersionRecord, find_version
 from schemas.trust import TrustRoot
-from services.dist_proxy import send_artifact
+from services.node.dist_proxy import send_artifact
 from streams.health import Verdict
 
 log = logging.getLogger(__name__)
@@ -278,7 +278,7 @@ class NodeHttp:
 
         404 for a malformed path, a package not served here, an unknown version or a sha256
         that is not the version's; 410 for an expunged version or artifact; 503 when nothing
-        can serve it now. Proxied: 200, or 206 and 416 for ranges (``services.dist_proxy``).
+        can serve it now. Proxied: 200, or 206 and 416 for ranges (``services.node.dist_proxy``).
         """
         package, version = self._package_and_version(request, request.match_info["version"])
         sha256 = request.match_info["sha256"]

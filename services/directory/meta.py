@@ -3,7 +3,7 @@
 It is configured with references ``REGION=URL``; several URLs for one region are linked
 directories serving the same catalogue, interchangeable. Every request (Composer metadata,
 dists, advisories, install notifications) is answered with a redirect to the same path on
-a healthy directory of the client's region (``services.registry.RegionMap``), else of the
+a healthy directory of the client's region (``services.directory.registry.RegionMap``), else of the
 default region, else of any other region, else a 503. A background task probes each
 directory's ``/health``; of a region's linked directories, only those with the highest
 trust root version are chosen (one behind on the root is not the same catalogue yet),
@@ -28,7 +28,7 @@ from aiohttp import web
 
 from connectors.metrics import instrument
 from schemas.federation import REGION_NAME
-from services.registry import RegionMap
+from services.directory.registry import RegionMap
 
 log = logging.getLogger(__name__)
 

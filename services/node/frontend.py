@@ -27,8 +27,8 @@ from schemas.errors import TransientError
 from schemas.federation import MISSED_HEARTBEATS
 from schemas.package_state import StateReader, render_documents
 from schemas.signing import SigningKey
-from services.node_http import DistMode, NodeHttp, NodeHttpSettings
-from services.status_pages import NodeOwnStatus, RejectionLog, serve_status_pages
+from services.node.http_app import DistMode, NodeHttp, NodeHttpSettings
+from services.shared.status_pages import NodeOwnStatus, RejectionLog, serve_status_pages
 from streams.artifacts import ReplicaRegistry
 from streams.node import TRUST_REFRESH_SECONDS, group_id
 from streams.policy import ReplicationPolicy
@@ -56,7 +56,7 @@ class FrontendSettings:
     status_interval: float = 10.0
     #: ``bucket`` or ``topic``: where the region's workers keep its view (NodeSettings.view).
     view: str = "topic"
-    #: How a zip held in the bucket is answered (``node_http.DistMode``).
+    #: How a zip held in the bucket is answered (``http_app.DistMode``).
     dist: DistMode = "redirect"
     #: The store's endpoint as clients reach it, ``https://s3.example.org``: redirects are
     #: presigned for it (empty: the store's own endpoint).

@@ -25,7 +25,7 @@ from connectors.kafka import (
 )
 from schemas.errors import RejectedError
 from schemas.federation import SILENT_AFTER, NodeBook, NodeRegistration, NodeStatus
-from services.status_pages import NodeRow, node_rows
+from services.shared.status_pages import NodeRow, node_rows
 from streams.node import group_id
 
 log = logging.getLogger(__name__)

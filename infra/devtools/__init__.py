@@ -1,0 +1,1 @@
+"""Dev tooling: the demo, the synthetic catalogue, sample projects and a static origin (not production code)."""

@@ -1,0 +1,7 @@
+"""``python -m services.cli``: the ``fairstream`` command."""
+
+from __future__ import annotations
+
+from services.cli.main import main
+
+main()
