@@ -30,7 +30,7 @@ from schemas.errors import FairstreamError
 from schemas.signing import SigningKey
 from services.cli.status import region_status, status_table
 from services.publishing.publisher import build_release, publish_release
-from services.publishing.trust_admin import DelegationSpec, build_root
+from services.publishing.trust_admin import DelegationSpec, build_root, write_key_pair
 
 
 @dataclass(frozen=True)
@@ -66,16 +66,6 @@ def ensure_key(path: Path) -> SigningKey:
     key = SigningKey.generate()
     write_key_pair(key, path)
     return key
-
-
-def write_key_pair(key: SigningKey, private_path: Path) -> Path:
-    """Write ``NAME.key`` (mode 600) and ``NAME.pub`` beside it; returns the public key's path."""
-    private_path.parent.mkdir(parents=True, exist_ok=True)
-    private_path.touch(mode=0o600, exist_ok=False)
-    private_path.write_bytes(key.to_json())
-    public_path = private_path.with_suffix(".pub")
-    public_path.write_bytes(key.public_key.to_json())
-    return public_path
 
 
 def run_demo(data_dir: Path, console: Console, *, keep_running: bool = False) -> None:

@@ -30,7 +30,7 @@ from connectors.state_store import PackageStates
 from connectors.store import S3Store, StoreLocation, open_store
 from infra import devstack
 from infra.devtools.catalogue_cli import register as register_catalogue
-from infra.devtools.demo import run_demo, write_key_pair
+from infra.devtools.demo import run_demo
 from infra.devtools.origin_http import origin_app
 from schemas import layout
 from schemas.composer import render_packages_json
@@ -100,6 +100,7 @@ from services.publishing.trust_admin import (
     public_of,
     read_key,
     signing_keys,
+    write_key_pair,
 )
 from services.shared.http_service import HttpServerService
 from services.shared.logs import (

@@ -18,6 +18,16 @@ _DELEGATION = re.compile(
 )
 
 
+def write_key_pair(key: SigningKey, private_path: Path) -> Path:
+    """Write ``NAME.key`` (mode 600) and ``NAME.pub`` beside it; returns the public key's path."""
+    private_path.parent.mkdir(parents=True, exist_ok=True)
+    private_path.touch(mode=0o600, exist_ok=False)
+    private_path.write_bytes(key.to_json())
+    public_path = private_path.with_suffix(".pub")
+    public_path.write_bytes(key.public_key.to_json())
+    return public_path
+
+
 def read_key(path: Path) -> SigningKey | PublicKey:
     """A key file: private (``.key``, has a seed) or public (``.pub``).
 

@@ -11,9 +11,8 @@ from pathlib import Path
 import pytest
 
 from infra import localnet
-from infra.devtools.demo import write_key_pair
 from schemas.signing import SigningKey, seal
-from services.publishing.trust_admin import DelegationSpec, build_root
+from services.publishing.trust_admin import DelegationSpec, build_root, write_key_pair
 from tests.e2e.harness import REGIONS, Federation, rejections_of, wait_until_served
 
 pytestmark = pytest.mark.e2e

@@ -9,11 +9,11 @@ import pytest
 from click.testing import CliRunner
 
 from infra import devstack
-from infra.devtools.demo import write_key_pair
 from schemas.errors import ConfigurationError, RootRotationError
 from schemas.signing import SigningKey
 from schemas.trust import load_pinned_root, verify_root_update
 from services.cli.main import cli
+from services.publishing.trust_admin import write_key_pair
 
 pytestmark = pytest.mark.integration
 

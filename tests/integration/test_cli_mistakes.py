@@ -33,9 +33,9 @@ from uuid import uuid4
 import pytest
 
 from infra import devstack
-from infra.devtools.demo import write_key_pair
 from infra.localnet import free_port
 from schemas.signing import SigningKey
+from services.publishing.trust_admin import write_key_pair
 
 pytestmark = pytest.mark.integration
 

@@ -27,7 +27,6 @@ from connectors.kafka import (
     read_partition,
 )
 from infra import devstack, localnet
-from infra.devtools.demo import write_key_pair
 from infra.devtools.sample_projects import sample_zip
 from schemas.composer import expand, minify
 from schemas.errors import BrokerUnavailableError, MalformedEventError, OriginUnavailableError
@@ -37,7 +36,7 @@ from schemas.signing import SigningKey
 from schemas.trust import TrustRoot, verify_event
 from services.importer.cli import register
 from services.importer.importer import ImportSettings, SkipReason, import_repository
-from services.publishing.trust_admin import DelegationSpec, build_root
+from services.publishing.trust_admin import DelegationSpec, build_root, write_key_pair
 from tests.drupal_fixtures import DRUPAL_P2
 from tests.roots import write_drupal_root
 

@@ -24,7 +24,6 @@ from click.testing import CliRunner
 
 from connectors.kafka import Topics, ensure_topics, read_partition
 from infra import devstack
-from infra.devtools.demo import write_key_pair
 from infra.devtools.origin_http import origin_app
 from infra.devtools.sample_projects import sample_zip
 from schemas.errors import ConfigurationError
@@ -48,7 +47,7 @@ from services.publishing.client import (
     sign_request,
 )
 from services.publishing.http_app import PublishingService, PublishingSettings
-from services.publishing.trust_admin import DelegationSpec, build_root
+from services.publishing.trust_admin import DelegationSpec, build_root, write_key_pair
 
 pytestmark = pytest.mark.integration
 

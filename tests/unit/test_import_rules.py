@@ -33,7 +33,6 @@ DEV_IMPORTS_ALLOWED: dict[tuple[str, str], str] = {
     # registered in its composition root, and reads the embedded stack's address when no
     # --broker/--store is given (README's first command).
     ("services.cli.main", "infra.devstack"): "the dev commands of the one CLI",
-    # `keys generate` also writes its key pair with the demo's `write_key_pair`.
     ("services.cli.main", "infra.devtools.demo"): "the CLI's `demo` command",
     ("services.cli.main", "infra.devtools.catalogue_cli"): "the CLI's `catalogue` commands",
     ("services.cli.main", "infra.devtools.origin_http"): "the CLI's `origin serve` command",

@@ -25,7 +25,6 @@ from connectors.composer_repo import (
     parse_packages_json,
 )
 from infra.devtools.catalogue import generate_catalogue
-from infra.devtools.demo import write_key_pair
 from schemas.composer import minify, render_p2, with_dist_url
 from schemas.errors import ConfigurationError, InvalidVersionError, MalformedEventError
 from schemas.events import ReleasePublished, check_consistency
@@ -47,6 +46,7 @@ from services.importer.importer import (
     summary_table,
 )
 from services.publishing.publisher import next_sequence
+from services.publishing.trust_admin import write_key_pair
 from tests.drupal_fixtures import DRUPAL_P2
 
 REPO = Path(__file__).resolve().parents[2]

@@ -9,7 +9,6 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from infra.devtools.demo import write_key_pair
 from schemas.signing import SigningKey
 from services.cli import config as config_cli
 from services.cli.main import cli
@@ -21,7 +20,7 @@ from services.node.config import (
     settings_of,
     shown_value,
 )
-from services.publishing.trust_admin import build_root
+from services.publishing.trust_admin import build_root, write_key_pair
 
 COMMANDS = configurable_commands(cli)
 NODE_RUN = COMMANDS["node-run"]
