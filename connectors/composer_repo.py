@@ -209,7 +209,7 @@ def parse_packages_json(data: bytes, url: str) -> RepositoryIndex:
 def p2_url(index: RepositoryIndex, package: str, *, dev: bool = False) -> str:
     """The URL of a package's p2 document (``dev``: its ``~dev`` document).
 
-    The caller checks ``package`` first (``schemas.events.check_package_name``):
+    The caller checks ``package`` first (``schemas.names.check_package_name``):
     the name becomes part of a URL path.
     """
     return index.metadata_url.replace(PACKAGE_PLACEHOLDER, f"{package}~dev" if dev else package)

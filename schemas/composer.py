@@ -11,12 +11,12 @@ from typing import Any, Final
 import orjson
 
 from schemas.errors import InvalidVersionError, MalformedEventError
+from schemas.names import check_package_name, is_package_name
 from schemas.versions import drupal_to_composer, is_dev, normalize_version, version_sort_key
 
 __all__ = [
     "MINIFIED_FORMAT",
     "UNSET",
-    "check_package_name",
     "check_servable_entry",
     "expand",
     "minify",
@@ -32,22 +32,6 @@ MINIFIED_FORMAT: Final = "composer/2.0"
 # Composer's MetadataMinifier marks a key the previous version had and this one lacks.
 UNSET: Final = "__unset"
 
-# Composer's own package name rule (ValidatingArrayLoader::hasPackageNamingError), lower case
-# only: Composer lower-cases every name it asks a repository for.
-_PACKAGE_NAME: Final = re.compile(
-    r"[a-z0-9](?:[_.-]?[a-z0-9]+)*/[a-z0-9](?:(?:[_.]|-{1,2})?[a-z0-9]+)*", re.ASCII
-)
-# Device names on Windows, which Composer refuses as vendor or project names.
-_RESERVED_NAMES: Final = frozenset(
-    [
-        "nul",
-        "con",
-        "prn",
-        "aux",
-        *(f"com{n}" for n in range(1, 10)),
-        *(f"lpt{n}" for n in range(1, 10)),
-    ]
-)
 _SHA1_HEX: Final = re.compile(r"[0-9a-f]{40}", re.ASCII)
 _OUR_KEYS: Final = ("name", "version", "version_normalized", "dist")
 # What orjson can write as a JSON integer: i64 and u64.
@@ -58,26 +42,6 @@ _LARGEST_INT: Final = (1 << 64) - 1
 # document, where an entry sits at level 4. Deeper ones are rendered: within that limit
 # render_p2's own recursion could still exhaust Python's stack, which only rendering tells.
 _PLAIN_DEPTH: Final = 32
-
-
-def check_package_name(name: str) -> str:
-    """Return ``name`` if Composer accepts it as a package name, in lower case (``vendor/project``).
-
-    Raises:
-        MalformedEventError: it is not one (``ValidatingArrayLoader::hasPackageNamingError``);
-            such a name must never become a path such as ``p2/<name>.json``.
-    """
-    if not _PACKAGE_NAME.fullmatch(name):
-        raise MalformedEventError(
-            f"Invalid Composer package name {name!r}: expected lower-case 'vendor/project' "
-            "(letters, digits, and single '.', '_' or '-' between them), e.g. 'drupal/token'"
-        )
-    if name.endswith(".json") or not _RESERVED_NAMES.isdisjoint(name.split("/")):
-        raise MalformedEventError(
-            f"Invalid Composer package name {name!r}: Composer refuses names ending in '.json' "
-            f"and vendor or project names among {', '.join(sorted(_RESERVED_NAMES))}"
-        )
-    return name
 
 
 def _p2_paths(name: str) -> tuple[str, str]:
@@ -334,9 +298,7 @@ def _plainly_servable(name: str, entry: dict[str, Any]) -> bool:
     Mirrors ``_p2_paths`` and ``_servable_entry`` check for check, on the entry before its
     ``None`` values are dropped (a key holding ``None`` counts as absent there).
     """
-    if type(entry) is not dict or not _PACKAGE_NAME.fullmatch(name):
-        return False
-    if name.endswith(".json") or not _RESERVED_NAMES.isdisjoint(name.split("/")):
+    if type(entry) is not dict or not is_package_name(name):
         return False
     version = entry.get("version")
     if type(version) is not str:

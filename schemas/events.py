@@ -22,34 +22,15 @@ from schemas.errors import (
     UnsafeNameError,
     WrongPackageError,
 )
+from schemas.names import check_package_name, check_safe_text, is_package_name
 from schemas.versions import drupal_to_composer
 
-# Composer's package name rule, written so no string has two ways to match: Composer's own
-# form, [a-z0-9]([_.-]?[a-z0-9]+)*, backtracks exponentially on a long run of letters
-# followed by a character it refuses (one such request held a node's event loop for good).
-VENDOR_PATTERN = r"[a-z0-9]+(?:[_.-][a-z0-9]+)*"
-NAME_PATTERN = r"[a-z0-9]+(?:(?:[_.]|-{1,2})[a-z0-9]+)*"
-PACKAGE_NAME = re.compile(rf"^{VENDOR_PATTERN}/{NAME_PATTERN}$")
 HEX_SHA256 = re.compile(r"^[0-9a-f]{64}$")
 #: The largest zip a node fetches and a publishing service takes, unless configured otherwise
 #: (``--max-artifact-size``): a larger release is refused before download.
 DEFAULT_MAX_ARTIFACT_SIZE = 1 << 30
 HEX_SHA1 = re.compile(r"^[0-9a-f]{40}$")
-_PLAIN_TEXT = re.compile(r"[A-Za-z0-9._+~-]+(/[A-Za-z0-9._+~-]+)?")
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _VERSION_TEXT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,99}$")
-
-
-def check_package_name(name: str) -> None:
-    """Refuse a package name that is unsafe as an object key or URL path.
-
-    Raises ``UnsafeNameError`` for traversal (``..``), escapes (``%``), empty
-    segments (``//``), control characters and non-ASCII look-alikes, and
-    ``MalformedEventError`` for a safe text that is not a Composer name.
-    """
-    _check_safe_text(name, "package name")
-    if not PACKAGE_NAME.fullmatch(name):
-        raise MalformedEventError(f"package {name!r} is not a Composer name like drupal/token")
 
 
 def check_version_text(version: str, what: str = "version") -> None:
@@ -57,33 +38,11 @@ def check_version_text(version: str, what: str = "version") -> None:
 
     Raises ``UnsafeNameError``.
     """
-    _check_safe_text(version, what)
+    check_safe_text(version, what)
     if not _VERSION_TEXT.fullmatch(version):
         raise UnsafeNameError(
             f"{what} {version!r} has characters outside letters, digits and . _ + -"
         )
-
-
-def _check_safe_text(text: str, what: str) -> None:
-    # Fast path for the common case (every event goes through here); the
-    # detailed diagnosis below only runs for text that fails it.
-    if _PLAIN_TEXT.fullmatch(text) and ".." not in text and "//" not in text:
-        return
-    problems = []
-    if not text:
-        problems.append("it is empty")
-    if not text.isascii():
-        problems.append("it has non-ASCII characters (look-alikes of ASCII letters)")
-    if _CONTROL.search(text):
-        problems.append("it has control characters")
-    if ".." in text:
-        problems.append("it has '..' (path traversal)")
-    if "//" in text or text.startswith("/") or text.endswith("/"):
-        problems.append("it has an empty path segment")
-    if "%" in text or "\\" in text:
-        problems.append("it has an escape character (% or \\)")
-    if problems:
-        raise UnsafeNameError(f"{what} {text!r} is unsafe as an object key: {'; '.join(problems)}")
 
 
 def _check_time(moment: datetime, field: str, problems: list[str]) -> None:
@@ -125,11 +84,11 @@ class ReleasePublished:
     rebuild_of: str | None = None
 
     def __post_init__(self) -> None:
-        _check_safe_text(self.package, "package name")
+        check_safe_text(self.package, "package name")
         check_version_text(self.version)
         check_version_text(self.drupal_version, "drupal_version")
         problems: list[str] = []
-        if not PACKAGE_NAME.fullmatch(self.package):
+        if not is_package_name(self.package):
             problems.append(f"package {self.package!r} is not a Composer name like drupal/token")
         if not HEX_SHA256.fullmatch(self.artifact.sha256):
             problems.append("artifact.sha256 is not 64 lower-case hex digits")

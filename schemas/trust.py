@@ -31,13 +31,8 @@ from schemas.errors import (
     ThresholdError,
     UndelegatedKeyError,
 )
-from schemas.events import (
-    VENDOR_PATTERN,
-    PackageEvent,
-    ReleasePublished,
-    check_consistency,
-    decode_package_event,
-)
+from schemas.events import PackageEvent, ReleasePublished, check_consistency, decode_package_event
+from schemas.names import VENDOR_PATTERN
 from schemas.signing import PublicKey, Signature, SignedEvent, SigningKey, seal
 
 #: A delegated namespace: a Composer vendor name followed by ``/*``.

@@ -44,7 +44,8 @@ from schemas.errors import (
     ConfigurationError,
     RejectedError,
 )
-from schemas.events import VENDOR_PATTERN, ReleasePublished
+from schemas.events import ReleasePublished
+from schemas.names import VENDOR_PATTERN
 from schemas.trust import (
     Reject,
     TrustRoot,

@@ -68,10 +68,10 @@ from schemas.events import (
     Artifact,
     ReleasePublished,
     check_consistency,
-    check_package_name,
     check_version_text,
     utc_now,
 )
+from schemas.names import check_package_name
 from schemas.signing import SigningKey, seal
 from schemas.versions import drupal_to_composer, is_dev, normalize_version, version_sort_key
 from services.publishing.publisher import next_sequence
@@ -179,10 +179,9 @@ class PackagePlan:
 
 
 def check_package(package: str) -> Skipped | None:
-    """``None`` if ``package`` is a name both events and nodes' p2 paths accept, else why not."""
+    """``None`` if ``package`` is a name events and nodes' p2 paths accept, else why not."""
     try:
         check_package_name(package)
-        composer_documents.check_package_name(package)
     except MalformedEventError as exc:
         return Skipped(package, None, SkipReason.UNSAFE_NAME, str(exc))
     return None

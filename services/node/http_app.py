@@ -33,7 +33,7 @@ from connectors.view_store import ServedDocument
 from schemas import layout
 from schemas.composer import render_packages_json
 from schemas.errors import StoreUnavailableError
-from schemas.events import NAME_PATTERN, PACKAGE_NAME
+from schemas.names import NAME_PATTERN, PACKAGE_NAME
 from schemas.package_state import PackageState, StateReader, VersionRecord, find_version
 from schemas.trust import TrustRoot
 from services.node.dist_proxy import send_artifact

@@ -54,9 +54,9 @@ from schemas.events import (
     ReleasePublished,
     ReleaseYanked,
     SecurityAdvisory,
-    check_package_name,
     check_version_text,
 )
+from schemas.names import check_package_name
 from schemas.signing import PublicKey, SigningKey, seal
 from schemas.trust import Delegation, TrustRoot, namespace_of, short_ids, verify_event
 from schemas.versions import drupal_to_composer

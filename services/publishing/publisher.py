@@ -16,7 +16,8 @@ import orjson
 from connectors.kafka import Delivered, EventProducer
 from schemas.composer import version_entry
 from schemas.errors import ConfigurationError, UnsafeNameError, WrongPackageError
-from schemas.events import PACKAGE_NAME, Artifact, ReleasePublished, utc_now
+from schemas.events import Artifact, ReleasePublished, utc_now
+from schemas.names import PACKAGE_NAME
 from schemas.signing import SigningKey, seal
 from schemas.versions import drupal_to_composer
 

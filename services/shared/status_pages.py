@@ -27,7 +27,7 @@ from connectors.kafka import TopicFollower
 from connectors.object_store import ObjectStore
 from schemas import layout
 from schemas.errors import MalformedEventError, RejectedError
-from schemas.events import PACKAGE_NAME, ReleaseRejected
+from schemas.events import ReleaseRejected
 from schemas.federation import (
     SILENT_AFTER,
     LagSample,
@@ -37,6 +37,7 @@ from schemas.federation import (
     shown_state,
     split_position,
 )
+from schemas.names import PACKAGE_NAME
 from schemas.package_state import PackageState, StateReader, VersionRecord
 from schemas.trust import TrustRoot, namespace_of
 

@@ -21,6 +21,7 @@ from hypothesis import strategies as st
 from schemas import codec
 from schemas.errors import (
     ArtifactTooLargeError,
+    MalformedEventError,
     RejectedError,
     RootExpiredError,
     RootRotationError,
@@ -364,6 +365,13 @@ def test_an_unsafe_name_is_refused_even_when_properly_signed(package: str, versi
     # Signed by the delegated keys: only the name check stands between it and the store.
     rejects(UnsafeNameError, REPO.sign(REPO.raw_release(package, version)))
     accepts(REPO.sign(REPO.raw_release()))
+
+
+@pytest.mark.parametrize("package", ["drupal/con", "drupal/token.json"])
+def test_a_name_composer_refuses_is_refused_even_when_properly_signed(package: str) -> None:
+    # The pattern matches; Composer still refuses it, so no node could serve it: refused at
+    # the event, as every other check of a name refuses it (schemas/names.py).
+    rejects(MalformedEventError, REPO.sign(REPO.raw_release(package)))
 
 
 # --- confusion between a root and an event ---------------------------------------------

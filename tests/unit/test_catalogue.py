@@ -27,8 +27,9 @@ from infra.devtools.catalogue import (
     project_names,
 )
 from infra.devtools.catalogue_cli import catalogue, register
-from schemas.composer import check_package_name, expand
+from schemas.composer import expand
 from schemas.errors import ConfigurationError
+from schemas.names import check_package_name
 from schemas.versions import drupal_to_composer, is_dev, normalize_version
 
 BASE_URL = "http://127.0.0.1:8000"

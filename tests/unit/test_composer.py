@@ -17,7 +17,6 @@ from hypothesis import strategies as st
 from schemas import composer
 from schemas.composer import (
     UNSET,
-    check_package_name,
     check_servable_entry,
     expand,
     minify,
@@ -27,6 +26,7 @@ from schemas.composer import (
     with_dist_url,
 )
 from schemas.errors import InvalidVersionError, MalformedEventError
+from schemas.names import check_package_name
 from tests.drupal_fixtures import DRUPAL_P2
 
 FIXTURES = DRUPAL_P2

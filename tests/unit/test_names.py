@@ -14,7 +14,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from schemas.events import PACKAGE_NAME
+from schemas.composer import render_p2
+from schemas.errors import MalformedEventError
+from schemas.names import PACKAGE_NAME, check_package_name, is_package_name
 from schemas.trust import NAMESPACE
 from services.node.http_app import _P2_FILE
 from streams.peering import _NAMESPACE_GLOB
@@ -49,3 +51,21 @@ def test_the_usual_names_still_match() -> None:
         assert PACKAGE_NAME.fullmatch(name), name
     assert NAMESPACE.fullmatch("drupal/*")
     assert _P2_FILE.fullmatch("core-recommended~dev.json")
+
+
+@pytest.mark.timeout(10)
+def test_the_one_check_refuses_a_long_bad_name_at_once() -> None:
+    # Before the rule lived here once, the p2 paths' check used Composer's own form: the
+    # importer asked it about names from a remote repository.
+    with pytest.raises(MalformedEventError, match="is not a Composer name"):
+        check_package_name("drupal/" + "a" * 64 + "!")
+
+
+@pytest.mark.parametrize("name", ["drupal/con", "lpt1/token", "drupal/token.json"])
+def test_names_composer_refuses_beyond_the_pattern_are_refused_by_every_check(name: str) -> None:
+    assert PACKAGE_NAME.fullmatch(name)  # the pattern alone would let them through
+    assert not is_package_name(name)
+    with pytest.raises(MalformedEventError, match="Composer refuses"):
+        check_package_name(name)
+    with pytest.raises(MalformedEventError):
+        render_p2(name, [])

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from schemas.errors import ConfigurationError
-from schemas.events import NAME_PATTERN, PACKAGE_NAME, VENDOR_PATTERN
+from schemas.names import NAME_PATTERN, PACKAGE_NAME, VENDOR_PATTERN
 from services.node.nginx_front import nginx_config, p2_location_regex, render_nginx_config
 
 DOCROOT = Path("/srv/fairstream/eu/docroot")
