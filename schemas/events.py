@@ -22,7 +22,7 @@ from schemas.errors import (
     UnsafeNameError,
     WrongPackageError,
 )
-from schemas.names import check_package_name, check_safe_text, is_package_name
+from schemas.names import check_jurisdiction, check_package_name, check_safe_text, is_package_name
 from schemas.versions import drupal_to_composer
 
 HEX_SHA256 = re.compile(r"^[0-9a-f]{64}$")
@@ -410,6 +410,12 @@ class ReplicaAvailable:
     size: int
     url: str
     verified_at: datetime
+    #: The announcing node's declared jurisdiction (None: not declared).
+    jurisdiction: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.jurisdiction is not None:
+            check_jurisdiction(self.jurisdiction)
 
     def to_bytes(self) -> bytes:
         return encode(load_schema("replica_available"), self.__dict__)

@@ -19,6 +19,7 @@ from typing import Any
 
 from schemas.codec import Decoder, encode, fingerprint_of, load_schema, schema_family
 from schemas.errors import MalformedEventError, SignatureError
+from schemas.names import JURISDICTION
 from schemas.signing import PublicKey, SignedEvent, SigningKey, key_id, open_sealed, seal
 
 _NODE_ID = re.compile(r"^[0-9a-f]{64}$")
@@ -83,10 +84,17 @@ class NodeRegistration:
     exclude: tuple[str, ...]
     capacity_bytes: int | None
     registered_at: datetime
+    #: Where the node holds and serves its bytes, as its operator declares it (EU, DE,
+    #: US-gov); None: not declared, which no sovereign region's policy allows.
+    jurisdiction: str | None = None
 
     def __post_init__(self) -> None:
         problems: list[str] = []
         _check_common(self.node_id, self.region, self.base_url, problems)
+        if self.jurisdiction is not None and not JURISDICTION.fullmatch(self.jurisdiction):
+            problems.append(
+                f"jurisdiction {self.jurisdiction[:40]!r} is not a code such as EU, DE or US-gov"
+            )
         if self.mode not in MODES:
             problems.append(f"mode {self.mode!r} is not one of {', '.join(MODES)}")
         if not re.match(r"^[0-9a-f]{64}$", self.public_key):

@@ -91,3 +91,18 @@ def check_safe_text(text: str, what: str) -> None:
         problems.append("it has an escape character (% or \\)")
     if problems:
         raise UnsafeNameError(f"{what} {text!r} is unsafe as an object key: {'; '.join(problems)}")
+
+
+#: A jurisdiction a node declares and a sovereign region's policy lists: a two-letter code
+#: (ISO 3166-1 for a country, ``EU`` for the Union), optionally qualified (``US-gov``).
+JURISDICTION: Final = re.compile(r"[A-Z]{2}(?:-[A-Za-z0-9]{1,16})?")
+
+
+def check_jurisdiction(code: str) -> str:
+    """Return ``code`` if it is a jurisdiction code; raises ``MalformedEventError`` otherwise."""
+    if not JURISDICTION.fullmatch(code):
+        raise MalformedEventError(
+            f"jurisdiction {code[:40]!r} is not a code such as EU, DE or US-gov: two upper-case "
+            "letters, optionally '-' and up to 16 letters or digits"
+        )
+    return code

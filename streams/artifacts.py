@@ -19,15 +19,28 @@ from datetime import UTC, datetime, timedelta
 from schemas.events import DownloadCount, DownloadCounts, ReplicaAvailable
 
 
+@dataclass(frozen=True)
+class Source:
+    """One place to fetch a zip from, and whose it is."""
+
+    url: str
+    #: Who holds it, for messages: ``origin``, a region's name, or a label (``peer:typo3``).
+    holder: str
+    #: The holder's declared jurisdiction; None: not declared.
+    jurisdiction: str | None
+
+
 class ReplicaRegistry:
-    """sha256 → the dist URLs of other regions that announced a verified copy, and other
-    download sources such as a peer network's origin URLs (thread safe)."""
+    """sha256 → the dist URLs of other regions that announced a verified copy (with each
+    region's declared jurisdiction), and other download sources such as a peer network's
+    origin URLs (thread safe)."""
 
     def __init__(self, own_region: str) -> None:
         self._own_region = own_region
         self._lock = threading.Lock()
         self._by_sha256: dict[str, dict[str, str]] = {}
         self._bases: dict[str, str] = {}
+        self._jurisdictions: dict[str, str | None] = {}
         # Download sources other than nodes (a peer network's origin URLs): fetched from
         # and checked by this node, never a redirect target for clients.
         self._sources: dict[str, dict[str, str]] = {}
@@ -40,6 +53,8 @@ class ReplicaRegistry:
             base = replica.url.split("/dist/", 1)[0]
             if base:
                 self._bases[replica.region] = base
+            # A region's latest announcement says where it is now.
+            self._jurisdictions[replica.region] = replica.jurisdiction
 
     def add_record(self, value: bytes) -> None:
         """Add one record of the replicas topic (raises ``MalformedEventError``)."""
@@ -62,6 +77,22 @@ class ReplicaRegistry:
         with self._lock:
             extra = [url for _, url in sorted(self._sources.get(sha256, {}).items())]
         return [*self.urls(sha256), *extra]
+
+    def fetch_sources(self, sha256: str) -> list[Source]:
+        """``sources``, each with its holder and the holder's declared jurisdiction (other
+        sources, such as a peer network's origin, declare none)."""
+        with self._lock:
+            copies = sorted(self._by_sha256.get(sha256, {}).items())
+            extra = sorted(self._sources.get(sha256, {}).items())
+            return [
+                *(Source(url, region, self._jurisdictions.get(region)) for region, url in copies),
+                *(Source(url, label, None) for label, url in extra),
+            ]
+
+    def jurisdiction_of(self, region: str) -> str | None:
+        """What ``region`` declared in its latest announcement (None: nothing, or not heard)."""
+        with self._lock:
+            return self._jurisdictions.get(region)
 
     def peers(self) -> list[str]:
         """Base URLs of the other regions that announced any copy."""

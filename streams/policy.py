@@ -1,13 +1,16 @@
-"""What a region replicates: its mode (full mirror or metadata only), which packages, how much disk."""
+"""What a region replicates: its mode (full mirror or metadata only), which packages, how much
+disk, and from where: the jurisdictions its bytes may come from and its clients be sent to."""
 
 from __future__ import annotations
 
 import fnmatch
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 
-from schemas.errors import ConfigurationError
+from schemas.errors import ConfigurationError, MalformedEventError
+from schemas.names import check_jurisdiction
 
 
 class ReplicationMode(StrEnum):
@@ -17,6 +20,82 @@ class ReplicationMode(StrEnum):
     FULL = "full"
     #: No zips: dist is a redirect to a node that announced a verified copy, or to the origin.
     METADATA_ONLY = "metadata-only"
+
+
+class Purpose(StrEnum):
+    """What a sovereign region's policy restricts, each to its own list of jurisdictions."""
+
+    #: Where zips are fetched from: the signed origin, other regions' copies.
+    FETCH = "fetch"
+    #: Where clients are sent: ``/dist`` fallbacks to another region, ``mirrors``.
+    REDIRECT = "redirect"
+    #: Where the directory routes this region's clients.
+    ROUTE = "route"
+
+
+@dataclass(frozen=True)
+class JurisdictionPolicy:
+    """Which jurisdictions a region may use, per purpose (docs/sovereignty.md).
+
+    A purpose without a list is unrestricted (every region today); a sovereign region lists
+    the jurisdictions it allows for each, and a source or node whose jurisdiction is not
+    declared is never allowed. ``own`` is what this region's nodes declare in their signed
+    registrations and replica announcements; ``origin`` is the signed origin's jurisdiction
+    as the operator knows it (the origin declares none).
+    """
+
+    own: str | None = None
+    origin: str | None = None
+    #: Per purpose, the jurisdictions allowed; None: unrestricted.
+    fetch: frozenset[str] | None = None
+    redirect: frozenset[str] | None = None
+    route: frozenset[str] | None = None
+
+    def __post_init__(self) -> None:
+        try:
+            for code in (self.own, self.origin):
+                if code is not None:
+                    check_jurisdiction(code)
+            for purpose in Purpose:
+                for code in self._allowed(purpose) or ():
+                    check_jurisdiction(code)
+        except MalformedEventError as exc:
+            raise ConfigurationError(str(exc)) from None
+        for purpose in Purpose:
+            if self._allowed(purpose) == frozenset():
+                raise ConfigurationError(
+                    f"the {purpose} list of jurisdictions is empty, so nothing could be "
+                    f"{_DONE[purpose]}; name at least one, e.g. EU"
+                )
+
+    @classmethod
+    def restricting(
+        cls, codes: Iterable[str], *, own: str | None = None, origin: str | None = None
+    ) -> JurisdictionPolicy:
+        """A sovereign region's policy: the same jurisdictions ``codes`` for every purpose."""
+        allowed = frozenset(codes)
+        return cls(own=own, origin=origin, fetch=allowed, redirect=allowed, route=allowed)
+
+    def _allowed(self, purpose: Purpose) -> frozenset[str] | None:
+        allowed: frozenset[str] | None = getattr(self, purpose.value)
+        return allowed
+
+    def restricts(self, purpose: Purpose) -> bool:
+        return self._allowed(purpose) is not None
+
+    def allows(self, purpose: Purpose, jurisdiction: str | None) -> bool:
+        """Whether a source, a node or a region in ``jurisdiction`` (None: undeclared) may be
+        used for ``purpose``."""
+        allowed = self._allowed(purpose)
+        return allowed is None or (jurisdiction is not None and jurisdiction in allowed)
+
+    def describe(self, purpose: Purpose) -> str:
+        """The jurisdictions allowed for ``purpose``, for messages: ``DE, EU`` or ``any``."""
+        allowed = self._allowed(purpose)
+        return ", ".join(sorted(allowed)) if allowed is not None else "any"
+
+
+_DONE = {Purpose.FETCH: "fetched", Purpose.REDIRECT: "redirected to", Purpose.ROUTE: "routed to"}
 
 
 @dataclass(frozen=True)
@@ -29,6 +108,8 @@ class ReplicationPolicy:
     exclude: tuple[str, ...] = ()
     #: Bytes of zips the region keeps at most; cold ones are evicted beyond it. None: no quota.
     quota_bytes: int | None = None
+    #: The jurisdictions the region may use (a sovereign region's), and its own.
+    jurisdictions: JurisdictionPolicy = JurisdictionPolicy()
 
     def __post_init__(self) -> None:
         for pattern in (*self.include, *self.exclude):

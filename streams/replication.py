@@ -32,10 +32,11 @@ import orjson
 
 from connectors.metrics import FETCH_BYTES, FETCH_SECONDS
 from connectors.object_store import ObjectStore, is_json
-from connectors.origin import FetchLimits, fetch_from_sources
+from connectors.origin import UNREACHABLE_RETRY_AFTER, Fetched, FetchLimits, fetch_from_sources
 from connectors.state_store import PackageStates
 from schemas import layout
 from schemas.errors import (
+    ArtifactMismatchEverywhereError,
     ArtifactUnreachableError,
     InternalFailureError,
     RejectedError,
@@ -51,14 +52,14 @@ from schemas.events import (
 )
 from schemas.package_state import PackageState, VersionRecord, apply_event, render_documents
 from schemas.trust import TrustRoot, verify_signed
-from streams.artifacts import HotStats, ReplicaRegistry, choose_evictions
+from streams.artifacts import HotStats, ReplicaRegistry, Source, choose_evictions
 from streams.faults import (
     AFTER_METADATA_WRITE,
     AFTER_STORE_WRITE,
     AFTER_VIEW_RECORD,
     FaultPoints,
 )
-from streams.policy import ReplicationPolicy
+from streams.policy import Purpose, ReplicationPolicy
 from streams.region_view import BucketView, MetadataView
 
 log = logging.getLogger(__name__)
@@ -397,10 +398,74 @@ class ReleaseReplicator:
 
     # Artifacts ---------------------------------------------------------------
 
-    def _sources(self, artifact: Artifact) -> list[str]:
-        # AspireCloud: the canonical origin first, then regions that announced a copy,
-        # then other sources (peer networks' origins).
-        return [artifact.origin_url, *self._replicas.sources(artifact.sha256)]
+    def _sources(self, artifact: Artifact) -> tuple[list[str], list[Source]]:
+        """Where to fetch ``artifact`` from, in order, and the sources the region's
+        jurisdiction policy withholds. AspireCloud's order: the canonical origin first,
+        then regions that announced a copy, then other sources (peer networks' origins)."""
+        policy = self.policy.jurisdictions
+        every = [
+            Source(artifact.origin_url, "origin", policy.origin),
+            *self._replicas.fetch_sources(artifact.sha256),
+        ]
+        allowed = [
+            source.url for source in every if policy.allows(Purpose.FETCH, source.jurisdiction)
+        ]
+        withheld = [
+            source for source in every if not policy.allows(Purpose.FETCH, source.jurisdiction)
+        ]
+        return allowed, withheld
+
+    async def _fetch(self, artifact: Artifact) -> Fetched:
+        """Fetch ``artifact`` from the first allowed source that delivers it.
+
+        A sovereign region never fetches from a source outside its jurisdictions: when
+        none of the allowed ones delivers, the release is parked (``ArtifactUnreachableError``)
+        with the withheld sources named, never refused, and never fetched from outside.
+        Raises what ``fetch_from_sources`` raises.
+        """
+        sources, withheld = self._sources(artifact)
+        if not withheld:
+            return await fetch_from_sources(
+                self._session, sources, artifact, work_dir=self._work_dir, limits=self._limits
+            )
+        policy = self.policy.jurisdictions
+        named = ", ".join(
+            f"{source.holder} ({source.jurisdiction or 'jurisdiction not declared'})"
+            for source in withheld
+        )
+        because = (
+            f"the region fetches from {policy.describe(Purpose.FETCH)} only, so it does not "
+            f"fetch from {named}; parked until a source there has it"
+        )
+        if not sources:
+            raise ArtifactUnreachableError(
+                f"no source in an allowed jurisdiction holds the artifact sha256 "
+                f"{artifact.sha256} ({artifact.size} bytes, signed origin "
+                f"{artifact.origin_url}): {because}",
+                url=artifact.origin_url,
+                attempts=(),
+                retry_after=UNREACHABLE_RETRY_AFTER,
+            )
+        try:
+            return await fetch_from_sources(
+                self._session, sources, artifact, work_dir=self._work_dir, limits=self._limits
+            )
+        except ArtifactMismatchEverywhereError as exc:
+            # Other bytes from every allowed source: a withheld one may hold the signed
+            # ones, so this is not "nobody has the release"; it waits, as unreachable.
+            raise ArtifactUnreachableError(
+                f"{exc}; {because}",
+                url=artifact.origin_url,
+                attempts=exc.attempts,
+                retry_after=UNREACHABLE_RETRY_AFTER,
+            ) from exc
+        except ArtifactUnreachableError as exc:
+            raise ArtifactUnreachableError(
+                f"{exc}; {because}",
+                url=exc.url,
+                attempts=exc.attempts,
+                retry_after=exc.retry_after,
+            ) from exc
 
     async def _ensure_artifact(self, package: str, version: str, artifact: Artifact) -> bool:
         """Make sure the region holds the zip; True when it was fetched now.
@@ -420,13 +485,7 @@ class ReleaseReplicator:
 
     async def _fetch_and_store(self, package: str, artifact: Artifact) -> bool:
         started = time.perf_counter()
-        result = await fetch_from_sources(
-            self._session,
-            self._sources(artifact),
-            artifact,
-            work_dir=self._work_dir,
-            limits=self._limits,
-        )
+        result = await self._fetch(artifact)
         source = "origin" if result.source == artifact.origin_url else "replica"
         FETCH_SECONDS.labels(self._region, source).observe(time.perf_counter() - started)
         FETCH_BYTES.labels(self._region, source).inc(artifact.size)
@@ -462,6 +521,7 @@ class ReleaseReplicator:
                 size=artifact.size,
                 url=self._public_url + layout.dist_path(package, version, artifact.sha256),
                 verified_at=self._clock(),
+                jurisdiction=self.policy.jurisdictions.own,
             )
         )
 

@@ -107,6 +107,7 @@ def registration_of(
         exclude=tuple(policy.exclude),
         capacity_bytes=policy.quota_bytes,
         registered_at=utc_now(),
+        jurisdiction=policy.jurisdictions.own,
     )
 
 

@@ -1,15 +1,25 @@
-"""streams.policy: which packages a region serves, its mode, its quota, and parse_size. No sockets."""
+"""streams.policy: which packages a region serves, its mode, its quota, the jurisdictions it
+may use, and parse_size. No sockets."""
 
 from __future__ import annotations
 
 import dataclasses
+import re
+from typing import Any
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from schemas.errors import ConfigurationError
-from streams.policy import ReplicationMode, ReplicationPolicy, parse_size
+from schemas.names import JURISDICTION
+from streams.policy import (
+    JurisdictionPolicy,
+    Purpose,
+    ReplicationMode,
+    ReplicationPolicy,
+    parse_size,
+)
 
 # ---------------------------------------------------------------------------
 # ReplicationPolicy
@@ -218,3 +228,55 @@ def test_parse_size_refuses_non_finite_numbers_as_configuration_errors(text: str
         parse_size(text)
 
     assert repr(text) in str(raised.value)
+
+
+# --- jurisdictions ----------------------------------------------------------------------
+
+
+def test_a_region_without_lists_allows_every_jurisdiction_even_an_undeclared_one() -> None:
+    policy = JurisdictionPolicy()
+
+    for purpose in Purpose:
+        assert not policy.restricts(purpose)
+        assert policy.allows(purpose, "US") and policy.allows(purpose, None)
+        assert policy.describe(purpose) == "any"
+
+
+def test_a_sovereign_region_allows_only_its_list_and_never_an_undeclared_jurisdiction() -> None:
+    policy = JurisdictionPolicy.restricting(["EU", "DE"], own="DE", origin="US")
+
+    for purpose in Purpose:
+        assert policy.restricts(purpose)
+        assert policy.allows(purpose, "EU") and policy.allows(purpose, "DE")
+        assert not policy.allows(purpose, "US")
+        assert not policy.allows(purpose, None)
+        assert policy.describe(purpose) == "DE, EU"
+
+
+def test_each_purpose_has_its_own_list() -> None:
+    policy = JurisdictionPolicy(fetch=frozenset({"EU", "US"}), redirect=frozenset({"EU"}))
+
+    assert policy.allows(Purpose.FETCH, "US")
+    assert not policy.allows(Purpose.REDIRECT, "US")
+    assert policy.allows(Purpose.ROUTE, "US")  # not restricted
+
+
+@pytest.mark.parametrize(
+    ("settings", "problem"),
+    [
+        ({"own": "eu"}, "'eu' is not a code such as EU, DE or US-gov"),
+        ({"origin": "Europe"}, "'Europe' is not a code"),
+        ({"fetch": frozenset({"EU", "e u"})}, "'e u' is not a code"),
+        ({"redirect": frozenset()}, "the redirect list of jurisdictions is empty"),
+    ],
+)
+def test_a_policy_with_a_mistake_says_what_is_wrong(settings: dict[str, Any], problem: str) -> None:
+    with pytest.raises(ConfigurationError, match=re.escape(problem)):
+        JurisdictionPolicy(**settings)
+
+
+def test_jurisdiction_codes() -> None:
+    for code in ("EU", "DE", "US-gov", "CH-canton42"):
+        assert JURISDICTION.fullmatch(code), code
+    for code in ("eu", "E", "EUR", "US_gov", "US-", "US-" + "x" * 17, ""):
+        assert not JURISDICTION.fullmatch(code), code

@@ -3,11 +3,13 @@ choice of node per package version (never one that has not applied it)."""
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from schemas import codec
 from schemas.errors import MalformedEventError, SignatureError
 from schemas.federation import (
     SILENT_AFTER,
@@ -238,3 +240,21 @@ def test_an_admitted_node_is_spot_checked_and_refused_at_its_first_failure() -> 
     assert pick(registry, 1, "eu", now=failed) is None
     # Re-tested after the refusal pause like any refused node; a pass admits it again.
     assert registry.due_for_test(failed + registry.retest_after) == [entry]
+
+
+def test_a_registration_carries_its_declared_jurisdiction_and_older_ones_none() -> None:
+    eu = SigningKey.generate()
+    declared = dataclasses.replace(registration(eu, "eu"), jurisdiction="EU")
+
+    assert NodeRegistration.from_bytes(declared.to_bytes()) == declared
+    # As a node before jurisdictions wrote it (v1): read as not declared.
+    older = {
+        **registration(eu, "eu").__dict__,
+        "include": ["drupal/*"],
+        "exclude": [],
+    }
+    del older["jurisdiction"]
+    v1 = codec.encode(codec.schema_family("node_registration").versions[0], older)
+    assert NodeRegistration.from_bytes(v1).jurisdiction is None
+    with pytest.raises(MalformedEventError, match="'eu' is not a code such as EU"):
+        dataclasses.replace(declared, jurisdiction="eu")

@@ -51,7 +51,7 @@ from schemas.trust import TrustRoot
 from services.publishing.publisher import build_release, next_sequence
 from services.publishing.trust_admin import DelegationSpec, build_root
 from streams.artifacts import HotStats, ReplicaRegistry
-from streams.policy import ReplicationMode, ReplicationPolicy
+from streams.policy import JurisdictionPolicy, ReplicationMode, ReplicationPolicy
 from streams.replication import Abandoned, Applied, ReleaseReplicator, Skipped, Verified
 
 PUBLIC_URL = "http://eu.fairstream.test:8080"
@@ -910,6 +910,114 @@ async def test_a_replica_is_used_when_the_origin_fails_and_copies_are_announced(
     [copy] = announced
     assert (copy.region, copy.sha256) == ("eu", event.artifact.sha256)
     assert copy.url == PUBLIC_URL + layout.dist_path("drupal/token", "1.9.0", copy.sha256)
+
+
+async def serve_copy(root: Path, event: ReleasePublished, name: str) -> TestServer:
+    """Another region's copy of ``event``'s zip, served over HTTP (started; close it)."""
+    folder = root / name
+    folder.mkdir()
+    (folder / event.artifact.sha256).write_bytes(
+        (root / "origin" / "token-8.x-1.9.zip").read_bytes()
+    )
+    server = TestServer(origin_app(folder))
+    await server.start_server()
+    return server
+
+
+def copy_of(
+    event: ReleasePublished, region: str, server: TestServer, jurisdiction: str | None
+) -> ReplicaAvailable:
+    return ReplicaAvailable(
+        node_id=region,
+        region=region,
+        package="drupal/token",
+        version="1.9.0",
+        sha256=event.artifact.sha256,
+        size=event.artifact.size,
+        url=str(server.make_url(f"/{event.artifact.sha256}")),
+        verified_at=utc_now(),
+        jurisdiction=jurisdiction,
+    )
+
+
+async def test_a_sovereign_region_never_fetches_from_outside_its_jurisdictions(
+    make_replicator: Callable[..., ReleaseReplicator],
+    store: RecordingStore,
+    origin: TestServer,
+    origin_root: Path,
+    origin_requests: list[str],
+    tmp_path: Path,
+) -> None:
+    """The origin (US) and region us (US) hold the zip, a region that did not declare its
+    jurisdiction too: an EU-only region parks it, asks none of them, and says why; once an
+    EU region announces a copy, the parked fetch takes it from there."""
+    event = release(origin, origin_root, "8.x-1.9")
+    us = await serve_copy(tmp_path, event, "us")
+    anywhere = await serve_copy(tmp_path, event, "anywhere")
+    de = await serve_copy(tmp_path, event, "de")
+    registry = ReplicaRegistry("eu")
+    registry.add(copy_of(event, "us", us, "US"))
+    registry.add(copy_of(event, "anywhere", anywhere, None))
+    now = [datetime(2026, 12, 6, 12, 0, tzinfo=UTC)]
+    announced: list[ReplicaAvailable] = []
+
+    async def announce(copy: ReplicaAvailable) -> None:
+        announced.append(copy)
+
+    sovereign = ReplicationPolicy(
+        jurisdictions=JurisdictionPolicy.restricting(["EU"], own="EU", origin="US")
+    )
+    replicator = make_replicator(
+        region="eu", replicas=registry, policy=sovereign, announce=announce, clock=lambda: now[0]
+    )
+    try:
+        applied = await replicator.apply(signed(event), position(0))
+
+        assert applied.parked and not applied.fetched
+        assert origin_requests == []
+        parked = store.get(layout.pending_key(event.artifact.sha256))
+        assert parked is not None
+        reason = orjson.loads(parked.data)["last_error"]
+        assert "no source in an allowed jurisdiction" in reason
+        assert "fetches from EU only" in reason
+        for named in ("origin (US)", "us (US)", "anywhere (jurisdiction not declared)"):
+            assert named in reason
+        assert store.stat(layout.artifact_key(event.artifact.sha256)) is None
+
+        registry.add(copy_of(event, "de", de, "EU"))
+        now[0] += timedelta(hours=2)
+        report = await replicator.retry_pending()
+    finally:
+        for server in (us, anywhere, de):
+            await server.close()
+
+    assert (report.retried, report.recovered, report.still_pending) == (1, 1, 0)
+    assert store.stat(layout.artifact_key(event.artifact.sha256)) is not None
+    assert origin_requests == []
+    # Its own copy is announced with its jurisdiction, for other sovereign regions.
+    assert [(copy.region, copy.jurisdiction) for copy in announced] == [("eu", "EU")]
+
+
+async def test_a_region_without_a_jurisdiction_policy_fetches_from_any_source(
+    make_replicator: Callable[..., ReleaseReplicator],
+    store: RecordingStore,
+    origin: TestServer,
+    origin_root: Path,
+    tmp_path: Path,
+) -> None:
+    event = release(origin, origin_root, "8.x-1.9")
+    us = await serve_copy(tmp_path, event, "us")
+    (origin_root / "token-8.x-1.9.zip").unlink()  # the origin is down for this one
+    registry = ReplicaRegistry("eu")
+    registry.add(copy_of(event, "us", us, "US"))
+    try:
+        applied = await make_replicator(region="eu", replicas=registry).apply(
+            signed(event), position(0)
+        )
+    finally:
+        await us.close()
+
+    assert applied.fetched and not applied.parked
 
 
 async def test_the_quota_evicts_the_coldest_zips(
