@@ -87,14 +87,20 @@ class NodeRegistration:
     #: Where the node holds and serves its bytes, as its operator declares it (EU, DE,
     #: US-gov); None: not declared, which no sovereign region's policy allows.
     jurisdiction: str | None = None
+    #: The jurisdictions a directory may send this node's region's clients to (a sovereign
+    #: region's policy); None: any.
+    routes_to: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         problems: list[str] = []
         _check_common(self.node_id, self.region, self.base_url, problems)
-        if self.jurisdiction is not None and not JURISDICTION.fullmatch(self.jurisdiction):
-            problems.append(
-                f"jurisdiction {self.jurisdiction[:40]!r} is not a code such as EU, DE or US-gov"
-            )
+        for code in (self.jurisdiction, *(self.routes_to or ())):
+            if code is not None and not JURISDICTION.fullmatch(code):
+                problems.append(
+                    f"jurisdiction {code[:40]!r} is not a code such as EU, DE or US-gov"
+                )
+        if self.routes_to == ():
+            problems.append("routes_to names no jurisdiction (leave it out to allow any)")
         if self.mode not in MODES:
             problems.append(f"mode {self.mode!r} is not one of {', '.join(MODES)}")
         if not re.match(r"^[0-9a-f]{64}$", self.public_key):
@@ -110,15 +116,26 @@ class NodeRegistration:
         return PublicKey(raw=bytes.fromhex(self.public_key))
 
     def to_bytes(self) -> bytes:
-        record = {**self.__dict__, "include": list(self.include), "exclude": list(self.exclude)}
+        record = {
+            **self.__dict__,
+            "include": list(self.include),
+            "exclude": list(self.exclude),
+            "routes_to": None if self.routes_to is None else list(self.routes_to),
+        }
         return encode(load_schema("node_registration"), record)
 
     @classmethod
     def from_bytes(cls, data: bytes) -> NodeRegistration:
         """Raises ``MalformedEventError`` or ``UnknownSchemaError``."""
         _, record = _registration_decoder().decode(data)
+        routes_to = record.get("routes_to")
         return cls(
-            **{**record, "include": tuple(record["include"]), "exclude": tuple(record["exclude"])}
+            **{
+                **record,
+                "include": tuple(record["include"]),
+                "exclude": tuple(record["exclude"]),
+                "routes_to": None if routes_to is None else tuple(routes_to),
+            }
         )
 
 

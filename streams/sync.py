@@ -108,6 +108,11 @@ def registration_of(
         capacity_bytes=policy.quota_bytes,
         registered_at=utc_now(),
         jurisdiction=policy.jurisdictions.own,
+        routes_to=(
+            None
+            if policy.jurisdictions.route is None
+            else tuple(sorted(policy.jurisdictions.route))
+        ),
     )
 
 

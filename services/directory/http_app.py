@@ -283,9 +283,12 @@ class Directory:
             )
             if choice.node_id is not None:
                 self.registry.count_served(choice.node_id)
-        ROUTED.labels(region or "unknown", choice.region or "origin").inc()
+        ROUTED.labels(region or "unknown", _target(choice)).inc()
         _log_choice(package, version, region, choice)
-        return choice.url or None
+        if not choice.url:
+            # Nowhere this client's region allows: said as such, never a redirect out.
+            raise web.HTTPServiceUnavailable(text=f"{choice.why}\n", headers={"Retry-After": "60"})
+        return choice.url
 
     async def nodes_json(self, request: web.Request) -> web.Response:
         """Every node the directory knows: registration, admission, sync state."""
@@ -451,6 +454,11 @@ def _log_choice(package: str, version: str, region: str | None, choice: Choice) 
         package,
         version,
         region or "unknown",
-        choice.region or "origin",
+        _target(choice),
         choice.why,
     )
+
+
+def _target(choice: Choice) -> str:
+    """Where a choice sends the client, as logs and metrics name it."""
+    return choice.region or ("origin" if choice.url else "nowhere")

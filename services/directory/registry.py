@@ -182,6 +182,11 @@ def choose(
     within a tier full mirrors before metadata-only ones, then the fewest events behind,
     then a hash of the zip and the node (each zip lands on the same node: warm caches).
     With no candidate, the signed origin.
+
+    A sovereign client region (its nodes register ``routes_to``) is sent only to nodes
+    that declared one of those jurisdictions, and never to the origin, whose jurisdiction
+    the directory cannot vouch for: with no such candidate the choice has no URL and
+    says why (the directory answers 503).
     """
     candidates = [
         entry
@@ -194,6 +199,10 @@ def choose(
         and record.position
         and entry.status.has_applied(record.position)
     ]
+
+    allowed = routes_of(registry, client_region)
+    if allowed is not None:
+        candidates = [c for c in candidates if c.registration.jurisdiction in allowed]
 
     def rank(entry: NodeEntry) -> tuple[int, int, int, str]:
         assert entry.status is not None
@@ -208,7 +217,29 @@ def choose(
         why = "same region" if region == client_region else "nearest in-sync region"
         url = f"{best.registration.base_url}/dist/{package}/{version}/{record.sha256}.zip"
         return Choice(url, best.node_id, region, why)
+    if allowed is not None:
+        return Choice(
+            "",
+            None,
+            None,
+            f"region {client_region} sends its clients to nodes in "
+            f"{', '.join(sorted(allowed))} only, and no in-sync node there has "
+            f"{package} {version} yet; try again later",
+        )
     return Choice(record.origin_url, None, None, "no in-sync node has it: the signed origin")
+
+
+def routes_of(registry: Registry, region: str | None) -> frozenset[str] | None:
+    """The jurisdictions ``region``'s clients may be sent to, from its nodes' registrations
+    (the strictest, when they differ); None: the region restricts nothing, or is unknown."""
+    lists = [
+        frozenset(entry.registration.routes_to)
+        for entry in registry.nodes.values()
+        if region is not None
+        and entry.registration.region == region
+        and entry.registration.routes_to is not None
+    ]
+    return frozenset.intersection(*lists) if lists else None
 
 
 @dataclass(frozen=True)

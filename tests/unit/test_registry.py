@@ -253,8 +253,69 @@ def test_a_registration_carries_its_declared_jurisdiction_and_older_ones_none() 
         "include": ["drupal/*"],
         "exclude": [],
     }
-    del older["jurisdiction"]
+    del older["jurisdiction"], older["routes_to"]
     v1 = codec.encode(codec.schema_family("node_registration").versions[0], older)
     assert NodeRegistration.from_bytes(v1).jurisdiction is None
     with pytest.raises(MalformedEventError, match="'eu' is not a code such as EU"):
         dataclasses.replace(declared, jurisdiction="eu")
+
+
+def sovereign_registry(
+    *nodes: tuple[SigningKey, str, int, str | None, tuple[str, ...] | None],
+) -> Registry:
+    """Admitted nodes as (key, region, applied, jurisdiction, routes_to)."""
+    registry = Registry(silence_window=timedelta(hours=24), stale_after=timedelta(seconds=30))
+    for key, region, applied, jurisdiction, routes_to in nodes:
+        declared = dataclasses.replace(
+            registration(key, region), jurisdiction=jurisdiction, routes_to=routes_to
+        )
+        registry.observe(declared, T0)
+        registry.observe(heartbeat(key, region, applied), T0)
+        registry.record_test(key.public_key.keyid, True, "ok", T0)
+    return registry
+
+
+def test_a_sovereign_regions_clients_go_only_to_nodes_of_its_jurisdictions() -> None:
+    eu, de, us = SigningKey.generate(), SigningKey.generate(), SigningKey.generate()
+    registry = sovereign_registry(
+        (eu, "eu", 5, "EU", ("DE", "EU")),
+        (de, "de", 10, "DE", None),
+        (us, "us", 10, "US", None),
+    )
+
+    # eu has not applied offset 7: its clients go to de (DE), never to us (US).
+    assert pick(registry, 7, "eu") == "de"
+    # Offset 11: no node has applied it; eu's clients are not sent to the origin either.
+    refused = choose(
+        registry,
+        package="drupal/token",
+        version="1.9.0",
+        record=record(11),
+        client_region="eu",
+        now=T0,
+    )
+    assert refused.url == "" and refused.node_id is None
+    assert "region eu sends its clients to nodes in DE, EU only" in refused.why
+    # Another region's clients are not bound by eu's policy: us, then the origin.
+    assert pick(registry, 7, "us") == "us"
+    assert (
+        choose(
+            registry,
+            package="drupal/token",
+            version="1.9.0",
+            record=record(11),
+            client_region="us",
+            now=T0,
+        ).url
+        == record(11).origin_url
+    )
+
+
+def test_a_node_without_a_declared_jurisdiction_is_no_target_of_a_sovereign_region() -> None:
+    eu, other = SigningKey.generate(), SigningKey.generate()
+    registry = sovereign_registry(
+        (eu, "eu", 5, "EU", ("EU",)),
+        (other, "other", 10, None, None),
+    )
+
+    assert pick(registry, 7, "eu") is None
