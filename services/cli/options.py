@@ -1,6 +1,6 @@
 """What every ``fairstream`` command shares: its common options and how they are resolved.
 
-A module of its own so that the command modules (``services.cli.main``,
+A module of its own so that the command modules (``services.node.cli``,
 ``services.importer.cli``, ``services.publishing.cli``, ...) share one definition
 without importing each other.
 """

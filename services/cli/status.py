@@ -1,4 +1,5 @@
-"""Sync state of regions as a person reads it: a table of each region's position in the log."""
+"""Sync state of regions as a person reads it: a table of each region's position in the log,
+and the ``fairstream status`` command that shows it (``register(cli)`` adds it)."""
 
 from __future__ import annotations
 
@@ -9,12 +10,16 @@ import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
+import click
 import orjson
-from rich.console import RenderableType
+from rich.console import Console, Group, RenderableType
+from rich.live import Live
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from connectors.kafka import (
     Topics,
@@ -23,8 +28,12 @@ from connectors.kafka import (
     records_after,
     topic_partitions,
 )
-from schemas.errors import RejectedError
+from schemas.errors import RejectedError, TransientError
 from schemas.federation import SILENT_AFTER, NodeBook, NodeRegistration, NodeStatus
+from services.cli.errors import show_error
+from services.cli.options import BROKER_OPTION, DATA_DIR_OPTION, HTTP_URL, TOPIC_PREFIX_OPTION
+from services.cli.options import broker_url as resolve_broker
+from services.shared.serving import INTERRUPTED
 from services.shared.status_pages import NodeRow, node_rows
 from streams.node import group_id
 
@@ -323,3 +332,126 @@ def redraw(
     except KeyboardInterrupt:
         pass
     return shown
+
+
+console = Console(soft_wrap=True)
+#: The width tables are laid out in when stdout is not a terminal: wide enough that no
+#: row is wrapped (a table takes only the width its cells need).
+UNWRAPPED_WIDTH = 1000
+
+
+def register(group: click.Group) -> None:
+    """Add ``status`` to ``group``."""
+    group.add_command(status)
+
+
+@click.command()
+@click.option("--region", "regions", multiple=True, help="Show only these regions.")
+@click.option(
+    "--directory",
+    "directory_url",
+    type=HTTP_URL,
+    default=None,
+    help="A directory's URL: adds whether it admitted each node, and why.",
+)
+@click.option(
+    "--silent-after",
+    type=click.FloatRange(0.5),
+    default=SILENT_AFTER.total_seconds(),
+    show_default=True,
+    metavar="SECONDS",
+    help="A node whose last heartbeat is older than this is shown silent (three missed "
+    "heartbeats at the default --status-every; give three of the nodes' periods).",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print a JSON document instead of the table (its fields: docs/operator-guide.md); "
+    "same exit code.",
+)
+@click.option("--watch", is_flag=True, help="Redraw the table in place until Ctrl-C.")
+@click.option(
+    "--every",
+    type=click.FloatRange(0.5, 3600),
+    default=None,
+    metavar="SECONDS",
+    help="Seconds between redraws with --watch  [default: 5]",
+)
+@BROKER_OPTION
+@TOPIC_PREFIX_OPTION
+@DATA_DIR_OPTION
+def status(
+    regions: tuple[str, ...],
+    directory_url: str | None,
+    silent_after: float,
+    as_json: bool,
+    watch: bool,
+    every: float | None,
+    broker: str | None,
+    topic_prefix: str,
+    data_dir: Path,
+) -> None:
+    """Print every node of the federation from its last heartbeat: region, URL, in sync,
+    how far behind, stopped or silent, last heartbeat, store usage.
+
+    Exits as a Nagios check: 0 every node shown is in sync (and admitted, with
+    --directory), 1 a warning (behind, zips parked, no heartbeat yet, not yet admitted,
+    no node at all), 2 critical (silent, stopped, trust root expired, refused or dropped
+    by the directory), 3 unknown (the broker did not answer).
+
+    \b
+    Example: fairstream status --directory https://packages.example.org
+
+    \b
+    Example: fairstream status --json --silent-after 60
+
+    \b
+    Example: fairstream status --region eu --watch --every 2
+    """
+    if every is not None and not watch:
+        raise click.UsageError("--every sets how often --watch redraws; add --watch")
+    if as_json and watch:
+        raise click.UsageError("--json prints one document; leave out --watch")
+    broker_url = resolve_broker(data_dir, broker)
+    topics = Topics.with_prefix(topic_prefix)
+    bound = timedelta(seconds=silent_after)
+
+    def check() -> FederationCheck:
+        book = read_node_book(broker_url, topics.status)
+        admissions = directory_admissions(directory_url) if directory_url else None
+        return check_federation(book, regions=regions, admissions=admissions, silent_after=bound)
+
+    try:
+        checked = check()  # a wrong --broker fails here, with or without --watch
+    except TransientError as exc:
+        # A Nagios check that cannot tell says UNKNOWN (3), not WARNING (1).
+        show_error(exc)
+        click.get_current_context().exit(UNKNOWN)
+    if as_json:
+        document = checked.document(regions=regions, directory=directory_url)
+        click.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
+        click.get_current_context().exit(checked.exit_code)
+    table = federation_table(checked)
+    if not watch:
+        # Piped or redirected, rich would cut the table to 80 columns: a log or a script
+        # gets each row on one line instead.
+        out = console if console.is_terminal else Console(soft_wrap=True, width=UNWRAPPED_WIDTH)
+        out.print(table)
+        click.get_current_context().exit(checked.exit_code)
+    period = every or 5.0
+    last = [table]
+
+    def refresh() -> RenderableType:
+        # A broker that stops answering leaves the last table up, saying so.
+        try:
+            last[0] = federation_table(check())
+        except TransientError as exc:
+            return Group(last[0], Text(f"not refreshed: {exc}", style="yellow"))
+        last[0].caption = f"refreshed {datetime.now():%H:%M:%S}, every {period:g} s; Ctrl-C stops"
+        return last[0]
+
+    with Live(table, console=console, auto_refresh=False) as live:
+        redraw(refresh, lambda frame: live.update(frame, refresh=True), every=period)
+    # With no stop condition, only Ctrl-C ends the redraws: exit as after any Ctrl-C.
+    click.get_current_context().exit(INTERRUPTED)

@@ -358,7 +358,7 @@ def nginx_config(
         )
     node_dir = data_dir / "nodes" / region
     if docroot is None:
-        # Each worker writes its own view (services/cli/main.py node_run): the node behind us.
+        # Each worker writes its own view (services/node/build.py build_node): the node behind us.
         node = urlsplit(node_url)
         if node.hostname is None or node.port is None:
             raise ConfigurationError(

@@ -1,8 +1,9 @@
-"""``fairstream publishing``: run the publishing service, and make its signed requests from a shell.
+"""``fairstream publishing``: run the publishing service, and make its signed requests from a
+shell; ``fairstream publish``: sign one release here and produce it to the releases topic.
 
-``register(cli)`` adds the group to the ``fairstream`` command. This module
-does not import ``services.cli.main`` (which imports it): the few shared options are
-declared here again, with the same names and environment variables.
+``register(cli)`` adds both to the ``fairstream`` command. This module does not import
+``services.cli.main`` (which imports it): the shared options come from
+``services.cli.options``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import click
 import orjson
 from rich.console import Console
 
-from connectors.kafka import Topics, ensure_topics
+from connectors.kafka import EventProducer, Topics, ensure_topics
 from schemas.errors import ConfigurationError
 from schemas.events import DEFAULT_MAX_ARTIFACT_SIZE, AdvisorySource
 from schemas.signing import SigningKey
@@ -25,10 +26,14 @@ from services.cli.options import (
     BYTE_SIZE,
     DATA_DIR_OPTION,
     PARTITIONS_OPTION,
+    SIGNERS_ROOT_OPTION,
+    SIGNING_KEY_OPTION,
     TOPIC_PREFIX_OPTION,
+    check_signers,
     listen_address,
     log_settings,
     pinned_root,
+    signers_root,
 )
 from services.cli.options import broker_url as resolve_broker
 from services.node.config import configurable
@@ -38,6 +43,7 @@ from services.publishing.http_app import (
     PublishingSettings,
     signers_by_namespace,
 )
+from services.publishing.publisher import build_release, publish_release
 from services.publishing.trust_admin import signing_keys
 from services.shared.serving import serve_app
 
@@ -61,8 +67,94 @@ CLIENT_KEY_OPTION = click.option(
 
 
 def register(group: click.Group) -> None:
-    """Add ``publishing`` (serve, release, yank, expunge, advisory) to ``group``."""
+    """Add ``publish`` and ``publishing`` (serve, release, yank, expunge, advisory) to
+    ``group``."""
+    group.add_command(publish)
     group.add_command(publishing)
+
+
+@click.command()
+@click.argument("package")
+@click.argument("drupal_version")
+@click.option(
+    "--zip",
+    "zip_path",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="The release zip (one top directory).",
+)
+@click.option("--origin-url", required=True, help="Where nodes download the zip from.")
+@SIGNING_KEY_OPTION
+@click.option(
+    "--require",
+    "requires",
+    multiple=True,
+    metavar="NAME:CONSTRAINT",
+    help="A Composer requirement, overriding the zip's composer.json; repeatable.",
+)
+@click.option(
+    "--rebuild-of",
+    default=None,
+    metavar="SHA256",
+    help="A new build of a dev version (1.x-dev): the sha256 of the build it replaces, the "
+    "one nodes serve now (their /status/packages/NAME page shows it). Tagged versions are "
+    "immutable: nodes refuse a rebuild of one.",
+)
+@SIGNERS_ROOT_OPTION
+@BROKER_OPTION
+@TOPIC_PREFIX_OPTION
+@PARTITIONS_OPTION
+@DATA_DIR_OPTION
+def publish(
+    package: str,
+    drupal_version: str,
+    zip_path: Path,
+    origin_url: str,
+    key_paths: tuple[Path, ...],
+    requires: tuple[str, ...],
+    rebuild_of: str | None,
+    root_path: Path | None,
+    broker: str | None,
+    topic_prefix: str,
+    partitions: int,
+    data_dir: Path,
+) -> None:
+    """Sign one release and produce it to the releases topic; prints where it landed.
+
+    \b
+    Example: fairstream publish drupal/token 8.x-1.9 --zip token-8.x-1.9.zip \\
+      --origin-url https://ftp.drupal.org/files/projects/token-8.x-1.9.zip \\
+      --key keys/drupal.key
+    """
+    keys = signing_keys(key_paths)
+    metadata: dict[str, object] = {}
+    if requires:
+        pairs = [r.split(":", 1) for r in requires]
+        if any(len(pair) != 2 for pair in pairs):
+            raise ConfigurationError("--require takes NAME:CONSTRAINT, e.g. drupal/token:^1.9")
+        metadata["require"] = dict(pairs)
+    root = signers_root(root_path)
+    if root is not None:
+        check_signers(keys, key_paths, root, package)
+    broker_url = resolve_broker(data_dir, broker)
+    topics = Topics.with_prefix(topic_prefix)
+    release = build_release(
+        package=package,
+        drupal_version=drupal_version,
+        zip_path=zip_path,
+        origin_url=origin_url,
+        metadata=metadata,
+        rebuild_of=rebuild_of,
+    )
+    ensure_topics(broker_url, topics.partitions(partitions))
+    producer = EventProducer(broker_url)
+    delivered = publish_release(release, keys, producer, topics.releases)
+    producer.close()
+    console.print(
+        f"published {release.package} {release.drupal_version} (Composer {release.version}, "
+        f"sha256 {release.artifact.sha256[:16]}…) to "
+        f"{delivered.topic}[{delivered.partition}]@{delivered.offset}"
+    )
 
 
 @click.group()

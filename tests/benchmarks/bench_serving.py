@@ -156,7 +156,7 @@ def serve_node(argv: Sequence[str]) -> None:
     args = parser.parse_args(argv)
     # The bucket holds only zips: /dist answers 302 to presigned URLs of what it holds.
     store = S3Store(StoreLocation.from_url(args.store), args.bucket)
-    # As `fairstream node run --view topic` (services/cli/main.py, streams/node.py): states and p2
+    # As `fairstream node run --view topic` (services/node/build.py, streams/node.py): states and p2
     # from the process's local view, which it loads from sqlite (and checks its docroot).
     local = LocalView(args.view / VIEW_DB, docroot=args.view / DOCROOT)
     node = NodeHttp(

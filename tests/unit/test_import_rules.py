@@ -28,14 +28,12 @@ MAY_IMPORT = {
 }
 #: Imports of the dev tooling from a production layer, each with the reason it is allowed.
 DEV_IMPORTS_ALLOWED: dict[tuple[str, str], str] = {
-    # The one `fairstream` command line offers the dev stack (`fairstream dev up`, the demo,
-    # the synthetic catalogue, a static origin) beside the production commands, all
-    # registered in its composition root, and reads the embedded stack's address when no
-    # --broker/--store is given (README's first command).
-    ("services.cli.main", "infra.devstack"): "the dev commands of the one CLI",
-    ("services.cli.main", "infra.devtools.demo"): "the CLI's `demo` command",
+    # The one `fairstream` command line offers the dev tooling (`fairstream dev up`, the
+    # demo, a static origin, the synthetic catalogue) beside the production commands: its
+    # composition root registers their command modules, and reads the embedded stack's
+    # address when no --broker/--store is given (README's first command).
+    ("services.cli.main", "infra.devtools.dev_cli"): "the CLI's `dev`, `origin`, `demo`",
     ("services.cli.main", "infra.devtools.catalogue_cli"): "the CLI's `catalogue` commands",
-    ("services.cli.main", "infra.devtools.origin_http"): "the CLI's `origin serve` command",
     ("services.cli.options", "infra.devstack"): "the embedded stack's address as default",
 }
 
@@ -98,7 +96,7 @@ def test_the_project_is_found() -> None:
     assert {"schemas.trust", "connectors.store", "streams.node", "services.cli.main"} <= set(KNOWN)
     assert "connectors.object_store" in GRAPH["streams.replication"]
     assert "infra.devstack" in GRAPH["infra.devtools.demo"]
-    assert {"infra.devstack", "infra.devtools.demo"} <= GRAPH["services.cli.main"]
+    assert {"infra.devtools.dev_cli", "infra.devtools.catalogue_cli"} <= GRAPH["services.cli.main"]
 
 
 @pytest.mark.parametrize("layer", LAYERS)
