@@ -89,6 +89,21 @@ class ReplicaRegistry:
                 *(Source(url, label, None) for label, url in extra),
             ]
 
+    def copies(self, sha256: str) -> list[Source]:
+        """Other regions' verified copies of ``sha256``, by region: where a node may send a
+        client (unlike other sources, which only this node fetches from and checks)."""
+        with self._lock:
+            copies = sorted(self._by_sha256.get(sha256, {}).items())
+            return [Source(url, region, self._jurisdictions.get(region)) for region, url in copies]
+
+    def peer_sources(self) -> list[Source]:
+        """The base URL of each other region that announced any copy, with its jurisdiction."""
+        with self._lock:
+            return [
+                Source(base, region, self._jurisdictions.get(region))
+                for region, base in sorted(self._bases.items())
+            ]
+
     def jurisdiction_of(self, region: str) -> str | None:
         """What ``region`` declared in its latest announcement (None: nothing, or not heard)."""
         with self._lock:

@@ -95,6 +95,38 @@ class JurisdictionPolicy:
         return ", ".join(sorted(allowed)) if allowed is not None else "any"
 
 
+def jurisdiction_policy(
+    allow: Iterable[str], *, own: str | None = None, origin: str | None = None
+) -> JurisdictionPolicy:
+    """The policy ``--allow-jurisdiction`` specs give: ``EU`` (or ``EU,DE``) for every
+    purpose, ``fetch=EU`` (``redirect=``, ``route=``) for one; a purpose no spec names stays
+    unrestricted. Raises ``ConfigurationError`` saying which spec is wrong."""
+    lists: dict[Purpose, set[str]] = {}
+    for spec in allow:
+        purpose_name, sep, codes = spec.rpartition("=")
+        if sep:
+            try:
+                purposes: tuple[Purpose, ...] = (Purpose(purpose_name.strip()),)
+            except ValueError:
+                raise ConfigurationError(
+                    f"--allow-jurisdiction {spec!r}: {purpose_name!r} is not a purpose; write "
+                    f"CODE[,CODE] for every purpose or PURPOSE=CODE[,CODE] with PURPOSE one "
+                    f"of {', '.join(Purpose)}"
+                ) from None
+        else:
+            purposes = tuple(Purpose)
+        named = [code.strip() for code in codes.split(",") if code.strip()]
+        if not named:
+            raise ConfigurationError(f"--allow-jurisdiction {spec!r} names no jurisdiction")
+        for purpose in purposes:
+            lists.setdefault(purpose, set()).update(named)
+    return JurisdictionPolicy(
+        own=own,
+        origin=origin,
+        **{purpose.value: frozenset(codes) for purpose, codes in lists.items()},
+    )
+
+
 _DONE = {Purpose.FETCH: "fetched", Purpose.REDIRECT: "redirected to", Purpose.ROUTE: "routed to"}
 
 

@@ -41,7 +41,7 @@ from streams.faults import FaultSpec
 from streams.health import HealthRules
 from streams.node import NodeSettings, NodeStream, region_public_url
 from streams.peering import parse_peer, with_peer_namespaces
-from streams.policy import ReplicationMode, ReplicationPolicy
+from streams.policy import ReplicationMode, ReplicationPolicy, jurisdiction_policy
 
 
 @dataclass(frozen=True)
@@ -66,6 +66,9 @@ class NodeRunOptions:
     include: tuple[str, ...]
     exclude: tuple[str, ...]
     quota: int | None
+    jurisdiction: str | None
+    allow_jurisdiction: tuple[str, ...]
+    origin_jurisdiction: str | None
     pending_interval: float
     peer_specs: tuple[str, ...]
     node_key_path: Path | None
@@ -91,13 +94,23 @@ class BuiltNode:
 
 
 def policy_from_options(
-    mode: str, include: tuple[str, ...], exclude: tuple[str, ...], quota: int | None
+    mode: str,
+    include: tuple[str, ...],
+    exclude: tuple[str, ...],
+    quota: int | None,
+    *,
+    jurisdiction: str | None = None,
+    allow: tuple[str, ...] = (),
+    origin: str | None = None,
 ) -> ReplicationPolicy:
+    """The region's policy from its options (``--mode`` ... ``--origin-jurisdiction``);
+    raises ``ConfigurationError``."""
     return ReplicationPolicy(
         mode=ReplicationMode(mode),
         include=include or ("drupal/*",),
         exclude=exclude,
         quota_bytes=quota,
+        jurisdictions=jurisdiction_policy(allow, own=jurisdiction, origin=origin),
     )
 
 
@@ -142,7 +155,15 @@ def build_node(options: NodeRunOptions) -> BuiltNode:
     bootstrap_servers(broker_url)
     pinned = pinned_root_file(options.root_path)
     replication = with_peer_namespaces(
-        policy_from_options(options.mode, options.include, options.exclude, options.quota),
+        policy_from_options(
+            options.mode,
+            options.include,
+            options.exclude,
+            options.quota,
+            jurisdiction=options.jurisdiction,
+            allow=options.allow_jurisdiction,
+            origin=options.origin_jurisdiction,
+        ),
         peers,
     )
     make_dir(data_dir / "nodes" / region, "the node's data directory")
@@ -200,14 +221,15 @@ def build_node(options: NodeRunOptions) -> BuiltNode:
             public_url=settings.public_url,
             mirror_artifacts=policy.mirrors_artifacts,
             dist="proxy" if options.dist == "proxy" else "redirect",
+            jurisdictions=policy.jurisdictions,
         ),
         stream.store,
         presigner=presigner,
         trust_root=lambda: stream.trust.root,
         states=stream.states,
         documents=stream.local_view.document if stream.local_view is not None else None,
-        replicas=stream.replicas.urls,
-        peers=stream.replicas.peers,
+        replicas=stream.replicas.copies,
+        peers=stream.replicas.peer_sources,
         on_missing=lambda package, version, record: stream.replicator.request_refetch(
             package, version, record
         ),

@@ -97,6 +97,32 @@ _POLICY_OPTIONS = [
         help="Keep at most this much zip data (20G, 20 GiB, 500MB or bytes; K, M, G, T are "
         "powers of 1024); cold zips are evicted beyond it.",
     ),
+    click.option(
+        "--jurisdiction",
+        default=None,
+        metavar="CODE",
+        help="Where this region holds and serves its bytes (EU, DE, US-gov), declared in its "
+        "nodes' signed registrations and replica announcements: what sovereign regions "
+        "decide by  [default: not declared]",
+    ),
+    click.option(
+        "--allow-jurisdiction",
+        "allow_jurisdiction",
+        multiple=True,
+        metavar="[PURPOSE=]CODE[,CODE]",
+        help="Make the region sovereign: fetch zips from, send clients to (dist, mirrors) and "
+        "be routed by the directory to only sources and nodes of these jurisdictions "
+        "(repeatable; PURPOSE fetch, redirect or route restricts one; docs/sovereignty.md)  "
+        "[default: any]",
+    ),
+    click.option(
+        "--origin-jurisdiction",
+        default=None,
+        metavar="CODE",
+        help="The signed origin's jurisdiction as you know it (the origin declares none): a "
+        "sovereign region fetches from and redirects to the origin only if it is allowed  "
+        "[default: not declared]",
+    ),
 ]
 
 
@@ -309,6 +335,9 @@ def node_serve(
     include: tuple[str, ...],
     exclude: tuple[str, ...],
     quota: int | None,
+    jurisdiction: str | None,
+    allow_jurisdiction: tuple[str, ...],
+    origin_jurisdiction: str | None,
     node_key_path: Path | None,
     status_every: float,
     broker: str | None,
@@ -347,7 +376,15 @@ def node_serve(
             store_public_url=store_public_url or "",
             public_url=public_url or f"http://{listen}",
             pinned_root=pinned_root_file(root_path),
-            policy=policy_from_options(mode, include, exclude, quota),
+            policy=policy_from_options(
+                mode,
+                include,
+                exclude,
+                quota,
+                jurisdiction=jurisdiction,
+                allow=allow_jurisdiction,
+                origin=origin_jurisdiction,
+            ),
             node_key=node_key(node_key_path, data_dir, region, listen),
             view_dir=data_dir / "nodes" / region / f"frontend-{listen.replace(':', '-')}",
             view=view,
@@ -406,6 +443,9 @@ def node_rebuild(
     include: tuple[str, ...],
     exclude: tuple[str, ...],
     quota: int | None,
+    jurisdiction: str | None,
+    allow_jurisdiction: tuple[str, ...],
+    origin_jurisdiction: str | None,
     as_json: bool,
     broker: str | None,
     store: str | None,
@@ -425,7 +465,15 @@ def node_rebuild(
     """
     broker_url, store_url = stack_urls(data_dir, broker, store)
     topics = Topics.with_prefix(topic_prefix)
-    policy = policy_from_options(mode, include, exclude, quota)
+    policy = policy_from_options(
+        mode,
+        include,
+        exclude,
+        quota,
+        jurisdiction=jurisdiction,
+        allow=allow_jurisdiction,
+        origin=origin_jurisdiction,
+    )
     pinned = pinned_root_file(root_path)
     bootstrap_servers(broker_url)
     objects = open_store(store_url, bucket or layout.region_bucket(region))

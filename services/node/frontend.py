@@ -116,6 +116,7 @@ class Frontend:
                 mirror_artifacts=settings.policy.mirrors_artifacts,
                 dist=settings.dist,
                 service="frontend",
+                jurisdictions=settings.policy.jurisdictions,
             ),
             self.store,
             presigner=S3Store(settings.store.reached_at(settings.store_public_url), settings.bucket)
@@ -124,8 +125,8 @@ class Frontend:
             trust_root=lambda: self.trust.root,
             states=states,
             documents=self.view.document if self.view is not None else None,
-            replicas=self.replicas.urls,
-            peers=self.replicas.peers,
+            replicas=self.replicas.copies,
+            peers=self.replicas.peer_sources,
         )
         rejections = RejectionLog(
             settings.broker_url, settings.topics.rejected, region=settings.region

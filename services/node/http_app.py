@@ -37,7 +37,9 @@ from schemas.names import NAME_PATTERN, PACKAGE_NAME
 from schemas.package_state import PackageState, StateReader, VersionRecord, find_version
 from schemas.trust import TrustRoot
 from services.node.dist_proxy import send_artifact
+from streams.artifacts import Source
 from streams.health import Verdict
+from streams.policy import JurisdictionPolicy, Purpose
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +100,9 @@ class NodeHttpSettings:
     dist: DistMode = "redirect"
     #: The ``service`` label of its HTTP metrics: ``node``, ``frontend`` or ``directory``.
     service: str = "node"
+    #: Where the region may send clients (``Purpose.REDIRECT``): a sovereign region's
+    #: ``/dist`` and ``mirrors`` never name a node or an origin outside its list.
+    jurisdictions: JurisdictionPolicy = JurisdictionPolicy()
 
 
 #: The header naming the region (or directory) that answered.
@@ -143,8 +148,8 @@ class NodeHttp:
         trust_root: Callable[[], TrustRoot] | None = None,
         states: StateReader | None = None,
         documents: Callable[[str], ServedDocument | None] | None = None,
-        replicas: Callable[[str], Sequence[str]] | None = None,
-        peers: Callable[[], Sequence[str]] | None = None,
+        replicas: Callable[[str], Sequence[Source]] | None = None,
+        peers: Callable[[], Sequence[Source]] | None = None,
         on_missing: Callable[[str, str, VersionRecord], None] | None = None,
         on_download: Callable[[str, str, str], None] | None = None,
         on_serve: Callable[[str, str, str], None] | None = None,
@@ -233,7 +238,9 @@ class NodeHttp:
     async def packages_json(self, request: web.Request) -> web.StreamResponse:
         """The root document, with absolute URLs on this node and the other nodes as mirrors."""
         base = self._public_base(request)
-        peers = [] if self._peers is None else _other_bases(self._peers(), base)
+        peers = (
+            [] if self._peers is None else _other_bases(self._redirect_targets(self._peers()), base)
+        )
         document = render_packages_json(
             patterns=self.settings.patterns,
             metadata_url=f"{base}/p2/%package%.json",
@@ -496,22 +503,54 @@ class NodeHttp:
         loaded = await asyncio.gather(*loads)
         return {name: state for name, state in zip(names, loaded, strict=True) if state}
 
+    def _redirect_targets(self, sources: Iterable[Source]) -> list[str]:
+        """The URLs of ``sources`` the region may send clients to."""
+        policy = self.settings.jurisdictions
+        return [s.url for s in sources if policy.allows(Purpose.REDIRECT, s.jurisdiction)]
+
     def _elsewhere(self, sha256: str, record: VersionRecord) -> str | None:
-        """Where else the zip of ``record`` is: another node's verified copy, then its origin."""
+        """Where else the zip of ``record`` is: another node's verified copy, then its origin.
+
+        Only where the region may send clients: in a sovereign region, a copy or an origin
+        outside its jurisdictions is never a target, and when no other one is left the
+        answer is a 503 that names them (``HTTPServiceUnavailable``).
+        """
         own = self.settings.public_url.rstrip("/")
+        policy = self.settings.jurisdictions
         candidates = [] if self._replicas is None else list(self._replicas(sha256))
-        for url in candidates:
+        withheld: list[Source] = []
+        for source in candidates:
+            url = source.url
             parts = urlsplit(url)
             # Another node's dist path names the sha256 and that node refuses any other
             # bytes under it; a URL that does not name it is not followed, nor one back here.
-            if (
+            if not (
                 parts.scheme in ("http", "https")
                 and parts.path.endswith(f"/{sha256}.zip")
                 and not (own and url.startswith(own + "/"))
             ):
+                log.warning(
+                    "ignoring replica URL %r for sha256 %s: not a dist URL of it", url, sha256
+                )
+            elif policy.allows(Purpose.REDIRECT, source.jurisdiction):
                 return url
-            log.warning("ignoring replica URL %r for sha256 %s: not a dist URL of it", url, sha256)
-        return record.origin_url or None
+            else:
+                withheld.append(source)
+        if not record.origin_url:
+            return None
+        if policy.allows(Purpose.REDIRECT, policy.origin):
+            return record.origin_url
+        withheld.append(Source(record.origin_url, "origin", policy.origin))
+        named = ", ".join(
+            f"{source.holder} ({source.jurisdiction or 'jurisdiction not declared'})"
+            for source in withheld
+        )
+        raise web.HTTPServiceUnavailable(
+            text=f"region {self.settings.region} holds no copy of {sha256} yet and sends its "
+            f"clients to {policy.describe(Purpose.REDIRECT)} only, so not to {named}; "
+            "try again later\n",
+            headers=_RETRY_AFTER,
+        )
 
     @staticmethod
     def _call(what: str, callback: Callable[..., None] | None, *args: object) -> None:

@@ -25,8 +25,15 @@ from connectors.store import S3Store, StoreLocation
 from schemas import layout
 from schemas.composer import version_entry
 from schemas.package_state import PackageState, VersionRecord, render_documents
-from services.node.http_app import MAX_ADVISORY_NAMES, NodeHttp, NodeHttpSettings
+from services.node.http_app import (
+    MAX_ADVISORY_NAMES,
+    NodeHttp,
+    NodeHttpSettings,
+    mirror_url_template,
+)
+from streams.artifacts import Source
 from streams.health import Verdict
+from streams.policy import JurisdictionPolicy
 
 pytestmark = pytest.mark.integration
 
@@ -394,6 +401,8 @@ class Recorder:
         self.served: list[tuple[str, str, str]] = []
         self.replicas: dict[str, list[str]] = {}
         self.peers: list[str] = [US + "/", AP, PUBLIC]
+        #: Each other node's declared jurisdiction, by base URL (none: not declared).
+        self.jurisdictions: dict[str, str] = {}
 
     def on_missing(self, package: str, version: str, found: VersionRecord) -> None:
         self.missing.append((package, version, found))
@@ -404,11 +413,15 @@ class Recorder:
     def on_serve(self, package: str, version: str, sha256: str) -> None:
         self.served.append((package, version, sha256))
 
-    def replicas_of(self, sha256: str) -> Sequence[str]:
-        return self.replicas.get(sha256, [])
+    def _source(self, url: str) -> Source:
+        base = url.split("/dist/", 1)[0].rstrip("/")
+        return Source(url, base, self.jurisdictions.get(base))
 
-    def peer_urls(self) -> Sequence[str]:
-        return self.peers
+    def replicas_of(self, sha256: str) -> Sequence[Source]:
+        return [self._source(url) for url in self.replicas.get(sha256, [])]
+
+    def peer_urls(self) -> Sequence[Source]:
+        return [self._source(url) for url in self.peers]
 
 
 class Clock:
@@ -656,6 +669,40 @@ async def test_a_replica_url_not_naming_the_signed_sha256_is_not_followed(
 
     assert response.status == 302
     assert response.headers["Location"] == ORIGIN_1_10
+
+
+async def test_a_sovereign_region_sends_clients_only_within_its_jurisdictions(
+    store: ObjectStore, states: PackageStates, recorder: Recorder
+) -> None:
+    """An EU-only region: a copy in us (US) and the origin (US) are never redirect targets;
+    with no other, a 503 names them; a copy in ap (EU) is; mirrors list EU nodes only."""
+    recorder.jurisdictions = {US: "US", AP: "EU"}
+    us_copy = f"{US}/dist/drupal/token/1.10.0/{MISSING_SHA256}.zip"
+    ap_copy = f"{AP}/dist/drupal/token/1.10.0/{MISSING_SHA256}.zip"
+    recorder.replicas[MISSING_SHA256] = [us_copy]
+    sovereign = JurisdictionPolicy.restricting(["EU"], own="EU", origin="US")
+    started = await serve_node(
+        NodeHttpSettings(region="eu-west", public_url=PUBLIC, jurisdictions=sovereign),
+        store,
+        states,
+        recorder,
+    )
+    path = f"/dist/drupal/token/1.10.0/{MISSING_SHA256}.zip"
+    try:
+        refused = await started.get(path, allow_redirects=False)
+        reason = await refused.text()
+        recorder.replicas[MISSING_SHA256] = [us_copy, ap_copy]
+        sent = await started.get(path, allow_redirects=False)
+        root = orjson.loads(await (await started.get("/packages.json")).read())
+    finally:
+        await started.close()
+
+    assert refused.status == 503 and "Location" not in refused.headers
+    assert refused.headers["Retry-After"]
+    assert "sends its clients to EU only" in reason
+    assert f"{US} (US)" in reason and "origin (US)" in reason
+    assert sent.status == 302 and sent.headers["Location"] == ap_copy
+    assert [m["dist-url"] for m in root["mirrors"]] == [mirror_url_template(AP)]
 
 
 async def test_a_metadata_only_node_never_serves_from_its_bucket_nor_refetches(

@@ -18,6 +18,7 @@ from streams.policy import (
     Purpose,
     ReplicationMode,
     ReplicationPolicy,
+    jurisdiction_policy,
     parse_size,
 )
 
@@ -280,3 +281,31 @@ def test_jurisdiction_codes() -> None:
         assert JURISDICTION.fullmatch(code), code
     for code in ("eu", "E", "EUR", "US_gov", "US-", "US-" + "x" * 17, ""):
         assert not JURISDICTION.fullmatch(code), code
+
+
+def test_allow_specs_name_every_purpose_or_one() -> None:
+    everywhere = jurisdiction_policy(["EU", "DE"], own="DE", origin="EU")
+    assert (everywhere.fetch, everywhere.redirect, everywhere.route) == (
+        frozenset({"EU", "DE"}),
+    ) * 3
+    assert (everywhere.own, everywhere.origin) == ("DE", "EU")
+
+    split = jurisdiction_policy(["fetch=EU,US", "redirect=EU"])
+    assert split.fetch == frozenset({"EU", "US"})
+    assert split.redirect == frozenset({"EU"})
+    assert split.route is None  # no spec names it: unrestricted
+
+    assert jurisdiction_policy([]) == JurisdictionPolicy()
+
+
+@pytest.mark.parametrize(
+    ("spec", "problem"),
+    [
+        ("serve=EU", "'serve' is not a purpose"),
+        ("fetch=", "names no jurisdiction"),
+        ("eu", "'eu' is not a code"),
+    ],
+)
+def test_a_wrong_allow_spec_says_what_is_wrong(spec: str, problem: str) -> None:
+    with pytest.raises(ConfigurationError, match=re.escape(problem)):
+        jurisdiction_policy([spec])
