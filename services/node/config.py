@@ -37,6 +37,7 @@ from services.cli.options import (
 )
 from services.directory.registry import RegionMap
 from streams.peering import parse_peer
+from streams.policy import jurisdiction_policy
 
 #: The variable that names the configuration file when ``--config`` is not given.
 CONFIG_ENVVAR = "FAIRSTREAM_CONFIG"
@@ -416,6 +417,9 @@ _VALUE_CHECKS: dict[str, Callable[[object, bool], object]] = {
     "listen": lambda listen, _: parse_listen(str(listen), "listen"),
     "region_map": _check_region_map,
     "peer": _check_peer,
+    "jurisdiction": lambda code, _: jurisdiction_policy([], own=str(code)),
+    "origin_jurisdiction": lambda code, _: jurisdiction_policy([], origin=str(code)),
+    "allow_jurisdiction": lambda spec, _: jurisdiction_policy([str(spec)]),
 }
 # Checked only where the files are (not for a configuration written for another machine).
 _FILE_CHECKS: dict[str, Callable[[object, bool], object]] = {

@@ -219,6 +219,9 @@ def test_a_value_click_refuses_is_refused_with_the_option(
         ("store", "s3://minio:9000", "has no ACCESS:SECRET credentials"),
         ("quota", "lots", "write it like 500M, 20G"),
         ("listen", "8081", "is not HOST:PORT"),
+        ("jurisdiction", "eu", "'eu' is not a code such as EU, DE or US-gov"),
+        ("origin_jurisdiction", "USA", "'USA' is not a code"),
+        ("allow_jurisdiction", ["serve=EU"], "'serve' is not a purpose"),
     ],
 )
 def test_a_value_the_command_would_refuse_as_it_starts_is_refused(
