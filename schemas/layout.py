@@ -66,6 +66,14 @@ def pending_keys(sha256: str) -> tuple[str, str]:
     return pending_key(sha256), f"pending/{sha256}.json"
 
 
+def provenance_key(sha256: str) -> str:
+    """Where the region's copy of a zip came from (``streams.replication.provenance``):
+    ``provenance/<first two hex digits>/<sha256>.json``, beside the zip and deleted with it."""
+    if not _SHA256.fullmatch(sha256):
+        raise ValueError(f"{sha256!r} is not a lower-case hex sha256")
+    return f"provenance/{sha256[:2]}/{sha256}.json"
+
+
 PENDING_PREFIX = "pending/"
 ARTIFACT_PREFIX = "artifacts/sha256/"
 

@@ -295,6 +295,7 @@ def _write_package(
     for sha256 in set(state.expunged.values()):
         if not state.references(sha256):
             store.delete(layout.artifact_key(sha256))
+            store.delete(layout.provenance_key(sha256))
     if not policy.mirrors_artifacts:
         return
     for version, record in state.versions.items():

@@ -384,6 +384,7 @@ class ReleaseReplicator:
             # After the state: a crash before this leaves an orphan zip, never a
             # version whose zip is gone.
             await asyncio.to_thread(self._store.delete, layout.artifact_key(sha256))
+            await asyncio.to_thread(self._store.delete, layout.provenance_key(sha256))
             for key in layout.pending_keys(sha256):
                 await asyncio.to_thread(self._store.delete, key)
             if self._sizes is not None:
@@ -398,7 +399,7 @@ class ReleaseReplicator:
 
     # Artifacts ---------------------------------------------------------------
 
-    def _sources(self, artifact: Artifact) -> tuple[list[str], list[Source]]:
+    def _sources(self, artifact: Artifact) -> tuple[list[Source], list[Source]]:
         """Where to fetch ``artifact`` from, in order, and the sources the region's
         jurisdiction policy withholds. AspireCloud's order: the canonical origin first,
         then regions that announced a copy, then other sources (peer networks' origins)."""
@@ -407,27 +408,31 @@ class ReleaseReplicator:
             Source(artifact.origin_url, "origin", policy.origin),
             *self._replicas.fetch_sources(artifact.sha256),
         ]
-        allowed = [
-            source.url for source in every if policy.allows(Purpose.FETCH, source.jurisdiction)
-        ]
+        allowed = [source for source in every if policy.allows(Purpose.FETCH, source.jurisdiction)]
         withheld = [
             source for source in every if not policy.allows(Purpose.FETCH, source.jurisdiction)
         ]
         return allowed, withheld
 
-    async def _fetch(self, artifact: Artifact) -> Fetched:
+    async def _fetch(self, artifact: Artifact) -> tuple[Fetched, Source]:
         """Fetch ``artifact`` from the first allowed source that delivers it.
 
         A sovereign region never fetches from a source outside its jurisdictions: when
         none of the allowed ones delivers, the release is parked (``ArtifactUnreachableError``)
         with the withheld sources named, never refused, and never fetched from outside.
-        Raises what ``fetch_from_sources`` raises.
+        Returns the fetched file and the source it came from. Raises what
+        ``fetch_from_sources`` raises.
         """
         sources, withheld = self._sources(artifact)
         if not withheld:
-            return await fetch_from_sources(
-                self._session, sources, artifact, work_dir=self._work_dir, limits=self._limits
+            fetched = await fetch_from_sources(
+                self._session,
+                [s.url for s in sources],
+                artifact,
+                work_dir=self._work_dir,
+                limits=self._limits,
             )
+            return fetched, _source_of(fetched, sources)
         policy = self.policy.jurisdictions
         named = ", ".join(
             f"{source.holder} ({source.jurisdiction or 'jurisdiction not declared'})"
@@ -447,8 +452,12 @@ class ReleaseReplicator:
                 retry_after=UNREACHABLE_RETRY_AFTER,
             )
         try:
-            return await fetch_from_sources(
-                self._session, sources, artifact, work_dir=self._work_dir, limits=self._limits
+            fetched = await fetch_from_sources(
+                self._session,
+                [s.url for s in sources],
+                artifact,
+                work_dir=self._work_dir,
+                limits=self._limits,
             )
         except ArtifactMismatchEverywhereError as exc:
             # Other bytes from every allowed source: a withheld one may hold the signed
@@ -466,6 +475,7 @@ class ReleaseReplicator:
                 attempts=exc.attempts,
                 retry_after=exc.retry_after,
             ) from exc
+        return fetched, _source_of(fetched, sources)
 
     async def _ensure_artifact(self, package: str, version: str, artifact: Artifact) -> bool:
         """Make sure the region holds the zip; True when it was fetched now.
@@ -485,7 +495,7 @@ class ReleaseReplicator:
 
     async def _fetch_and_store(self, package: str, artifact: Artifact) -> bool:
         started = time.perf_counter()
-        result = await self._fetch(artifact)
+        result, source_of_bytes = await self._fetch(artifact)
         source = "origin" if result.source == artifact.origin_url else "replica"
         FETCH_SECONDS.labels(self._region, source).observe(time.perf_counter() - started)
         FETCH_BYTES.labels(self._region, source).inc(artifact.size)
@@ -499,13 +509,28 @@ class ReleaseReplicator:
                 result.path,
                 content_type="application/zip",
             )
+            # The proof of where the bytes came from (the status page shows it): written
+            # after the zip, so a crash between leaves a zip without it, never the reverse.
+            await asyncio.to_thread(
+                self._store.put_bytes,
+                layout.provenance_key(artifact.sha256),
+                provenance(source_of_bytes, artifact.sha256, self._region, self._clock()),
+                content_type="application/json",
+            )
             self._faults.reached(AFTER_STORE_WRITE)
         finally:
             result.path.unlink(missing_ok=True)
         if self._sizes is not None:
             self._sizes[artifact.sha256] = artifact.size
         if result.source != artifact.origin_url:
-            log.info("%s %s fetched from replica %s", package, artifact.sha256[:12], result.source)
+            log.info(
+                "%s %s fetched from %s (%s, jurisdiction %s)",
+                package,
+                artifact.sha256[:12],
+                source_of_bytes.holder,
+                result.source,
+                source_of_bytes.jurisdiction or "not declared",
+            )
         return True
 
     async def _announce_replica(self, package: str, version: str, artifact: Artifact) -> None:
@@ -556,6 +581,7 @@ class ReleaseReplicator:
             return False
         for sha256 in chosen:
             await asyncio.to_thread(self._store.delete, layout.artifact_key(sha256))
+            await asyncio.to_thread(self._store.delete, layout.provenance_key(sha256))
             self._sizes.pop(sha256, None)
             log.info("quota: evicted cold artifact %s", sha256[:12])
         return True
@@ -666,6 +692,26 @@ class ReleaseReplicator:
     async def close(self) -> None:
         for task in list(self._background):
             task.cancel()
+
+
+def provenance(source: Source, sha256: str, region: str, at: datetime) -> bytes:
+    """Where a region's copy of ``sha256`` came from: who held it (``origin``, a region, a
+    peer's label), their declared jurisdiction, the URL, when. A sovereign region's proof."""
+    return orjson.dumps(
+        {
+            "sha256": sha256,
+            "region": region,
+            "from": source.holder,
+            "jurisdiction": source.jurisdiction,
+            "url": source.url,
+            "fetched_at": at.isoformat(),
+        },
+        option=orjson.OPT_SORT_KEYS,
+    )
+
+
+def _source_of(fetched: Fetched, sources: Sequence[Source]) -> Source:
+    return next(s for s in sources if s.url == fetched.source)
 
 
 def pending_document(

@@ -20,13 +20,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 import jinja2
+import orjson
 from aiohttp import web
 from markupsafe import escape
 
 from connectors.kafka import TopicFollower
-from connectors.object_store import ObjectStore
+from connectors.object_store import ObjectStore, is_json
 from schemas import layout
-from schemas.errors import MalformedEventError, RejectedError
+from schemas.errors import MalformedEventError, RejectedError, StoreUnavailableError
 from schemas.events import ReleaseRejected
 from schemas.federation import (
     SILENT_AFTER,
@@ -550,12 +551,12 @@ class NodeOwnStatus:
         state = self._states.load(name)
         if state is None:
             return None
-        held: set[str] = set()
+        held: dict[str, str] = {}
+        where = f"this node ({self._registration.region})" if self._registration else "this node"
         if self._keeps_zips:
             for record in state.versions.values():
                 if self._store.stat(layout.artifact_key(record.sha256)) is not None:
-                    held.add(record.sha256)
-        where = f"this node ({self._registration.region})" if self._registration else "this node"
+                    held[record.sha256] = where + self._came_from(record.sha256)
         note = (
             "Verified copies: this node's store holds the zip, checked against the signed "
             "sha256 before it was written."
@@ -565,9 +566,23 @@ class NodeOwnStatus:
         return package_view(
             state,
             self._trust_root(),
-            lambda record: [where] if record.sha256 in held else [],
+            lambda record: [held[record.sha256]] if record.sha256 in held else [],
             note,
         )
+
+    def _came_from(self, sha256: str) -> str:
+        """``, from de (EU), fetched 2026-12-06 12:00 UTC``: where the copy's bytes came
+        from (the replicator's record; a sovereign region's proof), or nothing if unknown."""
+        try:
+            body = self._store.get(layout.provenance_key(sha256), complete=is_json)
+        except StoreUnavailableError:
+            return ", origin unknown (the store did not answer)"
+        if body is None:
+            return ""  # fetched before provenance was recorded
+        record = orjson.loads(body.data)
+        jurisdiction = record.get("jurisdiction") or "jurisdiction not declared"
+        fetched = datetime.fromisoformat(record["fetched_at"]).astimezone(UTC)
+        return f", from {record['from']} ({jurisdiction}), fetched {fetched:%Y-%m-%d %H:%M} UTC"
 
     def rejections(self) -> list[RejectionRow]:
         return self._rejections.rows() if self._rejections is not None else []

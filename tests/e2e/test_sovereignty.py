@@ -1,8 +1,8 @@
 """A sovereign region on the real stack (issue 19): region ``eu`` allows EU only; the
 origin is declared US and region ``us`` (US) holds a copy. eu parks the zip, fetches it
 from neither, answers its clients 503 with the reason, is never routed to us by the
-directory; once an EU region (``de``) holds the zip, eu takes it from there and a real
-composer installs from eu."""
+directory; once an EU region (``de``) holds the zip, eu takes it from there, its status
+page says so, and a real composer installs from eu."""
 
 from __future__ import annotations
 
@@ -107,6 +107,9 @@ def test_a_sovereign_region_uses_only_its_jurisdictions_and_says_why(
     eventually(lambda: sha256 in artifacts_of(eu_store), "eu fetched the zip from de", timeout=120)
     assert eu_store.stat(layout.pending_key(sha256)) is None
     assert redirect_of(eu.url + dist)[0] == 302
+    # The proof: eu's page of the package says whose bytes it holds, and where they were.
+    status, page, _ = refusal_of(eu.url + "/status/packages/drupal/token")
+    assert status == 200 and "this node (eu), from de (EU), fetched" in page
 
     result = localnet.composer_require(tmp_path / "site", eu.url, ["drupal/token:^1.9"])
     assert result.returncode == 0, result.stderr

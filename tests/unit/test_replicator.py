@@ -247,12 +247,26 @@ async def test_a_signed_release_lands_in_the_bucket(
         "drupal/token", "ReleasePublished", event.sequence, fetched=True, changed=True
     )
     assert origin_requests == ["/token-8.x-1.9.zip"]
-    # Artifact first, then the state (a new object per sequence), then the p2 it derives.
+    # Artifact first (and where it came from), then the state (a new object per sequence),
+    # then the p2 it derives.
     state_key = layout.state_key("drupal/token", event.sequence)
-    assert store.writes[:2] == [layout.artifact_key(event.artifact.sha256), state_key]
+    provenance_key = layout.provenance_key(event.artifact.sha256)
+    assert store.writes[:3] == [
+        layout.artifact_key(event.artifact.sha256),
+        provenance_key,
+        state_key,
+    ]
     contents = bucket_contents(store)
+    came_from = orjson.loads(contents[provenance_key])
+    assert (came_from["from"], came_from["url"], came_from["region"]) == (
+        "origin",
+        event.artifact.origin_url,
+        "local",
+    )
+    assert came_from["jurisdiction"] is None
     assert set(contents) == {
         layout.artifact_key(event.artifact.sha256),
+        provenance_key,
         state_key,
         layout.p2_key("drupal/token"),
         layout.p2_key("drupal/token", dev=True),
@@ -552,8 +566,9 @@ async def test_an_expunge_deletes_the_artifact(
     assert state.expunged == {"1.9.0": first.artifact.sha256}
     # The zip goes last: a crash before leaves an orphan zip, never a version without one.
     assert store.writes[0] == state_key
-    assert store.writes[-3:] == [
+    assert store.writes[-4:] == [
         f"DELETE {key}",
+        f"DELETE {layout.provenance_key(first.artifact.sha256)}",
         *(f"DELETE {parked}" for parked in layout.pending_keys(first.artifact.sha256)),
     ]
 
@@ -984,7 +999,8 @@ async def test_a_sovereign_region_never_fetches_from_outside_its_jurisdictions(
             assert named in reason
         assert store.stat(layout.artifact_key(event.artifact.sha256)) is None
 
-        registry.add(copy_of(event, "de", de, "EU"))
+        de_copy = copy_of(event, "de", de, "EU")
+        registry.add(de_copy)
         now[0] += timedelta(hours=2)
         report = await replicator.retry_pending()
     finally:
@@ -994,6 +1010,11 @@ async def test_a_sovereign_region_never_fetches_from_outside_its_jurisdictions(
     assert (report.retried, report.recovered, report.still_pending) == (1, 1, 0)
     assert store.stat(layout.artifact_key(event.artifact.sha256)) is not None
     assert origin_requests == []
+    proof = store.get(layout.provenance_key(event.artifact.sha256))
+    assert proof is not None
+    came_from = orjson.loads(proof.data)
+    assert (came_from["from"], came_from["jurisdiction"], came_from["region"]) == ("de", "EU", "eu")
+    assert came_from["url"] == de_copy.url
     # Its own copy is announced with its jurisdiction, for other sovereign regions.
     assert [(copy.region, copy.jurisdiction) for copy in announced] == [("eu", "EU")]
 

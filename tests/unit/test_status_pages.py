@@ -13,6 +13,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 
+from connectors.memory_store import MemoryStore
+from schemas import layout
 from schemas.federation import LagSample, NodeStatus, seal_registration, seal_status
 from schemas.package_state import PackageState, VersionRecord
 from schemas.signing import SigningKey
@@ -21,6 +23,7 @@ from services.directory.registry import RegionMap, Registry
 from services.publishing.trust_admin import DelegationSpec, build_root
 from services.shared.status_pages import (
     NetworkView,
+    NodeOwnStatus,
     NodeRow,
     PackageView,
     RejectionRow,
@@ -30,7 +33,9 @@ from services.shared.status_pages import (
     lag_chart,
     package_view,
 )
+from streams.artifacts import Source
 from streams.policy import ReplicationPolicy
+from streams.replication import provenance
 from streams.sync import registration_of
 
 NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
@@ -274,3 +279,44 @@ async def test_the_directory_shows_stopped_and_silent_nodes_on_its_own_clock() -
         "ap": ("silent", False),
     }
     assert listed_by_region["ap"]["heartbeat_state"] == "in-sync"
+
+
+class OneState:
+    def load(self, package: str) -> PackageState | None:
+        return STATE if package == STATE.package else None
+
+
+def test_a_nodes_package_page_says_where_each_held_copy_came_from() -> None:
+    """The proof a sovereign region shows: for each version held, from whom and which
+    jurisdiction its bytes came (the replicator's record); none recorded, nothing claimed."""
+    store = MemoryStore("status-pages", space="status-pages-tests")
+    store.ensure_bucket()
+    held_from_de, held_before = STATE.versions["1.9.0"], STATE.versions["1.2.0"]
+    for held in (held_from_de, held_before):
+        store.put_bytes(layout.artifact_key(held.sha256), b"zip", content_type="application/zip")
+    de = Source("http://de.example/dist/x.zip", "de", "EU")
+    store.put_bytes(
+        layout.provenance_key(held_from_de.sha256),
+        provenance(de, held_from_de.sha256, "eu", NOW),
+        content_type="application/json",
+    )
+    key = SigningKey(seed=b"\x09" * 32)
+    status = NodeOwnStatus(
+        registration=registration_of(key, "eu", "http://eu.example", ReplicationPolicy()),
+        last_status=lambda: None,
+        history=lambda: [],
+        states=OneState(),
+        store=store,
+        trust_root=lambda: root(PUBLISHER),
+        rejections=None,
+        keeps_zips=True,
+        title="eu",
+    )
+
+    view = status._package("drupal/token")
+
+    assert view is not None
+    holders = {v.version: list(v.holders) for v in view.versions}
+    assert holders["1.9.0"] == ["this node (eu), from de (EU), fetched 2026-12-05 12:00 UTC"]
+    assert holders["1.2.0"] == ["this node (eu)"]
+    assert holders["1.10.0"] == []  # not held
