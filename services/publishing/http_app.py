@@ -57,16 +57,16 @@ from schemas.events import (
     check_version_text,
 )
 from schemas.names import check_package_name
-from schemas.signing import PublicKey, SigningKey, seal
-from schemas.trust import Delegation, TrustRoot, namespace_of, short_ids, verify_event
-from schemas.versions import drupal_to_composer
-from services.publishing.client import (
+from schemas.request_signing import (
     CONTENT_SHA256_HEADER,
     DATE_HEADER,
     KEY_ID_HEADER,
     SIGNATURE_HEADER,
     request_message,
 )
+from schemas.signing import PublicKey, SigningKey, seal
+from schemas.trust import Delegation, TrustRoot, namespace_of, short_ids, verify_event
+from schemas.versions import drupal_to_composer
 from services.publishing.publisher import PublishInputError, build_release, next_sequence
 
 log = logging.getLogger(__name__)

@@ -24,9 +24,9 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 from prometheus_client.parser import text_string_to_metric_families
 
 from infra import localnet
+from schemas.request_signing import sign_request
 from schemas.signing import SigningKey, seal
 from schemas.trust import load_pinned_root
-from services.publishing.client import sign_request
 from services.publishing.http_app import PublishingService, PublishingSettings
 from tests.e2e.harness import Federation, rejections_of, wait_until_served
 from tests.e2e.test_directory import eventually, nodes_by_region, start_directory

@@ -31,11 +31,11 @@ from connectors.store import S3Store, StoreLocation
 from infra import devstack
 from schemas import layout
 from schemas.package_state import render_documents
+from schemas.request_signing import sign_request
 from schemas.signing import SigningKey
 from services.directory.http_app import Directory, directory_app
 from services.directory.registry import RegionMap, Registry
 from services.node.http_app import NodeHttp, NodeHttpSettings
-from services.publishing.client import sign_request
 from services.publishing.http_app import MAX_DOCUMENT_SIZE, PublishingService, PublishingSettings
 from services.publishing.trust_admin import DelegationSpec, build_root
 from tests.servers import ServerThread

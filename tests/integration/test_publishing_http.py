@@ -35,16 +35,14 @@ from schemas.events import (
     SecurityAdvisory,
     utc_now,
 )
+from schemas.request_signing import CONTENT_SHA256_HEADER, SIGNATURE_HEADER, sign_request
 from schemas.signing import SignedEvent, SigningKey
 from schemas.trust import verify_event
 from services.publishing.cli import publishing
 from services.publishing.client import (
-    CONTENT_SHA256_HEADER,
-    SIGNATURE_HEADER,
     PublishingClient,
     PublishingUnavailableError,
     PublishRefusedError,
-    sign_request,
 )
 from services.publishing.http_app import PublishingService, PublishingSettings
 from services.publishing.trust_admin import DelegationSpec, build_root, write_key_pair

@@ -18,9 +18,7 @@ from hypothesis import strategies as st
 from multidict import CIMultiDict
 
 from schemas.errors import ConfigurationError
-from schemas.signing import SigningKey, signing_message
-from schemas.trust import TrustRoot
-from services.publishing.client import (
+from schemas.request_signing import (
     CONTENT_SHA256_HEADER,
     DATE_HEADER,
     KEY_ID_HEADER,
@@ -30,6 +28,8 @@ from services.publishing.client import (
     request_message,
     sign_request,
 )
+from schemas.signing import SigningKey, signing_message
+from schemas.trust import TrustRoot
 from services.publishing.http_app import (
     BadRequestError,
     ForbiddenRequestError,
