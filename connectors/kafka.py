@@ -402,7 +402,7 @@ class EventProducer:
     def produce_many(
         self,
         topic: str,
-        records: Iterable[tuple[bytes, bytes]],
+        records: Iterable[tuple[bytes | None, bytes]],
         *,
         partition: int | None = None,
     ) -> list[Delivered]:
@@ -576,8 +576,8 @@ def _iter_to_end(
     *,
     limit: int,
     timeout: float,
-) -> Iterator[tuple[int, int, bytes, int]]:
-    """Yield (partition, offset, value, timestamp in ms) of every record at or after
+) -> Iterator[tuple[int, int, bytes, int, bytes | None]]:
+    """Yield (partition, offset, value, timestamp in ms, key) of every record at or after
     ``positions[partition]``.
 
     Tansu under-reports the high watermark (DESIGN.md), so the end is where the
@@ -635,7 +635,13 @@ def _iter_to_end(
                     continue
                 following[partition] = max(following[partition], offset + 1)
                 if offset >= positions[partition]:
-                    yield partition, offset, message.value() or b"", message.timestamp()[1]
+                    yield (
+                        partition,
+                        offset,
+                        message.value() or b"",
+                        message.timestamp()[1],
+                        message.key(),
+                    )
                     counts[partition] += 1
                     if counts[partition] >= limit:
                         open_partitions.discard(partition)
@@ -668,7 +674,7 @@ def _read_to_end(
 ) -> dict[int, list[tuple[int, bytes]]]:
     """Every record at or after each position, by partition (see ``_iter_to_end``)."""
     found: dict[int, list[tuple[int, bytes]]] = {p: [] for p in positions}
-    for partition, offset, value, _ in _iter_to_end(
+    for partition, offset, value, _, _ in _iter_to_end(
         broker_url, topic, positions, limit=limit, timeout=timeout
     ):
         found[partition].append((offset, value))
@@ -717,7 +723,7 @@ def region_sync(
     committed = {p.partition: p.committed or 0 for p in positions}
     counted = dict.fromkeys(committed, 0)
     oldest: dict[int, int] = {}
-    for partition, _, _, timestamp in _iter_to_end(
+    for partition, _, _, timestamp, _ in _iter_to_end(
         broker_url, topic, committed, limit=limit, timeout=timeout
     ):
         counted[partition] += 1
@@ -772,7 +778,7 @@ def published_builds(
     if not positions:
         return {}
     found: dict[tuple[str, str], PublishedBuild] = {}
-    for _, _, value, _ in _iter_to_end(
+    for _, _, value, _, _ in _iter_to_end(
         broker_url, topic, positions, limit=1 << 62, timeout=idle_timeout
     ):
         try:
@@ -932,10 +938,24 @@ def iter_partition(
 
     Raises ``BrokerUnavailableError`` (see ``_iter_to_end``).
     """
-    for _, offset, value, _ in _iter_to_end(
+    for _, offset, value, _, _ in _iter_to_end(
         broker_url, topic, {partition: start}, limit=1 << 62, timeout=timeout
     ):
         yield offset, value
+
+
+def iter_partition_records(
+    broker_url: str, topic: str, partition: int, *, start: int = 0, timeout: float = 30.0
+) -> Iterator[tuple[int, int, bytes | None, bytes]]:
+    """(offset, timestamp in ms, key, value) of every record of one partition from
+    ``start`` to its end, streamed: the records as they are, to carry them elsewhere.
+
+    Raises ``BrokerUnavailableError`` (see ``_iter_to_end``).
+    """
+    for _, offset, value, timestamp, key in _iter_to_end(
+        broker_url, topic, {partition: start}, limit=1 << 62, timeout=timeout
+    ):
+        yield offset, timestamp, key, value
 
 
 @dataclass(frozen=True)

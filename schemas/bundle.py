@@ -25,13 +25,13 @@ import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import BinaryIO
+from typing import IO
 
 import nacl.exceptions
 import nacl.signing
 import orjson
 
-from schemas.errors import RejectedError
+from schemas.errors import FairstreamError
 from schemas.signing import PublicKey, SigningKey
 
 FORMAT = "fairstream-bundle/1"
@@ -44,8 +44,10 @@ _HEADER = struct.Struct(">QqI")  # offset, timestamp, key length (+1; 0: no key)
 _VALUE_LENGTH = struct.Struct(">I")
 
 
-class BundleRefusedError(RejectedError):
-    """A bundle that must not be imported: the message says what is wrong with it."""
+class BundleRefusedError(FairstreamError):
+    """A bundle that must not be imported: the message says what is wrong with it, ``reason``
+    what kind of wrong. Not an event's rejection (nothing of it reaches ``fair.rejected``):
+    the operator is told, and nothing is imported."""
 
     reason = "bundle-refused"
 
@@ -258,7 +260,7 @@ class BundledRecord:
     value: bytes
 
 
-def read_records(stream: BinaryIO, *, member: str) -> Iterator[BundledRecord]:
+def read_records(stream: IO[bytes], *, member: str) -> Iterator[BundledRecord]:
     """The records framed in ``stream``, one at a time (never the whole member in memory).
 
     Raises ``BundleContentError`` for a truncated member or a record over
@@ -287,7 +289,7 @@ def _unpack(shape: struct.Struct, data: bytes, member: str) -> tuple[int, ...]:
     return shape.unpack(data)
 
 
-def _read_exactly(stream: BinaryIO, size: int, member: str) -> bytes:
+def _read_exactly(stream: IO[bytes], size: int, member: str) -> bytes:
     data = stream.read(size)
     if len(data) != size:
         raise BundleContentError(f"{member} is truncated: it ends inside a record")

@@ -13,6 +13,7 @@ import click
 from infra.devtools.catalogue_cli import register as register_catalogue
 from infra.devtools.dev_cli import register as register_dev
 from schemas.errors import FairstreamError
+from services.bundles.cli import register as register_bundle
 from services.cli.config import register as register_config
 from services.cli.errors import show_error
 from services.cli.status import register as register_status
@@ -81,6 +82,7 @@ def cli(ctx: click.Context, log_level: str, log_format: str, access_log: bool) -
 
 
 # Each role's commands, in the order `fairstream --help` lists them (click sorts them).
+register_bundle(cli)  # bundle (export, import)
 register_catalogue(cli)  # catalogue (dev tooling)
 register_dev(cli)  # demo, dev, origin (dev tooling)
 register_directory(cli)  # directory (serve, refer)
