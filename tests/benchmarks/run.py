@@ -20,6 +20,7 @@ from rich.console import Console
 from rich.progress import Progress
 
 from tests.benchmarks import (
+    bench_bundles,
     bench_import,
     bench_node,
     bench_replication,
@@ -35,6 +36,7 @@ SUITES: dict[str, Callable[[], list[dict[str, Any]]]] = {
     "node": bench_node.results,
     "replication": bench_replication.results,
     "serving": bench_serving.results,
+    "bundles": bench_bundles.results,
 }
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 import pytest
 
+from infra import localnet
 from schemas.errors import ConfigurationError
 from services.cli.main import cli
 from services.node.build import NodeRunOptions, build_node
@@ -72,8 +73,10 @@ def test_mistakes_are_refused_before_the_broker_or_the_store_is_asked(
     clean_environment: None, tmp_path: Path, args: list[str], message: str
 ) -> None:
     urls = ["--broker", "kafka://127.0.0.1:9", "--store", "s3://a:b@127.0.0.1:9"]
+    # A free port: the default 8080 may be held by another process on the machine.
+    listen = ["--listen", f"127.0.0.1:{localnet.free_port()}"]
     options = NodeRunOptions(
-        **parsed([*args, "--root", "root.avro", "--data-dir", str(tmp_path), *urls])
+        **parsed([*args, "--root", "root.avro", "--data-dir", str(tmp_path), *listen, *urls])
     )
 
     with pytest.raises(ConfigurationError, match=message):
