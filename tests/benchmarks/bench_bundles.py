@@ -18,6 +18,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -27,6 +28,7 @@ from rich.console import Console
 from connectors.kafka import EventProducer, Topics, ensure_topics
 from connectors.store import S3Store, StoreLocation
 from infra import devstack
+from infra.devtools.sample_projects import sample_zip
 from schemas import layout
 from schemas.signing import SigningKey, seal
 from services.publishing.publisher import build_release
@@ -70,11 +72,10 @@ def _network(work: Path, stack: devstack.Stack, console: Console) -> tuple[Topic
     records = []
     for n in range(RECORDS):
         project = f"bench{n % 500}"
-        path = zips / f"{project}-8.x-1.{n}.zip"
-        if n < ZIPS:
-            path.write_bytes(os.urandom(ZIP_SIZE))
-        else:
-            path.write_bytes(f"metadata only {n}".encode())
+        path = sample_zip(zips, project, f"8.x-1.{n}", {})
+        if n < ZIPS:  # a zip of the size a module's release has, incompressible
+            with zipfile.ZipFile(path, "a", compression=zipfile.ZIP_STORED) as archive:
+                archive.writestr(f"{project}/assets.bin", os.urandom(ZIP_SIZE))
         event = build_release(
             package=f"drupal/{project}",
             drupal_version=f"8.x-1.{n}",

@@ -579,6 +579,26 @@ NOTES = """
   slowest zip. Streaming the checked download straight into the upload would
   recover the overlap; the hashing stays. Peak RSS stays well under 250 MB:
   zips are streamed to disk, never held in memory.
+- **Bundles** (issue 19, 2026-12-07, session 13): `tests/benchmarks/bench_bundles.py`.
+  A network of 4,000 signed releases on 4 partitions, 40 of them with a 10 MB zip in
+  its bucket (about 400 MB). Ours: `fairstream bundle export` of it, then `fairstream
+  bundle import` into a fresh network on the same stack, each its own process, peak
+  RSS from its rusage. Baseline: `tar -cf` of the same zip files as the store keeps
+  them on disk, and `tar -xf` of that archive; three alternating runs.
+  - Export took 11 to 13 s (0.03x of tar's 0.4 s), import 10 to 11 s (0.05x of 0.5 s).
+    Peak RSS was 95 MB for both, whatever the bundle's size: members are streamed,
+    and records are spooled to disk. 95 MB is what the CLI's imports take.
+  - Where the time goes (not yet profiled):
+    - about 3 s of process start-up (the CLI's imports) in each;
+    - the zips through the S3 API (rclone) instead of a file copy, in both directions;
+    - every member hashed, twice on import (once to check the bundle whole before
+      anything changes, once on the way into the store);
+    - export: reading each partition to its end (the fetch wait at each end);
+    - import: producing the records and reading back what the log holds.
+
+  The ratio is against a bare file copy that checks nothing. A ratio against
+  `rclone copy` of the bucket would be the fairer baseline for the zips, and it is
+  the next one to add.
 """
 
 
