@@ -1,21 +1,17 @@
 """``fairstream directory``: serve the directory (``serve``) and a meta-directory (``refer``).
 
-``register(cli)`` adds the group to the ``fairstream`` command.
+``register(cli)`` adds the group to the ``fairstream`` command. ``directory serve`` only
+turns its options into ``DirectoryServeOptions``: ``services.directory.build`` builds and
+runs the directory.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import click
-import uvloop
 
-from connectors.kafka import Topics, ensure_region_topics
-from connectors.store import StoreLocation
-from schemas import layout
-from schemas.errors import ConfigurationError
-from schemas.federation import REGION_NAME
 from services.cli.options import (
     BROKER_OPTION,
     DATA_DIR_OPTION,
@@ -25,22 +21,10 @@ from services.cli.options import (
     REGION_MAP_OPTION,
     STORE_OPTION,
     TOPIC_PREFIX_OPTION,
-    listen_address,
-    log_settings,
-    make_dir,
-    pinned_root_file,
-    stack_urls,
 )
-from services.directory.http_app import Directory, directory_app
+from services.directory.build import DirectoryServeOptions, build_directory, run_directory
 from services.directory.meta_cli import register as register_refer
-from services.directory.registry import RegionMap, Registry
 from services.node.config import configurable
-from services.node.http_app import NodeHttp, NodeHttpSettings
-from services.shared.http_service import HttpServerService
-from services.shared.serving import run_worker
-from services.shared.status_pages import RejectionLog
-from streams.node import NodeSettings, NodeStream
-from streams.policy import ReplicationMode, ReplicationPolicy
 
 
 def register(group: click.Group) -> None:
@@ -123,25 +107,7 @@ def directory() -> None:
 @TOPIC_PREFIX_OPTION
 @PARTITIONS_OPTION
 @DATA_DIR_OPTION
-def directory_serve(
-    root_path: Path,
-    name: str,
-    listen: str,
-    public_url: str | None,
-    region_map: tuple[str, ...],
-    geo_header: str | None,
-    silence_window: float,
-    stale_after: float,
-    check_every: float,
-    spot_check_every: float,
-    self_test_package: str | None,
-    session_timeout: float,
-    broker: str | None,
-    store: str | None,
-    topic_prefix: str,
-    partitions: int,
-    data_dir: Path,
-) -> None:
+def directory_serve(**options: Any) -> None:
     """Serve the catalogue to Composer and send each download to the best admitted,
     in-sync node of the client's region (else another region's, else the signed origin).
 
@@ -150,69 +116,7 @@ def directory_serve(
       --public-url https://packages.example.org \\
       --region-map 10.0.0.0/8=eu --region-map 192.168.0.0/16=us
     """
-    if not REGION_NAME.fullmatch(name):
-        raise ConfigurationError(f"--name {name!r} must be lower-case letters, digits and dashes")
-    try:
-        regions = RegionMap.parse(region_map, geo_header=geo_header)
-    except ValueError as exc:
-        raise ConfigurationError(f"--region-map {exc}") from None
-    host, port = listen_address(listen)
-    broker_url, store_url = stack_urls(data_dir, broker, store)
-    topics = Topics.with_prefix(topic_prefix)
-    settings = NodeSettings(
-        region=name,
-        broker_url=broker_url,
-        store=StoreLocation.from_url(store_url),
-        bucket=layout.region_bucket(name),
-        public_url=public_url or f"http://{listen}",
-        pinned_root=pinned_root_file(root_path),
-        data_dir=make_dir(data_dir / "directories" / name, "the directory's data directory"),
-        topics=topics,
-        session_timeout=session_timeout,
-        policy=ReplicationPolicy(mode=ReplicationMode.METADATA_ONLY),
-        worker_name=f"directory-{name}@{listen}",
-    )
-    ensure_region_topics(broker_url, topics, name, partitions)
-    stream = NodeStream(settings)
-    stream.prepare()
-    service = Directory(
-        broker_url=broker_url,
-        status_topic=topics.status,
-        states=stream.states,
-        registry=Registry(
-            silence_window=timedelta(seconds=silence_window),
-            stale_after=timedelta(seconds=stale_after),
-            spot_check_every=timedelta(seconds=spot_check_every),
-        ),
-        regions=regions,
-        check_every=check_every,
-        self_test_package=self_test_package,
-    )
-    service.start()
-    http = NodeHttp(
-        NodeHttpSettings(
-            region=name,
-            patterns=settings.policy.include,
-            public_url=settings.public_url,
-            mirror_artifacts=False,
-            service="directory",
-        ),
-        stream.store,
-        trust_root=lambda: stream.trust.root,
-        states=stream.states,
-        documents=stream.local_view.document if stream.local_view is not None else None,
-        dist_router=service.route,
-        liveness=stream.health,
-    )
-    uvloop.install()
-    app = directory_app(
-        http,
-        service,
-        trust_root=lambda: stream.trust.root,
-        rejections=RejectionLog(broker_url, topics.rejected),
-    )
-    logs = log_settings()
-    run_worker(stream.app, HttpServerService(app, host, port, logs=logs), logs=logs)
+    run_directory(build_directory(DirectoryServeOptions(**options)))
 
 
 register_refer(directory)

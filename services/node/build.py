@@ -1,9 +1,11 @@
 """The composition root of a regional node: ``fairstream node run``'s options made into a
-running worker.
+running worker, and ``fairstream node serve``'s into a running frontend.
 
 ``build_node`` checks the options and wires everything (settings, the stream, the HTTP
 service and its status pages) without running anything; ``run_node`` runs what it built.
-The click command (``services.node.cli``) only turns its options into ``NodeRunOptions``.
+``build_frontend`` and ``run_frontend`` do the same for a frontend. The click commands
+(``services.node.cli``) only turn their options into ``NodeRunOptions`` and
+``NodeServeOptions``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import sys
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import uvloop
 from rich.console import Console
@@ -35,13 +38,16 @@ from services.cli.options import (
 from services.node.catch_up import CatchUpProgress
 from services.node.http_app import NodeHttp, NodeHttpSettings
 from services.shared.http_service import HttpServerService
-from services.shared.serving import run_worker
+from services.shared.serving import run_worker, serve_app
 from services.shared.status_pages import NodeOwnStatus, RejectionLog, serve_status_pages
 from streams.faults import FaultSpec
 from streams.health import HealthRules
 from streams.node import NodeSettings, NodeStream, region_public_url
 from streams.peering import parse_peer, with_peer_namespaces
 from streams.policy import ReplicationMode, ReplicationPolicy, jurisdiction_policy
+
+if TYPE_CHECKING:
+    from services.node.frontend import Frontend
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,35 @@ class NodeRunOptions:
     store: str | None
     topic_prefix: str
     partitions: int
+    data_dir: Path
+
+
+@dataclass(frozen=True)
+class NodeServeOptions:
+    """The options of ``fairstream node serve``, as click parses them: one field per
+    parameter of the command, with its name and type. Their meaning is the command's
+    ``--help``."""
+
+    view: str
+    region: str
+    root_path: Path
+    listen: str
+    public_url: str | None
+    dist: str
+    store_public_url: str | None
+    bucket: str | None
+    mode: str
+    include: tuple[str, ...]
+    exclude: tuple[str, ...]
+    quota: int | None
+    jurisdiction: str | None
+    allow_jurisdiction: tuple[str, ...]
+    origin_jurisdiction: str | None
+    node_key_path: Path | None
+    status_every: float
+    broker: str | None
+    store: str | None
+    topic_prefix: str
     data_dir: Path
 
 
@@ -275,3 +310,67 @@ def run_node(built: BuiltNode) -> None:
             HttpServerService(built.http.app, built.host, built.port, logs=logs),
             logs=logs,
         )
+
+
+@dataclass(frozen=True)
+class BuiltFrontend:
+    """A frontend prepared and ready to serve, and where it listens."""
+
+    frontend: Frontend
+    host: str
+    port: int
+
+
+def build_frontend(options: NodeServeOptions) -> BuiltFrontend:
+    """Check ``options``, then wire the region's frontend and prepare it (``Frontend.prepare``:
+    the trust root in force, its view caught up, its registration); serves nothing yet.
+
+    Raises ``ConfigurationError`` for a mistake in the options (``--store-public-url``
+    with ``--dist proxy`` before the store or the broker is asked).
+    """
+    # Deferred, as it always was: only `node serve` loads the frontend.
+    from services.node.frontend import Frontend, FrontendSettings
+
+    region = options.region
+    listen = options.listen
+    data_dir = options.data_dir
+    host, port = listen_address(listen)
+    broker_url, store_url = stack_urls(data_dir, options.broker, options.store)
+    topics = Topics.with_prefix(options.topic_prefix)
+    location = StoreLocation.from_url(store_url)
+    bucket = options.bucket or layout.region_bucket(region)
+    # Checked here, before anything is asked of the store or the broker.
+    dist_presigner(location, bucket, options.dist, options.store_public_url)
+    frontend = Frontend(
+        FrontendSettings(
+            region=region,
+            broker_url=broker_url,
+            store=location,
+            bucket=bucket,
+            dist="proxy" if options.dist == "proxy" else "redirect",
+            store_public_url=options.store_public_url or "",
+            public_url=options.public_url or f"http://{listen}",
+            pinned_root=pinned_root_file(options.root_path),
+            policy=policy_from_options(
+                options.mode,
+                options.include,
+                options.exclude,
+                options.quota,
+                jurisdiction=options.jurisdiction,
+                allow=options.allow_jurisdiction,
+                origin=options.origin_jurisdiction,
+            ),
+            node_key=node_key(options.node_key_path, data_dir, region, listen),
+            view_dir=data_dir / "nodes" / region / f"frontend-{listen.replace(':', '-')}",
+            view=options.view,
+            topics=topics,
+            status_interval=options.status_every,
+        )
+    )
+    frontend.prepare()
+    return BuiltFrontend(frontend=frontend, host=host, port=port)
+
+
+def run_frontend(built: BuiltFrontend) -> None:
+    """Serve the frontend's HTTP until SIGTERM or Ctrl-C."""
+    serve_app(built.frontend.http.app, built.host, built.port, logs=log_settings())

@@ -1,7 +1,10 @@
 """``fairstream node``: a regional node's commands (run, serve, rebuild, nginx-config).
 
-``register(cli)`` adds the group to the ``fairstream`` command. ``node run`` only turns
-its options into ``NodeRunOptions``: ``services.node.build`` builds and runs the node.
+``register(cli)`` adds the group to the ``fairstream`` command. Each command here only
+turns its options into a frozen dataclass: ``node run`` and ``node serve`` into
+``NodeRunOptions`` and ``NodeServeOptions`` (``services.node.build`` builds and runs the
+node or the frontend), ``node rebuild`` into ``NodeRebuildOptions``
+(``services.node.rebuild_cli`` rebuilds the region and shows what it did).
 """
 
 from __future__ import annotations
@@ -11,16 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import click
-import orjson
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from connectors.kafka import EventProducer, Topics, bootstrap_servers
-from connectors.state_store import PackageStates
-from connectors.store import StoreLocation, open_store
-from schemas import layout
 from schemas.events import DEFAULT_MAX_ARTIFACT_SIZE
-from schemas.package_state import render_documents
 from services.cli.options import (
     BROKER_OPTION,
     BYTE_SIZE,
@@ -31,35 +27,21 @@ from services.cli.options import (
     STATUS_EVERY_OPTION,
     STORE_OPTION,
     TOPIC_PREFIX_OPTION,
-    listen_address,
-    log_settings,
-    node_key,
-    pinned_root_file,
-    stack_urls,
 )
 from services.node.build import (
     NodeRunOptions,
+    NodeServeOptions,
+    build_frontend,
     build_node,
-    dist_presigner,
-    policy_from_options,
+    run_frontend,
     run_node,
 )
 from services.node.config import configurable
 from services.node.http_app import DIST_MODES
 from services.node.nginx_front import nginx_config
-from services.shared.serving import serve_app
+from services.node.rebuild_cli import NodeRebuildOptions, rebuild_node, show_rebuild
 from streams.health import DEFAULT_READY_LAG, DEFAULT_STUCK_AFTER
-from streams.node import region_public_url
 from streams.policy import ReplicationMode
-from streams.rebuild import (
-    BucketTarget,
-    RebuildTarget,
-    ViewTarget,
-    log_partitions,
-    read_region_view,
-    rebuild_region,
-)
-from streams.trust_keeper import TrustKeeper
 
 console = Console(soft_wrap=True)
 
@@ -322,29 +304,7 @@ def node_run(**options: Any) -> None:
 @STORE_OPTION
 @TOPIC_PREFIX_OPTION
 @DATA_DIR_OPTION
-def node_serve(
-    view: str,
-    region: str,
-    root_path: Path,
-    listen: str,
-    public_url: str | None,
-    dist: str,
-    store_public_url: str | None,
-    bucket: str | None,
-    mode: str,
-    include: tuple[str, ...],
-    exclude: tuple[str, ...],
-    quota: int | None,
-    jurisdiction: str | None,
-    allow_jurisdiction: tuple[str, ...],
-    origin_jurisdiction: str | None,
-    node_key_path: Path | None,
-    status_every: float,
-    broker: str | None,
-    store: str | None,
-    topic_prefix: str,
-    data_dir: Path,
-) -> None:
+def node_serve(**options: Any) -> None:
     """Serve a region's bucket to Composer without consuming the log: an HTTP frontend.
 
     The region's workers (`node run`) write the bucket; a frontend only reads it, so it
@@ -357,43 +317,7 @@ def node_serve(
     Example: fairstream node serve --region eu --root root.avro \\
       --listen 0.0.0.0:8080 --public-url https://eu.packages.example.org
     """
-    from services.node.frontend import Frontend, FrontendSettings
-
-    host, port = listen_address(listen)
-    broker_url, store_url = stack_urls(data_dir, broker, store)
-    topics = Topics.with_prefix(topic_prefix)
-    location = StoreLocation.from_url(store_url)
-    bucket = bucket or layout.region_bucket(region)
-    # Checked here, before anything is asked of the store or the broker.
-    dist_presigner(location, bucket, dist, store_public_url)
-    frontend = Frontend(
-        FrontendSettings(
-            region=region,
-            broker_url=broker_url,
-            store=location,
-            bucket=bucket,
-            dist="proxy" if dist == "proxy" else "redirect",
-            store_public_url=store_public_url or "",
-            public_url=public_url or f"http://{listen}",
-            pinned_root=pinned_root_file(root_path),
-            policy=policy_from_options(
-                mode,
-                include,
-                exclude,
-                quota,
-                jurisdiction=jurisdiction,
-                allow=allow_jurisdiction,
-                origin=origin_jurisdiction,
-            ),
-            node_key=node_key(node_key_path, data_dir, region, listen),
-            view_dir=data_dir / "nodes" / region / f"frontend-{listen.replace(':', '-')}",
-            view=view,
-            topics=topics,
-            status_interval=status_every,
-        )
-    )
-    frontend.prepare()
-    serve_app(frontend.http.app, host, port, logs=log_settings())
+    run_frontend(build_frontend(NodeServeOptions(**options)))
 
 
 @node.command("rebuild")
@@ -432,26 +356,7 @@ def node_serve(
 @STORE_OPTION
 @TOPIC_PREFIX_OPTION
 @DATA_DIR_OPTION
-def node_rebuild(
-    view: str,
-    region: str,
-    root_path: Path,
-    public_url: str,
-    bucket: str | None,
-    max_artifact_size: int,
-    mode: str,
-    include: tuple[str, ...],
-    exclude: tuple[str, ...],
-    quota: int | None,
-    jurisdiction: str | None,
-    allow_jurisdiction: tuple[str, ...],
-    origin_jurisdiction: str | None,
-    as_json: bool,
-    broker: str | None,
-    store: str | None,
-    topic_prefix: str,
-    data_dir: Path,
-) -> None:
+def node_rebuild(**options: Any) -> None:
     """Re-derive every package state and p2 document of a region from the log and the store.
 
     Reads the releases topic from offset 0, verifies each event, and writes only what
@@ -463,97 +368,8 @@ def node_rebuild(
     Example: fairstream node rebuild --region eu --root root.avro \\
       --public-url https://eu.packages.example.org --json
     """
-    broker_url, store_url = stack_urls(data_dir, broker, store)
-    topics = Topics.with_prefix(topic_prefix)
-    policy = policy_from_options(
-        mode,
-        include,
-        exclude,
-        quota,
-        jurisdiction=jurisdiction,
-        allow=allow_jurisdiction,
-        origin=origin_jurisdiction,
-    )
-    pinned = pinned_root_file(root_path)
-    bootstrap_servers(broker_url)
-    objects = open_store(store_url, bucket or layout.region_bucket(region))
-    objects.ensure_bucket()
-    keeper = TrustKeeper(
-        pinned,
-        store=objects,
-        broker_url=broker_url,
-        topic=topics.trust,
-    )
-    keeper.load()
-    keeper.refresh()
-    # The region's workers render with the URL the rebuild renders with from now on.
-    public_url = region_public_url(objects, public_url, public_url)
-    producer = EventProducer(broker_url)
-    # With --json, stdout is the document's alone: progress on a terminal's stderr, or none.
-    shown = Console(stderr=True, soft_wrap=True) if as_json else console
-    states: RebuildTarget
-    if view == "topic":
-        view_topic = topics.view(region)
-        with shown.status(f"reading the view of region {region}"):
-            current = read_region_view(broker_url, view_topic, producer)
-        states = ViewTarget(
-            current,
-            producer=producer,
-            topic=view_topic,
-            render=lambda state: render_documents(state, public_url),
-        )
-    else:
-        states = BucketTarget(
-            objects,
-            PackageStates(objects, render=lambda state: render_documents(state, public_url)),
-        )
-    with Progress(
-        TextColumn("[bold]rebuild {task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=shown,
-        disable=not shown.is_terminal and as_json,
-    ) as progress:
-        task = progress.add_task(region, total=None)
-        report = rebuild_region(
-            topics.releases,
-            log_partitions(broker_url, topics.releases),
-            store=objects,
-            states=states,
-            root=keeper.root,
-            policy=policy,
-            max_artifact_size=max_artifact_size,
-            on_record=lambda: progress.advance(task),
-        )
-    producer.close()
-    if as_json:
-        document = {
-            "region": region,
-            "view": view,
-            "public_url": public_url,
-            "records": report.records,
-            "packages": report.packages,
-            "states_written": report.states_written,
-            "documents_written": report.documents_written,
-            "fetches_parked": report.fetches_parked,
-            "removed": sorted(report.removed),
-            "kept_from_earlier_roots": report.kept_from_earlier_roots,
-            "refused": dict(sorted(report.refused.items())),
-        }
-        click.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2).decode())
-        return
-    console.print(
-        f"rebuilt region {region}: {report.records} records, {report.packages} packages; "
-        f"{report.states_written} states and {report.documents_written} p2 documents written, "
-        f"{report.fetches_parked} zips parked for fetching, {len(report.removed)} packages removed"
-    )
-    if report.kept_from_earlier_roots:
-        console.print(
-            f"  {report.kept_from_earlier_roots} records kept as applied under an earlier root"
-        )
-    for reason, count in sorted(report.refused.items()):
-        console.print(f"  {count} records refused: {reason}")
+    rebuild = NodeRebuildOptions(**options)
+    show_rebuild(rebuild, rebuild_node(rebuild, console), console)
 
 
 node.add_command(nginx_config)

@@ -3,7 +3,8 @@ shell; ``fairstream publish``: sign one release here and produce it to the relea
 
 ``register(cli)`` adds both to the ``fairstream`` command. This module does not import
 ``services.cli.main`` (which imports it): the shared options come from
-``services.cli.options``.
+``services.cli.options``. ``publishing serve`` only turns its options into
+``PublishingServeOptions``: ``services.publishing.build`` builds and runs the service.
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ from connectors.kafka import EventProducer, Topics, ensure_topics
 from schemas.errors import ConfigurationError
 from schemas.events import DEFAULT_MAX_ARTIFACT_SIZE, AdvisorySource
 from schemas.signing import SigningKey
-from schemas.trust import short_ids
 from services.cli.options import (
     BROKER_OPTION,
     BYTE_SIZE,
@@ -30,22 +30,14 @@ from services.cli.options import (
     SIGNING_KEY_OPTION,
     TOPIC_PREFIX_OPTION,
     check_signers,
-    listen_address,
-    log_settings,
-    pinned_root,
     signers_root,
 )
 from services.cli.options import broker_url as resolve_broker
 from services.node.config import configurable
+from services.publishing.build import PublishingServeOptions, build_publishing, run_publishing
 from services.publishing.client import PublishingClient, Receipt
-from services.publishing.http_app import (
-    PublishingService,
-    PublishingSettings,
-    signers_by_namespace,
-)
 from services.publishing.publisher import build_release, publish_release
 from services.publishing.trust_admin import signing_keys
-from services.shared.serving import serve_app
 
 console = Console(soft_wrap=True)
 
@@ -105,6 +97,7 @@ def register(group: click.Group) -> None:
 @TOPIC_PREFIX_OPTION
 @PARTITIONS_OPTION
 @DATA_DIR_OPTION
+# A click command's signature is its options, one parameter each (here and below).
 def publish(
     package: str,
     drupal_version: str,
@@ -200,49 +193,14 @@ def publishing() -> None:
     "2 GiB or bytes; K, M, G, T are powers of 1024).",
 )
 @DATA_DIR_OPTION
-def serve(
-    root_path: Path,
-    key_paths: tuple[Path, ...],
-    listen: str,
-    broker: str | None,
-    topic_prefix: str,
-    partitions: int,
-    max_artifact_size: int,
-    data_dir: Path,
-) -> None:
+def serve(**options: Any) -> None:
     """Run the publishing service until Ctrl-C.
 
     \b
     Example: fairstream publishing serve --root root.avro --key keys/drupal.key \\
       --listen 127.0.0.1:8090
     """
-    host, port = listen_address(listen)
-    root = pinned_root(root_path)
-    if root.expires <= datetime.now(UTC):
-        raise ConfigurationError(
-            f"trust root {root_path} (v{root.version}) expired at {root.expires:%Y-%m-%d %H:%M} "
-            "UTC; pin the newest root before starting the service"
-        )
-    keys = signing_keys(key_paths)
-    namespaces = sorted(signers_by_namespace(root, keys))
-    broker_url = resolve_broker(data_dir, broker)
-    topics = Topics.with_prefix(topic_prefix)
-    ensure_topics(broker_url, topics.partitions(partitions))
-    service = PublishingService(
-        PublishingSettings(
-            broker_url=broker_url, topics=topics, max_artifact_size=max_artifact_size
-        ),
-        root,
-        keys,
-    )
-    console.print(
-        f"publishing service for {', '.join(namespaces)} on http://{listen} (keys "
-        f"{short_ids(k.public_key.keyid for k in keys)}, trust root v{root.version}) → "
-        f"{topics.releases}",
-        markup=False,
-        highlight=False,
-    )
-    serve_app(service.app, host, port, logs=log_settings())
+    run_publishing(build_publishing(PublishingServeOptions(**options)), console)
 
 
 @publishing.command("release")
