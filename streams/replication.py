@@ -524,11 +524,11 @@ class ReleaseReplicator:
             self._sizes[artifact.sha256] = artifact.size
         if result.source != artifact.origin_url:
             log.info(
-                "%s %s fetched from %s (%s, jurisdiction %s)",
+                "%s %s fetched from replica %s (%s, jurisdiction %s)",
                 package,
                 artifact.sha256[:12],
-                source_of_bytes.holder,
                 result.source,
+                source_of_bytes.holder,
                 source_of_bytes.jurisdiction or "not declared",
             )
         return True
