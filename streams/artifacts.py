@@ -82,12 +82,8 @@ class ReplicaRegistry:
         """``sources``, each with its holder and the holder's declared jurisdiction (other
         sources, such as a peer network's origin, declare none)."""
         with self._lock:
-            copies = sorted(self._by_sha256.get(sha256, {}).items())
             extra = sorted(self._sources.get(sha256, {}).items())
-            return [
-                *(Source(url, region, self._jurisdictions.get(region)) for region, url in copies),
-                *(Source(url, label, None) for label, url in extra),
-            ]
+        return [*self.copies(sha256), *(Source(url, label, None) for label, url in extra)]
 
     def copies(self, sha256: str) -> list[Source]:
         """Other regions' verified copies of ``sha256``, by region: where a node may send a

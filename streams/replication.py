@@ -59,7 +59,7 @@ from streams.faults import (
     AFTER_VIEW_RECORD,
     FaultPoints,
 )
-from streams.policy import Purpose, ReplicationPolicy
+from streams.policy import JurisdictionPolicy, Purpose, ReplicationPolicy
 from streams.region_view import BucketView, MetadataView
 
 log = logging.getLogger(__name__)
@@ -424,25 +424,8 @@ class ReleaseReplicator:
         ``fetch_from_sources`` raises.
         """
         sources, withheld = self._sources(artifact)
-        if not withheld:
-            fetched = await fetch_from_sources(
-                self._session,
-                [s.url for s in sources],
-                artifact,
-                work_dir=self._work_dir,
-                limits=self._limits,
-            )
-            return fetched, _source_of(fetched, sources)
-        policy = self.policy.jurisdictions
-        named = ", ".join(
-            f"{source.holder} ({source.jurisdiction or 'jurisdiction not declared'})"
-            for source in withheld
-        )
-        because = (
-            f"the region fetches from {policy.describe(Purpose.FETCH)} only, so it does not "
-            f"fetch from {named}; parked until a source there has it"
-        )
-        if not sources:
+        because = _withheld_reason(self.policy.jurisdictions, withheld) if withheld else ""
+        if not sources and withheld:
             raise ArtifactUnreachableError(
                 f"no source in an allowed jurisdiction holds the artifact sha256 "
                 f"{artifact.sha256} ({artifact.size} bytes, signed origin "
@@ -460,6 +443,8 @@ class ReleaseReplicator:
                 limits=self._limits,
             )
         except ArtifactMismatchEverywhereError as exc:
+            if not withheld:
+                raise
             # Other bytes from every allowed source: a withheld one may hold the signed
             # ones, so this is not "nobody has the release"; it waits, as unreachable.
             raise ArtifactUnreachableError(
@@ -469,13 +454,12 @@ class ReleaseReplicator:
                 retry_after=UNREACHABLE_RETRY_AFTER,
             ) from exc
         except ArtifactUnreachableError as exc:
+            if not withheld:
+                raise
             raise ArtifactUnreachableError(
-                f"{exc}; {because}",
-                url=exc.url,
-                attempts=exc.attempts,
-                retry_after=exc.retry_after,
+                f"{exc}; {because}", url=exc.url, attempts=exc.attempts, retry_after=exc.retry_after
             ) from exc
-        return fetched, _source_of(fetched, sources)
+        return fetched, next(s for s in sources if s.url == fetched.source)
 
     async def _ensure_artifact(self, package: str, version: str, artifact: Artifact) -> bool:
         """Make sure the region holds the zip; True when it was fetched now.
@@ -710,8 +694,16 @@ def provenance(source: Source, sha256: str, region: str, at: datetime) -> bytes:
     )
 
 
-def _source_of(fetched: Fetched, sources: Sequence[Source]) -> Source:
-    return next(s for s in sources if s.url == fetched.source)
+def _withheld_reason(policy: JurisdictionPolicy, withheld: Sequence[Source]) -> str:
+    """Why a sovereign region did not fetch from ``withheld``, for a parked fetch's record."""
+    named = ", ".join(
+        f"{source.holder} ({source.jurisdiction or 'jurisdiction not declared'})"
+        for source in withheld
+    )
+    return (
+        f"the region fetches from {policy.describe(Purpose.FETCH)} only, so it does not "
+        f"fetch from {named}; parked until a source there has it"
+    )
 
 
 def pending_document(

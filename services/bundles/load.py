@@ -233,22 +233,25 @@ def _load_segment(  # one segment's whole context; a reason for 7
     if segment.count == 0:
         return 0, 0
     _check_start(broker_url, topic, segment)
-    present = {
-        offset: (key, value)
-        for offset, _, key, value in iter_partition_records(
-            broker_url, topic, segment.partition, start=segment.first
-        )
-    }
+    # What a cut-short import left: a prefix of the segment, read in step with the bundle
+    # (never held whole), to its end before anything more is produced.
+    present: Iterator[tuple[int, int, bytes | None, bytes]] | None = iter_partition_records(
+        broker_url, topic, segment.partition, start=segment.first
+    )
     stream, _ = member_stream(bundle, segment.member, path)
     produced = 0
     with stream:
         pending: list[BundledRecord] = []
         for record in _in_order(read_records(stream, member=segment.member), segment):
-            if record.offset in present:
-                if present[record.offset] != (record.key, record.value):
+            there = None if present is None else next(present, None)
+            if there is None:
+                present = None
+            else:
+                offset, _, key, value = there
+                if (offset, key, value) != (record.offset, record.key, record.value):
                     raise BundleChainError(
                         f"the local {topic}[{segment.partition}] holds another record "
-                        f"at offset {record.offset} than the bundle: this network's log is not "
+                        f"at offset {offset} than the bundle: this network's log is not "
                         "the one the bundles were made for"
                     )
                 continue

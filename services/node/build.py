@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import uvloop
 from rich.console import Console
@@ -128,24 +128,38 @@ class BuiltNode:
     port: int
 
 
-def policy_from_options(
-    mode: str,
-    include: tuple[str, ...],
-    exclude: tuple[str, ...],
-    quota: int | None,
-    *,
-    jurisdiction: str | None = None,
-    allow: tuple[str, ...] = (),
-    origin: str | None = None,
-) -> ReplicationPolicy:
+class PolicyOptions(Protocol):
+    """The options every command of a region's nodes shares (``policy_options``)."""
+
+    @property
+    def mode(self) -> str: ...
+    @property
+    def include(self) -> tuple[str, ...]: ...
+    @property
+    def exclude(self) -> tuple[str, ...]: ...
+    @property
+    def quota(self) -> int | None: ...
+    @property
+    def jurisdiction(self) -> str | None: ...
+    @property
+    def allow_jurisdiction(self) -> tuple[str, ...]: ...
+    @property
+    def origin_jurisdiction(self) -> str | None: ...
+
+
+def policy_from_options(options: PolicyOptions) -> ReplicationPolicy:
     """The region's policy from its options (``--mode`` ... ``--origin-jurisdiction``);
     raises ``ConfigurationError``."""
     return ReplicationPolicy(
-        mode=ReplicationMode(mode),
-        include=include or ("drupal/*",),
-        exclude=exclude,
-        quota_bytes=quota,
-        jurisdictions=jurisdiction_policy(allow, own=jurisdiction, origin=origin),
+        mode=ReplicationMode(options.mode),
+        include=options.include or ("drupal/*",),
+        exclude=options.exclude,
+        quota_bytes=options.quota,
+        jurisdictions=jurisdiction_policy(
+            options.allow_jurisdiction,
+            own=options.jurisdiction,
+            origin=options.origin_jurisdiction,
+        ),
     )
 
 
@@ -190,15 +204,7 @@ def build_node(options: NodeRunOptions) -> BuiltNode:
     bootstrap_servers(broker_url)
     pinned = pinned_root_file(options.root_path)
     replication = with_peer_namespaces(
-        policy_from_options(
-            options.mode,
-            options.include,
-            options.exclude,
-            options.quota,
-            jurisdiction=options.jurisdiction,
-            allow=options.allow_jurisdiction,
-            origin=options.origin_jurisdiction,
-        ),
+        policy_from_options(options),
         peers,
     )
     make_dir(data_dir / "nodes" / region, "the node's data directory")
@@ -351,15 +357,7 @@ def build_frontend(options: NodeServeOptions) -> BuiltFrontend:
             store_public_url=options.store_public_url or "",
             public_url=options.public_url or f"http://{listen}",
             pinned_root=pinned_root_file(options.root_path),
-            policy=policy_from_options(
-                options.mode,
-                options.include,
-                options.exclude,
-                options.quota,
-                jurisdiction=options.jurisdiction,
-                allow=options.allow_jurisdiction,
-                origin=options.origin_jurisdiction,
-            ),
+            policy=policy_from_options(options),
             node_key=node_key(options.node_key_path, data_dir, region, listen),
             view_dir=data_dir / "nodes" / region / f"frontend-{listen.replace(':', '-')}",
             view=options.view,

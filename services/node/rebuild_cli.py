@@ -83,15 +83,7 @@ def rebuild_node(options: NodeRebuildOptions, console: Console) -> RebuiltRegion
     region = options.region
     broker_url, store_url = stack_urls(options.data_dir, options.broker, options.store)
     topics = Topics.with_prefix(options.topic_prefix)
-    policy = policy_from_options(
-        options.mode,
-        options.include,
-        options.exclude,
-        options.quota,
-        jurisdiction=options.jurisdiction,
-        allow=options.allow_jurisdiction,
-        origin=options.origin_jurisdiction,
-    )
+    policy = policy_from_options(options)
     pinned = pinned_root_file(options.root_path)
     bootstrap_servers(broker_url)
     objects = open_store(store_url, options.bucket or layout.region_bucket(region))
