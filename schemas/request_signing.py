@@ -1,5 +1,5 @@
 """The publishing service's request-signing format: a contract between its clients and
-``services.publishing.http_app``, which verifies it (docs/publishing.md, "Signing a request").
+``services.publishing.request_auth``, which verifies it (docs/publishing.md, "Signing a request").
 
 A request to the publishing service carries no password: it is signed with an Ed25519 key
 that the trust root delegates for the package's namespace.

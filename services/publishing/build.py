@@ -20,11 +20,8 @@ from schemas.errors import ConfigurationError
 from schemas.trust import short_ids
 from services.cli.options import broker_url as resolve_broker
 from services.cli.options import listen_address, log_settings, pinned_root
-from services.publishing.http_app import (
-    PublishingService,
-    PublishingSettings,
-    signers_by_namespace,
-)
+from services.publishing.http_app import PublishingService, PublishingSettings
+from services.publishing.request_auth import signers_by_namespace
 from services.publishing.trust_admin import signing_keys
 from services.shared.serving import serve_app
 

@@ -1,5 +1,5 @@
 """A small sync client of the publishing service: requests signed as
-``schemas.request_signing`` says (the contract ``services.publishing.http_app`` verifies).
+``schemas.request_signing`` says (the contract ``services.publishing.request_auth`` verifies).
 """
 
 from __future__ import annotations

@@ -30,15 +30,13 @@ from schemas.request_signing import (
 )
 from schemas.signing import SigningKey, signing_message
 from schemas.trust import TrustRoot
-from services.publishing.http_app import (
+from services.publishing.errors import (
     BadRequestError,
     ForbiddenRequestError,
-    RequestVerifier,
     UnauthenticatedRequestError,
-    form_boundary,
-    read_form,
-    signers_by_namespace,
 )
+from services.publishing.multipart import form_boundary, read_form
+from services.publishing.request_auth import RequestVerifier, signers_by_namespace
 from services.publishing.trust_admin import DelegationSpec, build_root
 
 ROOT_KEY = SigningKey(seed=b"\x01" * 32)
