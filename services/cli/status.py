@@ -34,7 +34,7 @@ from services.cli.errors import show_error
 from services.cli.options import BROKER_OPTION, DATA_DIR_OPTION, HTTP_URL, TOPIC_PREFIX_OPTION
 from services.cli.options import broker_url as resolve_broker
 from services.shared.serving import INTERRUPTED
-from services.shared.status_pages import NodeRow, node_rows
+from services.shared.status_views import NodeRow, node_rows
 from streams.node import group_id
 
 log = logging.getLogger(__name__)

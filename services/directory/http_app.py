@@ -46,15 +46,14 @@ from services.directory.registry import (
     choose,
 )
 from services.node.http_app import NodeHttp
-from services.shared.status_pages import (
+from services.shared.status_pages import RejectionLog, serve_status_pages
+from services.shared.status_views import (
     NetworkView,
     PackageView,
-    RejectionLog,
     RejectionRow,
     Series,
     node_rows,
     package_view,
-    serve_status_pages,
 )
 
 log = logging.getLogger(__name__)

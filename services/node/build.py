@@ -38,8 +38,9 @@ from services.cli.options import (
 from services.node.catch_up import CatchUpProgress
 from services.node.http_app import NodeHttp, NodeHttpSettings
 from services.shared.http_service import HttpServerService
+from services.shared.node_own_status import NodeOwnStatus
 from services.shared.serving import run_worker, serve_app
-from services.shared.status_pages import NodeOwnStatus, RejectionLog, serve_status_pages
+from services.shared.status_pages import RejectionLog, serve_status_pages
 from streams.faults import FaultSpec
 from streams.health import HealthRules
 from streams.node import NodeSettings, NodeStream, region_public_url

@@ -28,7 +28,8 @@ from schemas.federation import MISSED_HEARTBEATS
 from schemas.package_state import StateReader, render_documents
 from schemas.signing import SigningKey
 from services.node.http_app import DistMode, NodeHttp, NodeHttpSettings
-from services.shared.status_pages import NodeOwnStatus, RejectionLog, serve_status_pages
+from services.shared.node_own_status import NodeOwnStatus
+from services.shared.status_pages import RejectionLog, serve_status_pages
 from streams.artifacts import ReplicaRegistry
 from streams.node import TRUST_REFRESH_SECONDS, group_id
 from streams.policy import ReplicationPolicy

@@ -33,7 +33,7 @@ from services.cli.status import (
     severity,
     status_table,
 )
-from services.shared.status_pages import node_rows
+from services.shared.status_views import node_rows
 from streams.policy import ReplicationPolicy
 from streams.sync import registration_of
 

@@ -21,16 +21,16 @@ from schemas.signing import SigningKey
 from services.directory.http_app import Directory, DirectoryStatus
 from services.directory.registry import RegionMap, Registry
 from services.publishing.trust_admin import DelegationSpec, build_root
-from services.shared.status_pages import (
+from services.shared.lag_chart import lag_chart
+from services.shared.node_own_status import NodeOwnStatus
+from services.shared.status_pages import StatusPages
+from services.shared.status_views import (
     NetworkView,
-    NodeOwnStatus,
     NodeRow,
     PackageView,
     RejectionRow,
     Series,
-    StatusPages,
     age_text,
-    lag_chart,
     package_view,
 )
 from streams.artifacts import Source
