@@ -381,6 +381,7 @@ def register(group: click.Group) -> None:
 @BROKER_OPTION
 @TOPIC_PREFIX_OPTION
 @DATA_DIR_OPTION
+# Long because click passes one parameter per option, and the docstring is its --help.
 def status(
     regions: tuple[str, ...],
     directory_url: str | None,

@@ -179,6 +179,7 @@ def dist_presigner(
     return S3Store(location.reached_at(store_public_url), bucket)
 
 
+# Long because it is the node's composition root: one run of wiring, each step using the last.
 def build_node(options: NodeRunOptions) -> BuiltNode:
     """Check ``options``, then prepare the region's store, topics and stream and wire the
     node's HTTP service with its status pages; runs nothing.

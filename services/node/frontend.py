@@ -67,6 +67,7 @@ class FrontendSettings:
 class Frontend:
     """The region's bucket as a Composer repository, plus the frontend's heartbeats."""
 
+    # Long because it is the frontend's wiring: each part built before the one that uses it.
     def __init__(self, settings: FrontendSettings) -> None:
         self.settings = settings
         self.store = open_store(settings.store, settings.bucket)

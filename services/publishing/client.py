@@ -145,6 +145,7 @@ class PublishingClient:
             ),
         )
 
+    # Long because it takes one keyword per field of Composer's security advisory.
     def advise(
         self,
         package: str,

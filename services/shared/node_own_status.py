@@ -30,6 +30,7 @@ class NodeOwnStatus:
     """A node's status pages: itself (its heartbeat and lag history), its packages and the
     rejections of its region. Blocking methods: call them in a thread."""
 
+    # Long because the node and the frontend hand over different parts: one keyword each.
     def __init__(
         self,
         *,

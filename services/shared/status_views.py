@@ -15,6 +15,7 @@ from schemas.federation import (
     SILENT_AFTER,
     LagSample,
     NodeBook,
+    NodeRegistration,
     NodeStatus,
     shown_state,
     split_position,
@@ -250,36 +251,49 @@ def node_rows(
             status.heartbeat_at if status is not None else registration.registered_at
         )
         state = shown_state(status, heard_at=heard_at, now=now, silent_after=silent_after)
-        if state == "silent":
-            sync = f"silent: no heartbeat for more than {silent_after.total_seconds():g} s"
-        elif status is None:
-            sync = "no heartbeat yet"
-        else:
-            sync = sync_text(status)
-        health = _HEALTH[state]
-        heartbeat, store, root = "-", "-", "-"
-        if status is not None:
-            heartbeat = age_text(status.heartbeat_at, now)
-            store = _size(status.store_bytes) if registration.mode == "full" else "metadata only"
-            root = f"v{status.trust_root_version}"
-        admission, reason = (None, "")
-        if admissions is not None:
-            admission, reason = admissions.get(registration.node_id, ("unknown", ""))
-            if admission in _NOT_ROUTED:
-                health = "down"
         rows.append(
-            NodeRow(
-                region=registration.region,
-                node_id=registration.node_id,
-                base_url=registration.base_url,
-                sync=sync,
-                state=state,
-                health=health,
-                heartbeat=heartbeat,
-                store=store,
-                trust_root=root,
-                admission=admission,
-                reason=reason,
-            )
+            _node_row(registration, status, state, admissions, silent_after=silent_after, now=now)
         )
     return rows
+
+
+def _node_row(
+    registration: NodeRegistration,
+    status: NodeStatus | None,
+    state: str,
+    admissions: Mapping[str, tuple[str, str]] | None,
+    *,
+    silent_after: timedelta,
+    now: datetime,
+) -> NodeRow:
+    """The row of one node, in the ``state`` the reader shows it in (``node_rows``)."""
+    if state == "silent":
+        sync = f"silent: no heartbeat for more than {silent_after.total_seconds():g} s"
+    elif status is None:
+        sync = "no heartbeat yet"
+    else:
+        sync = sync_text(status)
+    health = _HEALTH[state]
+    heartbeat, store, root = "-", "-", "-"
+    if status is not None:
+        heartbeat = age_text(status.heartbeat_at, now)
+        store = _size(status.store_bytes) if registration.mode == "full" else "metadata only"
+        root = f"v{status.trust_root_version}"
+    admission, reason = (None, "")
+    if admissions is not None:
+        admission, reason = admissions.get(registration.node_id, ("unknown", ""))
+        if admission in _NOT_ROUTED:
+            health = "down"
+    return NodeRow(
+        region=registration.region,
+        node_id=registration.node_id,
+        base_url=registration.base_url,
+        sync=sync,
+        state=state,
+        health=health,
+        heartbeat=heartbeat,
+        store=store,
+        trust_root=root,
+        admission=admission,
+        reason=reason,
+    )
