@@ -1039,18 +1039,31 @@ class GroupConsumer:
                 f"broker {redact_url(self._broker_url)} did not list topics: {exc}"
             ) from exc
 
+    def join(self) -> None:
+        """Ask to join the group, once. The join goes on in librdkafka's threads (about 3 s
+        on Tansu, which waits for more members), so a caller that joins before the rest of
+        its start-up overlaps the two; the assignment is handed over in ``poll``. Raises
+        ``BrokerUnavailableError``."""
+        if self._subscribed:
+            return
+        try:
+            self._consumer.subscribe(
+                [self._topic],
+                on_assign=lambda _, partitions: self._assigned(partitions),
+                on_revoke=lambda _, partitions: self._revoked(partitions),
+            )
+        except KafkaException as exc:
+            raise BrokerUnavailableError(
+                f"joining the group of {self._topic} failed: {exc}"
+            ) from exc
+        self._subscribed = True
+
     def poll(self, max_records: int, timeout: float) -> list[ConsumedRecord]:
         """Up to ``max_records`` records, waiting at most ``timeout`` seconds; joins the
         group on the first call. Raises ``BrokerUnavailableError`` when nothing but errors came.
         """
+        self.join()
         try:
-            if not self._subscribed:
-                self._consumer.subscribe(
-                    [self._topic],
-                    on_assign=lambda _, partitions: self._assigned(partitions),
-                    on_revoke=lambda _, partitions: self._revoked(partitions),
-                )
-                self._subscribed = True
             messages = self._consumer.consume(num_messages=max_records, timeout=timeout)
         except KafkaException as exc:
             raise BrokerUnavailableError(f"reading {self._topic} failed: {exc}") from exc

@@ -429,6 +429,8 @@ class NodeStream:
         self._revoked_partitions: set[int] = set()
         self._stopping = asyncio.Event()
         self._intake_done = asyncio.Event()
+        #: The consumer that asked to join at start-up, until the intake takes it.
+        self._joined: GroupConsumer | None = None
         self.app.task(self._intake)
         self.app.timer(TRUST_REFRESH_SECONDS)(self._refresh_trust)
         self.app.timer(settings.downloads_interval)(self._flush_downloads)
@@ -474,7 +476,9 @@ class NodeStream:
         )
 
     def prepare(self) -> None:
-        """Blocking start-up work: the bucket, the trust root, the followers."""
+        """Blocking start-up work: the group's join started, the bucket, the trust root, the
+        followers."""
+        self._join_early()
         self.store.ensure_bucket()
         self.trust.load()
         for refused in self.trust.refresh():
@@ -494,6 +498,20 @@ class NodeStream:
         self.vitals.unrecorded_rejections = self.rejections.unrecorded
         if self.reporter is not None:
             self.reporter.register()
+
+    def _join_early(self) -> None:
+        """Ask to join the region's group now: the broker's join wait (about 3 s on Tansu)
+        then overlaps the rest of the start-up instead of following it (issue 15). The
+        intake takes this consumer; without it (the broker did not answer) the intake makes
+        its own."""
+        consumer = self._group_consumer()
+        try:
+            consumer.join()
+        except BrokerUnavailableError as exc:
+            log.warning("%s; the intake joins once it starts", exc)
+            consumer.close()
+            return
+        self._joined = consumer
 
     async def _heartbeat(self) -> None:
         if self.reporter is not None:
@@ -662,7 +680,9 @@ class NodeStream:
         failures = 0
         try:
             while not self._stopping.is_set():
-                consumer = await self._in_thread(executor, self._group_consumer)
+                consumer, self._joined = self._joined, None
+                if consumer is None:
+                    consumer = await self._in_thread(executor, self._group_consumer)
                 try:
                     await self._consume(executor, consumer, replicator)
                     return
@@ -1058,6 +1078,9 @@ class NodeStream:
         await asyncio.gather(*(follower.run() for follower in self._peer_followers))
 
     async def close(self) -> None:
+        if self._joined is not None:  # the intake never started
+            await asyncio.to_thread(self._joined.close)
+            self._joined = None
         for peer_follower in self._peer_followers:
             peer_follower.stop()
         for follower in self._followers:
@@ -1070,6 +1093,8 @@ class NodeStream:
             await self._session.close()
         if self._view_producer is not None:
             await asyncio.to_thread(self._view_producer.close)
+        if self.region_view is not None:
+            await asyncio.to_thread(self.region_view.close)
         if self._marker_producer is not None:
             await asyncio.to_thread(self._marker_producer.close)
 
