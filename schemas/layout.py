@@ -67,7 +67,7 @@ def pending_keys(sha256: str) -> tuple[str, str]:
 
 
 def provenance_key(sha256: str) -> str:
-    """Where the region's copy of a zip came from (``streams.replication.provenance``):
+    """Where the region's copy of a zip came from (``streams.artifact_fetch.provenance``):
     ``provenance/<first two hex digits>/<sha256>.json``, beside the zip and deleted with it."""
     if not _SHA256.fullmatch(sha256):
         raise ValueError(f"{sha256!r} is not a lower-case hex sha256")

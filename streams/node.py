@@ -81,19 +81,12 @@ from streams.artifacts import DownloadTally, HotStats, ReplicaRegistry
 from streams.dead_letter import DeadLetterFile
 from streams.faults import BEFORE_OFFSET_COMMIT, REFUSE_REJECTION, FaultPoints, FaultSpec
 from streams.health import HealthRules, Verdict, Vitals, liveness, readiness
+from streams.outcomes import Abandoned, Applied, Outcome, Refused, Skipped, Verified
 from streams.peering import PeerFollower, PeerSettings, peer_group
 from streams.policy import ReplicationPolicy
 from streams.region_view import RegionView
 from streams.rejections import DEAD_LETTER_RETRY_SECONDS, Rejections
-from streams.replication import (
-    Abandoned,
-    Applied,
-    Outcome,
-    Refused,
-    ReleaseReplicator,
-    Skipped,
-    Verified,
-)
+from streams.replication import ReleaseReplicator
 from streams.sinks import Record, Sink, TopicSink, deliver
 from streams.sync import StatusReporter, registration_of
 from streams.trust_keeper import RefusedRoot, TrustKeeper

@@ -55,8 +55,9 @@ from schemas.trust import (
     on_rejection,
 )
 from streams.artifacts import ReplicaRegistry
+from streams.outcomes import Abandoned, Applied, Refused, Skipped, Verified
 from streams.policy import ReplicationPolicy
-from streams.replication import Abandoned, Applied, Refused, ReleaseReplicator, Skipped, Verified
+from streams.replication import ReleaseReplicator
 
 log = logging.getLogger(__name__)
 

@@ -34,9 +34,9 @@ from schemas.package_state import PackageState, apply_event
 from schemas.signing import SignedEvent
 from schemas.trust import TrustRoot, VerifiedEvent, verify_signed
 from schemas.view import changed_documents, removal
+from streams.parked import pending_document
 from streams.policy import ReplicationPolicy
 from streams.region_view import view_of
-from streams.replication import pending_document
 
 #: View records produced together by a rebuild.
 REBUILD_BATCH = 500

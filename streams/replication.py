@@ -13,6 +13,10 @@ A zip no source delivers does not hold up the partition: the version is
 published (its dist answers with a redirect to the origin or a replica), and
 the fetch is parked in ``pending/`` and retried with backoff by
 ``retry_pending``.
+
+The replicator's parts: ``streams.outcomes`` (its input, outcomes and the pure verdicts on a
+release's zip), ``streams.artifact_fetch`` (the fetch and its sources),
+``streams.artifact_quota`` (eviction under a quota), ``streams.parked`` (parked fetches).
 """
 
 from __future__ import annotations
@@ -20,46 +24,50 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import zipfile
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiohttp
-import orjson
 
 from connectors.metrics import FETCH_BYTES, FETCH_SECONDS
-from connectors.object_store import ObjectStore, is_json
-from connectors.origin import UNREACHABLE_RETRY_AFTER, Fetched, FetchLimits, fetch_from_sources
+from connectors.object_store import ObjectStore
+from connectors.origin import FetchLimits
 from connectors.state_store import PackageStates
 from schemas import layout
-from schemas.errors import (
-    ArtifactMismatchEverywhereError,
-    ArtifactUnreachableError,
-    InternalFailureError,
-    RejectedError,
-    TransientError,
-    WrongPackageError,
+from schemas.errors import InternalFailureError, RejectedError, TransientError
+from schemas.events import DEFAULT_MAX_ARTIFACT_SIZE, Artifact, ReplicaAvailable
+from schemas.package_state import (
+    PackageState,
+    Transition,
+    VersionRecord,
+    apply_event,
+    render_documents,
 )
-from schemas.events import (
-    DEFAULT_MAX_ARTIFACT_SIZE,
-    Artifact,
-    PackageEvent,
-    ReleasePublished,
-    ReplicaAvailable,
-)
-from schemas.package_state import PackageState, VersionRecord, apply_event, render_documents
 from schemas.trust import TrustRoot, verify_signed
-from streams.artifacts import HotStats, ReplicaRegistry, Source, choose_evictions
+from streams.artifact_fetch import check_top_directory, fetch_artifact, provenance
+from streams.artifact_quota import ArtifactQuota
+from streams.artifacts import HotStats, ReplicaRegistry
 from streams.faults import (
     AFTER_METADATA_WRITE,
     AFTER_STORE_WRITE,
     AFTER_VIEW_RECORD,
     FaultPoints,
 )
-from streams.policy import JurisdictionPolicy, Purpose, ReplicationPolicy
+from streams.outcomes import (
+    Abandoned,
+    Applied,
+    Outcome,
+    Refuse,
+    Refused,
+    Skipped,
+    Verified,
+    on_fetch_failure,
+    zip_to_fetch,
+)
+from streams.parked import PENDING_FIRST_DELAY, ParkedFetches, PendingReport
+from streams.policy import ReplicationPolicy
 from streams.region_view import BucketView, MetadataView
 
 log = logging.getLogger(__name__)
@@ -72,80 +80,14 @@ STATE_CACHE_SIZE = 2048
 #: set aside in the rejected topic so one poison record cannot stall a partition.
 MAX_UNEXPECTED_FAILURES = 5
 MAX_BACKOFF_SECONDS = 60.0
-#: Backoff of a parked fetch: first retry after this, doubling up to PENDING_MAX_DELAY.
-PENDING_FIRST_DELAY = timedelta(seconds=15)
-PENDING_MAX_DELAY = timedelta(hours=1)
 
 Announce = Callable[[ReplicaAvailable], Awaitable[None]]
-
-
-@dataclass(frozen=True)
-class Verified:
-    """A record that verified: the event, the sha256 of its signed payload, its log position."""
-
-    event: PackageEvent
-    digest: str
-    position: str
-    #: Key ids of the delegated keys whose signatures verified.
-    signed_by: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Applied:
-    """What one event did to the region."""
-
-    package: str
-    kind: str
-    sequence: int
-    fetched: bool
-    changed: bool
-    parked: bool = False
-
-
-@dataclass(frozen=True)
-class Refused:
-    """An event that can never be applied, with why (goes to the rejected topic)."""
-
-    package: str
-    error: RejectedError
-
-    @property
-    def reason(self) -> str:
-        return self.error.reason
-
-    @property
-    def detail(self) -> str:
-        return str(self.error)
-
-
-@dataclass(frozen=True)
-class Skipped:
-    """An event for a package outside the region's policy: verified, not applied."""
-
-    package: str
-
-
-@dataclass(frozen=True)
-class Abandoned:
-    """An event of a partition this worker no longer owns (a rebalance happened meanwhile):
-    nothing written, not to be acknowledged; the partition's new owner applies it."""
-
-    package: str
-
-
-Outcome = Applied | Refused | Skipped | Abandoned
-
-
-@dataclass(frozen=True)
-class PendingReport:
-    retried: int
-    recovered: int
-    still_pending: int
 
 
 class ReleaseReplicator:
     """Applies verified publisher events to one region's bucket."""
 
+    # Long because it is where the node wires replication: all keyword-only, most defaulted.
     def __init__(
         self,
         *,
@@ -178,9 +120,7 @@ class ReleaseReplicator:
         self._max_artifact_size = max_artifact_size
         self._clock = clock
         self._replicas = replicas or ReplicaRegistry(region)
-        self._hot = hot or HotStats(region)
         self._announce = announce
-        self._pending_first_delay = pending_first_delay
         self._owns = owns
         self._faults = faults or FaultPoints(None)
         #: Objects written since start: ``states`` and p2 ``documents`` (coalescing shows here).
@@ -189,7 +129,8 @@ class ReleaseReplicator:
         #: local store and the view topic), or the bucket (the earlier design, tests only).
         self.view: MetadataView = view or BucketView(PackageStates(store, self.render), self.render)
         self._cache: OrderedDict[str, PackageState] = OrderedDict()
-        self._sizes: dict[str, int] | None = None
+        self._quota = ArtifactQuota(store, hot or HotStats(region), clock)
+        self._parked = ParkedFetches(store, clock=clock, first_delay=pending_first_delay)
         self._background: set[asyncio.Task[None]] = set()
 
     def render(self, state: PackageState) -> Mapping[str, bytes]:
@@ -327,69 +268,91 @@ class ReleaseReplicator:
         outcomes: list[Outcome] = []
         deletes: list[str] = []
         for item in items:
-            event = item.event
-            kind = type(event).__name__
-            try:
-                transition = apply_event(
-                    current,
-                    event,
-                    digest=item.digest,
-                    position=item.position,
-                    signed_by=item.signed_by,
-                )
-            except RejectedError as exc:
-                outcomes.append(Refused(package, exc))
-                continue
-            if transition is None:
+            outcome, transition = await self._apply_event(package, current, item)
+            outcomes.append(outcome)
+            if transition is not None:
+                if transition.delete is not None:
+                    deletes.append(transition.delete)
+                current = transition.state
+            elif isinstance(outcome, Applied):
                 redelivered = True
-                outcomes.append(Applied(package, kind, event.sequence, False, False))
-                continue
-            fetched = parked = False
-            if (
-                transition.fetch is not None
-                and isinstance(event, ReleasePublished)
-                and self.policy.mirrors_artifacts
-            ):
-                try:
-                    fetched = await self._ensure_artifact(package, event.version, transition.fetch)
-                except ArtifactUnreachableError as exc:
-                    await self._park(package, event.version, transition.fetch, str(exc))
-                    parked = True
-                except RejectedError as exc:
-                    outcomes.append(Refused(package, exc))
-                    continue
-            if transition.delete is not None:
-                deletes.append(transition.delete)
-            current = transition.state
-            outcomes.append(Applied(package, kind, event.sequence, fetched, True, parked))
         changed = current is not old
-        if (changed or redelivered) and not self._still_owned(items):
-            # Revoked while fetching: the new owner writes this package (zips fetched
-            # meanwhile are content addressed and harmless).
-            self._cache.pop(package, None)
-            return [Abandoned(package) for _ in items]
         if changed or redelivered:
-            written = await self.view.write(
-                current, previous=old if existed else None, redelivered=redelivered
-            )
-            self._faults.reached(AFTER_METADATA_WRITE)
-            unacked.append(written.acked)
-            self.written["states"] += int(written.state_written)
-            self.written["documents"] += written.documents_written
-            if written.superseded:
+            if not self._still_owned(items):
+                # Revoked while fetching: the new owner writes this package (zips fetched
+                # meanwhile are content addressed and harmless).
                 self._cache.pop(package, None)
-            else:
-                self._remember(current)
+                return [Abandoned(package) for _ in items]
+            previous = old if existed else None
+            await self._write(package, current, previous, redelivered, unacked)
         for sha256 in deletes:
             # After the state: a crash before this leaves an orphan zip, never a
             # version whose zip is gone.
-            await asyncio.to_thread(self._store.delete, layout.artifact_key(sha256))
-            await asyncio.to_thread(self._store.delete, layout.provenance_key(sha256))
-            for key in layout.pending_keys(sha256):
-                await asyncio.to_thread(self._store.delete, key)
-            if self._sizes is not None:
-                self._sizes.pop(sha256, None)
+            await self._delete_artifact(sha256)
         return outcomes
+
+    async def _apply_event(
+        self, package: str, state: PackageState, item: Verified
+    ) -> tuple[Outcome, Transition | None]:
+        """What ``item`` does to ``state`` (on a full mirror, its zip fetched first, or the
+        fetch parked): its outcome, and the transition to take. None when it is refused, or
+        when this very delivery was applied already (an ``Applied`` that changed nothing)."""
+        event = item.event
+        kind = type(event).__name__
+        try:
+            transition = apply_event(
+                state,
+                event,
+                digest=item.digest,
+                position=item.position,
+                signed_by=item.signed_by,
+            )
+        except RejectedError as exc:
+            return Refused(package, exc), None
+        if transition is None:
+            return Applied(package, kind, event.sequence, False, False), None
+        fetched = parked = False
+        wanted = zip_to_fetch(event, transition, mirrors_artifacts=self.policy.mirrors_artifacts)
+        if wanted is not None:
+            try:
+                fetched = await self._ensure_artifact(package, wanted.version, wanted.artifact)
+            except Exception as exc:
+                verdict = on_fetch_failure(exc)
+                if verdict is None:
+                    raise  # transient or unexpected: _apply_package retries the package
+                if isinstance(verdict, Refuse):
+                    return Refused(package, verdict.error), None
+                await self._parked.park(package, wanted.version, wanted.artifact, verdict.error)
+                parked = True
+        return Applied(package, kind, event.sequence, fetched, True, parked), transition
+
+    async def _write(
+        self,
+        package: str,
+        state: PackageState,
+        previous: PackageState | None,
+        redelivered: bool,
+        unacked: list[Awaitable[None]],
+    ) -> None:
+        """Write ``state`` and its p2 documents through the view; its acknowledgement joins
+        ``unacked``."""
+        written = await self.view.write(state, previous=previous, redelivered=redelivered)
+        self._faults.reached(AFTER_METADATA_WRITE)
+        unacked.append(written.acked)
+        self.written["states"] += int(written.state_written)
+        self.written["documents"] += written.documents_written
+        if written.superseded:
+            self._cache.pop(package, None)
+        else:
+            self._remember(state)
+
+    async def _delete_artifact(self, sha256: str) -> None:
+        """Delete a zip, the record of where it came from, and its parked fetch."""
+        await asyncio.to_thread(self._store.delete, layout.artifact_key(sha256))
+        await asyncio.to_thread(self._store.delete, layout.provenance_key(sha256))
+        for key in layout.pending_keys(sha256):
+            await asyncio.to_thread(self._store.delete, key)
+        self._quota.deleted(sha256)
 
     def _remember(self, state: PackageState) -> None:
         self._cache[state.package] = state
@@ -398,68 +361,6 @@ class ReleaseReplicator:
             self._cache.popitem(last=False)
 
     # Artifacts ---------------------------------------------------------------
-
-    def _sources(self, artifact: Artifact) -> tuple[list[Source], list[Source]]:
-        """Where to fetch ``artifact`` from, in order, and the sources the region's
-        jurisdiction policy withholds. AspireCloud's order: the canonical origin first,
-        then regions that announced a copy, then other sources (peer networks' origins)."""
-        policy = self.policy.jurisdictions
-        every = [
-            Source(artifact.origin_url, "origin", policy.origin),
-            *self._replicas.fetch_sources(artifact.sha256),
-        ]
-        allowed = [source for source in every if policy.allows(Purpose.FETCH, source.jurisdiction)]
-        withheld = [
-            source for source in every if not policy.allows(Purpose.FETCH, source.jurisdiction)
-        ]
-        return allowed, withheld
-
-    async def _fetch(self, artifact: Artifact) -> tuple[Fetched, Source]:
-        """Fetch ``artifact`` from the first allowed source that delivers it.
-
-        A sovereign region never fetches from a source outside its jurisdictions: when
-        none of the allowed ones delivers, the release is parked (``ArtifactUnreachableError``)
-        with the withheld sources named, never refused, and never fetched from outside.
-        Returns the fetched file and the source it came from. Raises what
-        ``fetch_from_sources`` raises.
-        """
-        sources, withheld = self._sources(artifact)
-        because = _withheld_reason(self.policy.jurisdictions, withheld) if withheld else ""
-        if not sources and withheld:
-            raise ArtifactUnreachableError(
-                f"no source in an allowed jurisdiction holds the artifact sha256 "
-                f"{artifact.sha256} ({artifact.size} bytes, signed origin "
-                f"{artifact.origin_url}): {because}",
-                url=artifact.origin_url,
-                attempts=(),
-                retry_after=UNREACHABLE_RETRY_AFTER,
-            )
-        try:
-            fetched = await fetch_from_sources(
-                self._session,
-                [s.url for s in sources],
-                artifact,
-                work_dir=self._work_dir,
-                limits=self._limits,
-            )
-        except ArtifactMismatchEverywhereError as exc:
-            if not withheld:
-                raise
-            # Other bytes from every allowed source: a withheld one may hold the signed
-            # ones, so this is not "nobody has the release"; it waits, as unreachable.
-            raise ArtifactUnreachableError(
-                f"{exc}; {because}",
-                url=artifact.origin_url,
-                attempts=exc.attempts,
-                retry_after=UNREACHABLE_RETRY_AFTER,
-            ) from exc
-        except ArtifactUnreachableError as exc:
-            if not withheld:
-                raise
-            raise ArtifactUnreachableError(
-                f"{exc}; {because}", url=exc.url, attempts=exc.attempts, retry_after=exc.retry_after
-            ) from exc
-        return fetched, next(s for s in sources if s.url == fetched.source)
 
     async def _ensure_artifact(self, package: str, version: str, artifact: Artifact) -> bool:
         """Make sure the region holds the zip; True when it was fetched now.
@@ -479,13 +380,20 @@ class ReleaseReplicator:
 
     async def _fetch_and_store(self, package: str, artifact: Artifact) -> bool:
         started = time.perf_counter()
-        result, source_of_bytes = await self._fetch(artifact)
+        result, source_of_bytes = await fetch_artifact(
+            self._session,
+            artifact,
+            self.policy.jurisdictions,
+            self._replicas,
+            work_dir=self._work_dir,
+            limits=self._limits,
+        )
         source = "origin" if result.source == artifact.origin_url else "replica"
         FETCH_SECONDS.labels(self._region, source).observe(time.perf_counter() - started)
         FETCH_BYTES.labels(self._region, source).inc(artifact.size)
         try:
             check_top_directory(result.path, package)
-            if not await self._make_room(artifact):
+            if not await self._quota.make_room(artifact, self.policy.quota_bytes):
                 return False
             await asyncio.to_thread(
                 self._store.put_file,
@@ -504,8 +412,7 @@ class ReleaseReplicator:
             self._faults.reached(AFTER_STORE_WRITE)
         finally:
             result.path.unlink(missing_ok=True)
-        if self._sizes is not None:
-            self._sizes[artifact.sha256] = artifact.size
+        self._quota.stored(artifact)
         if result.source != artifact.origin_url:
             log.info(
                 "%s %s fetched from replica %s (%s, jurisdiction %s)",
@@ -534,60 +441,11 @@ class ReleaseReplicator:
             )
         )
 
-    async def _make_room(self, artifact: Artifact) -> bool:
-        """Evict cold zips so this one fits under the quota; False when it cannot fit."""
-        quota = self.policy.quota_bytes
-        if quota is None:
-            return True
-        if self._sizes is None:
-            listed = await asyncio.to_thread(self._store.list_objects, layout.ARTIFACT_PREFIX)
-            self._sizes = {
-                sha: stored.size
-                for key, stored in listed
-                if (sha := layout.artifact_sha256(key)) is not None
-            }
-        chosen = choose_evictions(
-            self._sizes,
-            self._hot.snapshot(),
-            quota=quota,
-            incoming=artifact.size,
-            protected={artifact.sha256},
-            now=self._clock(),
-        )
-        if chosen is None:
-            log.warning(
-                "quota %d bytes: no room for %s (%d bytes) without evicting recently downloaded "
-                "zips; not kept, served by redirect",
-                quota,
-                artifact.sha256[:12],
-                artifact.size,
-            )
-            return False
-        for sha256 in chosen:
-            await asyncio.to_thread(self._store.delete, layout.artifact_key(sha256))
-            await asyncio.to_thread(self._store.delete, layout.provenance_key(sha256))
-            self._sizes.pop(sha256, None)
-            log.info("quota: evicted cold artifact %s", sha256[:12])
-        return True
-
     def store_bytes(self) -> int | None:
         """Bytes of zips the region holds, as this worker last counted (None: not counted)."""
-        return None if self._sizes is None else sum(self._sizes.values())
+        return self._quota.total()
 
     # Parked fetches ----------------------------------------------------------
-
-    async def _park(self, package: str, version: str, artifact: Artifact, error: str) -> None:
-        now = self._clock()
-        log.warning("%s %s: zip unreachable, parked for retry: %s", package, version, error)
-        document = pending_document(
-            package, version, artifact, 0, now + self._pending_first_delay, error
-        )
-        await asyncio.to_thread(
-            self._store.put_bytes,
-            layout.pending_key(artifact.sha256),
-            document,
-            content_type="application/json",
-        )
 
     def request_refetch(self, package: str, version: str, record: VersionRecord) -> None:
         """A client asked for a zip this full mirror does not hold (pending or evicted):
@@ -598,149 +456,18 @@ class ReleaseReplicator:
             sha256=record.sha256, sha1=record.sha1, size=record.size, origin_url=record.origin_url
         )
         task = asyncio.get_running_loop().create_task(
-            self._request_refetch(package, version, artifact)
+            self._parked.request(package, version, artifact)
         )
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _request_refetch(self, package: str, version: str, artifact: Artifact) -> None:
-        key = layout.pending_key(artifact.sha256)
-        try:
-            for parked in layout.pending_keys(artifact.sha256):
-                if await asyncio.to_thread(self._store.stat, parked) is not None:
-                    return
-            document = pending_document(
-                package, version, artifact, 0, self._clock(), "requested while not held"
-            )
-            await asyncio.to_thread(
-                self._store.put_bytes, key, document, content_type="application/json"
-            )
-        except TransientError as exc:
-            log.warning("refetch of %s not scheduled: %s", artifact.sha256[:12], exc)
-
     async def pending_count(self) -> int:
-        keys = await asyncio.to_thread(self._store.list_keys, layout.PENDING_PREFIX)
-        return len(keys)
+        return await self._parked.count()
 
     async def retry_pending(self) -> PendingReport:
         """Try the parked fetches that are due; each success is stored and announced."""
-        keys = await asyncio.to_thread(self._store.list_keys, layout.PENDING_PREFIX)
-        retried = recovered = 0
-        now = self._clock()
-        for key in keys:
-            body = await asyncio.to_thread(self._store.get, key, complete=is_json)
-            if body is None:
-                continue
-            doc = orjson.loads(body.data)
-            if datetime.fromisoformat(doc["next_attempt_at"]) > now:
-                continue
-            package, version = doc["package"], doc["version"]
-            artifact = Artifact(
-                sha256=doc["sha256"],
-                sha1=doc["sha1"],
-                size=doc["size"],
-                origin_url=doc["origin_url"],
-            )
-            state = await self.view.load(package)
-            record = state.versions.get(version) if state is not None else None
-            if record is None or record.sha256 != artifact.sha256:
-                # Expunged (or never applied here): nothing to fetch any more.
-                await asyncio.to_thread(self._store.delete, key)
-                continue
-            retried += 1
-            try:
-                await self._ensure_artifact(package, version, artifact)
-            except (ArtifactUnreachableError, RejectedError) as exc:
-                attempts = doc["attempts"] + 1
-                delay = min(self._pending_first_delay * 2**attempts, PENDING_MAX_DELAY)
-                log.warning(
-                    "%s %s: zip still unreachable after %d retries, next in %s: %s",
-                    package,
-                    version,
-                    attempts,
-                    delay,
-                    exc,
-                )
-                document = pending_document(
-                    package, version, artifact, attempts, now + delay, str(exc)
-                )
-                await asyncio.to_thread(
-                    self._store.put_bytes, key, document, content_type="application/json"
-                )
-                continue
-            await asyncio.to_thread(self._store.delete, key)
-            recovered += 1
-            log.info("%s %s: parked zip fetched and stored", package, version)
-        return PendingReport(retried, recovered, len(keys) - recovered)
+        return await self._parked.retry_due(self.view.load, self._ensure_artifact)
 
     async def close(self) -> None:
         for task in list(self._background):
             task.cancel()
-
-
-def provenance(source: Source, sha256: str, region: str, at: datetime) -> bytes:
-    """Where a region's copy of ``sha256`` came from: who held it (``origin``, a region, a
-    peer's label), their declared jurisdiction, the URL, when. A sovereign region's proof."""
-    return orjson.dumps(
-        {
-            "sha256": sha256,
-            "region": region,
-            "from": source.holder,
-            "jurisdiction": source.jurisdiction,
-            "url": source.url,
-            "fetched_at": at.isoformat(),
-        },
-        option=orjson.OPT_SORT_KEYS,
-    )
-
-
-def _withheld_reason(policy: JurisdictionPolicy, withheld: Sequence[Source]) -> str:
-    """Why a sovereign region did not fetch from ``withheld``, for a parked fetch's record."""
-    named = ", ".join(
-        f"{source.holder} ({source.jurisdiction or 'jurisdiction not declared'})"
-        for source in withheld
-    )
-    return (
-        f"the region fetches from {policy.describe(Purpose.FETCH)} only, so it does not "
-        f"fetch from {named}; parked until a source there has it"
-    )
-
-
-def pending_document(
-    package: str, version: str, artifact: Artifact, attempts: int, due: datetime, error: str
-) -> bytes:
-    """A parked fetch: what to fetch, how often it failed, when to try again, the last error."""
-    return orjson.dumps(
-        {
-            "package": package,
-            "version": version,
-            "sha256": artifact.sha256,
-            "sha1": artifact.sha1,
-            "size": artifact.size,
-            "origin_url": artifact.origin_url,
-            "attempts": attempts,
-            "next_attempt_at": due.isoformat(),
-            "last_error": error,
-        },
-        option=orjson.OPT_SORT_KEYS,
-    )
-
-
-def check_top_directory(path: Path, package: str) -> None:
-    """A release zip holds one top directory named after the project (``token/`` for drupal/token).
-
-    Raises ``WrongPackageError`` when it holds another project's files (wrong
-    software under a right name) or is not a zip.
-    """
-    project = package.split("/", 1)[1]
-    try:
-        with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-    except zipfile.BadZipFile as exc:
-        raise WrongPackageError(f"the artifact of {package} is not a zip file: {exc}") from exc
-    tops = {name.split("/", 1)[0] for name in names if name.strip("/")}
-    if tops != {project} or not any(name.startswith(f"{project}/") for name in names):
-        raise WrongPackageError(
-            f"the artifact of {package} holds {sorted(tops)[:3]}, not one {project}/ "
-            "directory: it is another project's release"
-        )

@@ -53,7 +53,7 @@ from schemas.trust import verify_event
 from schemas.versions import drupal_to_composer
 from services.publishing.publisher import PublishInputError, build_release, inspect_zip
 from services.publishing.trust_admin import DelegationSpec, build_root
-from streams.replication import check_top_directory
+from streams.artifact_fetch import check_top_directory
 
 PUBLIC_URL = "https://eu.fairstream.example"
 ORIGIN = "https://ftp.drupal.org/files/projects"

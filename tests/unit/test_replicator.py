@@ -51,8 +51,9 @@ from schemas.trust import TrustRoot
 from services.publishing.publisher import build_release, next_sequence
 from services.publishing.trust_admin import DelegationSpec, build_root
 from streams.artifacts import HotStats, ReplicaRegistry
+from streams.outcomes import Abandoned, Applied, Skipped, Verified
 from streams.policy import JurisdictionPolicy, ReplicationMode, ReplicationPolicy
-from streams.replication import Abandoned, Applied, ReleaseReplicator, Skipped, Verified
+from streams.replication import ReleaseReplicator
 
 PUBLIC_URL = "http://eu.fairstream.test:8080"
 ROOT_KEY = SigningKey(seed=b"\x10" * 32)

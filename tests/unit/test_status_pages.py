@@ -33,9 +33,9 @@ from services.shared.status_views import (
     age_text,
     package_view,
 )
+from streams.artifact_fetch import provenance
 from streams.artifacts import Source
 from streams.policy import ReplicationPolicy
-from streams.replication import provenance
 from streams.sync import registration_of
 
 NOW = datetime(2026, 12, 5, 12, 0, tzinfo=UTC)
