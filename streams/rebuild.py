@@ -191,6 +191,7 @@ def log_partitions(
         yield partition, iter_partition(broker_url, topic, partition)
 
 
+# Long because it is the rebuild in one pass (records, packages, leftovers), settings by keyword.
 def rebuild_region(
     topic: str,
     partitions: Iterable[tuple[int, Iterable[tuple[int, bytes]]]],
