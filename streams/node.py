@@ -82,7 +82,8 @@ from streams.dead_letter import DeadLetterFile
 from streams.faults import BEFORE_OFFSET_COMMIT, REFUSE_REJECTION, FaultPoints, FaultSpec
 from streams.health import HealthRules, Verdict, Vitals, liveness, readiness
 from streams.outcomes import Abandoned, Applied, Outcome, Refused, Skipped, Verified
-from streams.peering import PeerFollower, PeerSettings, peer_group
+from streams.peer_config import PeerSettings
+from streams.peering import PeerFollower, peer_group
 from streams.policy import ReplicationPolicy
 from streams.region_view import RegionView
 from streams.rejections import DEAD_LETTER_RETRY_SECONDS, Rejections

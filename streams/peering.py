@@ -1,12 +1,10 @@
 """Peering: following another network's releases topic under a per-peer policy (canonical, source, refuse).
 
 A peer is an independently operated stream (another organisation's cluster,
-its own trust root). Its records are verified against the peer's pinned root,
-then ``decide`` says what each may do here: be applied to our metadata as
-canonical for a namespace we accept from that peer, only lend its artifact URL
-as one more download source (whatever a source delivers is checked against
-our own signed sha256), or be refused and recorded on our rejected topic. No
-peer ever speaks for ``drupal/*`` or for any namespace our own root delegates.
+its own trust root), configured with ``--peer`` (``streams.peer_config``). Its
+records are verified against the peer's pinned root, then ``streams.peer_verdict``
+says what each may do here: be applied as canonical, lend its artifact URL as a
+download source, or be refused and recorded on our rejected topic.
 
 ``PeerFollower`` is the loop: a confluent-kafka consumer in the region's group
 on the peer's cluster, polled from one thread, that applies canonical records
@@ -18,55 +16,26 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fnmatch
 import logging
-import re
 import threading
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from enum import StrEnum
-from pathlib import Path
 from typing import Protocol, TypeVar
 
-from connectors.kafka import (
-    BrokerLocation,
-    ConsumedRecord,
-    GroupConsumer,
-    iter_partition,
-    topic_partitions,
-)
+from connectors.kafka import ConsumedRecord, GroupConsumer, iter_partition, topic_partitions
 from connectors.store import redact_url
-from schemas.errors import (
-    BrokerUnavailableError,
-    ConfigurationError,
-    RejectedError,
-)
+from schemas.errors import BrokerUnavailableError, RejectedError
 from schemas.events import ReleasePublished
-from schemas.names import VENDOR_PATTERN
-from schemas.trust import (
-    Reject,
-    TrustRoot,
-    WaitForRoot,
-    load_pinned_root,
-    namespace_of,
-    on_rejection,
-)
+from schemas.trust import Reject, TrustRoot, WaitForRoot, on_rejection
 from streams.artifacts import ReplicaRegistry
 from streams.outcomes import Abandoned, Applied, Refused, Skipped, Verified
-from streams.policy import ReplicationPolicy
+from streams.peer_config import PeerPolicy, PeerSettings
+from streams.peer_verdict import PeerUse, decide
 from streams.replication import ReleaseReplicator
 
 log = logging.getLogger(__name__)
-
-#: Namespaces no peer can ever be canonical for, whatever our root says.
-PROTECTED_NAMESPACES = ("drupal/*",)
-#: Reasons recorded on the rejected topic for a peer's record.
-PEER_REFUSED = "peer-refused"
-PEER_NAMESPACE_FORBIDDEN = "peer-namespace-forbidden"
-PEER_NAMESPACE_NOT_ACCEPTED = "peer-namespace-not-accepted"
 
 MAX_BACKOFF_SECONDS = 60.0
 #: How long a follower waits for the peer's cluster to list its topics.
@@ -74,295 +43,7 @@ TOPIC_LOOKUP_TIMEOUT = 2.0
 #: How long a follower whose pinned peer root expired waits before looking again.
 EXPIRED_ROOT_WAIT_SECONDS = 60.0
 
-_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,40}")
-_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
-# A literal vendor, then a glob of package names: ``typo3/*``, ``acme/intranet_*``.
-_NAMESPACE_GLOB = re.compile(rf"(?P<vendor>{VENDOR_PATTERN})/[a-z0-9_.*?!\[\]-]+")
-_EXAMPLE = (
-    "typo3:policy=canonical,broker=kafka://kafka.typo3.example:9092,topic=fair.releases,"
-    "root=peers/typo3-root.avro,namespace=typo3/*"
-)
-_KEYS = ("policy", "broker", "topic", "root", "namespace")
-_KEY_WORD = re.compile(r"[A-Za-z_-]+")
-
 T = TypeVar("T")
-
-
-class PeerPolicy(StrEnum):
-    """What a node makes of one peer's stream."""
-
-    #: Applied to our metadata, for the namespaces we accept from the peer (its root delegates).
-    CANONICAL = "canonical"
-    #: Never applied; a release's artifact URL becomes one more download source for its sha256.
-    SOURCE = "source"
-    #: Nothing used; every record is recorded on our rejected topic.
-    REFUSE = "refuse"
-
-
-@dataclass(frozen=True)
-class PeerSettings:
-    """One peer network as the operator configured it (``--peer``).
-
-    Construction raises ``ConfigurationError`` listing every problem: a name
-    that is not a lower-case slug, a broker URL that is not ``kafka://``, a bad
-    topic name, a missing or invalid pinned root (any policy but ``refuse``
-    needs one), namespaces on a non-canonical peer or none on a canonical one,
-    a namespace that is not ``vendor/glob``, is protected (``drupal/*``) or
-    that the peer's root does not delegate.
-    """
-
-    name: str
-    broker_url: str = field(repr=False)  # may carry SASL credentials
-    topic: str
-    #: The peer's own signed trust root, pinned like ours (empty for a refused peer).
-    pinned_root: bytes
-    policy: PeerPolicy
-    #: Globs of the packages accepted from the peer as canonical (``typo3/*``).
-    namespaces: tuple[str, ...] = ()
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "namespaces", tuple(self.namespaces))
-        problems: list[str] = []
-        if not _NAME.fullmatch(self.name):
-            problems.append("the name must be lower-case letters, digits and dashes (like 'typo3')")
-        try:
-            BrokerLocation.from_url(self.broker_url)
-        except ConfigurationError as exc:
-            problems.append(
-                str(exc).split(";")[0] + "; write broker=kafka://HOST:PORT (or kafka+ssl://, "
-                "kafka+sasl-ssl://USER:PASSWORD@HOST:PORT?mechanism=SCRAM-SHA-512)"
-            )
-        if not _TOPIC.fullmatch(self.topic):
-            problems.append(f"topic {self.topic!r} is not a Kafka topic name")
-        root = self._check_root(problems)
-        problems += self._namespace_problems(root)
-        if problems:
-            raise ConfigurationError(f"peer {self.name!r}: " + "; ".join(problems))
-
-    def _check_root(self, problems: list[str]) -> TrustRoot | None:
-        if not self.pinned_root:
-            if self.policy is not PeerPolicy.REFUSE:
-                problems.append(
-                    f"policy={self.policy} needs the peer's signed trust root: add root=FILE"
-                )
-            return None
-        try:
-            return load_pinned_root(self.pinned_root)
-        except RejectedError as exc:
-            problems.append(
-                f"its pinned root is not a valid signed trust root ({exc}); pin the root file "
-                "the peer's root key holders published"
-            )
-            return None
-
-    def _namespace_problems(self, root: TrustRoot | None) -> list[str]:
-        if self.policy is not PeerPolicy.CANONICAL:
-            if self.namespaces:
-                return [
-                    f"namespace= is only used with policy=canonical (this peer is "
-                    f"policy={self.policy}); drop it or make the peer canonical"
-                ]
-            return []
-        if not self.namespaces:
-            return [
-                "policy=canonical needs the namespaces accepted from the peer: "
-                "add namespace=VENDOR/* (e.g. namespace=typo3/*)"
-            ]
-        problems = []
-        for pattern in self.namespaces:
-            match = _NAMESPACE_GLOB.fullmatch(pattern)
-            if match is None:
-                problems.append(
-                    f"namespace {pattern!r} is not a lower-case vendor followed by / and a "
-                    "glob; write it like typo3/*"
-                )
-                continue
-            namespace = f"{match['vendor']}/*"
-            if namespace in PROTECTED_NAMESPACES:
-                problems.append(
-                    f"namespace {pattern!r}: no peer can be canonical for {namespace}; "
-                    "only its own publishers are"
-                )
-            elif root is not None and all(d.namespace != namespace for d in root.delegations):
-                delegated = ", ".join(d.namespace for d in root.delegations) or "none"
-                problems.append(
-                    f"namespace {pattern!r}: the peer's trust root v{root.version} delegates "
-                    f"no {namespace} (it delegates: {delegated}), so nothing of it could verify"
-                )
-        return problems
-
-    def root(self) -> TrustRoot:
-        """The peer's pinned trust root; raises ``ConfigurationError`` for a refused peer
-        configured without one."""
-        if not self.pinned_root:
-            raise ConfigurationError(f"peer {self.name!r} has no pinned trust root")
-        return load_pinned_root(self.pinned_root)
-
-    @property
-    def source_label(self) -> str:
-        """The name its download sources go under in the replica registry."""
-        return f"peer:{self.name}"
-
-    @property
-    def rejected_topic(self) -> str:
-        """The topic named in our rejection records of its records."""
-        return f"peer:{self.name}/{self.topic}"
-
-    def position(self, partition: int, offset: int) -> str:
-        """A log position that never collides with one of our own topics."""
-        return f"peer/{self.name}/{self.topic}:{partition}:{offset}"
-
-
-def parse_peer(text: str, read_root: Callable[[Path], bytes]) -> PeerSettings:
-    """A peer from its command-line form, ``NAME:policy=P,broker=URL,topic=T,root=FILE,namespace=GLOB``.
-
-    ``topic`` defaults to ``fair.releases``; ``namespace`` may repeat. A part
-    without ``=`` continues the value before it, so ``broker=kafka://a:9092,b:9092``
-    and ``namespace=typo3/*,neos/*`` work. ``read_root`` reads the root file
-    (the CLI's file reader). Raises ``ConfigurationError`` saying what was wrong
-    and showing the expected form.
-    """
-    name, colon, rest = text.strip().partition(":")
-    if not colon or "=" in name or not name:
-        raise ConfigurationError(
-            f"--peer {redact_url(text)!r} does not start with the peer's name and a colon; "
-            f"write it like {_EXAMPLE}"
-        )
-    values: dict[str, list[str]] = {}
-    key: str | None = None
-    for part in rest.split(","):
-        field, equals, value = part.partition("=")
-        # A part that is no KEY=VALUE continues the value before it: the next host of a
-        # broker list (``b:9093?ca=/ca.pem`` holds a ``=`` but no key), or a namespace.
-        if not equals or not _KEY_WORD.fullmatch(field.strip()):
-            if key is None or not part:
-                raise ConfigurationError(
-                    f"--peer {name}: {part!r} is not KEY=VALUE; write it like {_EXAMPLE}"
-                )
-            values[key][-1] += "," + part
-            continue
-        key = field.strip()
-        if key not in _KEYS:
-            raise ConfigurationError(
-                f"--peer {name}: unknown key {key!r}; the keys are {', '.join(_KEYS)} "
-                f"(e.g. {_EXAMPLE})"
-            )
-        if key in values and key != "namespace":
-            raise ConfigurationError(f"--peer {name}: {key}= is given twice; give it once")
-        values.setdefault(key, []).append(value.strip())
-    for required in ("policy", "broker"):
-        if required not in values:
-            raise ConfigurationError(
-                f"--peer {name}: {required}= is missing; write it like {_EXAMPLE}"
-            )
-    try:
-        policy = PeerPolicy(values["policy"][0])
-    except ValueError:
-        choices = ", ".join(p.value for p in PeerPolicy)
-        raise ConfigurationError(
-            f"--peer {name}: policy={values['policy'][0]!r} is not one of {choices}"
-        ) from None
-    root = read_root(Path(values["root"][0])) if "root" in values else b""
-    namespaces = tuple(
-        pattern.strip()
-        for value in values.get("namespace", [])
-        for pattern in value.split(",")
-        if pattern.strip()
-    )
-    return PeerSettings(
-        name=name,
-        broker_url=values["broker"][0],
-        topic=values.get("topic", ["fair.releases"])[0],
-        pinned_root=root,
-        policy=policy,
-        namespaces=namespaces,
-    )
-
-
-def with_peer_namespaces(
-    policy: ReplicationPolicy, peers: Iterable[PeerSettings]
-) -> ReplicationPolicy:
-    """``policy`` also serving the namespaces accepted from canonical peers (their
-    packages get metadata, and are not answered with a fast 404)."""
-    extra = [
-        pattern
-        for peer in peers
-        if peer.policy is PeerPolicy.CANONICAL
-        for pattern in peer.namespaces
-        if pattern not in policy.include
-    ]
-    if not extra:
-        return policy
-    return replace(policy, include=(*policy.include, *dict.fromkeys(extra)))
-
-
-class PeerUse(StrEnum):
-    """What one verified record of a peer may do here."""
-
-    CANONICAL = "canonical"
-    SOURCE = "source"
-    REFUSED = "refused"
-
-
-@dataclass(frozen=True)
-class PeerDecision:
-    """The use of a peer's record; a refusal carries a stable ``reason`` and a ``detail``."""
-
-    use: PeerUse
-    reason: str = ""
-    detail: str = ""
-
-
-def decide(
-    peer: PeerSettings, our_root: TrustRoot, peer_root: TrustRoot | None, package: str
-) -> PeerDecision:
-    """What a record of ``package`` from ``peer`` may do here, under our root in force.
-
-    Pure. In order: a refused peer is refused (``peer-refused``); a package our
-    root delegates, or in a protected namespace (``drupal/*``), is refused
-    (``peer-namespace-forbidden``) whatever the policy, so a peer never speaks
-    for it, even when its own root delegates it; a source peer's record is a
-    source; a canonical peer's record is canonical when the package matches a
-    namespace accepted from the peer and the peer's root delegates it, else
-    refused (``peer-namespace-not-accepted``).
-    """
-    if peer.policy is PeerPolicy.REFUSE:
-        return PeerDecision(
-            PeerUse.REFUSED,
-            PEER_REFUSED,
-            f"peer {peer.name} is refused by this node (--peer {peer.name}:policy=refuse); "
-            "its records are recorded, never used",
-        )
-    ours = our_root.delegation_for(package)
-    namespace = namespace_of(package)
-    if ours is not None or any(fnmatch.fnmatchcase(package, p) for p in PROTECTED_NAMESPACES):
-        if ours is not None:
-            owner = f"our trust root v{our_root.version} delegates it to {ours.publisher}"
-        else:
-            owner = f"{namespace} is only ever published by its own publishers"
-        return PeerDecision(
-            PeerUse.REFUSED,
-            PEER_NAMESPACE_FORBIDDEN,
-            f"{package}: peer {peer.name} published in {namespace}, which no peer can speak "
-            f"for ({owner}); the record is refused, our own publishers' events are unaffected",
-        )
-    if peer.policy is PeerPolicy.SOURCE:
-        return PeerDecision(PeerUse.SOURCE)
-    accepted = any(fnmatch.fnmatchcase(package, p) for p in peer.namespaces)
-    delegated = peer_root is not None and peer_root.delegation_for(package) is not None
-    if accepted and delegated:
-        return PeerDecision(PeerUse.CANONICAL)
-    why = (
-        f"this node accepts only {', '.join(peer.namespaces)} from it"
-        if not accepted
-        else "the peer's own trust root does not delegate it"
-    )
-    return PeerDecision(
-        PeerUse.REFUSED,
-        PEER_NAMESPACE_NOT_ACCEPTED,
-        f"{package}: not accepted as canonical from peer {peer.name} ({why}); add "
-        f"namespace={namespace} to its --peer option if the peer owns it",
-    )
 
 
 def peer_group(region_group: str, peer: str) -> str:
@@ -410,6 +91,7 @@ class PeerFollower:
     could not fetch is parked, and every worker retries parked fetches.
     """
 
+    # Long because it is where the node wires a follower: the peer, then keyword-only arguments.
     def __init__(
         self,
         peer: PeerSettings,

@@ -44,7 +44,7 @@ from services.shared.status_pages import RejectionLog, serve_status_pages
 from streams.faults import FaultSpec
 from streams.health import HealthRules
 from streams.node import NodeSettings, NodeStream, region_public_url
-from streams.peering import parse_peer, with_peer_namespaces
+from streams.peer_config import parse_peer, with_peer_namespaces
 from streams.policy import ReplicationMode, ReplicationPolicy, jurisdiction_policy
 
 if TYPE_CHECKING:

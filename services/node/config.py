@@ -36,7 +36,7 @@ from services.cli.options import (
     read_file,
 )
 from services.directory.registry import RegionMap
-from streams.peering import parse_peer
+from streams.peer_config import parse_peer
 from streams.policy import jurisdiction_policy
 
 #: The variable that names the configuration file when ``--config`` is not given.
@@ -160,6 +160,7 @@ def read_config(path: Path) -> dict[str, Any]:
         ) from exc
 
 
+# Long because each setting is resolved (environment, file, default) and checked in one pass.
 def check_config(
     command: click.Command,
     table: Mapping[str, Any],

@@ -40,15 +40,9 @@ from services.publishing.publisher import build_release
 from services.publishing.trust_admin import DelegationSpec, build_root
 from streams.artifacts import ReplicaRegistry
 from streams.dead_letter import DeadLetterFile
-from streams.peering import (
-    PEER_NAMESPACE_FORBIDDEN,
-    PEER_REFUSED,
-    PeerFollower,
-    PeerPolicy,
-    PeerSettings,
-    peer_group,
-    with_peer_namespaces,
-)
+from streams.peer_config import PeerPolicy, PeerSettings, with_peer_namespaces
+from streams.peer_verdict import PEER_NAMESPACE_FORBIDDEN, PEER_REFUSED
+from streams.peering import PeerFollower, peer_group
 from streams.policy import ReplicationPolicy
 from streams.rejections import Rejections
 from streams.replication import ReleaseReplicator

@@ -26,7 +26,7 @@ from connectors.kafka import (
 )
 from schemas.errors import ConfigurationError
 from streams.node import faust_broker
-from streams.peering import parse_peer
+from streams.peer_config import parse_peer
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "pa:ss@w/rd"

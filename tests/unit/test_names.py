@@ -19,7 +19,7 @@ from schemas.errors import MalformedEventError
 from schemas.names import PACKAGE_NAME, check_package_name, is_package_name
 from schemas.trust import NAMESPACE
 from services.node.http_app import _P2_FILE
-from streams.peering import _NAMESPACE_GLOB
+from streams.peer_config import _NAMESPACE_GLOB
 
 # Composer's ValidatingArrayLoader rule, as Composer writes it.
 COMPOSER_NAME = re.compile(r"^[a-z0-9]([_.-]?[a-z0-9]+)*/[a-z0-9](([_.]|-{1,2})?[a-z0-9]+)*$")

@@ -1,5 +1,6 @@
-"""streams.peering: the --peer parser, the per-peer decision (drupal/* never overridden), peer
-download sources, and peer positions counted as owned. No sockets."""
+"""Peering (streams.peer_config, streams.peer_verdict, streams.peering): the --peer parser, the
+per-peer decision (drupal/* never overridden), peer download sources, and peer positions counted
+as owned. No sockets."""
 
 from __future__ import annotations
 
@@ -17,19 +18,16 @@ from schemas.trust import TrustRoot
 from services.publishing.trust_admin import DelegationSpec, build_root
 from streams.artifacts import ReplicaRegistry
 from streams.node import NodeSettings, NodeStream
-from streams.peering import (
+from streams.peer_config import PeerPolicy, PeerSettings, parse_peer, with_peer_namespaces
+from streams.peer_verdict import (
     PEER_NAMESPACE_FORBIDDEN,
     PEER_NAMESPACE_NOT_ACCEPTED,
     PEER_REFUSED,
     PeerDecision,
-    PeerPolicy,
-    PeerSettings,
     PeerUse,
     decide,
-    parse_peer,
-    peer_group,
-    with_peer_namespaces,
 )
+from streams.peering import peer_group
 from streams.policy import ReplicationPolicy
 
 OUR_ROOT_KEY = SigningKey(seed=b"\x30" * 32)

@@ -24,7 +24,7 @@ from schemas.signing import Signature, SignedEvent, SigningKey, seal
 from schemas.trust import TrustRoot, verify_event
 from services.publishing.publisher import build_release
 from services.publishing.trust_admin import DelegationSpec, build_root
-from streams import peering
+from streams import peer_verdict
 
 REPO = Path(__file__).resolve().parents[2]
 PAGE = REPO / "docs" / "signing.md"
@@ -232,10 +232,10 @@ def recordable_reasons() -> set[str]:
         pending.extend(cls.__subclasses__())
     peer = {
         value
-        for name, value in vars(peering).items()
+        for name, value in vars(peer_verdict).items()
         if name.startswith("PEER_") and isinstance(value, str)
     }
-    assert peer, "streams.peering names its reasons PEER_*"
+    assert peer, "streams.peer_verdict names its reasons PEER_*"
     return found | peer
 
 
