@@ -275,7 +275,7 @@ class ReleaseReplicator:
                     deletes.append(transition.delete)
                 current = transition.state
             elif isinstance(outcome, Applied):
-                redelivered = True
+                redelivered = True  # this very delivery was applied already
         changed = current is not old
         if changed or redelivered:
             if not self._still_owned(items):
