@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -160,8 +161,7 @@ def export_command(  # a click command's parameters are its options
         "zips": len(manifest.zips),
         "zip_bytes": report.zip_bytes,
         "zips_not_held": report.missing,
-        "covers": _covers(manifest),
-        "trust_root": {"version": manifest.root_version, "expires": manifest.root_expires},
+        **freshness(manifest, datetime.now(UTC)),
         "manifest_sha256": manifest.digest,
     }
     _show(summary, as_json)
@@ -240,8 +240,7 @@ def import_command(  # a click command's parameters are its options
             "records_already_there": report.records_present,
             "zips": report.zips,
             "zips_already_there": report.zips_present,
-            "covers": _covers(manifest),
-            "trust_root": {"version": manifest.root_version, "expires": manifest.root_expires},
+            **freshness(manifest, datetime.now(UTC)),
             "manifest_sha256": manifest.digest,
         },
         as_json,
@@ -255,13 +254,62 @@ def _bundle_file(path: Path, what: str) -> Path:
     return path
 
 
-def _covers(manifest: Manifest) -> dict[str, object]:
-    return {"from": manifest.covers_from, "to": manifest.covers_to}
+def freshness(manifest: Manifest, now: datetime) -> dict[str, object]:
+    """The freshness window a bundle's manifest states, for its summary: ``covers``, the span
+    of its records' own times (None for a bundle with no new record), and ``trust_root``, the
+    root in force at the exporter, its expiry and whether it has expired by ``now``. A
+    disconnected node under an expired root applies nothing new (it freezes, as online) until
+    a bundle carries a newer root."""
+    expires = manifest.root_expires
+    return {
+        "covers": {"from": manifest.covers_from, "to": manifest.covers_to},
+        "trust_root": {
+            "version": manifest.root_version,
+            "expires": expires,
+            "expired": expires is not None and expires <= now,
+        },
+    }
+
+
+def summary_lines(summary: dict[str, object]) -> list[str]:
+    """A command's summary as the lines a person reads: ``name: value``, the freshness
+    window in words (``--json`` prints the same fields as they are)."""
+    lines = []
+    for name, value in summary.items():
+        if name == "covers" and isinstance(value, dict):
+            text = _span_text(value["from"], value["to"])
+        elif name == "trust_root" and isinstance(value, dict):
+            text = _root_text(value["version"], value["expires"], value["expired"])
+        else:
+            text = str(value)
+        lines.append(f"{name}: {text}")
+    return lines
+
+
+def _moment_text(moment: datetime) -> str:
+    return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC"
+
+
+def _span_text(first: datetime | None, last: datetime | None) -> str:
+    if first is None or last is None:
+        return "no new records"
+    return f"records from {_moment_text(first)} to {_moment_text(last)}"
+
+
+def _root_text(version: int, expires: datetime | None, expired: bool) -> str:
+    if expires is None:
+        return f"v{version}, expiry not stated"
+    if expired:
+        return (
+            f"v{version}, expired {_moment_text(expires)}: the nodes apply nothing new (they "
+            "freeze, as online) until a bundle carries a newer root"
+        )
+    return f"v{version}, expires {_moment_text(expires)}"
 
 
 def _show(summary: dict[str, object], as_json: bool) -> None:
     if as_json:
         click.echo(orjson.dumps(summary, option=orjson.OPT_INDENT_2 | orjson.OPT_UTC_Z))
         return
-    for name, value in summary.items():
-        console.print(f"{name}: {value}", highlight=False)
+    for line in summary_lines(summary):
+        console.print(line, highlight=False, markup=False)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 import tarfile
+from datetime import datetime
 from pathlib import Path
 from uuid import uuid4
 
@@ -287,3 +288,10 @@ def test_the_commands_export_and_import_a_bundle(
     result = orjson.loads(imported.stdout)
     assert (result["imported"], result["records"], result["zips"]) == (True, 5, 3)
     assert disconnected.whole_log() == connected.whole_log()
+    # The freshness window the manifest states: the span its records cover, the root in force.
+    assert result["covers"] == summary["covers"] and None not in result["covers"].values()
+    assert result["covers"]["from"] <= result["covers"]["to"]
+    assert connected.root is not None
+    root = result["trust_root"]
+    assert (root["version"], root["expired"]) == (1, False)
+    assert datetime.fromisoformat(root["expires"]) == connected.root.expires
