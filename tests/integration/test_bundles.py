@@ -1,35 +1,50 @@
 """services.bundles on the real broker and store: a connected network's log and zips carried
 into another network by file, at the same offsets; a second bundle chains to the first;
 importing twice, or again after a crash, changes nothing it should not; a tampered,
-skipped or foreign bundle is refused whole and changes nothing."""
+skipped or foreign bundle is refused whole and changes nothing; a node of the disconnected
+network whose trust root expires freezes as online, and the bundle carrying a newer root
+thaws it."""
 
 from __future__ import annotations
 
 import shutil
 import tarfile
-from datetime import datetime
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, TypeVar
 from uuid import uuid4
 
 import orjson
 import pytest
 from click.testing import CliRunner
 
-from connectors.kafka import EventProducer, Topics, ensure_topics, iter_partition_records
+from connectors.kafka import (
+    EventProducer,
+    Topics,
+    ensure_topics,
+    iter_partition_records,
+    read_partition,
+)
 from connectors.object_store import ObjectStore
 from connectors.store import S3Store, StoreLocation
-from infra import devstack
+from infra import devstack, localnet
 from infra.devtools.sample_projects import sample_zip
 from schemas import layout
 from schemas.bundle import BundleChainError, BundleContentError, BundleSignatureError
 from schemas.events import ReleaseYanked, utc_now
+from schemas.federation import NodeStatus
 from schemas.signing import SigningKey, seal
 from schemas.trust import TrustRoot
 from services.bundles.export import export_bundle, read_manifest
 from services.bundles.load import IMPORTED_KEY, last_imported, load_bundle
 from services.cli.main import cli
+from services.cli.status import read_node_book
 from services.publishing.publisher import build_release, next_sequence
-from services.publishing.trust_admin import write_key_pair
+from services.publishing.trust_admin import DelegationSpec, build_root, write_key_pair
 from tests.roots import write_drupal_root
 
 pytestmark = pytest.mark.integration
@@ -38,6 +53,7 @@ EXPORTER = SigningKey(seed=b"\x51" * 32)
 PINNED = {EXPORTER.public_key.keyid: EXPORTER.public_key}
 #: A topic's records by partition: (offset, key, value).
 Log = dict[int, list[tuple[int, bytes | None, bytes]]]
+T = TypeVar("T")
 
 
 class Network:
@@ -88,9 +104,14 @@ def connected(stack: devstack.Stack, location: StoreLocation, tmp_path: Path) ->
 
 
 def publish(
-    network: Network, producer: EventProducer, tmp_path: Path, releases: list[tuple[str, str]]
+    network: Network,
+    producer: EventProducer,
+    tmp_path: Path,
+    releases: list[tuple[str, str]],
+    signer: SigningKey = EXPORTER,
 ) -> list[str]:
-    """Releases on the network's topic and their zips in its bucket; their sha256s."""
+    """Releases on the network's topic, signed by ``signer``, and their zips in its bucket;
+    their sha256s."""
     shas = []
     for project, version in releases:
         zip_path = sample_zip(tmp_path / "zips", project, version, {})
@@ -104,7 +125,7 @@ def publish(
             layout.artifact_key(event.artifact.sha256), zip_path, content_type="application/zip"
         )
         producer.produce(
-            network.topics.releases, event.package.encode(), seal(event.to_bytes(), [EXPORTER])
+            network.topics.releases, event.package.encode(), seal(event.to_bytes(), [signer])
         )
         shas.append(event.artifact.sha256)
     return shas
@@ -295,3 +316,193 @@ def test_the_commands_export_and_import_a_bundle(
     root = result["trust_root"]
     assert (root["version"], root["expired"]) == (1, False)
     assert datetime.fromisoformat(root["expires"]) == connected.root.expires
+
+
+# --- rotation and freshness across the gap -------------------------------------------------
+
+PUBLISHER = SigningKey(seed=b"\x55" * 32)
+ROOT_KEY = SigningKey(seed=b"\x56" * 32)
+
+
+def signed_root(version: int, expires: datetime | None = None) -> tuple[TrustRoot, bytes]:
+    """Root ``version`` delegating drupal/* to PUBLISHER, signed by ROOT_KEY (a rotation from
+    the one before it: same root key), expiring at ``expires`` (a year from now if None)."""
+    root = build_root(
+        version=version,
+        root_keys=[ROOT_KEY.public_key],
+        root_threshold=1,
+        delegations=[DelegationSpec("drupal/*", "drupal.org", (PUBLISHER.public_key,), 1)],
+        expires=expires,
+    )
+    return root, root.sign([ROOT_KEY])
+
+
+class Carrier:
+    """``fairstream bundle export`` on the connected network and ``import`` on the
+    disconnected one, as an operator runs them, each bundle after the previous."""
+
+    def __init__(
+        self, stack: devstack.Stack, connected: Network, island: Network, tmp_path: Path
+    ) -> None:
+        self.connected, self.island, self.tmp_path = connected, island, tmp_path
+        self.common = ["--broker", stack.broker_url, "--store", stack.store_url]
+        self.key_file = tmp_path / "upstream.key"
+        write_key_pair(EXPORTER, self.key_file)
+        self.root_file = tmp_path / "root.avro"
+        self.bundles: list[Path] = []
+
+    def carry(self, *, as_json: bool = True) -> str:
+        """Export the next bundle and import it; the import's summary as printed."""
+        out = self.tmp_path / f"bundle-{len(self.bundles) + 1:04d}.tar"
+        since = ["--since", str(self.bundles[-1])] if self.bundles else []
+        self._run(
+            "bundle", "export", "--region", "up", "--bucket", self.connected.store.bucket,
+            "--root", str(self.root_file), "--key", str(self.key_file), "--out", str(out),
+            *since, "--topic-prefix", prefix_of(self.connected), *self.common,
+        )  # fmt: skip
+        self.bundles.append(out)
+        return self._run(
+            "bundle", "import", str(out), "--region", "down",
+            "--bucket", self.island.store.bucket,
+            "--exporter", str(self.key_file.with_suffix(".pub")),
+            "--topic-prefix", prefix_of(self.island), *self.common,
+            *(["--json"] if as_json else []),
+        )  # fmt: skip
+
+    def _run(self, *args: str) -> str:
+        result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+
+def prefix_of(network: Network) -> str:
+    return network.topics.releases.removesuffix("fair.releases")
+
+
+def health_of(url: str) -> tuple[int, dict[str, Any]]:
+    """A node's ``/health``: 200, or 503 with the reasons."""
+    try:
+        with urllib.request.urlopen(f"{url}/health", timeout=5) as response:
+            return response.status, orjson.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        with exc:
+            return exc.code, orjson.loads(exc.read())
+
+
+def eventually(check: Callable[[], T | None], what: str, node: localnet.LocalProcess) -> T:
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        if found := check():
+            return found
+        time.sleep(0.5)
+    pytest.fail(f"{what} within 90 s; the node's log ends:\n{node.log_tail(30)}")
+
+
+def test_a_disconnected_node_whose_root_expires_freezes_as_online_and_thaws_on_a_newer_root(
+    stack: devstack.Stack, location: StoreLocation, tmp_path: Path
+) -> None:
+    """Issue 19, rotation and freshness across the gap: the island's node freezes when the
+    root in force expires (it applies nothing new, keeps serving what it has, and its
+    heartbeat and /health say why), the import of the bundle that brings the next release
+    says the root in force expired, and the bundle carrying a newer root thaws the node."""
+    connected, island = Network(stack, location), Network(stack, location)
+    carrier = Carrier(stack, connected, island, tmp_path)
+    _, pinned = signed_root(1)
+    carrier.root_file.write_bytes(pinned)
+    producer = EventProducer(stack.broker_url)
+    producer.produce(connected.topics.trust, b"trust-root", pinned)
+    publish(connected, producer, tmp_path, [("token", "8.x-1.9")], signer=PUBLISHER)
+    carrier.carry()
+    node = localnet.start_node(
+        f"i{uuid4().hex[:8]}",  # a region (consumer group) of this test's own
+        broker_url=stack.broker_url,
+        store_url=stack.store_url,
+        root=carrier.root_file,
+        data_dir=tmp_path / "island-node",
+        topic_prefix=prefix_of(island),
+        partitions=2,
+        bucket=island.store.bucket,
+        options=["--status-every", "1"],
+    )
+    try:
+        eventually(
+            lambda: "1.9.0" in localnet.fetch_p2_versions(node.url, "drupal/token"),
+            "the island serves token 1.9.0",
+            node,
+        )
+
+        def heartbeat(state: str) -> NodeStatus | None:
+            """The node's last heartbeat, if it is in ``state``."""
+            book = read_node_book(stack.broker_url, island.topics.status)
+            found = [s for s in book.statuses.values() if s.base_url == node.url]
+            last = max(found, key=lambda s: s.sequence) if found else None
+            return last if last is not None and last.state == state else None
+
+        # The next bundle rotates to a root that lives seconds (as the online test's), and
+        # it expires while nothing more comes across the gap. The island follows it whether
+        # it reads it before or after it expired: an expired root still rotates forward.
+        now = datetime.now(UTC)
+        expires = now.replace(microsecond=now.microsecond // 1000 * 1000) + timedelta(seconds=4)
+        _, rotation = signed_root(2, expires)
+        producer.produce(connected.topics.trust, b"trust-root", rotation)
+        assert orjson.loads(carrier.carry())["trust_root"]["version"] == 2
+        eventually(lambda: health_of(node.url)[1]["trust_root"]["version"] == 2, "v2", node)
+        time.sleep(max(0.0, (expires - datetime.now(UTC)).total_seconds()) + 1)
+
+        # A release comes across under the expired root. The import says how fresh the
+        # bundle is and that the root in force expired.
+        publish(connected, producer, tmp_path, [("token", "8.x-1.10")], signer=PUBLISHER)
+        printed = carrier.carry(as_json=False)
+        assert "covers: records from " in printed, printed
+        assert (
+            f"trust_root: v2, expired {expires:%Y-%m-%d %H:%M:%S} UTC: the nodes apply nothing "
+            "new (they freeze, as online) until a bundle carries a newer root"
+        ) in printed, printed
+
+        # Frozen, as online: it waits on the release (does not refuse it), serves what it
+        # had and not the new version, and its heartbeat and /health say why.
+        eventually(
+            lambda: "waits for root v3" in node.log.read_text(errors="replace"),
+            "the node waits on the release for a newer root",
+            node,
+        )
+        frozen = eventually(
+            lambda: heartbeat("degraded"),
+            "the heartbeat says the node is frozen",
+            node,
+        )
+        assert frozen.trust_root_version == 2
+        assert "trust root v2 expired" in frozen.detail, frozen.detail
+        assert "nothing new is applied" in frozen.detail, frozen.detail
+        status, health = health_of(node.url)
+        assert status == 503, health
+        assert (
+            f"frozen: the trust root expired at {expires.isoformat()}; nothing is applied "
+            "until a newer root is on the trust topic"
+        ) in health["reasons"], health
+        assert localnet.fetch_p2_versions(node.url, "drupal/token").keys() == {"1.9.0"}
+
+        # The bundle after it carries a rotated, unexpired root: the node thaws and applies
+        # the release it held back.
+        producer.produce(connected.topics.trust, b"trust-root", signed_root(3)[1])
+        thawing = orjson.loads(carrier.carry())
+        assert thawing["trust_root"]["version"] == 3 and not thawing["trust_root"]["expired"]
+        eventually(
+            lambda: (
+                localnet.fetch_p2_versions(node.url, "drupal/token").keys() == {"1.9.0", "1.10.0"}
+            ),
+            "the thawed node serves 1.10.0",
+            node,
+        )
+        eventually(
+            lambda: heartbeat("in-sync"),
+            "the heartbeat says the node is in sync again",
+            node,
+        )
+        status, health = health_of(node.url)
+        assert (status, health["trust_root"]["version"]) == (200, 3), health
+    finally:
+        producer.close()
+        node.stop()
+    # Waiting is not refusing: nothing of the island reached its rejected topic.
+    assert read_partition(stack.broker_url, island.topics.rejected) == []
