@@ -48,6 +48,7 @@ from services.directory.registry import (
 from services.node.http_app import NodeHttp
 from services.shared.status_pages import RejectionLog, serve_status_pages
 from services.shared.status_views import (
+    Copy,
     NetworkView,
     PackageView,
     RejectionRow,
@@ -405,9 +406,13 @@ class DirectoryStatus:
                 and entry.status is not None
             ]
 
-        def holders(record: VersionRecord) -> list[str]:
+        def holders(record: VersionRecord) -> list[Copy]:
             return [
-                f"{e.registration.region}: {e.registration.base_url}"
+                Copy(
+                    f"{e.registration.region}: {e.registration.base_url}",
+                    e.registration.region,
+                    e.registration.base_url,
+                )
                 for e in entries
                 if record.position
                 and e.status is not None

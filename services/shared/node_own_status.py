@@ -4,10 +4,9 @@ the packages it holds, where each verified copy came from, and its region's reje
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
-
-import orjson
+from datetime import datetime, timedelta
 
 from connectors.object_store import ObjectStore, is_json
 from schemas import layout
@@ -17,13 +16,19 @@ from schemas.package_state import StateReader
 from schemas.trust import TrustRoot
 from services.shared.status_pages import RejectionLog
 from services.shared.status_views import (
+    NOT_RECORDED,
+    STORE_SILENT,
+    Copy,
     NetworkView,
     PackageView,
+    Provenance,
     RejectionRow,
     Series,
     node_rows,
     package_view,
 )
+
+log = logging.getLogger(__name__)
 
 
 class NodeOwnStatus:
@@ -79,12 +84,13 @@ class NodeOwnStatus:
         state = self._states.load(name)
         if state is None:
             return None
-        held: dict[str, str] = {}
-        where = f"this node ({self._registration.region})" if self._registration else "this node"
+        held: dict[str, Copy] = {}
+        registration = self._registration
+        where = f"this node ({registration.region})" if registration else "this node"
         if self._keeps_zips:
             for record in state.versions.values():
                 if self._store.stat(layout.artifact_key(record.sha256)) is not None:
-                    held[record.sha256] = where + self._came_from(record.sha256)
+                    held[record.sha256] = self._copy(where, record.sha256)
         note = (
             "Verified copies: this node's store holds the zip, checked against the signed "
             "sha256 before it was written."
@@ -98,19 +104,24 @@ class NodeOwnStatus:
             note,
         )
 
-    def _came_from(self, sha256: str) -> str:
-        """``, from de (EU), fetched 2026-12-06 12:00 UTC``: where the copy's bytes came
-        from (the replicator's record; a sovereign region's proof), or nothing if unknown."""
+    def _copy(self, where: str, sha256: str) -> Copy:
+        """This node's copy of ``sha256`` and where its bytes came from (the replicator's
+        record beside the zip: a sovereign region's proof), or why that is not known."""
+        registration = self._registration
+        region = registration.region if registration else None
+        base_url = registration.base_url if registration else None
         try:
             body = self._store.get(layout.provenance_key(sha256), complete=is_json)
         except StoreUnavailableError:
-            return ", origin unknown (the store did not answer)"
+            return Copy(where, region, base_url, unknown=STORE_SILENT)
         if body is None:
-            return ""  # fetched before provenance was recorded
-        record = orjson.loads(body.data)
-        jurisdiction = record.get("jurisdiction") or "jurisdiction not declared"
-        fetched = datetime.fromisoformat(record["fetched_at"]).astimezone(UTC)
-        return f", from {record['from']} ({jurisdiction}), fetched {fetched:%Y-%m-%d %H:%M} UTC"
+            return Copy(where, region, base_url, unknown=NOT_RECORDED)
+        try:
+            came = Provenance.from_record(body.data)
+        except ValueError as exc:
+            log.warning("%s: %s", layout.provenance_key(sha256), exc)
+            return Copy(where, region, base_url, unknown="its provenance record is unreadable")
+        return Copy(where, region, base_url, provenance=came)
 
     def rejections(self) -> list[RejectionRow]:
         return self._rejections.rows() if self._rejections is not None else []

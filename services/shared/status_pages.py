@@ -6,7 +6,9 @@ enough for a phone on a slow link. The views are plain data built from what the 
 already holds (heartbeats, package states, the rejected topic: ``status_views``); the
 templates only lay them out, and Jinja2 escapes every value (package metadata and
 rejection details come from the network). The chart is ``lag_chart``; a node's own
-source of views is ``node_own_status``.
+source of views is ``node_own_status``. A package's page has a JSON twin
+(``/status/packages/<name>.json``, ``status_views.package_document``): the same versions,
+digests and copies, with each copy's provenance as fields an auditor can script against.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import jinja2
+import orjson
 from aiohttp import web
 
 from connectors.kafka import TopicFollower
@@ -27,7 +30,12 @@ from schemas.errors import RejectedError
 from schemas.events import ReleaseRejected
 from schemas.names import PACKAGE_NAME
 from services.shared.lag_chart import lag_chart
-from services.shared.status_views import RejectionRow, StatusSource, rejection_row
+from services.shared.status_views import (
+    RejectionRow,
+    StatusSource,
+    package_document,
+    rejection_row,
+)
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +113,10 @@ class StatusPages:
         app.router.add_get("/status", self.network)
         app.router.add_get("/status/", self.network)
         app.router.add_get("/status/packages", self.find_package)
+        # Before the page's route, which would take ``token.json`` for a name: as p2's
+        # documents, the JSON of package P is P.json (so a package whose name ends in .json
+        # has its JSON at P.json.json, and its HTML page is not reachable).
+        app.router.add_get("/status/packages/{vendor}/{name}.json", self.package_json)
         app.router.add_get("/status/packages/{vendor}/{name}", self.package)
         app.router.add_get("/status/rejections", self.rejections)
 
@@ -145,9 +157,31 @@ class StatusPages:
             return self._page("find.html", status=404, name=name, problem=problem)
         return self._page("package.html", view=view)
 
+    async def package_json(self, request: web.Request) -> web.Response:
+        """The package page's JSON (``package_document``); 400 or 404 with ``error``."""
+        name = f"{request.match_info['vendor']}/{request.match_info['name']}"
+        if not PACKAGE_NAME.fullmatch(name):
+            problem = f"{name!r} is not a Composer package name (vendor/name, e.g. drupal/token)"
+            return _json(400, {"package": name, "error": problem})
+        view = await self._source.package(name)
+        if view is None:
+            problem = f"{name} is not known here: no verified event of it has been applied"
+            return _json(404, {"package": name, "error": problem})
+        document = package_document(view, answered_by=self._source.title, now=self._clock())
+        return _json(200, document)
+
     async def rejections(self, request: web.Request) -> web.Response:
         rows = await asyncio.to_thread(self._source.rejections)
         return self._page("rejections.html", rows=rows)
+
+
+def _json(status: int, document: dict[str, Any]) -> web.Response:
+    return web.Response(
+        body=orjson.dumps(document, option=orjson.OPT_INDENT_2),
+        status=status,
+        content_type="application/json",
+        headers={"Cache-Control": "no-store"},
+    )
 
 
 def serve_status_pages(

@@ -1,6 +1,8 @@
 """What the status pages show, as plain data: the views, the ``StatusSource`` port a process
 implements, and the pure functions that build views from what the process holds (heartbeats,
-package states, rejections) and word them for a person (ages, sizes, sync)."""
+package states, rejections) and word them for a person (ages, sizes, sync). A package's page
+has a JSON twin (``/status/packages/<name>.json``, ``package_document``): the same versions,
+digests and copies, with each copy's provenance as fields an auditor can script against."""
 
 from __future__ import annotations
 
@@ -8,6 +10,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
+
+import orjson
 
 from schemas.errors import MalformedEventError
 from schemas.events import ReleaseRejected
@@ -69,6 +73,73 @@ class Signer:
     delegated_now: bool
 
 
+#: Why a copy's provenance is not known: the store holds no record of it.
+NOT_RECORDED = (
+    "not recorded: the zip was stored before fairstream recorded provenance, or came in a bundle"
+)
+#: Why a copy's provenance is not known: the store did not answer when asked.
+STORE_SILENT = "the store did not answer"
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Where a copy's bytes came from, as the replicator recorded it beside the zip
+    (``streams.artifact_fetch.provenance``): the holder it fetched them from (``origin``, a
+    region, a peer's label), that holder's declared jurisdiction (None: none declared), the
+    URL and when."""
+
+    source: str
+    jurisdiction: str | None
+    url: str
+    fetched_at: datetime
+
+    @classmethod
+    def from_record(cls, data: bytes) -> Provenance:
+        """The provenance in a record's bytes. Raises ``ValueError`` for one that is not."""
+        try:
+            record = orjson.loads(data)
+            jurisdiction = record.get("jurisdiction")
+            return cls(
+                source=str(record["from"]),
+                jurisdiction=None if jurisdiction is None else str(jurisdiction),
+                url=str(record["url"]),
+                fetched_at=datetime.fromisoformat(record["fetched_at"]).astimezone(UTC),
+            )
+        # orjson.JSONDecodeError is a ValueError.
+        except (AttributeError, KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not a provenance record: {exc!r}") from exc
+
+
+@dataclass(frozen=True)
+class Copy:
+    """One verified copy of a version: who holds it and, on a node's own pages, where its
+    bytes came from."""
+
+    #: As the page names it: ``this node (eu)``, ``eu: https://eu.example``.
+    holder: str
+    region: str | None = None
+    base_url: str | None = None
+    provenance: Provenance | None = None
+    #: Why the provenance is not known, when it was looked for and is not (``NOT_RECORDED``,
+    #: ``STORE_SILENT``, an unreadable record); None otherwise.
+    unknown: str | None = None
+
+    @property
+    def text(self) -> str:
+        """``this node (eu), from de (EU), fetched 2026-12-06 12:00 UTC``; a copy whose
+        provenance was not recorded claims nothing."""
+        came = self.provenance
+        if came is not None:
+            jurisdiction = came.jurisdiction or "jurisdiction not declared"
+            return (
+                f"{self.holder}, from {came.source} ({jurisdiction}), fetched "
+                f"{came.fetched_at:%Y-%m-%d %H:%M} UTC"
+            )
+        if self.unknown is not None and self.unknown != NOT_RECORDED:
+            return f"{self.holder}, origin unknown ({self.unknown})"
+        return self.holder
+
+
 @dataclass(frozen=True)
 class VersionView:
     version: str
@@ -80,7 +151,12 @@ class VersionView:
     position: str
     signers: Sequence[Signer]
     yanked: str | None
-    holders: Sequence[str]
+    copies: Sequence[Copy]
+
+    @property
+    def holders(self) -> list[str]:
+        """The copies as the page lists them."""
+        return [copy.text for copy in self.copies]
 
 
 @dataclass(frozen=True)
@@ -133,10 +209,11 @@ def age_text(then: datetime, now: datetime) -> str:
 def package_view(
     state: PackageState,
     root: TrustRoot,
-    holders: Callable[[VersionRecord], Sequence[str]],
+    holders: Callable[[VersionRecord], Sequence[Copy]],
     note: str,
 ) -> PackageView:
-    """A package page's content from its state, the trust root in force and who holds what."""
+    """A package page's content from its state, the trust root in force and the copies of
+    each version (``holders``)."""
     delegation = root.delegation_for(state.package)
     delegated = set(delegation.keyids) if delegation else set()
     versions = [
@@ -150,7 +227,7 @@ def package_view(
             position=record.position,
             signers=[Signer(k, k in delegated) for k in record.signed_by],
             yanked=record.yanked,
-            holders=holders(record),
+            copies=holders(record),
         )
         for version, record in sorted(
             state.versions.items(), key=lambda item: _offset(item[1].position), reverse=True
@@ -175,6 +252,61 @@ def _offset(position: str) -> int:
         return split_position(position)[2]
     except MalformedEventError:
         return -1
+
+
+def package_document(view: PackageView, *, answered_by: str, now: datetime) -> dict[str, Any]:
+    """The JSON of a package's page (``/status/packages/<name>.json``): every version, newest
+    first, with its digests, signers and the copies of it, each with where its bytes came
+    from when known. A version no copy of which is listed is not held there: clients are
+    sent to another region's copy or to the signed origin URL."""
+    return {
+        "package": view.package,
+        "answered_by": answered_by,
+        "generated_at": _utc_text(now),
+        "namespace": view.namespace,
+        "publisher": view.publisher,
+        "threshold": view.threshold,
+        "trust_root_version": view.root_version,
+        "versions": [
+            {
+                "version": v.version,
+                "drupal_version": v.drupal_version,
+                "sha256": v.sha256,
+                "sha1": v.sha1,
+                "size": v.size,
+                "origin_url": v.origin_url,
+                "position": v.position,
+                "signed_by": [s.keyid for s in v.signers],
+                "yanked": v.yanked,
+                "copies": [_copy_document(copy) for copy in v.copies],
+            }
+            for v in view.versions
+        ],
+        "expunged": [{"version": version, "sha256": sha} for version, sha in view.expunged],
+    }
+
+
+def _copy_document(copy: Copy) -> dict[str, Any]:
+    came = copy.provenance
+    return {
+        "holder": copy.holder,
+        "region": copy.region,
+        "base_url": copy.base_url,
+        "provenance": None
+        if came is None
+        else {
+            "from": came.source,
+            "jurisdiction": came.jurisdiction,
+            "url": came.url,
+            "fetched_at": _utc_text(came.fetched_at),
+        },
+        "provenance_unknown": copy.unknown,
+    }
+
+
+def _utc_text(moment: datetime) -> str:
+    """``2026-12-06T12:00:00Z``: a time as the JSON documents give it."""
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def rejection_row(record: ReleaseRejected) -> RejectionRow:

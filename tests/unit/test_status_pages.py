@@ -25,12 +25,16 @@ from services.shared.lag_chart import lag_chart
 from services.shared.node_own_status import NodeOwnStatus
 from services.shared.status_pages import StatusPages
 from services.shared.status_views import (
+    NOT_RECORDED,
+    Copy,
     NetworkView,
     NodeRow,
     PackageView,
     RejectionRow,
     Series,
+    StatusSource,
     age_text,
+    package_document,
     package_view,
 )
 from streams.artifact_fetch import provenance
@@ -106,7 +110,7 @@ def test_a_label_from_the_network_is_escaped_in_the_chart() -> None:
 
 
 def test_the_package_view_lists_versions_newest_first_with_their_signers() -> None:
-    view = package_view(STATE, root(PUBLISHER), lambda r: [f"eu:{r.size}"], "note")
+    view = package_view(STATE, root(PUBLISHER), lambda r: [Copy(f"eu:{r.size}")], "note")
     assert [v.version for v in view.versions] == ["1.10.0", "1.9.0", "1.2.0"]
     assert (view.namespace, view.publisher, view.threshold) == ("drupal/*", "drupal.org", 1)
     signers = {v.version: [(s.keyid, s.delegated_now) for s in v.signers] for v in view.versions}
@@ -162,9 +166,9 @@ class MemorySource:
         ]
 
 
-async def answer(path: str) -> web.Response:
+async def answer(path: str, source: StatusSource | None = None) -> web.Response:
     app = web.Application()
-    StatusPages(MemorySource(), clock=lambda: NOW).register(app)
+    StatusPages(source or MemorySource(), clock=lambda: NOW).register(app)
     request = make_mocked_request("GET", path, app=app)
     match = await app.router.resolve(request)
     request._match_info = match  # type: ignore[attr-defined]
@@ -286,10 +290,10 @@ class OneState:
         return STATE if package == STATE.package else None
 
 
-def test_a_nodes_package_page_says_where_each_held_copy_came_from() -> None:
-    """The proof a sovereign region shows: for each version held, from whom and which
-    jurisdiction its bytes came (the replicator's record); none recorded, nothing claimed."""
-    store = MemoryStore("status-pages", space="status-pages-tests")
+def eu_node(bucket: str) -> NodeOwnStatus:
+    """Node eu's own pages over a store holding drupal/token 1.9.0, fetched from de (EU),
+    and 1.2.0, fetched before provenance was recorded; 1.10.0 is not held."""
+    store = MemoryStore(bucket, space="status-pages-tests")
     store.ensure_bucket()
     held_from_de, held_before = STATE.versions["1.9.0"], STATE.versions["1.2.0"]
     for held in (held_from_de, held_before):
@@ -301,7 +305,7 @@ def test_a_nodes_package_page_says_where_each_held_copy_came_from() -> None:
         content_type="application/json",
     )
     key = SigningKey(seed=b"\x09" * 32)
-    status = NodeOwnStatus(
+    return NodeOwnStatus(
         registration=registration_of(key, "eu", "http://eu.example", ReplicationPolicy()),
         last_status=lambda: None,
         history=lambda: [],
@@ -313,6 +317,12 @@ def test_a_nodes_package_page_says_where_each_held_copy_came_from() -> None:
         title="eu",
     )
 
+
+def test_a_nodes_package_page_says_where_each_held_copy_came_from() -> None:
+    """The proof a sovereign region shows: for each version held, from whom and which
+    jurisdiction its bytes came (the replicator's record); none recorded, nothing claimed."""
+    status = eu_node("status-pages")
+
     view = status._package("drupal/token")
 
     assert view is not None
@@ -320,3 +330,84 @@ def test_a_nodes_package_page_says_where_each_held_copy_came_from() -> None:
     assert holders["1.9.0"] == ["this node (eu), from de (EU), fetched 2026-12-05 12:00 UTC"]
     assert holders["1.2.0"] == ["this node (eu)"]
     assert holders["1.10.0"] == []  # not held
+
+
+def test_the_package_json_lists_each_version_its_digest_and_where_its_copy_came_from() -> None:
+    """The evidence in machine-readable form: every version, newest first, with its digests
+    and this node's copy of it, if any, with the provenance record's fields; a copy with no
+    record says so rather than claim anything."""
+    view = eu_node("status-pages-json")._package("drupal/token")
+    assert view is not None
+
+    document = package_document(view, answered_by="fairstream node · eu", now=NOW)
+
+    assert (document["package"], document["answered_by"]) == (
+        "drupal/token",
+        "fairstream node · eu",
+    )
+    assert (document["generated_at"], document["trust_root_version"]) == ("2026-12-05T12:00:00Z", 2)
+    versions = {v["version"]: v for v in document["versions"]}
+    assert [v["version"] for v in document["versions"]] == ["1.10.0", "1.9.0", "1.2.0"]
+    held = versions["1.9.0"]
+    assert (held["sha256"], held["sha1"], held["size"]) == (f"{9:064x}", f"{9:040x}", 109)
+    assert held["origin_url"] == "https://ftp.drupal.org/files/projects/token-8.x-1.9.zip"
+    assert held["signed_by"] == [OLD_PUBLISHER.public_key.keyid]
+    assert held["copies"] == [
+        {
+            "holder": "this node (eu)",
+            "region": "eu",
+            "base_url": "http://eu.example",
+            "provenance": {
+                "from": "de",
+                "jurisdiction": "EU",
+                "url": "http://de.example/dist/x.zip",
+                "fetched_at": "2026-12-05T12:00:00Z",
+            },
+            "provenance_unknown": None,
+        }
+    ]
+    [unrecorded] = versions["1.2.0"]["copies"]
+    assert (unrecorded["provenance"], unrecorded["provenance_unknown"]) == (None, NOT_RECORDED)
+    assert versions["1.10.0"]["copies"] == []  # not held here
+    assert versions["1.10.0"]["yanked"] == HOSTILE  # data, not markup: JSON escapes nothing
+    assert orjson.loads(orjson.dumps(document)) == document
+
+
+def test_an_unreadable_provenance_record_is_said_unreadable_and_claims_nothing() -> None:
+    status = eu_node("status-pages-unreadable")
+    sha256 = STATE.versions["1.9.0"].sha256
+    status._store.put_bytes(
+        layout.provenance_key(sha256), b'{"from": "de"}', content_type="application/json"
+    )
+
+    view = status._package("drupal/token")
+
+    assert view is not None
+    [copy] = next(v for v in view.versions if v.version == "1.9.0").copies
+    assert (copy.provenance, copy.unknown) == (None, "its provenance record is unreadable")
+    assert copy.text == "this node (eu), origin unknown (its provenance record is unreadable)"
+
+
+async def test_the_package_json_is_served_beside_the_page_and_refuses_as_json() -> None:
+    node = eu_node("status-pages-route")
+    found = await answer("/status/packages/drupal/token.json", node)
+    assert (found.status, found.content_type) == (200, "application/json")
+    assert found.headers["Cache-Control"] == "no-store"
+    assert found.body is not None
+    document = orjson.loads(found.body)  # type: ignore[arg-type]
+    assert document["package"] == "drupal/token" and document["answered_by"] == "eu"
+    assert len(document["versions"]) == 3
+    # The page itself is still HTML, and links to it.
+    page = await answer("/status/packages/drupal/token", node)
+    assert page.content_type == "text/html"
+    assert 'href="/status/packages/drupal/token.json"' in (page.text or "")
+
+    unknown = await answer("/status/packages/drupal/nope.json", node)
+    assert (unknown.status, unknown.content_type) == (404, "application/json")
+    assert orjson.loads(unknown.body) == {  # type: ignore[arg-type]
+        "package": "drupal/nope",
+        "error": "drupal/nope is not known here: no verified event of it has been applied",
+    }
+    malformed = await answer("/status/packages/Drupal/x.json", node)
+    assert malformed.status == 400
+    assert "not a Composer package name" in orjson.loads(malformed.body)["error"]  # type: ignore[arg-type]
