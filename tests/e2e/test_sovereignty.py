@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import urllib.error
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
@@ -110,6 +111,24 @@ def test_a_sovereign_region_uses_only_its_jurisdictions_and_says_why(
     # The proof: eu's page of the package says whose bytes it holds, and where they were.
     status, page, _ = refusal_of(eu.url + "/status/packages/drupal/token")
     assert status == 200 and "this node (eu), from de (EU), fetched" in page
+    # The same evidence for an auditor's script: the page's JSON, version by version.
+    status, body, _ = refusal_of(eu.url + "/status/packages/drupal/token.json")
+    assert status == 200, body
+    evidence = orjson.loads(body)
+    assert evidence["package"] == "drupal/token"
+    [held] = [v for v in evidence["versions"] if v["version"] == "1.9.0"]
+    assert (held["sha256"], held["sha1"]) == (sha256, token.artifact.sha1)
+    [copy] = held["copies"]
+    assert (copy["region"], copy["base_url"], copy["provenance_unknown"]) == ("eu", eu.url, None)
+    came = copy["provenance"]
+    assert (came["from"], came["jurisdiction"]) == ("de", "EU"), came
+    assert came["url"] == federation.nodes["de"].url + dist, came
+    fetched_at = datetime.fromisoformat(came["fetched_at"])
+    assert fetched_at.tzinfo is not None and fetched_at <= datetime.now(UTC), came
+    # Every copy eu holds came from an EU source: what the auditor's script checks.
+    assert {c["provenance"]["jurisdiction"] for v in evidence["versions"] for c in v["copies"]} == {
+        "EU"
+    }, evidence
 
     result = localnet.composer_require(tmp_path / "site", eu.url, ["drupal/token:^1.9"])
     assert result.returncode == 0, result.stderr
