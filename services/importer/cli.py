@@ -25,14 +25,11 @@ from services.cli.options import (
     signers_root,
 )
 from services.cli.options import broker_url as resolve_broker
-from services.importer.importer import (
-    ImportReport,
-    ImportSettings,
-    RichImportProgress,
-    import_repository,
-    load_checksums,
-    summary_table,
-)
+from services.importer.checksums import load_checksums
+from services.importer.display import RichImportProgress, summary_table
+from services.importer.importer import import_repository
+from services.importer.report import ImportReport
+from services.importer.settings import ImportSettings
 from services.publishing.trust_admin import signing_keys
 
 
@@ -82,6 +79,7 @@ def register(group: click.Group) -> None:
 @TOPIC_PREFIX_OPTION
 @PARTITIONS_OPTION
 @DATA_DIR_OPTION
+# Long because click passes each of the command's options as a parameter.
 def import_command(
     url: str,
     key_paths: tuple[Path, ...],

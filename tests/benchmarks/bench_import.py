@@ -35,12 +35,10 @@ from infra import devstack, localnet
 from infra.devtools.catalogue import generate_catalogue
 from schemas.events import decode_package_event
 from schemas.signing import SignedEvent, SigningKey
-from services.importer.importer import (
-    ImportSettings,
-    RichImportProgress,
-    import_repository,
-    load_checksums,
-)
+from services.importer.checksums import load_checksums
+from services.importer.display import RichImportProgress
+from services.importer.importer import import_repository
+from services.importer.settings import ImportSettings
 
 #: The issue's size: about 295,000 releases. Override with ``--projects N`` for a quick trial.
 PROJECTS = 30_000

@@ -14,7 +14,9 @@ import pytest
 from infra import localnet
 from infra.devtools.catalogue import generate_catalogue
 from schemas.composer import expand
-from services.importer.importer import ImportSettings, import_repository, load_checksums
+from services.importer.checksums import load_checksums
+from services.importer.importer import import_repository
+from services.importer.settings import ImportSettings
 from tests.e2e.harness import Federation, wait_until_served
 
 pytestmark = pytest.mark.e2e

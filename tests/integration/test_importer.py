@@ -35,7 +35,9 @@ from schemas.package_state import PackageState, apply_event
 from schemas.signing import SigningKey
 from schemas.trust import TrustRoot, verify_event
 from services.importer.cli import register
-from services.importer.importer import ImportSettings, SkipReason, import_repository
+from services.importer.importer import import_repository
+from services.importer.plan import SkipReason
+from services.importer.settings import ImportSettings
 from services.publishing.trust_admin import DelegationSpec, build_root, write_key_pair
 from tests.drupal_fixtures import DRUPAL_P2
 from tests.roots import write_drupal_root

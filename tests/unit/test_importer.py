@@ -29,22 +29,14 @@ from schemas.composer import minify, render_p2, with_dist_url
 from schemas.errors import ConfigurationError, InvalidVersionError, MalformedEventError
 from schemas.events import ReleasePublished, check_consistency
 from schemas.signing import SigningKey
-from services.importer import importer
+from services.importer import plan as planning
+from services.importer.checksums import checksum_key, load_checksums
 from services.importer.cli import register
-from services.importer.importer import (
-    Candidate,
-    ImportReport,
-    ImportSettings,
-    PackagePlan,
-    Skipped,
-    SkipReason,
-    check_digest,
-    checksum_key,
-    load_checksums,
-    plan_package,
-    release_event,
-    summary_table,
-)
+from services.importer.display import summary_table
+from services.importer.plan import Candidate, PackagePlan, Skipped, SkipReason, plan_package
+from services.importer.release import check_digest, release_event
+from services.importer.report import ImportReport
+from services.importer.settings import ImportSettings
 from services.publishing.publisher import next_sequence
 from services.publishing.trust_admin import write_key_pair
 from tests.drupal_fixtures import DRUPAL_P2
@@ -389,7 +381,7 @@ def servable_by_rendering(
 def plan_by_rendering(
     package: str, documents: list[dict[str, list[dict[str, Any]]]]
 ) -> PackagePlan | type[BaseException]:
-    with mock.patch.object(importer, "_servable", servable_by_rendering):
+    with mock.patch.object(planning, "_servable", servable_by_rendering):
         return plan_or_error(package, documents)
 
 
