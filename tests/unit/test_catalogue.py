@@ -18,15 +18,10 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from infra.devtools.catalogue import (
-    CHECKSUMS_FILE,
-    MAX_ZIP_SIZE,
-    MIN_ZIP_SIZE,
-    CatalogueSummary,
-    generate_catalogue,
-    project_names,
-)
+from infra.devtools.catalogue import CHECKSUMS_FILE, CatalogueSummary, generate_catalogue
 from infra.devtools.catalogue_cli import catalogue, register
+from infra.devtools.catalogue_history import MAX_ZIP_SIZE, MIN_ZIP_SIZE
+from infra.devtools.catalogue_projects import project_names
 from schemas.composer import expand
 from schemas.errors import ConfigurationError
 from schemas.names import check_package_name
