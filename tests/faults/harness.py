@@ -44,6 +44,7 @@ from connectors.kafka import (
 )
 from infra import devstack, localnet
 from infra.devtools.sample_projects import sample_zip
+from infra.stack_process import StackProcess
 from schemas.composer import expand, version_entry
 from schemas.errors import FairstreamError
 from schemas.events import Artifact, ReleasePublished, utc_now
@@ -300,7 +301,7 @@ class FaultFederation:
         and the directory."""
         return {*self.regions, self.directory_name}
 
-    def server(self, name: str) -> devstack.StackProcess:
+    def server(self, name: str) -> StackProcess:
         (process,) = [p for p in self.stack.processes if p.name == name]
         return process
 

