@@ -75,23 +75,7 @@ def start_server(
     if log.exists() and log.stat().st_size > 0:
         # Keep the previous run's log (often a crash) one generation back.
         log.replace(log.with_name(f"{name}.log.1"))
-    # posix_spawn rather than subprocess: the server must outlive us, and a Popen object
-    # dropped while its child runs warns (ResourceWarning) and gets reaped behind our back.
-    pid = os.posix_spawn(
-        command[0],
-        list(command),
-        _SERVER_ENVIRONMENT,
-        file_actions=[
-            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-            (os.POSIX_SPAWN_OPEN, 1, str(log), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644),
-            (os.POSIX_SPAWN_DUP2, 1, 2),
-        ],
-        setsid=True,
-        setsigmask=(),
-        # Python ignores SIGPIPE and SIGXFSZ; restore defaults as subprocess does, and make
-        # sure SIGTERM and SIGINT stop the server even if our caller ignores them.
-        setsigdef=(signal.SIGPIPE, signal.SIGXFSZ, signal.SIGTERM, signal.SIGINT),
-    )
+    pid = _spawn(command, log)
     process = StackProcess(name=name, pid=pid, address=address, command=command, log=log)
     deadline = time.monotonic() + timeout
     last_answer = "it never accepted a connection"
@@ -121,6 +105,27 @@ def start_server(
         # Never leave a half-started server behind, whatever interrupted the wait.
         stop(process, what)
         raise
+
+
+def _spawn(command: tuple[str, ...], log: Path) -> int:
+    """Start ``command`` detached, in a session of its own, its output in ``log``; return its pid."""
+    # posix_spawn rather than subprocess: the server must outlive us, and a Popen object
+    # dropped while its child runs warns (ResourceWarning) and gets reaped behind our back.
+    return os.posix_spawn(
+        command[0],
+        list(command),
+        _SERVER_ENVIRONMENT,
+        file_actions=[
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_OPEN, 1, str(log), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644),
+            (os.POSIX_SPAWN_DUP2, 1, 2),
+        ],
+        setsid=True,
+        setsigmask=(),
+        # Python ignores SIGPIPE and SIGXFSZ; restore defaults as subprocess does, and make
+        # sure SIGTERM and SIGINT stop the server even if our caller ignores them.
+        setsigdef=(signal.SIGPIPE, signal.SIGXFSZ, signal.SIGTERM, signal.SIGINT),
+    )
 
 
 def _exit_status(pid: int) -> str | None:
