@@ -1087,8 +1087,6 @@ class NodeStream:
             await self._session.close()
         if self._view_producer is not None:
             await asyncio.to_thread(self._view_producer.close)
-        if self.region_view is not None:
-            await asyncio.to_thread(self.region_view.close)
         if self._marker_producer is not None:
             await asyncio.to_thread(self._marker_producer.close)
 

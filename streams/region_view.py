@@ -12,10 +12,8 @@ kept behind the same interface for the tests that still drive it.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Protocol
@@ -85,7 +83,6 @@ class RegionView:
         # write of a package builds on its newest view, acknowledged or not, so its dates
         # still move forward while the previous batch's records are in flight.
         self._unacked: dict[str, tuple[PackageState, PackageView]] = {}
-        self._writer_thread: ThreadPoolExecutor | None = None
 
     async def load(self, package: str) -> PackageState | None:
         unacked = self._unacked.get(package)
@@ -96,15 +93,16 @@ class RegionView:
         unacked = self._unacked.get(package)
         return unacked[1] if unacked is not None else self.local.held(package)
 
-    def prepare(self, state: PackageState) -> PackageView:
-        """The view of ``state`` over the newest one."""
-        return view_of(
+    def prepare(self, state: PackageState) -> tuple[PackageView, bytes]:
+        """The view of ``state`` over the newest one, and its record."""
+        view = view_of(
             state,
             self.newest(state.package),
             render=self._render,
             now=self._clock(),
             written_by=self._written_by,
         )
+        return view, view.to_bytes()
 
     async def write(
         self, state: PackageState, *, previous: PackageState | None, redelivered: bool
@@ -121,44 +119,25 @@ class RegionView:
             # what was acknowledged there), so a redelivery or a replay writes nothing.
             return ViewWrite(0, False, _done())
         held = self.newest(state.package)
-        view = self.prepare(state)
+        view, encoded = self.prepare(state)
         changed = changed_documents(view, held)
         self._unacked[state.package] = (state, view)
-        acked = asyncio.ensure_future(self._deliver_then_hold(state, view))
+        acked = asyncio.ensure_future(self._deliver_then_hold(state, view, encoded))
         return ViewWrite(changed, previous is None or previous is not state, acked)
 
-    async def _deliver_then_hold(self, state: PackageState, view: PackageView) -> None:
-        """Encode ``view``, produce it, hold it once acknowledged.
-
-        The encoding (zlib) and the holding (sqlite, the docroot's files) run in the
-        writer's one thread: they release the GIL, so they overlap the event loop's
-        verifying and applying (issue 15), and one thread keeps them in the order the
-        writes were made, so a package's records are produced in sequence order."""
-        loop = asyncio.get_running_loop()
+    async def _deliver_then_hold(
+        self, state: PackageState, view: PackageView, encoded: bytes
+    ) -> None:
         try:
-            encoded = await loop.run_in_executor(self._writer(), view.to_bytes)
             # Expected before it is produced: the follower may read it back before the
             # acknowledgement reaches this loop, and would hold it a second time.
             self.local.expect_echo(state.package, encoded)
             await self.deliver(state.package.encode(), encoded)
             self._faults.reached(BEFORE_LOCAL_WRITE)
-            await loop.run_in_executor(
-                self._writer(), functools.partial(self.local.put, view, encoded, state=state)
-            )
+            self.local.put(view, encoded, state=state)
         finally:
             if self._unacked.get(state.package, (None, None))[1] is view:
                 del self._unacked[state.package]
-
-    def _writer(self) -> ThreadPoolExecutor:
-        if self._writer_thread is None:
-            self._writer_thread = ThreadPoolExecutor(1, thread_name_prefix="view-writer")
-        return self._writer_thread
-
-    def close(self) -> None:
-        """Stop the writer's thread once what it was given is done."""
-        if self._writer_thread is not None:
-            self._writer_thread.shutdown(wait=True)
-            self._writer_thread = None
 
     async def deliver(self, key: bytes, value: bytes) -> None:
         """Produce a view record and wait for its acknowledgement, retrying until it comes: a
@@ -188,7 +167,7 @@ class RegionView:
         state = self.local.load(package)
         if state is None:
             return
-        encoded = self.prepare(state).to_bytes()
+        _, encoded = self.prepare(state)
         await self.deliver(package.encode(), encoded)
 
 
