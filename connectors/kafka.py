@@ -569,6 +569,7 @@ def group_positions(
     ]
 
 
+# Long because one read loop: the assignment, each partition's end, the deadline of no progress.
 def _iter_to_end(
     broker_url: str,
     topic: str,

@@ -76,6 +76,7 @@ class Fetched:
     source: str
 
 
+# Long because one streamed download: size, both digests and the limits checked as it is written.
 async def fetch_artifact(
     session: aiohttp.ClientSession,
     url: str,
@@ -161,6 +162,7 @@ async def fetch_artifact(
     return path
 
 
+# Long because each source's failure is kept, for the one error that names them all.
 async def fetch_from_sources(
     session: aiohttp.ClientSession,
     sources: Sequence[str],

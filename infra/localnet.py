@@ -183,6 +183,7 @@ def start_origin(
     return origin
 
 
+# Long because keyword-only: each `node run` option a test or the demo sets.
 def start_node(
     region: str,
     *,

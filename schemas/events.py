@@ -337,6 +337,7 @@ class ReleaseRejected:
     record_sha256: str
 
     @classmethod
+    # Long because a rejection record carries each of these fields, named at the call.
     def refusing(
         cls,
         value: bytes,

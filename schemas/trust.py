@@ -467,6 +467,7 @@ def verify_event_signers(
     return verified.event, verified.signed_by
 
 
+# Long because it is the order of checks the docstring lists, each refusal's message beside its check.
 def verify_signed(
     data: bytes,
     root: TrustRoot,
@@ -531,6 +532,7 @@ def verify_signed(
     )
 
 
+# Long because each outcome of the count is refused with its own message where it is decided.
 def _check_signatures(
     envelope: SignedEvent, package: str, delegation: Delegation, root: TrustRoot
 ) -> frozenset[str]:

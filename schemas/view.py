@@ -112,6 +112,7 @@ def supersedes(incoming: PackageView, held: PackageView | None) -> bool:
     return incoming.sequence > held.sequence
 
 
+# Long because keyword-only: each part of the next view, named at every call.
 def next_view(
     *,
     package: str,

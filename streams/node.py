@@ -318,6 +318,7 @@ def region_downloads_follower(
 class NodeStream:
     """Builds the Faust app of one region and holds what its agent needs at run time."""
 
+    # Long because it wires the worker's parts from its settings, each from the ones before it.
     def __init__(self, settings: NodeSettings) -> None:
         self.settings = settings
         self.faults = FaultPoints(settings.fault)

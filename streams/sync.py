@@ -119,6 +119,7 @@ def registration_of(
 class StatusReporter:
     """Registers one node and produces its heartbeats (blocking calls: run them in a thread)."""
 
+    # Long because keyword-only: the reporter's collaborators, named at its one construction.
     def __init__(
         self,
         *,

@@ -77,6 +77,7 @@ def catalogue() -> None:
     default=None,
     help=f"Processes writing projects in parallel  [default: the CPUs, at most {_MAX_DEFAULT_WORKERS}]",
 )
+# Long because click passes each of the command's options as a parameter.
 def generate(
     out: Path,
     projects: int,

@@ -111,6 +111,7 @@ def run_demo(data_dir: Path, console: Console, *, keep_running: bool = False) ->
                     (data_dir / DEMO_STACK_FILE).unlink(missing_ok=True)
 
 
+# Long because the demo is one script: each step prints what it shows.
 def _run(
     data_dir: Path,
     console: Console,

@@ -96,7 +96,8 @@ def _progress(shown: Console, as_json: bool) -> Progress:
 @STORE_OPTION
 @TOPIC_PREFIX_OPTION
 @DATA_DIR_OPTION
-def export_command(  # a click command's parameters are its options
+# Long because click passes each of the command's options as a parameter.
+def export_command(
     out: Path,
     since: Path | None,
     key_path: Path,
@@ -184,7 +185,8 @@ def export_command(  # a click command's parameters are its options
 @STORE_OPTION
 @TOPIC_PREFIX_OPTION
 @DATA_DIR_OPTION
-def import_command(  # a click command's parameters are its options
+# Long because click passes each of the command's options as a parameter.
+def import_command(
     path: Path,
     exporter_paths: tuple[Path, ...],
     region: str,

@@ -70,6 +70,7 @@ def local_topic(topics: Topics, carried: str) -> str:
     return names[carried]
 
 
+# Long because keyword-only: what a bundle is cut from (broker, topics, store, key, filters, chain).
 def export_bundle(
     *,
     broker_url: str,

@@ -28,6 +28,7 @@ from services.node.config import (
 console = Console(soft_wrap=True)
 
 
+# Long because the group and its check command are defined together, over the configurable commands.
 def register(group: click.Group) -> None:
     """Add ``config check`` to ``group``, for each command under it that takes ``--config``."""
     commands = configurable_commands(group)

@@ -166,6 +166,7 @@ class Choice:
     why: str
 
 
+# Long because the routing rules (region, policy, jurisdiction, lag, health) read in order in one place.
 def choose(
     registry: Registry,
     *,

@@ -105,6 +105,7 @@ def _not_satisfiable(size: int) -> web.HTTPRequestRangeNotSatisfiable:
     )
 
 
+# Long because one streamed answer: ranges, headers and the store's errors where the body is sent.
 async def send_artifact(
     request: web.Request,
     store: ObjectStore,

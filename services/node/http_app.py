@@ -139,6 +139,7 @@ class NodeHttp:
     proxied zip is checked against live there).
     """
 
+    # Long because keyword-only: the node's HTTP collaborators, built once in services/node/build.py.
     def __init__(
         self,
         settings: NodeHttpSettings,

@@ -95,6 +95,7 @@ def _side_regex(side: str) -> str:
     return literal
 
 
+# Long because it is one nginx configuration, written out whole with its comments.
 def render_nginx_config(
     *,
     listen: str,
@@ -324,6 +325,7 @@ def _conf_path(path: Path, what: str) -> str:
     help="--standalone: nginx worker processes  [default: 1]",
 )
 @DATA_DIR_OPTION
+# Long because click passes each of the command's options as a parameter.
 def nginx_config(
     region: str,
     listen: str,

@@ -97,7 +97,7 @@ def register(group: click.Group) -> None:
 @TOPIC_PREFIX_OPTION
 @PARTITIONS_OPTION
 @DATA_DIR_OPTION
-# A click command's signature is its options, one parameter each (here and below).
+# Long because click passes each of the command's options as a parameter.
 def publish(
     package: str,
     drupal_version: str,
@@ -234,6 +234,7 @@ def serve(**options: Any) -> None:
 )
 @URL_OPTION
 @CLIENT_KEY_OPTION
+# Long because click passes each of the command's options as a parameter.
 def release(
     package: str,
     drupal_version: str,
@@ -343,6 +344,7 @@ def expunge(package: str, version: str, sha256: str, reason: str, url: str, key_
 )
 @URL_OPTION
 @CLIENT_KEY_OPTION
+# Long because click passes each of the command's options as a parameter.
 def advisory(
     package: str,
     advisory_id: str,
