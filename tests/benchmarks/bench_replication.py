@@ -11,7 +11,7 @@ publisher key, and the signed release events built once. Then alternating runs o
 
 - ours: a fresh ``fairstream node run --mode full`` process on fresh topics and a fresh
   bucket, started and joined to its group (``/health`` answers and its log says
-  "Setting newly assigned partitions") before anything is published. Timed from the first
+  "assigned partitions") before anything is published. Timed from the first
   ``publish_release`` (the 500 MB zip first, then the others) until every zip is in the
   bucket at its signed size (the bucket is listed whenever one of the node's download files
   goes away, which it deletes once uploaded, and at least every second). The node downloads each zip from
@@ -411,7 +411,8 @@ def wait_joined(node: localnet.LocalProcess, timeout: float = JOIN_TIMEOUT) -> f
     while time.monotonic() - began < timeout:
         if not node.alive():
             raise RuntimeError(f"node exited while joining; see {node.log}:\n{node.log_tail(30)}")
-        if "Setting newly assigned partitions" in node.log_tail(2000):
+        # The intake's own line (ADR 7: the worker's consumer is confluent-kafka's now).
+        if "INFO streams.node: assigned partitions" in node.log_tail(2000):
             return time.monotonic() - began
         time.sleep(0.2)
     raise RuntimeError(f"node not given partitions in {timeout:.0f} s:\n{node.log_tail(30)}")

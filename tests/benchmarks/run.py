@@ -54,24 +54,34 @@ def main(argv: list[str]) -> None:
         f"{platform.machine()}, {platform.python_implementation()} {platform.python_version()}"
     )
     raw_path = DOCS / "benchmarks.json"
-    kept: list[dict[str, Any]] = []
-    if raw_path.exists() and argv:
-        previous = orjson.loads(raw_path.read_bytes())
-        kept = [f for f in previous.get("figures", []) if f.get("suite") not in chosen]
-    figures: list[dict[str, Any]] = []
+    # Figures of suites not measured in this run (or not yet, or failed) keep their rows,
+    # each dated when it was measured; each suite's are written as soon as it ends, so a
+    # suite that fails loses nothing measured before it.
+    previous: list[dict[str, Any]] = (
+        orjson.loads(raw_path.read_bytes()).get("figures", []) if raw_path.exists() else []
+    )
+    order = list(SUITES)
+    measured: list[dict[str, Any]] = []
+    done: set[str] = set()
+
+    def save() -> str:
+        kept = [f for f in previous if f.get("suite") not in done]
+        figures = sorted(kept + measured, key=lambda f: order.index(f.get("suite", "verify")))
+        raw = {"machine": machine, "figures": figures}
+        raw_path.write_bytes(orjson.dumps(raw, option=orjson.OPT_INDENT_2))
+        return write_table(figures, machine)
+
     with Progress(console=console) as progress:
         task = progress.add_task("benchmarks", total=len(chosen))
         for name in chosen:
             progress.update(task, description=f"benchmark {name}")
             when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-            for result in SUITES[name]():
-                figures.append({**result, "suite": name, "measured_at": when})
+            results = SUITES[name]()
+            measured.extend({**result, "suite": name, "measured_at": when} for result in results)
+            done.add(name)
+            table = save()
             progress.advance(task)
-    order = list(SUITES)
-    figures = sorted(kept + figures, key=lambda f: order.index(f.get("suite", "verify")))
-    raw = {"machine": machine, "figures": figures}
-    raw_path.write_bytes(orjson.dumps(raw, option=orjson.OPT_INDENT_2))
-    console.print(write_table(figures, machine))
+    console.print(table)
 
 
 def write_table(figures: list[dict[str, Any]], machine: str) -> str:
