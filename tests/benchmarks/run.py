@@ -497,6 +497,69 @@ NOTES = """
     sqlite transaction off the event loop), or a second process per core
     sharing the partitions (scale-out, measured 0.98x: each worker holds the
     whole region's view, so a second worker doubles the holding work).
+- **Session 14: the full size in `make bench`, and what bounds it** (issue 15,
+  2026-12-07: every suite in one `make bench` run, 03:35 to 03:53 UTC, nothing
+  else running; the `bundles` suite again at 03:53 after its peak-RSS reading was
+  fixed, see below). Old and new side by side:
+
+  | figure | before (date) | now |
+  | --- | --- | --- |
+  | bootstrap at full size (299,561 releases), one worker | 155.5 s, 1,926/s whole, 2,017 steady (12-06, by hand) | 103.7 s, 2,890/s whole (0.10x), 3,045 steady; first commit at 5.6 s |
+  | the same, two workers | not run | 81.3 s, 3,686/s whole (0.13x), 4,060 steady: 1.28x one worker whole, 1.33x steady |
+  | bootstrap, 3,000 projects, steady | 2,984 and 2,594/s (12-06) | 3,235 and 4,228/s (0.28x) |
+  | scale-out at 3,000 projects | 0.98x | 0.95x (the second worker's join and the rebalance it causes, 3 s, are a fifth of a 15 s run) |
+  | freshness at 500/s, p99 | 0.37 s | 0.29 s (met) |
+  | freshness at 1,000/s, backlog | 270/s | 270/s (not met) |
+  | verify, 1 / 2 signatures | 1.83x / 1.54x (11-22) | 1.54x / 1.32x |
+  | import, 30,000 projects | 1,825/s, 0.02x (11-22) | 3,291/s, 0.02x |
+  | replication, 1 GB | 0.49x (11-22) | 0.62x, peak RSS 204 MB |
+  | serving through the shipped front, 200 / 304 | 1.04x / 1.04x | 0.95x / 1.07x (met) |
+
+  - **what bounds the bootstrap on this machine**, now measured by every run
+    (`CpuMeter` in `bench_node.py`: the workers' and the broker's CPU seconds
+    over the steady phase, from `/proc`): one worker spends 387 µs of CPU a
+    release (all its threads) and the broker 39, so two cores allow at most
+    4,693 releases/s at that cost, whatever the parallelism; two workers spend
+    411 and 43 µs (each also holds the other's packages), a ceiling of 4,408/s,
+    and reached 4,060/s steady with 0.1 of a core idle: 92 % of what the
+    machine allows. The goal (300,000 releases in under 60 s, start-up
+    included: above 5,000/s) needs at most about 380 µs of CPU a release
+    for everything on these two cores, the broker's and the benchmark's
+    included; Ed25519 (60 to 70 µs, the bare verify of this run's verify row)
+    and decoding and checks (about 35 µs) are a quarter of what a release costs
+    now. So the bootstrap row is out of reach here without cutting the worker's
+    CPU a release by about a fifth; the same cost on four cores allows about
+    9,000 releases/s, and two workers already use 1.33x of one.
+  - kept: the worker asks to join its group first thing in its start-up
+    (`GroupConsumer.join` from `NodeStream.prepare`): Tansu's join wait of about
+    3 s overlaps the trust root, the followers and the view's read. First
+    commit at 5.6 to 5.9 s from process start, against 7.3 to 8.4 s (medians of
+    four alternating runs at 3,000 projects: 5.9 against 7.7 s).
+  - tried and not kept: each view record encoded (zlib) and held (sqlite, the
+    docroot's files) in a writer thread of its own, so that those GIL-free calls
+    overlap the main thread. Steady 3,065 against 3,649 releases/s (medians of
+    four alternating runs, 3,000 projects, one stack, a quiet machine): slower,
+    because every system call of that thread hands the GIL back and forth with
+    the main thread (session 8 found the same for the docroot alone).
+  - freshness at 1,000 releases/s of distinct packages: the backlog grows by
+    270 a second. A py-spy of the worker under that load (all threads, idle
+    excluded) had its main thread busy in 39 % of the samples: not CPU-bound.
+    Batches of 50 to 1,000 records took about 1 ms a package from apply to
+    landed (in the bootstrap, 220 ms per 1,000 records of 100 packages): one
+    batch in flight, and each new package's view record, sqlite row and two new
+    docroot files in series. Next: more than one batch in flight when batches
+    are small, and a batch's views held in one sqlite transaction.
+  - two benchmark fixes: the replication suite waited for aiokafka's "Setting
+    newly assigned partitions", a line gone since ADR 7, and timed out (its row
+    had not been measured since 11-22); it waits for the intake's "assigned
+    partitions" now. The bundle suite read its commands' peak RSS from their
+    rusage, which on Linux carries the forking process's own peak over the fork:
+    after the full-size bootstrap (about 1 GB of records in the benchmark
+    process) it reported 991 MB; it reads the program's own `VmHWM` while it
+    runs now (88 to 94 MB, as before). `make bench` also writes each suite's
+    figures as soon as the suite ends, so a failing suite loses nothing measured
+    before it.
+  - not run this session: `make soak` at 200 releases/s (issue 15's done list).
 - **Bootstrap at full size, measured once** (2026-11-22, `bench_node.bootstrap`
   with 30,000 projects, outside `make bench` for its time): 299,561 releases
   in 1,065 s, 281 releases/s against 26,800 records/s for the bare consumer
