@@ -471,9 +471,8 @@ class NodeStream:
         )
 
     def prepare(self) -> None:
-        """Blocking start-up work: the group's join started, the bucket, the trust root, the
-        followers."""
-        self._join_early()
+        """Blocking start-up work: the bucket, the trust root, the followers, then the group's
+        join started."""
         self.store.ensure_bucket()
         self.trust.load()
         for refused in self.trust.refresh():
@@ -491,14 +490,18 @@ class NodeStream:
             self._started_view_producer()
         self.vitals.view_caught_up = True
         self.vitals.unrecorded_rejections = self.rejections.unrecorded
+        # Not before the view is read: that read takes tens of seconds in a large region,
+        # and a member given partitions meanwhile would hold them from the workers that
+        # could apply them.
+        self._join_early()
         if self.reporter is not None:
             self.reporter.register()
 
     def _join_early(self) -> None:
         """Ask to join the region's group now: the broker's join wait (about 3 s on Tansu)
-        then overlaps the rest of the start-up instead of following it (issue 15). The
-        intake takes this consumer; without it (the broker did not answer) the intake makes
-        its own."""
+        then overlaps the rest of the start-up (the registration, the app's start) instead
+        of following it (issue 15). The intake takes this consumer; without it (the broker
+        did not answer) the intake makes its own."""
         consumer = self._group_consumer()
         try:
             consumer.join()

@@ -504,7 +504,7 @@ NOTES = """
 
   | figure | before (date) | now |
   | --- | --- | --- |
-  | bootstrap at full size (299,561 releases), one worker | 155.5 s, 1,926/s whole, 2,017 steady (12-06, by hand) | 103.7 s, 2,890/s whole (0.10x), 3,045 steady; first commit at 5.6 s |
+  | bootstrap at full size (299,561 releases), one worker | 155.5 s, 1,926/s whole, 2,017 steady (12-06, by hand) | 103.7 s, 2,890/s whole (0.10x), 3,045 steady; first commit at 5.6 s (the join first thing; see below) |
   | the same, two workers | not run | 81.3 s, 3,686/s whole (0.13x), 4,060 steady: 1.28x one worker whole, 1.33x steady |
   | bootstrap, 3,000 projects, steady | 2,984 and 2,594/s (12-06) | 3,235 and 4,228/s (0.28x) |
   | scale-out at 3,000 projects | 0.98x | 0.95x (the second worker's join and the rebalance it causes, 3 s, are a fifth of a 15 s run) |
@@ -530,11 +530,17 @@ NOTES = """
     now. So the bootstrap row is out of reach here without cutting the worker's
     CPU a release by about a fifth; the same cost on four cores allows about
     9,000 releases/s, and two workers already use 1.33x of one.
-  - kept: the worker asks to join its group first thing in its start-up
-    (`GroupConsumer.join` from `NodeStream.prepare`): Tansu's join wait of about
-    3 s overlaps the trust root, the followers and the view's read. First
-    commit at 5.6 to 5.9 s from process start, against 7.3 to 8.4 s (medians of
-    four alternating runs at 3,000 projects: 5.9 against 7.7 s).
+  - the worker asks to join its group during its start-up (`GroupConsumer.join`
+    from `NodeStream.prepare`), so that Tansu's join wait of about 3 s overlaps
+    the rest of it. This run had the join first thing, before the trust root, the
+    followers and the view's read: first commit at 5.6 to 5.9 s from process
+    start, against 7.3 to 8.4 s (medians of four alternating runs at 3,000
+    projects: 5.9 against 7.7 s). After this run the join moved to just after the
+    view's read, which takes tens of seconds in a large region: a member given
+    partitions meanwhile would hold them from the workers that could apply them.
+    That placement overlaps only the registration and the app's start: first
+    commit at 6.8 and 7.6 s in two single runs (3,000 projects), about a second
+    of the gain kept.
   - tried and not kept: each view record encoded (zlib) and held (sqlite, the
     docroot's files) in a writer thread of its own, so that those GIL-free calls
     overlap the main thread. Steady 3,065 against 3,649 releases/s (medians of
