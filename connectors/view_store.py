@@ -28,7 +28,10 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
-from connectors.kafka import EventProducer, client_config, topic_partitions, wait_for_partitions
+from connectors.kafka_connection import client_config
+from connectors.kafka_followers import wait_for_partitions
+from connectors.kafka_producers import EventProducer
+from connectors.kafka_topics import topic_partitions
 from schemas import layout
 from schemas.errors import BrokerUnavailableError, MalformedEventError
 from schemas.package_state import PackageState

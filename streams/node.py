@@ -42,17 +42,11 @@ import orjson
 from faust.app.base import BootStrategy
 from faust.types.auth import CredentialsT
 
-from connectors.kafka import (
-    AsyncProducer,
-    BrokerLocation,
-    ConsumedRecord,
-    EventProducer,
-    GroupConsumer,
-    TopicFollower,
-    Topics,
-    client_config,
-    topic_partitions,
-)
+from connectors.kafka_connection import BrokerLocation, client_config
+from connectors.kafka_followers import TopicFollower
+from connectors.kafka_group_consumer import ConsumedRecord, GroupConsumer
+from connectors.kafka_producers import AsyncProducer, EventProducer
+from connectors.kafka_topics import Topics, topic_partitions
 from connectors.metrics import (
     EVENTS,
     NODE_HEALTHY,

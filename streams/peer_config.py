@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 
-from connectors.kafka import BrokerLocation
+from connectors.kafka_connection import BrokerLocation
 from connectors.store import redact_url
 from schemas.errors import ConfigurationError, RejectedError
 from schemas.names import VENDOR_PATTERN

@@ -24,7 +24,9 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from typing import Protocol, TypeVar
 
-from connectors.kafka import ConsumedRecord, GroupConsumer, iter_partition, topic_partitions
+from connectors.kafka_group_consumer import ConsumedRecord, GroupConsumer
+from connectors.kafka_reading import iter_partition
+from connectors.kafka_topics import topic_partitions
 from connectors.store import redact_url
 from schemas.errors import BrokerUnavailableError, RejectedError
 from schemas.events import ReleasePublished

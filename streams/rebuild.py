@@ -23,7 +23,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
 
-from connectors.kafka import EventProducer, iter_partition, topic_partitions
+from connectors.kafka_producers import EventProducer
+from connectors.kafka_reading import iter_partition
+from connectors.kafka_topics import topic_partitions
 from connectors.object_store import ObjectStore
 from connectors.state_store import PackageStates
 from connectors.view_store import LocalView, ViewFollower

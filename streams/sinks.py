@@ -27,7 +27,7 @@ from typing import Any, Protocol
 
 import faust
 
-from connectors.kafka import EventProducer
+from connectors.kafka_producers import EventProducer
 from schemas.errors import BrokerUnavailableError, TransientError
 
 log = logging.getLogger(__name__)

@@ -19,7 +19,9 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from itertools import count
 
-from connectors.kafka import EventProducer, Topics, region_sync
+from connectors.kafka_producers import EventProducer
+from connectors.kafka_reading import region_sync
+from connectors.kafka_topics import Topics
 from connectors.metrics import (
     ARTIFACTS_PENDING,
     LAG_EVENTS,

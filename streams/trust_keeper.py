@@ -14,7 +14,7 @@ from threading import Lock
 
 import orjson
 
-from connectors.kafka import read_partition
+from connectors.kafka_reading import read_partition
 from connectors.metrics import TRUST_ROOT_EXPIRY
 from connectors.object_store import ObjectStore, is_json
 from schemas import layout

@@ -22,7 +22,8 @@ from types import FrameType
 from rich.console import Console
 from rich.progress import Progress
 
-from connectors.kafka import EventProducer, Topics, ensure_topics
+from connectors.kafka_producers import EventProducer
+from connectors.kafka_topics import Topics, ensure_topics
 from connectors.store import redact_url
 from infra import devstack, localnet
 from infra.devtools.sample_projects import sample_zip

@@ -14,7 +14,7 @@ import orjson
 from rich.console import Console
 from rich.table import Table
 
-from connectors.kafka import bootstrap_servers
+from connectors.kafka_connection import bootstrap_servers
 from infra import devstack
 from infra.devtools.demo import run_demo
 from infra.devtools.origin_http import origin_app

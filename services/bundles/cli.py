@@ -11,7 +11,9 @@ import orjson
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeElapsedColumn
 
-from connectors.kafka import EventProducer, Topics, bootstrap_servers
+from connectors.kafka_connection import bootstrap_servers
+from connectors.kafka_producers import EventProducer
+from connectors.kafka_topics import Topics
 from connectors.store import open_store
 from schemas import layout
 from schemas.bundle import Manifest

@@ -27,7 +27,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO
 
-from connectors.kafka import Topics, iter_partition_records, topic_partitions
+from connectors.kafka_reading import iter_partition_records
+from connectors.kafka_topics import Topics, topic_partitions
 from connectors.object_store import ObjectStore
 from schemas import layout
 from schemas.bundle import (

@@ -29,13 +29,9 @@ from pathlib import Path
 
 import orjson
 
-from connectors.kafka import (
-    EventProducer,
-    Topics,
-    ensure_topics,
-    iter_partition_records,
-    topic_partitions,
-)
+from connectors.kafka_producers import EventProducer
+from connectors.kafka_reading import iter_partition_records
+from connectors.kafka_topics import Topics, ensure_topics, topic_partitions
 from connectors.object_store import ObjectStore
 from schemas import layout
 from schemas.bundle import (

@@ -21,13 +21,8 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
-from connectors.kafka import (
-    Topics,
-    group_positions,
-    read_partition,
-    records_after,
-    topic_partitions,
-)
+from connectors.kafka_reading import group_positions, read_partition, records_after
+from connectors.kafka_topics import Topics, topic_partitions
 from schemas.errors import RejectedError, TransientError
 from schemas.federation import SILENT_AFTER, NodeBook, NodeRegistration, NodeStatus
 from services.cli.errors import show_error

@@ -16,7 +16,7 @@ from pathlib import Path
 import uvloop
 from aiohttp import web
 
-from connectors.kafka import Topics, ensure_region_topics
+from connectors.kafka_topics import Topics, ensure_region_topics
 from connectors.store import StoreLocation
 from schemas import layout
 from schemas.errors import ConfigurationError

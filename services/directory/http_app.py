@@ -25,7 +25,7 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from connectors.kafka import TopicFollower
+from connectors.kafka_followers import TopicFollower
 from connectors.metrics import NODE_HEARTBEAT_AGE, NODE_LAG_EVENTS, NODES, ROUTED
 from schemas import layout
 from schemas.composer import expand

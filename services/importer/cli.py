@@ -11,7 +11,7 @@ import orjson
 from rich.console import Console
 
 from connectors.composer_repo import SourceLimits, packages_json_url
-from connectors.kafka import Topics
+from connectors.kafka_topics import Topics
 from schemas.errors import ConfigurationError
 from services.cli.options import (
     BROKER_OPTION,

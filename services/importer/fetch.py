@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from connectors.composer_repo import ArtifactDigest, ComposerRepository, RepositoryIndex
-from connectors.kafka import PublishedBuild
+from connectors.kafka_reading import PublishedBuild
 from schemas.errors import ArtifactTooLargeError, MalformedEventError, OriginUnavailableError
 from schemas.events import ReleasePublished
 from services.importer.checksums import checksum_key

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from connectors.composer_repo import ComposerRepository, RepositoryIndex
-from connectors.kafka import EventProducer, ensure_topics
+from connectors.kafka_producers import EventProducer
+from connectors.kafka_topics import ensure_topics
 from schemas.errors import ConfigurationError
 from schemas.events import ReleasePublished
 from services.importer.fetch import PackageFetcher

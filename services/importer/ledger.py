@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from connectors.kafka import PublishedBuild, published_builds
+from connectors.kafka_reading import PublishedBuild, published_builds
 
 __all__ = ["read_ledger"]
 

@@ -13,7 +13,7 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
-from connectors.kafka import PublishedBuild
+from connectors.kafka_reading import PublishedBuild
 from schemas import composer as composer_documents
 from schemas.errors import InvalidVersionError, MalformedEventError, UnsafeNameError
 from schemas.events import HEX_SHA1, check_version_text

@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
-from connectors.kafka import Delivered
+from connectors.kafka_producers import Delivered
 from schemas.errors import OversizedEventError
 from schemas.events import ReleasePublished
 from schemas.signing import seal
@@ -18,7 +18,7 @@ __all__ = ["BatchPublisher", "ReleaseProducer"]
 
 
 class ReleaseProducer(Protocol):
-    """Where signed releases go: ``connectors.kafka.EventProducer``."""
+    """Where signed releases go: ``connectors.kafka_producers.EventProducer``."""
 
     def produce_many(
         self, topic: str, records: Iterable[tuple[bytes, bytes]]

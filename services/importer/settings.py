@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from connectors.composer_repo import ArtifactDigest, SourceLimits
-from connectors.kafka import Topics
+from connectors.kafka_topics import Topics
 from schemas.errors import ConfigurationError
 from schemas.signing import SigningKey
 from services.importer.checksums import checksum_key

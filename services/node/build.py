@@ -19,7 +19,8 @@ from typing import TYPE_CHECKING, Protocol
 import uvloop
 from rich.console import Console
 
-from connectors.kafka import Topics, bootstrap_servers, ensure_region_topics
+from connectors.kafka_connection import bootstrap_servers
+from connectors.kafka_topics import Topics, ensure_region_topics
 from connectors.object_store import ObjectStore
 from connectors.store import S3Store, StoreLocation, open_store
 from schemas import layout

@@ -24,7 +24,7 @@ from typing import Any, Literal, TypeVar
 
 import click
 
-from connectors.kafka import BrokerLocation
+from connectors.kafka_connection import BrokerLocation
 from connectors.store import StoreLocation, public_endpoint, redact_url
 from schemas.errors import ConfigurationError
 from services.cli.options import (

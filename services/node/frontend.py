@@ -19,7 +19,9 @@ from pathlib import Path
 
 from aiohttp import web
 
-from connectors.kafka import EventProducer, TopicFollower, Topics
+from connectors.kafka_followers import TopicFollower
+from connectors.kafka_producers import EventProducer
+from connectors.kafka_topics import Topics
 from connectors.state_store import PackageStates
 from connectors.store import S3Store, StoreLocation, open_store
 from connectors.view_store import LocalView, ViewFollower

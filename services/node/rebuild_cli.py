@@ -16,7 +16,9 @@ import orjson
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from connectors.kafka import EventProducer, Topics, bootstrap_servers
+from connectors.kafka_connection import bootstrap_servers
+from connectors.kafka_producers import EventProducer
+from connectors.kafka_topics import Topics
 from connectors.object_store import ObjectStore
 from connectors.state_store import PackageStates
 from connectors.store import open_store

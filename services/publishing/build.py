@@ -15,7 +15,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from connectors.kafka import Topics, ensure_topics
+from connectors.kafka_topics import Topics, ensure_topics
 from schemas.errors import ConfigurationError
 from schemas.trust import short_ids
 from services.cli.options import broker_url as resolve_broker

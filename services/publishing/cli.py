@@ -17,7 +17,8 @@ import click
 import orjson
 from rich.console import Console
 
-from connectors.kafka import EventProducer, Topics, ensure_topics
+from connectors.kafka_producers import EventProducer
+from connectors.kafka_topics import Topics, ensure_topics
 from schemas.errors import ConfigurationError
 from schemas.events import DEFAULT_MAX_ARTIFACT_SIZE, AdvisorySource
 from schemas.signing import SigningKey

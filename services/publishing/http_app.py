@@ -30,7 +30,8 @@ from typing import Any, TypeVar
 import aiohttp
 from aiohttp import web
 
-from connectors.kafka import Delivered, EventProducer, Topics
+from connectors.kafka_producers import Delivered, EventProducer
+from connectors.kafka_topics import Topics
 from connectors.metrics import PUBLISHED, TRUST_ROOT_EXPIRY, instrument
 from connectors.origin import FetchLimits
 from schemas.errors import RejectedError, RootExpiredError

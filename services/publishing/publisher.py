@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from connectors.kafka import Delivered, EventProducer
+from connectors.kafka_producers import Delivered, EventProducer
 from schemas.composer import version_entry
 from schemas.errors import ConfigurationError, UnsafeNameError, WrongPackageError
 from schemas.events import Artifact, ReleasePublished, utc_now

@@ -12,7 +12,8 @@ from pathlib import Path
 import click
 from rich.console import Console
 
-from connectors.kafka import EventProducer, Topics, ensure_topics
+from connectors.kafka_producers import EventProducer
+from connectors.kafka_topics import Topics, ensure_topics
 from schemas.errors import ConfigurationError
 from schemas.signing import SigningKey
 from schemas.trust import TrustRoot, load_pinned_root, verify_root_update

@@ -25,7 +25,7 @@ import jinja2
 import orjson
 from aiohttp import web
 
-from connectors.kafka import TopicFollower
+from connectors.kafka_followers import TopicFollower
 from schemas.errors import RejectedError
 from schemas.events import ReleaseRejected
 from schemas.names import PACKAGE_NAME

@@ -26,7 +26,8 @@ from uuid import uuid4
 
 from rich.console import Console
 
-from connectors.kafka import EventProducer, Topics, ensure_topics
+from connectors.kafka_producers import EventProducer
+from connectors.kafka_topics import Topics, ensure_topics
 from connectors.store import S3Store, StoreLocation
 from infra import devstack
 from infra.devtools.sample_projects import sample_zip

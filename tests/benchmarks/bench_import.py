@@ -30,7 +30,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from connectors.composer_repo import SourceLimits
-from connectors.kafka import Topics, _read_to_end, bootstrap_servers, ensure_topics
+from connectors.kafka_connection import bootstrap_servers
+from connectors.kafka_reading import _read_to_end
+from connectors.kafka_topics import Topics, ensure_topics
 from infra import devstack, localnet
 from infra.devtools.catalogue import generate_catalogue
 from schemas.events import decode_package_event
@@ -48,7 +50,7 @@ PARTITIONS = 4
 #: Towards a local origin the importer may press as hard as it can: the rate limit is not
 #: what is measured. Concurrency is the importer's default.
 LIMITS = SourceLimits(rate=1_000_000.0, concurrency=8)
-#: The same delivery guarantees as ``connectors.kafka.EventProducer``: the baseline differs
+#: The same delivery guarantees as ``connectors.kafka_producers.EventProducer``: the baseline differs
 #: only in what our path does around the produce calls.
 PRODUCER_CONFIG = {
     "enable.idempotence": True,

@@ -45,14 +45,9 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from connectors.kafka import (
-    Topics,
-    bootstrap_servers,
-    ensure_topics,
-    group_positions,
-    iter_partition,
-    topic_partitions,
-)
+from connectors.kafka_connection import bootstrap_servers
+from connectors.kafka_reading import group_positions, iter_partition
+from connectors.kafka_topics import Topics, ensure_topics, topic_partitions
 from infra import devstack, localnet
 from schemas import layout
 from schemas.composer import version_entry

@@ -62,7 +62,8 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from connectors.kafka import EventProducer, Topics, ensure_topics
+from connectors.kafka_producers import EventProducer
+from connectors.kafka_topics import Topics, ensure_topics
 from connectors.object_store import ObjectStore
 from connectors.origin import fetch_artifact
 from connectors.store import S3Store, StoreLocation

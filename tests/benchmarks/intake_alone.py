@@ -17,7 +17,7 @@ import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from connectors.kafka import GroupConsumer
+from connectors.kafka_group_consumer import GroupConsumer
 from streams.node import FETCH_WAIT_SECONDS, NodeSettings
 
 

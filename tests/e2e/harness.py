@@ -11,7 +11,9 @@ from uuid import uuid4
 
 import pytest
 
-from connectors.kafka import EventProducer, Topics, bootstrap_servers, ensure_topics
+from connectors.kafka_connection import bootstrap_servers
+from connectors.kafka_producers import EventProducer
+from connectors.kafka_topics import Topics, ensure_topics
 from connectors.object_store import ObjectStore
 from connectors.store import S3Store, StoreLocation
 from infra import devstack, localnet

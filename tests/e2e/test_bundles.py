@@ -15,7 +15,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from connectors.kafka import read_partition
+from connectors.kafka_reading import read_partition
 from infra import devstack, localnet
 from schemas.events import (
     AdvisorySource,

@@ -18,7 +18,9 @@ from uuid import uuid4
 
 import pytest
 
-from connectors.kafka import EventProducer, Topics, bootstrap_servers, ensure_topics
+from connectors.kafka_connection import bootstrap_servers
+from connectors.kafka_producers import EventProducer
+from connectors.kafka_topics import Topics, ensure_topics
 from infra import devstack, localnet
 from infra.devtools.sample_projects import sample_zip
 from schemas.events import ReleasePublished, ReleaseYanked, utc_now

@@ -20,13 +20,10 @@ import pytest
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
-from connectors.kafka import (
-    Delivered,
-    bootstrap_servers,
-    group_positions,
-    iter_partition,
-    topic_partitions,
-)
+from connectors.kafka_connection import bootstrap_servers
+from connectors.kafka_producers import Delivered
+from connectors.kafka_reading import group_positions, iter_partition
+from connectors.kafka_topics import topic_partitions
 from connectors.object_store import ObjectStore
 from infra import localnet
 from infra.devtools.sample_projects import sample_zip

@@ -33,15 +33,10 @@ import orjson
 import pytest
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
-from connectors.kafka import (
-    Delivered,
-    EventProducer,
-    Topics,
-    bootstrap_servers,
-    client_config,
-    ensure_topics,
-    published_releases,
-)
+from connectors.kafka_connection import bootstrap_servers, client_config
+from connectors.kafka_producers import Delivered, EventProducer
+from connectors.kafka_reading import published_releases
+from connectors.kafka_topics import Topics, ensure_topics
 from infra import devstack, localnet
 from infra.devtools.sample_projects import sample_zip
 from infra.stack_process import StackProcess

@@ -18,7 +18,8 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
-from connectors.kafka import bootstrap_servers, client_config, idempotent_producer_settings
+from connectors.kafka_connection import bootstrap_servers, client_config
+from connectors.kafka_producers import idempotent_producer_settings
 from infra import localnet
 from schemas.events import REJECTED_PREFIX_BYTES, ReleasePublished, ReleaseRejected
 from schemas.signing import MAX_EVENT_BYTES, SignedEvent, SigningKey, seal

@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 import pytest
 
-from connectors.kafka import EventProducer
+from connectors.kafka_producers import EventProducer
 from infra import localnet
 from schemas.composer import expand
 from schemas.federation import registration_key, seal_registration, seal_status, status_key

@@ -24,7 +24,8 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from connectors.kafka import Topics, ensure_topics, read_partition
+from connectors.kafka_reading import read_partition
+from connectors.kafka_topics import Topics, ensure_topics
 from connectors.object_store import ObjectStore
 from connectors.state_store import PackageStates
 from connectors.store import S3Store, StoreLocation

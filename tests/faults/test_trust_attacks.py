@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from connectors.kafka import Delivered, EventProducer
+from connectors.kafka_producers import Delivered, EventProducer
 from schemas.events import ReleasePublished
 from schemas.federation import NodeStatus
 from schemas.signing import SigningKey

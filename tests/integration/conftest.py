@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from connectors.kafka import EventProducer
+from connectors.kafka_producers import EventProducer
 from connectors.store import StoreLocation
 from infra import devstack
 

@@ -22,13 +22,9 @@ import orjson
 import pytest
 from click.testing import CliRunner
 
-from connectors.kafka import (
-    EventProducer,
-    Topics,
-    ensure_topics,
-    iter_partition_records,
-    read_partition,
-)
+from connectors.kafka_producers import EventProducer
+from connectors.kafka_reading import iter_partition_records, read_partition
+from connectors.kafka_topics import Topics, ensure_topics
 from connectors.object_store import ObjectStore
 from connectors.store import S3Store, StoreLocation
 from infra import devstack, localnet

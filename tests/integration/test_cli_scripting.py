@@ -251,7 +251,7 @@ def test_librdkafka_lines_come_through_the_json_format(work: Path) -> None:
         """
         import time
         from confluent_kafka import Producer
-        from connectors.kafka import client_config
+        from connectors.kafka_connection import client_config
         from services.shared.logs import LogSettings, configure_logging
 
         configure_logging(LogSettings(format="json"))

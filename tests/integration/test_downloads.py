@@ -12,12 +12,12 @@ from uuid import uuid4
 
 import pytest
 
-from connectors.kafka import (
+from connectors.kafka_followers import TopicFollower
+from connectors.kafka_reading import read_partition
+from connectors.kafka_topics import (
     DOWNLOADS_PARTITIONS,
-    TopicFollower,
     Topics,
     ensure_region_topics,
-    read_partition,
     topic_partitions,
 )
 from connectors.store import StoreLocation

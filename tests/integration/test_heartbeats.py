@@ -16,7 +16,7 @@ from uuid import uuid4
 import orjson
 import pytest
 
-from connectors.kafka import Topics, ensure_region_topics
+from connectors.kafka_topics import Topics, ensure_region_topics
 from connectors.object_store import ObjectStore
 from connectors.store import S3Store, StoreLocation
 from infra import devstack, localnet

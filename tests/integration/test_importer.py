@@ -19,13 +19,9 @@ from aiohttp.test_utils import TestServer
 from click.testing import CliRunner
 
 from connectors.composer_repo import ArtifactDigest, SourceLimits
-from connectors.kafka import (
-    Delivered,
-    EventProducer,
-    Topics,
-    published_releases,
-    read_partition,
-)
+from connectors.kafka_producers import Delivered, EventProducer
+from connectors.kafka_reading import published_releases, read_partition
+from connectors.kafka_topics import Topics
 from infra import devstack, localnet
 from infra.devtools.sample_projects import sample_zip
 from schemas.composer import expand, minify

@@ -1,4 +1,4 @@
-"""connectors.kafka against the real embedded broker (Tansu): topics, exact offsets, group lag."""
+"""The Kafka clients against the real embedded broker (Tansu): topics, exact offsets, group lag."""
 
 from __future__ import annotations
 
@@ -12,18 +12,12 @@ import pytest
 from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from connectors.kafka import (
-    AsyncProducer,
-    Delivered,
-    EventProducer,
-    GroupConsumer,
-    TopicFollower,
-    bootstrap_servers,
-    ensure_topics,
-    group_positions,
-    iter_partition,
-    records_after,
-)
+from connectors.kafka_connection import bootstrap_servers
+from connectors.kafka_followers import TopicFollower
+from connectors.kafka_group_consumer import GroupConsumer
+from connectors.kafka_producers import AsyncProducer, Delivered, EventProducer
+from connectors.kafka_reading import group_positions, iter_partition, records_after
+from connectors.kafka_topics import ensure_topics
 from infra import devstack
 from schemas.errors import BrokerUnavailableError, ConfigurationError
 

@@ -21,7 +21,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
 
-from connectors.kafka import Topics
+from connectors.kafka_topics import Topics
 from infra import devstack, localnet
 from schemas.signing import SigningKey
 from schemas.trust import TrustRoot

@@ -18,13 +18,9 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from connectors.kafka import (
-    Delivered,
-    EventProducer,
-    ensure_topics,
-    group_positions,
-    read_partition,
-)
+from connectors.kafka_producers import Delivered, EventProducer
+from connectors.kafka_reading import group_positions, read_partition
+from connectors.kafka_topics import ensure_topics
 from connectors.object_store import ObjectStore
 from connectors.origin import FetchLimits
 from connectors.store import S3Store, StoreLocation

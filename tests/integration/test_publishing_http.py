@@ -22,7 +22,8 @@ import pytest
 from aiohttp.test_utils import TestServer
 from click.testing import CliRunner
 
-from connectors.kafka import Topics, ensure_topics, read_partition
+from connectors.kafka_reading import read_partition
+from connectors.kafka_topics import Topics, ensure_topics
 from infra import devstack
 from infra.devtools.origin_http import origin_app
 from infra.devtools.sample_projects import sample_zip

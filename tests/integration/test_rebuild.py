@@ -12,7 +12,8 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
-from connectors.kafka import EventProducer, ensure_topics
+from connectors.kafka_producers import EventProducer
+from connectors.kafka_topics import ensure_topics
 from connectors.object_store import ObjectStore
 from connectors.state_store import PackageStates
 from connectors.store import S3Store, StoreLocation

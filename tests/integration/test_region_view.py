@@ -12,7 +12,8 @@ from uuid import uuid4
 
 import pytest
 
-from connectors.kafka import EventProducer, ensure_topics
+from connectors.kafka_producers import EventProducer
+from connectors.kafka_topics import ensure_topics
 from connectors.view_store import LocalView, ViewFollower, marker_key
 from infra import devstack
 from schemas import layout

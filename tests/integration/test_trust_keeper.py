@@ -9,7 +9,8 @@ from uuid import uuid4
 import orjson
 import pytest
 
-from connectors.kafka import EventProducer, ensure_topics
+from connectors.kafka_producers import EventProducer
+from connectors.kafka_topics import ensure_topics
 from connectors.object_store import ObjectStore
 from connectors.store import S3Store, StoreLocation
 from infra import devstack

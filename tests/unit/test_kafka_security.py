@@ -16,7 +16,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
 
-from connectors.kafka import (
+from connectors.kafka_connection import (
     LIBRDKAFKA_LOG,
     BrokerLocation,
     ClientConfig,
@@ -330,7 +330,7 @@ def test_every_kafka_client_in_the_code_is_built_by_client_config() -> None:
 def test_bootstrap_servers_is_named_only_where_client_config_builds_it() -> None:
     for package in ("connectors", "streams", "services"):
         for path in sorted((REPO / package).rglob("*.py")):
-            if path.relative_to(REPO) == Path("connectors/kafka.py"):
+            if path.relative_to(REPO) == Path("connectors/kafka_connection.py"):
                 continue
             assert '"bootstrap.servers"' not in path.read_text(), path
 

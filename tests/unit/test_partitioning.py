@@ -16,7 +16,7 @@ from confluent_kafka import cimpl
 from hypothesis import given
 from hypothesis import strategies as st
 
-from connectors.kafka import DOWNLOADS_PARTITIONS, Topics
+from connectors.kafka_topics import DOWNLOADS_PARTITIONS, Topics
 from connectors.store import StoreLocation
 from schemas.errors import BrokerUnavailableError
 from schemas.events import DownloadCounts

@@ -4,7 +4,7 @@ the manifests is one the code knows.
 Docker and Kubernetes cannot run here, so these tests read the manifests the way
 compose, kubectl and MirrorMaker would and check them against the click command
 tree, the settings model (``services.node.config``, the checker behind ``fairstream
-config check``) and ``connectors.kafka.Topics``. Each check is also run on a
+config check``) and ``connectors.kafka_topics.Topics``. Each check is also run on a
 deliberately broken copy, to show it can fail.
 """
 
@@ -28,7 +28,8 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from connectors.kafka import BrokerLocation, Topics
+from connectors.kafka_connection import BrokerLocation
+from connectors.kafka_topics import Topics
 from schemas.errors import ConfigurationError
 from services.cli.main import cli
 from services.cli.options import FILE_SUFFIX, CredentialOption
