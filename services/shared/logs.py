@@ -2,7 +2,7 @@
 
 The ``fairstream`` group configures it once (``--log-level``, ``--log-format``,
 ``--access-log``) before any command runs, so the Faust worker, aiohttp, aiokafka
-and librdkafka (``connectors.kafka.LIBRDKAFKA_LOG``) all write through the same
+and librdkafka (``connectors.kafka_connection.LIBRDKAFKA_LOG``) all write through the same
 handler in the same format.
 """
 

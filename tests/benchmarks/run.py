@@ -322,7 +322,7 @@ NOTES = """
     round trip is not what bounds the worker; its main thread is.
   - Faust's overhead, measured rather than profiled: a prototype (not kept) consumed
     the releases topic with confluent-kafka under the region's group
-    (`connectors.kafka.GroupConsumer` with an assignment callback, polled in one
+    (`connectors.kafka_group_consumer.GroupConsumer` with an assignment callback, polled in one
     thread; Faust kept as a `producer_only` app for timers, producer and web) and
     committed each batch after its view records were acknowledged. Bootstrap of
     3,000 projects, two alternating runs each, after the render cut above: inside

@@ -23,7 +23,7 @@ topic() { # NAME PARTITIONS [--config KEY=VALUE]...
     --create --if-not-exists --topic "$name" --partitions "$partitions" \
     --replication-factor 3 "$@"
 }
-# The topics of connectors/kafka.py's Topics (tests/unit/test_production_manifests.py
+# The topics of connectors/kafka_topics.py's Topics (tests/unit/test_production_manifests.py
 # checks the names). node rebuild reads releases and trust from offset 0, and every
 # worker reads replicas whole: those keep every record. Records anyone may produce are
 # capped at Kafka's default 1 MiB, pinned (a signed event is at most 256 KiB; nodes refuse
