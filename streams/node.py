@@ -64,12 +64,12 @@ from schemas.errors import (
     RejectedError,
     TransientError,
 )
+from schemas.event_verification import RefreshTrust, WaitForRoot, on_rejection
 from schemas.events import DEFAULT_MAX_ARTIFACT_SIZE, ReplicaAvailable
 from schemas.federation import NodeStatus
 from schemas.package_state import StateReader, render_documents
 from schemas.partitioning import region_partition
 from schemas.signing import SigningKey
-from schemas.trust import RefreshTrust, WaitForRoot, on_rejection
 from schemas.view import PackageView
 from streams.artifacts import DownloadTally, HotStats, ReplicaRegistry
 from streams.dead_letter import DeadLetterFile

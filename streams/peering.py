@@ -29,8 +29,9 @@ from connectors.kafka_reading import iter_partition
 from connectors.kafka_topics import topic_partitions
 from connectors.store import redact_url
 from schemas.errors import BrokerUnavailableError, RejectedError
+from schemas.event_verification import Reject, WaitForRoot, on_rejection
 from schemas.events import ReleasePublished
-from schemas.trust import Reject, TrustRoot, WaitForRoot, on_rejection
+from schemas.trust import TrustRoot
 from streams.artifacts import ReplicaRegistry
 from streams.outcomes import Abandoned, Applied, Refused, Skipped, Verified
 from streams.peer_config import PeerPolicy, PeerSettings

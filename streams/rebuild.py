@@ -31,10 +31,11 @@ from connectors.state_store import PackageStates
 from connectors.view_store import LocalView, ViewFollower
 from schemas import layout
 from schemas.errors import RejectedError, SignatureError
+from schemas.event_verification import VerifiedEvent, verify_signed
 from schemas.events import Artifact, ReleasePublished, decode_package_event
 from schemas.package_state import PackageState, apply_event
 from schemas.signing import SignedEvent
-from schemas.trust import TrustRoot, VerifiedEvent, verify_signed
+from schemas.trust import TrustRoot
 from schemas.view import changed_documents, removal
 from streams.parked import pending_document
 from streams.policy import ReplicationPolicy

@@ -37,6 +37,7 @@ from connectors.origin import FetchLimits
 from connectors.state_store import PackageStates
 from schemas import layout
 from schemas.errors import InternalFailureError, RejectedError, TransientError
+from schemas.event_verification import verify_signed
 from schemas.events import DEFAULT_MAX_ARTIFACT_SIZE, Artifact, ReplicaAvailable
 from schemas.package_state import (
     PackageState,
@@ -45,7 +46,7 @@ from schemas.package_state import (
     apply_event,
     render_documents,
 )
-from schemas.trust import TrustRoot, verify_signed
+from schemas.trust import TrustRoot
 from streams.artifact_fetch import check_top_directory, fetch_artifact, provenance
 from streams.artifact_quota import ArtifactQuota
 from streams.artifacts import HotStats, ReplicaRegistry

@@ -35,6 +35,7 @@ from connectors.kafka_topics import Topics
 from connectors.metrics import PUBLISHED, TRUST_ROOT_EXPIRY, instrument
 from connectors.origin import FetchLimits
 from schemas.errors import RejectedError, RootExpiredError
+from schemas.event_verification import verify_event
 from schemas.events import (
     DEFAULT_MAX_ARTIFACT_SIZE,
     ReleaseExpunged,
@@ -43,7 +44,7 @@ from schemas.events import (
     SecurityAdvisory,
 )
 from schemas.signing import SigningKey, seal
-from schemas.trust import TrustRoot, namespace_of, verify_event
+from schemas.trust import TrustRoot, namespace_of
 from services.publishing.body_limits import (
     CHUNK,
     FORM_OVERHEAD,

@@ -14,9 +14,9 @@ from typing import Any
 
 import nacl.signing
 
+from schemas.event_verification import verify_event
 from schemas.events import Artifact, ReleasePublished, utc_now
 from schemas.signing import SignedEvent, SigningKey, seal, signing_message
-from schemas.trust import verify_event
 from services.publishing.publisher import next_sequence
 from services.publishing.trust_admin import DelegationSpec, build_root
 

@@ -163,7 +163,7 @@ def _number(value: float) -> str:
 
 NOTES = """
 ## Notes
-- **Verify path** (issue 3): ours = `schemas.trust.verify_event` on a signed
+- **Verify path** (issue 3): ours = `schemas.event_verification.verify_event` on a signed
   `ReleasePublished` of realistic size: Avro single-object decode of the
   envelope and the event, name safety checks, trust root expiry, delegation,
   distinct-key threshold, consistency of metadata and versions. Baseline = the
@@ -253,7 +253,7 @@ NOTES = """
   one run each, ratios only):
   - bootstrap of 1,000 projects (9,942 releases), one worker: 720 releases/s
     against a bare consumer's 7,830 (0.092x); after the envelope is decoded
-    once instead of twice (`schemas.trust.verify_signed` gives the payload's
+    once instead of twice (`schemas.event_verification.verify_signed` gives the payload's
     sha256 with the event): 667 against 7,348 (0.091x, with py-spy attached to
     the worker for part of the run): within the noise, as expected of ~10 µs.
   - py-spy on that worker (share of its busy samples): verification 24 %
@@ -450,7 +450,7 @@ NOTES = """
     the view record's zlib and Avro 4 %), applying 7 %, the local view 7 %. The
     main thread is busy the whole steady phase (11.3 CPU s of 16.7 s wall,
     start-up included): about 330 µs a release, of which Ed25519 about 70 and
-    decoding and checks about 35 (`schemas.trust.verify_signed` 104 µs against
+    decoding and checks about 35 (`schemas.event_verification.verify_signed` 104 µs against
     68 µs for the signature alone, in process).
   - freshness at 1,000 releases/s: the backlog grows (270 a second in this
     table; 444 and 521 by hand, and 493 and 571 for the code before this

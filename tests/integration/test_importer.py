@@ -26,10 +26,11 @@ from infra import devstack, localnet
 from infra.devtools.sample_projects import sample_zip
 from schemas.composer import expand, minify
 from schemas.errors import BrokerUnavailableError, MalformedEventError, OriginUnavailableError
+from schemas.event_verification import verify_event
 from schemas.events import ReleasePublished, utc_now
 from schemas.package_state import PackageState, apply_event
 from schemas.signing import SigningKey
-from schemas.trust import TrustRoot, verify_event
+from schemas.trust import TrustRoot
 from services.importer.cli import register
 from services.importer.importer import import_repository
 from services.importer.plan import SkipReason

@@ -28,6 +28,7 @@ from infra import devstack
 from infra.devtools.origin_http import origin_app
 from infra.devtools.sample_projects import sample_zip
 from schemas.errors import ConfigurationError
+from schemas.event_verification import verify_event
 from schemas.events import (
     AdvisorySource,
     ReleaseExpunged,
@@ -38,7 +39,6 @@ from schemas.events import (
 )
 from schemas.request_signing import CONTENT_SHA256_HEADER, SIGNATURE_HEADER, sign_request
 from schemas.signing import SignedEvent, SigningKey
-from schemas.trust import verify_event
 from services.publishing.cli import publishing
 from services.publishing.client import (
     PublishingClient,

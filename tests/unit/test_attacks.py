@@ -32,9 +32,10 @@ from schemas.errors import (
     UnsafeNameError,
     WrongPackageError,
 )
+from schemas.event_verification import verify_event
 from schemas.events import Artifact, PackageEvent, ReleasePublished
 from schemas.signing import Signature, SignedEvent, SigningKey
-from schemas.trust import Delegation, TrustRoot, verify_event, verify_root_update
+from schemas.trust import Delegation, TrustRoot, verify_root_update
 
 
 def fixed_key(n: int) -> SigningKey:

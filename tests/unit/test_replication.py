@@ -32,6 +32,7 @@ from schemas.errors import (
     VersionConflictError,
     WrongPackageError,
 )
+from schemas.event_verification import verify_event
 from schemas.events import (
     AdvisorySource,
     Artifact,
@@ -49,7 +50,6 @@ from schemas.package_state import (
     render_documents,
 )
 from schemas.signing import SignedEvent, SigningKey, seal
-from schemas.trust import verify_event
 from schemas.versions import drupal_to_composer
 from services.publishing.publisher import PublishInputError, build_release, inspect_zip
 from services.publishing.trust_admin import DelegationSpec, build_root

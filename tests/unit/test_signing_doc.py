@@ -19,9 +19,10 @@ import pytest
 from infra.devtools.sample_projects import sample_zip
 from schemas import codec, errors
 from schemas.errors import MalformedEventError, RejectedError
+from schemas.event_verification import verify_event
 from schemas.events import ReleasePublished, utc_now
 from schemas.signing import Signature, SignedEvent, SigningKey, seal
-from schemas.trust import TrustRoot, verify_event
+from schemas.trust import TrustRoot
 from services.publishing.publisher import build_release
 from services.publishing.trust_admin import DelegationSpec, build_root
 from streams import peer_verdict

@@ -24,20 +24,22 @@ from schemas.errors import (
     UndelegatedKeyError,
     UnknownSchemaError,
 )
+from schemas.event_verification import (
+    RefreshTrust,
+    Reject,
+    WaitForRoot,
+    on_rejection,
+    verify_event,
+    verify_event_signers,
+)
 from schemas.events import Artifact, ReleasePublished
 from schemas.signing import PublicKey, Signature, SignedEvent, SigningKey
 from schemas.trust import (
     Delegation,
-    RefreshTrust,
-    Reject,
     TrustRoot,
-    WaitForRoot,
     delegation_problem,
     follow_rotations,
     load_pinned_root,
-    on_rejection,
-    verify_event,
-    verify_event_signers,
     verify_root_update,
 )
 
