@@ -1,10 +1,11 @@
-"""The Composer v2 repository documents a node serves: packages.json, p2 files, version entries."""
+"""The Composer v2 repository documents a node serves: packages.json and p2 files, minified.
+
+The version entries they hold are ``schemas.version_entries``'s.
+"""
 
 from __future__ import annotations
 
-import copy
 import math
-import re
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -12,7 +13,8 @@ import orjson
 
 from schemas.errors import InvalidVersionError, MalformedEventError
 from schemas.names import check_package_name, is_package_name
-from schemas.versions import drupal_to_composer, is_dev, normalize_version, version_sort_key
+from schemas.version_entries import object_without_nulls, servable_entry
+from schemas.versions import is_dev, normalize_version, version_sort_key
 
 __all__ = [
     "MINIFIED_FORMAT",
@@ -23,17 +25,12 @@ __all__ = [
     "render_p2",
     "render_packages_json",
     "render_servable",
-    "servable_entry",
-    "version_entry",
-    "with_dist_url",
 ]
 
 MINIFIED_FORMAT: Final = "composer/2.0"
 # Composer's MetadataMinifier marks a key the previous version had and this one lacks.
 UNSET: Final = "__unset"
 
-_SHA1_HEX: Final = re.compile(r"[0-9a-f]{40}", re.ASCII)
-_OUR_KEYS: Final = ("name", "version", "version_normalized", "dist")
 # What orjson can write as a JSON integer: i64 and u64.
 _SMALLEST_INT: Final = -(1 << 63)
 _LARGEST_INT: Final = (1 << 64) - 1
@@ -225,46 +222,8 @@ def render_servable(
     }
 
 
-def servable_entry(name: str, version: dict[str, Any]) -> dict[str, Any]:
-    """Return a copy of one version entry without nulls, checked and completed for Composer
-    (what ``render_servable`` takes). Raises as ``render_p2`` does."""
-    entry = _copy_without_nulls(version, where=f"{name} version entry")
-    pretty = entry.get("version")
-    if not isinstance(pretty, str):
-        raise MalformedEventError(
-            f"Cannot render {name}: a version entry has no string 'version' (keys: {sorted(entry)})"
-        )
-    where = f"{name} {pretty}"
-    if entry.setdefault("name", name) != name:
-        raise MalformedEventError(
-            f"Cannot render {where}: the entry names package {entry['name']!r}; "
-            f"p2/{name}.json may only hold {name}"
-        )
-    try:
-        normalized = normalize_version(pretty)
-    except InvalidVersionError as exc:
-        raise InvalidVersionError(f"Cannot render {name}: {exc}") from exc
-    if entry.setdefault("version_normalized", normalized) != normalized:
-        raise MalformedEventError(
-            f"Cannot render {where}: version_normalized is {entry['version_normalized']!r}, "
-            f"Composer normalizes {pretty!r} to {normalized!r}"
-        )
-    dist = entry.get("dist")
-    if dist is not None and not (
-        isinstance(dist, dict)
-        and isinstance(dist.get("type"), str)
-        and isinstance(dist.get("url"), str)
-        and dist["url"]
-    ):
-        # Composer's ArrayLoader throws on such a dist, and with it refuses every version of
-        # the document; set dist.url (with_dist_url) before rendering.
-        raise MalformedEventError(
-            f"Cannot render {where}: dist must be an object with 'type' and a non-empty 'url', "
-            f"got {dist!r}"
-        )
-    return entry
-
-
+# Here rather than beside servable_entry in schemas.version_entries: its verdict is
+# rendering's own (it falls back on render_p2), and rendering imports the entries.
 def check_servable_entry(name: str, entry: dict[str, Any]) -> None:
     """Raise what ``render_p2(name, [entry])`` would raise, without rendering in the usual case.
 
@@ -295,7 +254,7 @@ def check_servable_entry(name: str, entry: dict[str, Any]) -> None:
 def _plainly_servable(name: str, entry: dict[str, Any]) -> bool:
     """True when render_p2(name, [entry]) certainly succeeds; False when only rendering can tell.
 
-    Mirrors ``_p2_paths`` and ``_servable_entry`` check for check, on the entry before its
+    Mirrors ``_p2_paths`` and ``schemas.version_entries.servable_entry`` check for check, on the entry before its
     ``None`` values are dropped (a key holding ``None`` counts as absent there).
     """
     if type(entry) is not dict or not is_package_name(name):
@@ -362,55 +321,13 @@ def _utf8(text: str) -> bool:
     return True
 
 
-def _copy_without_nulls(value: dict[str, Any], *, where: str) -> dict[str, Any]:
-    """``_object_without_nulls``, through orjson when that is the same and faster.
-
-    orjson writes None, NaN and the infinities all as ``null``: an object whose JSON holds no
-    ``null`` has none of them, and reading its JSON back is a deep copy (a value orjson
-    refuses, or any ``null``, even inside a string, takes the walk, which says what is wrong).
-    """
-    if type(value) is dict:
-        try:
-            encoded = orjson.dumps(value)
-        except orjson.JSONEncodeError:
-            pass
-        else:
-            if b"null" not in encoded:
-                copied: dict[str, Any] = orjson.loads(encoded)
-                return copied
-    return _object_without_nulls(value, where=where)
-
-
-def _object_without_nulls(value: dict[str, Any], *, where: str) -> dict[str, Any]:
-    """Return a deep copy of a JSON object without None values or list items, at any depth."""
-    copied: dict[str, Any] = {}
-    for key, item in value.items():
-        if not isinstance(key, str):
-            raise MalformedEventError(
-                f"Cannot render {where}: JSON object keys must be strings, got {key!r}"
-            )
-        if item is not None:
-            copied[key] = _without_nulls(item, where=where)
-    return copied
-
-
-def _without_nulls(value: Any, *, where: str) -> Any:
-    if isinstance(value, dict):
-        return _object_without_nulls(value, where=where)
-    if isinstance(value, list):
-        return [_without_nulls(item, where=where) for item in value if item is not None]
-    if isinstance(value, float) and not math.isfinite(value):
-        raise MalformedEventError(f"Cannot render {where}: JSON has no {value!r}")
-    return value
-
-
 def _p2_document(
     name: str, entries: list[dict[str, Any]], advisories: list[dict[str, Any]] | None
 ) -> bytes:
     document: dict[str, Any] = {"packages": {name: minify(entries)}, "minified": MINIFIED_FORMAT}
     if advisories is not None:
         document["security-advisories"] = [
-            _object_without_nulls(advisory, where=f"{name} advisory") for advisory in advisories
+            object_without_nulls(advisory, where=f"{name} advisory") for advisory in advisories
         ]
     try:
         return orjson.dumps(document)
@@ -455,102 +372,3 @@ def render_packages_json(
         # "preferred": false keeps the package's own dist URL (this node) first.
         document["mirrors"] = [{"dist-url": url, "preferred": False} for url in dist_mirrors]
     return orjson.dumps(document)
-
-
-# ---------------------------------------------------------------------------
-# Version entries
-# ---------------------------------------------------------------------------
-
-
-def version_entry(
-    *,
-    name: str,
-    drupal_version: str,
-    sha1: str,
-    dist_url: str | None = None,
-    metadata: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Return the Composer version entry of one Drupal.org release, as packages.drupal.org does.
-
-    ``name``, ``version``, ``version_normalized``, ``type`` (``drupal-module``), ``dist`` (zip,
-    ``dist_url`` if given, ``reference`` = the Drupal version, ``shasum`` = ``sha1``),
-    ``source`` (git.drupalcode.org at the Drupal version; at the branch for a ``-dev`` release)
-    and ``extra.drupal.version``; then ``metadata`` (the project's composer.json: ``require``,
-    ``description``, ``type``, ``extra``...) on top, except that ``name``, ``version``,
-    ``version_normalized``, ``dist`` and ``extra.drupal.version`` stay ours. ``metadata`` is
-    copied, not shared; its ``None`` values stay (render_p2 drops them).
-
-    Raises:
-        InvalidVersionError: ``drupal_version`` is not a Drupal.org release version.
-        MalformedEventError: ``name`` is not a package name, ``sha1`` is not 40 lower-case hex
-            digits (Composer compares it with ``===``), or ``metadata.extra`` (or its
-            ``drupal``) is not an object.
-    """
-    check_package_name(name)
-    version = drupal_to_composer(drupal_version)
-    if not _SHA1_HEX.fullmatch(sha1):
-        raise MalformedEventError(
-            f"Invalid sha1 {sha1!r} for {name} {drupal_version}: expected 40 lower-case hex "
-            "digits (Composer compares the zip's sha1 with it as a string)"
-        )
-    project = name.split("/", 1)[1]
-    # A dev release (8.x-1.x-dev) is built from its branch (8.x-1.x): that is the git ref.
-    git_ref = drupal_version.removesuffix("-dev")
-    dist: dict[str, Any] = {"type": "zip"}
-    if dist_url is not None:
-        dist["url"] = dist_url
-    dist.update(reference=drupal_version, shasum=sha1)
-
-    entry: dict[str, Any] = {
-        "name": name,
-        "version": version,
-        "version_normalized": normalize_version(version),
-        "type": "drupal-module",
-        "dist": dist,
-        "source": {
-            "type": "git",
-            "url": f"https://git.drupalcode.org/project/{project}.git",
-            "reference": git_ref,
-        },
-        "extra": {"drupal": {"version": drupal_version}},
-    }
-    for key, value in copy.deepcopy(metadata or {}).items():
-        if key in _OUR_KEYS:
-            continue
-        if key == "extra":
-            value = _extra_with_drupal_version(value, drupal_version, where=f"{name} {version}")
-        entry[key] = value
-    return entry
-
-
-def _extra_with_drupal_version(extra: Any, drupal_version: str, *, where: str) -> dict[str, Any]:
-    if not isinstance(extra, dict):
-        raise MalformedEventError(f"Invalid metadata of {where}: extra must be an object")
-    drupal = extra.get("drupal", {})
-    if not isinstance(drupal, dict):
-        raise MalformedEventError(f"Invalid metadata of {where}: extra.drupal must be an object")
-    extra["drupal"] = {**drupal, "version": drupal_version}
-    return extra
-
-
-def with_dist_url(entry: dict[str, Any], url: str) -> dict[str, Any]:
-    """Return a copy of a version entry whose ``dist.url`` is ``url`` (the rest shared).
-
-    Raises:
-        MalformedEventError: the entry has no ``dist`` object.
-    """
-    dist = entry.get("dist")
-    if not isinstance(dist, dict):
-        raise MalformedEventError(
-            f"Cannot set the dist URL of {entry.get('name')} {entry.get('version')}: "
-            "the entry has no dist object"
-        )
-    # "url" goes right after "type", where Composer repositories write it.
-    new_dist: dict[str, Any] = {}
-    for key, value in dist.items():
-        if key != "url":
-            new_dist[key] = value
-        if key == "type":
-            new_dist["url"] = url
-    new_dist.setdefault("url", url)
-    return {**entry, "dist": new_dist}

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import orjson
 
 from schemas import layout
-from schemas.composer import render_servable, servable_entry, with_dist_url
+from schemas.composer import render_servable
 from schemas.errors import (
     InvalidVersionError,
     ReplayError,
@@ -30,6 +30,7 @@ from schemas.events import (
     ReleaseYanked,
     SecurityAdvisory,
 )
+from schemas.version_entries import servable_entry, with_dist_url
 from schemas.versions import is_dev, normalize_version
 
 

@@ -33,8 +33,9 @@ import orjson
 
 from infra.devtools.catalogue_projects import project_names, project_releases
 from infra.devtools.catalogue_zips import unavailable_digests, write_zip, zip_members
-from schemas.composer import render_p2, render_packages_json, version_entry
+from schemas.composer import render_p2, render_packages_json
 from schemas.errors import ConfigurationError
+from schemas.version_entries import version_entry
 
 __all__ = [
     "CHECKSUMS_FILE",

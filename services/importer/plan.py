@@ -18,6 +18,7 @@ from schemas import composer as composer_documents
 from schemas.errors import InvalidVersionError, MalformedEventError, UnsafeNameError
 from schemas.events import HEX_SHA1, check_version_text
 from schemas.names import check_package_name
+from schemas.version_entries import with_dist_url
 from schemas.versions import drupal_to_composer, is_dev, normalize_version, version_sort_key
 
 __all__ = [
@@ -185,7 +186,7 @@ def _servable(package: str, candidates: list[Candidate]) -> tuple[list[Candidate
     refused: list[Skipped] = []
     for candidate in candidates:
         try:
-            entry = composer_documents.with_dist_url(candidate.composer, candidate.origin_url)
+            entry = with_dist_url(candidate.composer, candidate.origin_url)
             composer_documents.check_servable_entry(package, entry)
         except (MalformedEventError, InvalidVersionError) as exc:
             refused.append(candidate.skipped(SkipReason.MALFORMED_ENTRY, str(exc)))

@@ -14,11 +14,11 @@ from typing import Any
 import orjson
 
 from connectors.kafka_producers import Delivered, EventProducer
-from schemas.composer import version_entry
 from schemas.errors import ConfigurationError, UnsafeNameError, WrongPackageError
 from schemas.events import Artifact, ReleasePublished, utc_now
 from schemas.names import PACKAGE_NAME
 from schemas.signing import SigningKey, seal
+from schemas.version_entries import version_entry
 from schemas.versions import drupal_to_composer
 
 #: Fields of a project's own composer.json that the version entry carries over.

@@ -50,9 +50,9 @@ from connectors.kafka_reading import group_positions, iter_partition
 from connectors.kafka_topics import Topics, ensure_topics, topic_partitions
 from infra import devstack, localnet
 from schemas import layout
-from schemas.composer import version_entry
 from schemas.events import Artifact, ReleasePublished, decode_package_event, utc_now
 from schemas.signing import SignedEvent, SigningKey, seal
+from schemas.version_entries import version_entry
 from schemas.versions import drupal_to_composer
 from streams.node import group_id
 from tests.benchmarks.figures import figure, peak_rss_mb

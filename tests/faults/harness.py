@@ -40,10 +40,11 @@ from connectors.kafka_topics import Topics, ensure_topics
 from infra import devstack, localnet
 from infra.devtools.sample_projects import sample_zip
 from infra.stack_process import StackProcess
-from schemas.composer import expand, version_entry
+from schemas.composer import expand
 from schemas.errors import FairstreamError
 from schemas.events import Artifact, ReleasePublished, utc_now
 from schemas.signing import SigningKey, seal
+from schemas.version_entries import version_entry
 from schemas.versions import drupal_to_composer
 from services.publishing.publisher import build_release, publish_release
 from streams.node import group_id

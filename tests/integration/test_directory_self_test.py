@@ -24,10 +24,11 @@ from connectors.store import S3Store, StoreLocation
 from infra import devstack
 from infra.localnet import free_port
 from schemas import layout
-from schemas.composer import expand, version_entry
+from schemas.composer import expand
 from schemas.federation import NodeStatus, PartitionSync
 from schemas.package_state import PackageState, VersionRecord, render_documents
 from schemas.signing import SigningKey
+from schemas.version_entries import version_entry
 from schemas.versions import drupal_to_composer
 from services.directory.http_app import Directory
 from services.directory.registry import ADMITTED, REFUSED, RegionMap, Registry

@@ -31,9 +31,9 @@ from connectors.state_store import PackageStates
 from connectors.store import S3Store, StoreLocation
 from infra.localnet import free_port
 from schemas import layout
-from schemas.composer import version_entry
 from schemas.errors import ConfigurationError
 from schemas.package_state import PackageState, VersionRecord, render_documents
+from schemas.version_entries import version_entry
 from services.cli.main import cli
 from services.node.dist_proxy import PIECE
 from services.node.http_app import NodeHttp, NodeHttpSettings

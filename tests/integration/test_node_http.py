@@ -23,8 +23,8 @@ from connectors.object_store import ObjectStore
 from connectors.state_store import PackageStates
 from connectors.store import S3Store, StoreLocation
 from schemas import layout
-from schemas.composer import version_entry
 from schemas.package_state import PackageState, VersionRecord, render_documents
+from schemas.version_entries import version_entry
 from services.node.http_app import (
     MAX_ADVISORY_NAMES,
     NodeHttp,

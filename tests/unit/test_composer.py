@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from schemas import composer
+from schemas import composer, version_entries
 from schemas.composer import (
     UNSET,
     check_servable_entry,
@@ -22,11 +22,10 @@ from schemas.composer import (
     minify,
     render_p2,
     render_packages_json,
-    version_entry,
-    with_dist_url,
 )
 from schemas.errors import InvalidVersionError, MalformedEventError
 from schemas.names import check_package_name
+from schemas.version_entries import version_entry, with_dist_url
 from tests.drupal_fixtures import DRUPAL_P2
 
 FIXTURES = DRUPAL_P2
@@ -169,7 +168,9 @@ def test_the_quick_copy_without_nulls_agrees_with_the_walk(value: dict[str, Any]
         return "copied", repr(copied)  # repr tells 1 from 1.0 and -0.0 from 0.0
 
     before = repr(value)
-    assert outcome(composer._copy_without_nulls) == outcome(composer._object_without_nulls)
+    assert outcome(version_entries._copy_without_nulls) == outcome(
+        version_entries.object_without_nulls
+    )
     assert repr(value) == before  # the input is untouched
 
 

@@ -25,10 +25,11 @@ from connectors.composer_repo import (
     parse_packages_json,
 )
 from infra.devtools.catalogue import generate_catalogue
-from schemas.composer import minify, render_p2, with_dist_url
+from schemas.composer import minify, render_p2
 from schemas.errors import ConfigurationError, InvalidVersionError, MalformedEventError
 from schemas.events import ReleasePublished, check_consistency
 from schemas.signing import SigningKey
+from schemas.version_entries import with_dist_url
 from services.importer import plan as planning
 from services.importer.checksums import checksum_key, load_checksums
 from services.importer.cli import register

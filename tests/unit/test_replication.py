@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from infra.devtools.sample_projects import sample_zip
 from schemas import layout, package_state
-from schemas.composer import expand, render_p2, version_entry, with_dist_url
+from schemas.composer import expand, render_p2
 from schemas.errors import (
     InvalidVersionError,
     MalformedEventError,
@@ -50,6 +50,7 @@ from schemas.package_state import (
     render_documents,
 )
 from schemas.signing import SignedEvent, SigningKey, seal
+from schemas.version_entries import version_entry, with_dist_url
 from schemas.versions import drupal_to_composer
 from services.publishing.publisher import PublishInputError, build_release, inspect_zip
 from services.publishing.trust_admin import DelegationSpec, build_root

@@ -18,8 +18,8 @@ from connectors.memory_store import MemoryStore
 from connectors.object_store import ObjectStore
 from connectors.state_store import KEPT_STATES, PRUNE_SLACK, PackageStates
 from schemas import layout
-from schemas.composer import version_entry
 from schemas.package_state import PackageState, VersionRecord, render_documents
+from schemas.version_entries import version_entry
 
 PACKAGE = "drupal/token"
 P2 = layout.p2_key(PACKAGE)
