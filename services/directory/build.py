@@ -30,7 +30,8 @@ from services.cli.options import (
 )
 from services.directory.http_app import Directory, directory_app
 from services.directory.registry import RegionMap, Registry
-from services.node.http_app import NodeHttp, NodeHttpSettings
+from services.node.http_app import NodeHttp
+from services.node.http_settings import NodeHttpSettings
 from services.shared.http_service import HttpServerService
 from services.shared.serving import run_worker
 from services.shared.status_pages import RejectionLog

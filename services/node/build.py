@@ -37,7 +37,8 @@ from services.cli.options import (
     stack_urls,
 )
 from services.node.catch_up import CatchUpProgress
-from services.node.http_app import NodeHttp, NodeHttpSettings
+from services.node.http_app import NodeHttp
+from services.node.http_settings import NodeHttpSettings
 from services.shared.http_service import HttpServerService
 from services.shared.node_own_status import NodeOwnStatus
 from services.shared.serving import run_worker, serve_app

@@ -37,7 +37,7 @@ from services.node.build import (
     run_node,
 )
 from services.node.config import configurable
-from services.node.http_app import DIST_MODES
+from services.node.http_settings import DIST_MODES
 from services.node.nginx_front import nginx_config
 from services.node.rebuild_cli import NodeRebuildOptions, rebuild_node, show_rebuild
 from streams.health import DEFAULT_READY_LAG, DEFAULT_STUCK_AFTER

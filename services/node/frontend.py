@@ -29,7 +29,8 @@ from schemas.errors import TransientError
 from schemas.federation import MISSED_HEARTBEATS
 from schemas.package_state import StateReader, render_documents
 from schemas.signing import SigningKey
-from services.node.http_app import DistMode, NodeHttp, NodeHttpSettings
+from services.node.http_app import NodeHttp
+from services.node.http_settings import DistMode, NodeHttpSettings
 from services.shared.node_own_status import NodeOwnStatus
 from services.shared.status_pages import RejectionLog, serve_status_pages
 from streams.artifacts import ReplicaRegistry
@@ -59,7 +60,7 @@ class FrontendSettings:
     status_interval: float = 10.0
     #: ``bucket`` or ``topic``: where the region's workers keep its view (NodeSettings.view).
     view: str = "topic"
-    #: How a zip held in the bucket is answered (``http_app.DistMode``).
+    #: How a zip held in the bucket is answered (``http_settings.DistMode``).
     dist: DistMode = "redirect"
     #: The store's endpoint as clients reach it, ``https://s3.example.org``: redirects are
     #: presigned for it (empty: the store's own endpoint).

@@ -37,7 +37,7 @@ _NETLOC = re.compile(r"(?:[A-Za-z0-9][A-Za-z0-9.-]*|\[[0-9A-Fa-f:.]+\])(?::(?P<p
 #: quotes, "#", "\" (escapes) or "$" (``root`` expands variables).
 _CONF_PATH = re.compile(r"/[A-Za-z0-9._/+@,=~%:-]*")
 _USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
-#: The node's own request body limit (``MAX_REQUEST_BODY`` of services/node/http_app.py, 1 MiB):
+#: The node's own request body limit (``MAX_REQUEST_BODY`` of services/node/composer_requests.py, 1 MiB):
 #: nginx refuses bigger bodies with the same 413 before it buffers them.
 _MAX_REQUEST_BODY = "1m"
 

@@ -84,7 +84,8 @@ from infra.devtools.catalogue import CHECKSUMS_FILE, generate_catalogue
 from schemas import layout
 from schemas.composer import expand, render_packages_json
 from schemas.package_state import PackageState, VersionRecord, render_documents
-from services.node.http_app import REGION_HEADER, NodeHttp, NodeHttpSettings
+from services.node.http_app import REGION_HEADER, NodeHttp
+from services.node.http_settings import NodeHttpSettings
 from services.node.nginx_front import render_nginx_config
 from streams.region_view import view_of
 from tests.benchmarks.figures import figure, peak_rss_mb

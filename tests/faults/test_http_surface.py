@@ -36,7 +36,8 @@ from schemas.request_signing import sign_request
 from schemas.signing import SigningKey
 from services.directory.http_app import Directory, directory_app
 from services.directory.registry import RegionMap, Registry
-from services.node.http_app import NodeHttp, NodeHttpSettings
+from services.node.http_app import NodeHttp
+from services.node.http_settings import NodeHttpSettings
 from services.publishing.body_limits import MAX_DOCUMENT_SIZE
 from services.publishing.http_app import PublishingService, PublishingSettings
 from services.publishing.trust_admin import DelegationSpec, build_root

@@ -32,7 +32,8 @@ from schemas.version_entries import version_entry
 from schemas.versions import drupal_to_composer
 from services.directory.http_app import Directory
 from services.directory.registry import ADMITTED, REFUSED, RegionMap, Registry
-from services.node.http_app import NodeHttp, NodeHttpSettings
+from services.node.http_app import NodeHttp
+from services.node.http_settings import NodeHttpSettings
 from streams.policy import ReplicationPolicy
 from streams.sync import registration_of
 

@@ -36,7 +36,8 @@ from schemas.package_state import PackageState, VersionRecord, render_documents
 from schemas.version_entries import version_entry
 from services.cli.main import cli
 from services.node.dist_proxy import PIECE
-from services.node.http_app import NodeHttp, NodeHttpSettings
+from services.node.http_app import NodeHttp
+from services.node.http_settings import NodeHttpSettings
 
 pytestmark = pytest.mark.integration
 

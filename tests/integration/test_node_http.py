@@ -25,12 +25,10 @@ from connectors.store import S3Store, StoreLocation
 from schemas import layout
 from schemas.package_state import PackageState, VersionRecord, render_documents
 from schemas.version_entries import version_entry
-from services.node.http_app import (
-    MAX_ADVISORY_NAMES,
-    NodeHttp,
-    NodeHttpSettings,
-    mirror_url_template,
-)
+from services.node.composer_requests import MAX_ADVISORY_NAMES
+from services.node.http_app import NodeHttp
+from services.node.http_settings import NodeHttpSettings
+from services.node.repository_documents import mirror_url_template
 from streams.artifacts import Source
 from streams.health import Verdict
 from streams.policy import JurisdictionPolicy

@@ -18,7 +18,7 @@ from schemas.composer import render_p2
 from schemas.errors import MalformedEventError
 from schemas.names import PACKAGE_NAME, check_package_name, is_package_name
 from schemas.trust import NAMESPACE
-from services.node.http_app import _P2_FILE
+from services.node.repository_documents import _P2_FILE
 from streams.peer_config import _NAMESPACE_GLOB
 
 # Composer's ValidatingArrayLoader rule, as Composer writes it.
