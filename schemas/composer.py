@@ -254,8 +254,9 @@ def check_servable_entry(name: str, entry: dict[str, Any]) -> None:
 def _plainly_servable(name: str, entry: dict[str, Any]) -> bool:
     """True when render_p2(name, [entry]) certainly succeeds; False when only rendering can tell.
 
-    Mirrors ``_p2_paths`` and ``schemas.version_entries.servable_entry`` check for check, on the entry before its
-    ``None`` values are dropped (a key holding ``None`` counts as absent there).
+    Mirrors ``_p2_paths`` and ``schemas.version_entries.servable_entry`` check for check, on
+    the entry before its ``None`` values are dropped (a key holding ``None`` counts as absent
+    there).
     """
     if type(entry) is not dict or not is_package_name(name):
         return False
