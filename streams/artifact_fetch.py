@@ -19,17 +19,26 @@ from schemas.errors import (
 )
 from schemas.events import Artifact
 from streams.artifacts import ReplicaRegistry, Source
-from streams.policy import JurisdictionPolicy, Purpose
+from streams.policy import JurisdictionPolicy, Purpose, peer_of_position
 
 
 def artifact_sources(
-    artifact: Artifact, policy: JurisdictionPolicy, replicas: ReplicaRegistry
+    artifact: Artifact, policy: JurisdictionPolicy, replicas: ReplicaRegistry, position: str = ""
 ) -> tuple[list[Source], list[Source]]:
     """Where to fetch ``artifact`` from, in order, and the sources the region's
     jurisdiction policy withholds. AspireCloud's order: the canonical origin first,
-    then regions that announced a copy, then other sources (peer networks' origins)."""
+    then regions that announced a copy, then other sources (peer networks' origins).
+
+    ``position`` is where the release sits in the log: one read from a peer network
+    (``peer/NAME/…``) has its signed origin at that peer, ``peer:NAME``, in the
+    jurisdiction declared for it (``JurisdictionPolicy.origin_of``)."""
+    peer = peer_of_position(position)
     every = [
-        Source(artifact.origin_url, "origin", policy.origin),
+        Source(
+            artifact.origin_url,
+            "origin" if peer is None else f"peer:{peer}",
+            policy.origin_of(position),
+        ),
         *replicas.fetch_sources(artifact.sha256),
     ]
     allowed = [source for source in every if policy.allows(Purpose.FETCH, source.jurisdiction)]
@@ -43,6 +52,7 @@ async def fetch_artifact(
     policy: JurisdictionPolicy,
     replicas: ReplicaRegistry,
     *,
+    position: str = "",
     work_dir: Path,
     limits: FetchLimits,
 ) -> tuple[Fetched, Source]:
@@ -51,10 +61,11 @@ async def fetch_artifact(
     A sovereign region never fetches from a source outside its jurisdictions: when
     none of the allowed ones delivers, the release is parked (``ArtifactUnreachableError``)
     with the withheld sources named, never refused, and never fetched from outside.
+    ``position`` is the release's in the log (see ``artifact_sources``).
     Returns the fetched file and the source it came from. Raises what
     ``fetch_from_sources`` raises.
     """
-    sources, withheld = artifact_sources(artifact, policy, replicas)
+    sources, withheld = artifact_sources(artifact, policy, replicas, position)
     because = withheld_reason(policy, withheld) if withheld else ""
     if not sources and withheld:
         raise ArtifactUnreachableError(

@@ -44,6 +44,8 @@ class ReplicaRegistry:
         # Download sources other than nodes (a peer network's origin URLs): fetched from
         # and checked by this node, never a redirect target for clients.
         self._sources: dict[str, dict[str, str]] = {}
+        # Per label, the jurisdiction its operator declared for it (a peer's ``jurisdiction=``).
+        self._source_jurisdictions: dict[str, str | None] = {}
 
     def add(self, replica: ReplicaAvailable) -> None:
         if replica.region == self._own_region:
@@ -65,11 +67,15 @@ class ReplicaRegistry:
         with self._lock:
             return [url for _, url in sorted(self._by_sha256.get(sha256, {}).items())]
 
-    def add_source(self, sha256: str, label: str, url: str) -> None:
+    def add_source(
+        self, sha256: str, label: str, url: str, jurisdiction: str | None = None
+    ) -> None:
         """Remember ``url`` as one more place to fetch ``sha256`` from, under ``label``
-        (``peer:typo3``); the last URL a label gave for a sha256 wins."""
+        (``peer:typo3``), in ``jurisdiction`` (None: not declared); the last URL a label
+        gave for a sha256 wins."""
         with self._lock:
             self._sources.setdefault(sha256, {})[label] = url
+            self._source_jurisdictions[label] = jurisdiction
 
     def sources(self, sha256: str) -> list[str]:
         """Every URL to fetch ``sha256`` from: other regions' copies, then the other sources,
@@ -79,11 +85,14 @@ class ReplicaRegistry:
         return [*self.urls(sha256), *extra]
 
     def fetch_sources(self, sha256: str) -> list[Source]:
-        """``sources``, each with its holder and the holder's declared jurisdiction (other
-        sources, such as a peer network's origin, declare none)."""
+        """``sources``, each with its holder and the holder's declared jurisdiction (for a
+        peer network's origin, what its operator declared, if anything)."""
         with self._lock:
-            extra = sorted(self._sources.get(sha256, {}).items())
-        return [*self.copies(sha256), *(Source(url, label, None) for label, url in extra)]
+            extra = [
+                Source(url, label, self._source_jurisdictions.get(label))
+                for label, url in sorted(self._sources.get(sha256, {}).items())
+            ]
+        return [*self.copies(sha256), *extra]
 
     def copies(self, sha256: str) -> list[Source]:
         """Other regions' verified copies of ``sha256``, by region: where a node may send a

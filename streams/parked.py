@@ -28,9 +28,9 @@ PENDING_MAX_DELAY = timedelta(hours=1)
 
 #: A package's state as the region holds it (None: not applied here).
 LoadState = Callable[[str], Awaitable[PackageState | None]]
-#: Fetch (package, version, artifact)'s zip into the bucket and announce it; raises as
-#: ``ReleaseReplicator`` does when no source delivers.
-EnsureArtifact = Callable[[str, str, Artifact], Awaitable[bool]]
+#: Fetch (package, version, artifact, the release's position in the log)'s zip into the
+#: bucket and announce it; raises as ``ReleaseReplicator`` does when no source delivers.
+EnsureArtifact = Callable[[str, str, Artifact, str], Awaitable[bool]]
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,7 @@ class ParkedFetches:
                 await asyncio.to_thread(self._store.delete, key)
                 continue
             retried += 1
-            if await self._retry(key, doc, artifact, now, ensure):
+            if await self._retry(key, doc, artifact, record.position, now, ensure):
                 recovered += 1
         return PendingReport(retried, recovered, len(keys) - recovered)
 
@@ -146,6 +146,7 @@ class ParkedFetches:
         key: str,
         doc: dict[str, Any],
         artifact: Artifact,
+        position: str,
         now: datetime,
         ensure: EnsureArtifact,
     ) -> bool:
@@ -153,7 +154,7 @@ class ParkedFetches:
         is dropped), else False (parked again, later)."""
         package, version = doc["package"], doc["version"]
         try:
-            await ensure(package, version, artifact)
+            await ensure(package, version, artifact, position)
         except (ArtifactUnreachableError, RejectedError) as exc:
             attempts = doc["attempts"] + 1
             delay = min(self._first_delay * 2**attempts, PENDING_MAX_DELAY)

@@ -16,10 +16,10 @@ from pathlib import Path
 
 from connectors.kafka_connection import BrokerLocation
 from connectors.store import redact_url
-from schemas.errors import ConfigurationError, RejectedError
-from schemas.names import VENDOR_PATTERN
+from schemas.errors import ConfigurationError, MalformedEventError, RejectedError
+from schemas.names import VENDOR_PATTERN, check_jurisdiction
 from schemas.trust import TrustRoot, load_pinned_root
-from streams.policy import ReplicationPolicy
+from streams.policy import PEER_POSITION_PREFIX, ReplicationPolicy
 
 #: Namespaces no peer can ever be canonical for, whatever our root says.
 PROTECTED_NAMESPACES = ("drupal/*",)
@@ -30,9 +30,9 @@ _TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")
 _NAMESPACE_GLOB = re.compile(rf"(?P<vendor>{VENDOR_PATTERN})/[a-z0-9_.*?!\[\]-]+")
 _EXAMPLE = (
     "typo3:policy=canonical,broker=kafka://kafka.typo3.example:9092,topic=fair.releases,"
-    "root=peers/typo3-root.avro,namespace=typo3/*"
+    "root=peers/typo3-root.avro,namespace=typo3/*,jurisdiction=EU"
 )
-_KEYS = ("policy", "broker", "topic", "root", "namespace")
+_KEYS = ("policy", "broker", "topic", "root", "namespace", "jurisdiction")
 _KEY_WORD = re.compile(r"[A-Za-z_-]+")
 
 
@@ -56,7 +56,8 @@ class PeerSettings:
     topic name, a missing or invalid pinned root (any policy but ``refuse``
     needs one), namespaces on a non-canonical peer or none on a canonical one,
     a namespace that is not ``vendor/glob``, is protected (``drupal/*``) or
-    that the peer's root does not delegate.
+    that the peer's root does not delegate, a jurisdiction that is not a code
+    (``schemas.names.JURISDICTION``).
     """
 
     name: str
@@ -67,6 +68,9 @@ class PeerSettings:
     policy: PeerPolicy
     #: Globs of the packages accepted from the peer as canonical (``typo3/*``).
     namespaces: tuple[str, ...] = ()
+    #: Where the peer's origin (and so every zip of its releases) is, as the operator knows
+    #: it; None: not declared, and no sovereign policy ever fetches from it or sends there.
+    jurisdiction: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "namespaces", tuple(self.namespaces))
@@ -82,6 +86,8 @@ class PeerSettings:
             )
         if not _TOPIC.fullmatch(self.topic):
             problems.append(f"topic {self.topic!r} is not a Kafka topic name")
+        if self.jurisdiction is not None:
+            problems += _jurisdiction_problems(self.jurisdiction)
         root = self._check_root(problems)
         problems += self._namespace_problems(root)
         if problems:
@@ -158,32 +164,29 @@ class PeerSettings:
 
     def position(self, partition: int, offset: int) -> str:
         """A log position that never collides with one of our own topics."""
-        return f"peer/{self.name}/{self.topic}:{partition}:{offset}"
+        return f"{PEER_POSITION_PREFIX}{self.name}/{self.topic}:{partition}:{offset}"
+
+
+def _jurisdiction_problems(code: str) -> list[str]:
+    try:
+        check_jurisdiction(code)
+    except MalformedEventError as exc:
+        return [f"{exc}; write where the peer's origin is, e.g. jurisdiction=EU"]
+    return []
 
 
 def parse_peer(text: str, read_root: Callable[[Path], bytes]) -> PeerSettings:
-    """A peer from its command-line form, ``NAME:policy=P,broker=URL,topic=T,root=FILE,namespace=GLOB``.
+    """A peer from its command-line form,
+    ``NAME:policy=P,broker=URL,topic=T,root=FILE,namespace=GLOB,jurisdiction=CODE``.
 
-    ``topic`` defaults to ``fair.releases``; ``namespace`` may repeat. A part
+    ``topic`` defaults to ``fair.releases``; ``namespace`` may repeat; without
+    ``jurisdiction`` the peer's origin declares none. A part
     without ``=`` continues the value before it, so ``broker=kafka://a:9092,b:9092``
     and ``namespace=typo3/*,neos/*`` work. ``read_root`` reads the root file
     (the CLI's file reader). Raises ``ConfigurationError`` saying what was wrong
     and showing the expected form.
     """
-    name, colon, rest = text.strip().partition(":")
-    if not colon or "=" in name or not name:
-        raise ConfigurationError(
-            f"--peer {redact_url(text)!r} does not start with the peer's name and a colon; "
-            f"write it like {_EXAMPLE}"
-        )
-    values = _peer_values(name, rest)
-    try:
-        policy = PeerPolicy(values["policy"][0])
-    except ValueError:
-        choices = ", ".join(p.value for p in PeerPolicy)
-        raise ConfigurationError(
-            f"--peer {name}: policy={values['policy'][0]!r} is not one of {choices}"
-        ) from None
+    name, values, policy = _peer_form(text)
     root = read_root(Path(values["root"][0])) if "root" in values else b""
     namespaces = tuple(
         pattern.strip()
@@ -198,7 +201,37 @@ def parse_peer(text: str, read_root: Callable[[Path], bytes]) -> PeerSettings:
         pinned_root=root,
         policy=policy,
         namespaces=namespaces,
+        jurisdiction=values["jurisdiction"][0] if "jurisdiction" in values else None,
     )
+
+
+def check_peer_form(text: str) -> None:
+    """Check what of a ``--peer`` spec needs no file (its form, keys, policy and
+    jurisdiction), for a configuration written for another machine; raises
+    ``ConfigurationError`` as ``parse_peer`` does."""
+    name, values, _ = _peer_form(text)
+    if "jurisdiction" in values and (problems := _jurisdiction_problems(values["jurisdiction"][0])):
+        raise ConfigurationError(f"peer {name!r}: " + "; ".join(problems))
+
+
+def _peer_form(text: str) -> tuple[str, dict[str, list[str]], PeerPolicy]:
+    """A ``--peer`` spec's name, the values of each of its keys, and its policy; raises
+    ``ConfigurationError`` (see ``parse_peer``)."""
+    name, colon, rest = text.strip().partition(":")
+    if not colon or "=" in name or not name:
+        raise ConfigurationError(
+            f"--peer {redact_url(text)!r} does not start with the peer's name and a colon; "
+            f"write it like {_EXAMPLE}"
+        )
+    values = _peer_values(name, rest)
+    try:
+        policy = PeerPolicy(values["policy"][0])
+    except ValueError:
+        choices = ", ".join(p.value for p in PeerPolicy)
+        raise ConfigurationError(
+            f"--peer {name}: policy={values['policy'][0]!r} is not one of {choices}"
+        ) from None
+    return name, values, policy
 
 
 def _peer_values(name: str, rest: str) -> dict[str, list[str]]:
@@ -249,3 +282,14 @@ def with_peer_namespaces(
     if not extra:
         return policy
     return replace(policy, include=(*policy.include, *dict.fromkeys(extra)))
+
+
+def with_peer_origins(
+    policy: ReplicationPolicy, peers: Iterable[PeerSettings]
+) -> ReplicationPolicy:
+    """``policy`` knowing the jurisdiction each peer declared for its origin, the jurisdiction
+    of the origin of the releases that came from it (``JurisdictionPolicy.origin_of``)."""
+    declared = tuple((p.name, p.jurisdiction) for p in peers if p.jurisdiction is not None)
+    if not declared:
+        return policy
+    return replace(policy, jurisdictions=replace(policy.jurisdictions, peer_origins=declared))

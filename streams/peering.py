@@ -262,7 +262,9 @@ class PeerFollower:
         if decision.use is not PeerUse.SOURCE or not isinstance(event, ReleasePublished):
             return False
         artifact = event.artifact
-        self._sources.add_source(artifact.sha256, self.peer.source_label, artifact.origin_url)
+        self._sources.add_source(
+            artifact.sha256, self.peer.source_label, artifact.origin_url, self.peer.jurisdiction
+        )
         return True
 
     def _consumer(self) -> GroupConsumer:

@@ -12,6 +12,16 @@ from enum import StrEnum
 from schemas.errors import ConfigurationError, MalformedEventError
 from schemas.names import check_jurisdiction
 
+#: How the log position of a record read from a peer network starts (``PeerSettings.position``).
+PEER_POSITION_PREFIX = "peer/"
+
+
+def peer_of_position(position: str) -> str | None:
+    """The name of the peer network a record at ``position`` was read from (None: ours)."""
+    if not position.startswith(PEER_POSITION_PREFIX):
+        return None
+    return position.removeprefix(PEER_POSITION_PREFIX).split("/", 1)[0]
+
 
 class ReplicationMode(StrEnum):
     """How a region holds zips (AspireCloud's choice, per node)."""
@@ -41,11 +51,15 @@ class JurisdictionPolicy:
     the jurisdictions it allows for each, and a source or node whose jurisdiction is not
     declared is never allowed. ``own`` is what this region's nodes declare in their signed
     registrations and replica announcements; ``origin`` is the signed origin's jurisdiction
-    as the operator knows it (the origin declares none).
+    as the operator knows it (the origin declares none). ``peer_origins`` is the same for
+    each peer network the region follows (``--peer NAME:...,jurisdiction=CODE``): a release
+    that came from a peer has its zip at that peer's origin, not ours (``origin_of``).
     """
 
     own: str | None = None
     origin: str | None = None
+    #: (peer name, its origin's jurisdiction) for each peer that declared one.
+    peer_origins: tuple[tuple[str, str], ...] = ()
     #: Per purpose, the jurisdictions allowed; None: unrestricted.
     fetch: frozenset[str] | None = None
     redirect: frozenset[str] | None = None
@@ -53,7 +67,7 @@ class JurisdictionPolicy:
 
     def __post_init__(self) -> None:
         try:
-            for code in (self.own, self.origin):
+            for code in (self.own, self.origin, *(code for _, code in self.peer_origins)):
                 if code is not None:
                     check_jurisdiction(code)
             for purpose in Purpose:
@@ -75,6 +89,16 @@ class JurisdictionPolicy:
         """A sovereign region's policy: the same jurisdictions ``codes`` for every purpose."""
         allowed = frozenset(codes)
         return cls(own=own, origin=origin, fetch=allowed, redirect=allowed, route=allowed)
+
+    def origin_of(self, position: str) -> str | None:
+        """The jurisdiction of the signed origin of the release applied at ``position``:
+        ``origin`` for one of our own topics; for a peer's (``peer/NAME/TOPIC:P:O``, see
+        ``PeerSettings.position``) the one declared for that peer, None when it declared none
+        (a sovereign policy then never uses it, rather than taking it for ours)."""
+        peer = peer_of_position(position)
+        if peer is None:
+            return self.origin
+        return dict(self.peer_origins).get(peer)
 
     def _allowed(self, purpose: Purpose) -> frozenset[str] | None:
         allowed: frozenset[str] | None = getattr(self, purpose.value)
@@ -120,10 +144,13 @@ def jurisdiction_policy(
             raise ConfigurationError(f"--allow-jurisdiction {spec!r} names no jurisdiction")
         for purpose in purposes:
             lists.setdefault(purpose, set()).update(named)
+    allowed = {purpose: frozenset(codes) for purpose, codes in lists.items()}
     return JurisdictionPolicy(
         own=own,
         origin=origin,
-        **{purpose.value: frozenset(codes) for purpose, codes in lists.items()},
+        fetch=allowed.get(Purpose.FETCH),
+        redirect=allowed.get(Purpose.REDIRECT),
+        route=allowed.get(Purpose.ROUTE),
     )
 
 

@@ -316,7 +316,9 @@ class ReleaseReplicator:
         wanted = zip_to_fetch(event, transition, mirrors_artifacts=self.policy.mirrors_artifacts)
         if wanted is not None:
             try:
-                fetched = await self._ensure_artifact(package, wanted.version, wanted.artifact)
+                fetched = await self._ensure_artifact(
+                    package, wanted.version, wanted.artifact, item.position
+                )
             except Exception as exc:
                 verdict = on_fetch_failure(exc)
                 if verdict is None:
@@ -363,8 +365,11 @@ class ReleaseReplicator:
 
     # Artifacts ---------------------------------------------------------------
 
-    async def _ensure_artifact(self, package: str, version: str, artifact: Artifact) -> bool:
-        """Make sure the region holds the zip; True when it was fetched now.
+    async def _ensure_artifact(
+        self, package: str, version: str, artifact: Artifact, position: str
+    ) -> bool:
+        """Make sure the region holds the zip of the release at ``position`` in the log (a
+        peer's release has its origin at the peer); True when it was fetched now.
 
         Raises ``ArtifactUnreachableError`` (no source delivered; park it),
         ``ArtifactMismatchError`` (every source had other bytes) or
@@ -374,18 +379,19 @@ class ReleaseReplicator:
         existing = await asyncio.to_thread(self._store.stat, key)
         fetched = False
         if existing is None or existing.size != artifact.size:
-            fetched = await self._fetch_and_store(package, artifact)
+            fetched = await self._fetch_and_store(package, artifact, position)
         if fetched or existing is not None:
             await self._announce_replica(package, version, artifact)
         return fetched
 
-    async def _fetch_and_store(self, package: str, artifact: Artifact) -> bool:
+    async def _fetch_and_store(self, package: str, artifact: Artifact, position: str) -> bool:
         started = time.perf_counter()
         result, source_of_bytes = await fetch_artifact(
             self._session,
             artifact,
             self.policy.jurisdictions,
             self._replicas,
+            position=position,
             work_dir=self._work_dir,
             limits=self._limits,
         )

@@ -46,7 +46,7 @@ from services.shared.status_pages import RejectionLog, serve_status_pages
 from streams.faults import FaultSpec
 from streams.health import HealthRules
 from streams.node import NodeSettings, NodeStream, region_public_url
-from streams.peer_config import parse_peer, with_peer_namespaces
+from streams.peer_config import parse_peer, with_peer_namespaces, with_peer_origins
 from streams.policy import ReplicationMode, ReplicationPolicy, jurisdiction_policy
 
 if TYPE_CHECKING:
@@ -207,9 +207,8 @@ def build_node(options: NodeRunOptions) -> BuiltNode:
     # A mistake in the arguments is reported before the store or the broker is asked.
     bootstrap_servers(broker_url)
     pinned = pinned_root_file(options.root_path)
-    replication = with_peer_namespaces(
-        policy_from_options(options),
-        peers,
+    replication = with_peer_origins(
+        with_peer_namespaces(policy_from_options(options), peers), peers
     )
     make_dir(data_dir / "nodes" / region, "the node's data directory")
     own_key = node_key(options.node_key_path, data_dir, region, listen)

@@ -228,8 +228,9 @@ STORE_PUBLIC_URL_OPTION = click.option(
     metavar="NAME:policy=P,broker=URL,...",
     help="Follow another network's releases topic (repeatable). NAME:KEY=VALUE,... with keys "
     "policy (canonical, source or refuse), broker (a URL as --broker takes), topic [default: "
-    "fair.releases], root (the peer's own signed trust root file) and namespace (VENDOR/*, "
-    "canonical only, repeatable). canonical: its packages in those namespaces are applied and "
+    "fair.releases], root (the peer's own signed trust root file), namespace (VENDOR/*, "
+    "canonical only, repeatable) and jurisdiction (where the peer's origin is, e.g. EU; "
+    "undeclared, a sovereign region never fetches its zips). canonical: its packages in those namespaces are applied and "
     "served here; source: its zip URLs only become download sources; refuse: its records are "
     "recorded as rejected. No peer can publish drupal/* or what our trust root delegates.",
 )

@@ -36,7 +36,7 @@ from services.cli.options import (
     read_file,
 )
 from services.directory.registry import RegionMap
-from streams.peer_config import parse_peer
+from streams.peer_config import check_peer_form, parse_peer
 from streams.policy import jurisdiction_policy
 
 #: The variable that names the configuration file when ``--config`` is not given.
@@ -396,6 +396,8 @@ def _check_peer(spec: object, check_files: bool) -> None:
     # A peer's pinned root is a file: its spec is checked whole only where the files are.
     if check_files:
         parse_peer(str(spec), lambda path: read_file(path, "peer trust root file"))
+    else:
+        check_peer_form(str(spec))
 
 
 def _check_node_key(path: object, check_files: bool) -> None:
