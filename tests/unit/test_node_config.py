@@ -293,6 +293,27 @@ def test_a_peer_is_checked_whole_where_its_root_file_is(root_file: Path, node_ke
     assert "'mirror' is not one of canonical" in message(check)
 
 
+@pytest.mark.parametrize("check_files", [True, False])
+def test_a_peer_jurisdiction_that_is_no_code_is_refused_even_without_its_files(
+    root_file: Path, node_key: Path, check_files: bool
+) -> None:
+    spec = f"typo3:policy=source,broker=kafka://h:1,root={root_file},jurisdiction=europe"
+    table = good_table(root_file, node_key) | {"peer": [spec]}
+
+    check = check_config(NODE_RUN, table, {}, check_files=check_files)
+
+    assert problems(check) == [("peer", "invalid-value")]
+    assert "'europe' is not a code such as EU" in message(check)
+    assert "jurisdiction=EU" in message(check)
+
+
+def test_a_peer_with_a_jurisdiction_is_accepted_without_its_files(tmp_path: Path) -> None:
+    table = good_table(tmp_path / "root.avro", tmp_path / "node.key")
+    table["peer"] = ["typo3:policy=source,broker=kafka://h:1,root=gone.avro,jurisdiction=EU"]
+
+    assert check_config(NODE_RUN, table, {}, check_files=False).ok
+
+
 def test_directory_serve_has_its_own_keys_and_checks(root_file: Path) -> None:
     table = {"root": str(root_file), "name": "directory", "region_map": ["10.0.0.0/33=eu"]}
 

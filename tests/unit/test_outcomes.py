@@ -99,3 +99,25 @@ def test_a_sovereign_region_withholds_sources_outside_its_jurisdictions() -> Non
     allowed, withheld = artifact_sources(ARTIFACT, policy, replicas)
     assert allowed == [Source(ARTIFACT.origin_url, "origin", "EU")]
     assert withheld == [Source("https://mirror.typo3.example/t.zip", "peer:typo3", None)]
+
+
+def test_a_peer_release_is_fetched_from_the_peer_origin_in_its_jurisdiction() -> None:
+    """A release read from a peer has its signed origin at the peer: in the jurisdiction
+    declared for it, never in ours; a peer that declared none is never allowed."""
+    replicas = ReplicaRegistry("eu")
+    declared = JurisdictionPolicy(
+        origin="EU", fetch=frozenset({"EU"}), peer_origins=(("typo3", "CH"),)
+    )
+    at_typo3 = "peer/typo3/fair.releases:0:5"
+
+    allowed, withheld = artifact_sources(ARTIFACT, declared, replicas, at_typo3)
+    assert (allowed, withheld) == ([], [Source(ARTIFACT.origin_url, "peer:typo3", "CH")])
+
+    allowed, withheld = artifact_sources(ARTIFACT, declared, replicas, "peer/neos/n:0:5")
+    assert (allowed, withheld) == ([], [Source(ARTIFACT.origin_url, "peer:neos", None)])
+
+    swiss = JurisdictionPolicy(
+        origin="EU", fetch=frozenset({"CH"}), peer_origins=(("typo3", "CH"),)
+    )
+    allowed, withheld = artifact_sources(ARTIFACT, swiss, replicas, at_typo3)
+    assert (allowed, withheld) == ([Source(ARTIFACT.origin_url, "peer:typo3", "CH")], [])

@@ -18,7 +18,14 @@ from schemas.trust import TrustRoot
 from services.publishing.trust_admin import DelegationSpec, build_root
 from streams.artifacts import ReplicaRegistry
 from streams.node import NodeSettings, NodeStream
-from streams.peer_config import PeerPolicy, PeerSettings, parse_peer, with_peer_namespaces
+from streams.peer_config import (
+    PeerPolicy,
+    PeerSettings,
+    check_peer_form,
+    parse_peer,
+    with_peer_namespaces,
+    with_peer_origins,
+)
 from streams.peer_verdict import (
     PEER_NAMESPACE_FORBIDDEN,
     PEER_NAMESPACE_NOT_ACCEPTED,
@@ -28,7 +35,7 @@ from streams.peer_verdict import (
     decide,
 )
 from streams.peering import peer_group
-from streams.policy import ReplicationPolicy
+from streams.policy import JurisdictionPolicy, ReplicationPolicy
 
 OUR_ROOT_KEY = SigningKey(seed=b"\x30" * 32)
 DRUPAL_KEY = SigningKey(seed=b"\x31" * 32)
@@ -127,6 +134,29 @@ def test_the_topic_defaults_to_fair_releases() -> None:
     assert parsed.topic == "fair.releases"
     assert parsed.policy is PeerPolicy.SOURCE
     assert parsed.namespaces == ()
+    assert parsed.jurisdiction is None
+
+
+@pytest.mark.parametrize("code", ["EU", "DE", "US-gov"])
+def test_a_peer_declares_its_origin_jurisdiction(code: str) -> None:
+    parsed = parse(
+        f"typo3:policy=canonical,broker={BROKER},root=peers/typo3-root.avro,"
+        f"namespace=typo3/*,jurisdiction={code}"
+    )
+
+    assert parsed.jurisdiction == code
+    assert parsed.namespaces == ("typo3/*",)
+
+
+def test_the_form_of_a_peer_is_checked_without_reading_its_root() -> None:
+    check_peer_form(f"typo3:policy=source,broker={BROKER},root=nowhere.avro,jurisdiction=CH")
+
+    with pytest.raises(ConfigurationError, match="'eu' is not a code such as EU"):
+        check_peer_form(f"typo3:policy=source,broker={BROKER},root=nowhere.avro,jurisdiction=eu")
+    with pytest.raises(ConfigurationError, match="'mirror' is not one of canonical"):
+        check_peer_form(f"typo3:policy=mirror,broker={BROKER}")
+    with pytest.raises(ConfigurationError, match="unknown key 'juristiction'"):
+        check_peer_form(f"typo3:policy=refuse,broker={BROKER},juristiction=EU")
 
 
 def test_a_broker_list_and_a_namespace_list_may_hold_commas() -> None:
@@ -162,6 +192,8 @@ def test_a_refused_peer_needs_no_root() -> None:
         ("typo3:policy=refuse,broker=http://h:1", "write broker=kafka://HOST:PORT"),
         ("typo3:policy=refuse,broker=kafka://h", "has no port"),
         ("typo3:policy=refuse,broker=kafka://h:1,topic=a b", "not a Kafka topic name"),
+        ("typo3:policy=refuse,broker=kafka://h:1,jurisdiction=eu", "'eu' is not a code such as"),
+        ("typo3:policy=refuse,broker=kafka://h:1,jurisdiction=EU,jurisdiction=DE", "given twice"),
         ("typo3:policy=canonical,broker=kafka://h:1,namespace=typo3/*", "add root=FILE"),
         (
             "typo3:policy=canonical,broker=kafka://h:1,root=peers/typo3-root.avro",
@@ -401,6 +433,36 @@ def test_peer_positions_labels_and_groups_never_collide_with_ours() -> None:
     assert typo3.rejected_topic == "peer:typo3/fair.releases"
     assert typo3.source_label == "peer:typo3"
     assert peer_group("fairstream-node-eu", "typo3") == "fairstream-node-eu.peer.typo3"
+
+
+def test_each_peer_origin_is_in_the_jurisdiction_declared_for_that_peer() -> None:
+    typo3 = parse(f"typo3:policy=source,broker={BROKER},root=peers/typo3-root.avro,jurisdiction=CH")
+    neos = parse(f"neos:policy=source,broker={BROKER},root=peers/typo3-root.avro")  # declares none
+    policy = with_peer_origins(
+        ReplicationPolicy(jurisdictions=JurisdictionPolicy.restricting(["EU"], origin="US")),
+        [typo3, neos],
+    )
+
+    assert policy.jurisdictions.peer_origins == (("typo3", "CH"),)
+    assert policy.jurisdictions.origin_of(typo3.position(0, 7)) == "CH"
+    # Undeclared stays undeclared: never taken for our origin's jurisdiction.
+    assert policy.jurisdictions.origin_of(neos.position(0, 7)) is None
+    assert policy.jurisdictions.origin_of("fair.releases:0:7") == "US"
+    assert policy.jurisdictions.origin_of("") == "US"
+    assert with_peer_origins(policy, [neos]) == policy
+
+
+def test_a_source_peer_url_carries_the_peer_jurisdiction() -> None:
+    registry = ReplicaRegistry("eu")
+    sha = "ab" * 32
+
+    registry.add_source(sha, "peer:typo3", "https://get.typo3.example/news.zip", "CH")
+    registry.add_source(sha, "peer:neos", "https://get.neos.example/news.zip")
+
+    assert [(s.holder, s.jurisdiction) for s in registry.fetch_sources(sha)] == [
+        ("peer:neos", None),
+        ("peer:typo3", "CH"),
+    ]
 
 
 def test_peer_sources_are_fetch_sources_but_not_replica_urls() -> None:

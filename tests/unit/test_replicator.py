@@ -10,6 +10,7 @@ import asyncio
 import dataclasses
 import hashlib
 from collections.abc import AsyncIterator, Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -1018,6 +1019,65 @@ async def test_a_sovereign_region_never_fetches_from_outside_its_jurisdictions(
     assert came_from["url"] == de_copy.url
     # Its own copy is announced with its jurisdiction, for other sovereign regions.
     assert [(copy.region, copy.jurisdiction) for copy in announced] == [("eu", "EU")]
+
+
+async def test_a_peer_release_is_fetched_from_its_origin_in_the_peer_jurisdiction(
+    make_replicator: Callable[..., ReleaseReplicator],
+    store: RecordingStore,
+    origin: TestServer,
+    origin_root: Path,
+    origin_requests: list[str],
+) -> None:
+    """A release read from peer typo3 (position ``peer/typo3/...``) has its zip at typo3's
+    origin, declared CH: an EU-only region whose own origin is EU parks it (also when the
+    parked fetch is retried) rather than take it for its own origin; a region that allows
+    CH fetches it when the parked fetch is retried, and records typo3's origin and CH as
+    where it came from."""
+    event = release(origin, origin_root, "8.x-1.9")
+    at_typo3 = "peer/typo3/fair.releases:0:4"
+    now = [datetime(2026, 12, 6, 12, 0, tzinfo=UTC)]
+    eu_only = ReplicationPolicy(
+        jurisdictions=JurisdictionPolicy(
+            own="EU",
+            origin="EU",
+            fetch=frozenset({"EU"}),
+            redirect=frozenset({"EU"}),
+            route=frozenset({"EU"}),
+            peer_origins=(("typo3", "CH"),),
+        )
+    )
+    replicator = make_replicator(region="eu", policy=eu_only, clock=lambda: now[0])
+
+    applied = await replicator.apply(signed(event), at_typo3)
+
+    assert applied.parked and not applied.fetched
+    assert origin_requests == []
+    for attempt in range(2):
+        parked = store.get(layout.pending_key(event.artifact.sha256))
+        assert parked is not None
+        reason = orjson.loads(parked.data)["last_error"]
+        assert "does not fetch from peer:typo3 (CH)" in reason, attempt
+        assert "origin (EU)" not in reason
+        now[0] += timedelta(hours=2)
+        report = await replicator.retry_pending()
+        assert (report.retried, report.recovered) == (1, 0)
+    assert origin_requests == []
+
+    with_ch = replace(
+        eu_only, jurisdictions=replace(eu_only.jurisdictions, fetch=frozenset({"CH"}))
+    )
+    now[0] += timedelta(hours=4)
+    report = await make_replicator(
+        region="eu", policy=with_ch, clock=lambda: now[0]
+    ).retry_pending()
+
+    assert (report.retried, report.recovered, report.still_pending) == (1, 1, 0)
+    assert origin_requests != []
+    proof = store.get(layout.provenance_key(event.artifact.sha256))
+    assert proof is not None
+    came_from = orjson.loads(proof.data)
+    assert (came_from["from"], came_from["jurisdiction"]) == ("peer:typo3", "CH")
+    assert came_from["url"] == event.artifact.origin_url
 
 
 async def test_a_region_without_a_jurisdiction_policy_fetches_from_any_source(
