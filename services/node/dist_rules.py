@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 from schemas.package_state import PackageState, VersionRecord, find_version
 from streams.artifacts import Source
-from streams.policy import JurisdictionPolicy, Purpose
+from streams.policy import JurisdictionPolicy, Purpose, peer_of_position
 
 # The name of the module these rules were taken from: operators filter the node's log by
 # logger name, and a replica URL ignored here was logged under it before.
@@ -111,7 +111,12 @@ def redirect_target(
             withheld.append(source)
     if not record.origin_url:
         return None
-    if policy.allows(Purpose.REDIRECT, policy.origin):
+    # A release read from a peer network has its zip at that peer's origin, in the
+    # jurisdiction declared for the peer (undeclared: never allowed by a sovereign list).
+    jurisdiction = policy.origin_of(record.position)
+    if policy.allows(Purpose.REDIRECT, jurisdiction):
         return record.origin_url
-    withheld.append(Source(record.origin_url, "origin", policy.origin))
+    peer = peer_of_position(record.position)
+    holder = "origin" if peer is None else f"peer:{peer}"
+    withheld.append(Source(record.origin_url, holder, jurisdiction))
     return Withheld(tuple(withheld))
