@@ -546,15 +546,29 @@ NOTES = """
     overlap the main thread. Steady 3,065 against 3,649 releases/s (medians of
     four alternating runs, 3,000 projects, one stack, a quiet machine): slower,
     because every system call of that thread hands the GIL back and forth with
-    the main thread (session 8 found the same for the docroot alone).
+    the main thread (session 8 found the same for the docroot alone). With the
+    interpreter's switch interval at 0.5 ms (5 by default) so that such a
+    thread waits less for the GIL, and with that switch interval alone, later
+    the same morning: 3,947 and 3,331 (writer thread and 0.5 ms), 3,421 (0.5 ms
+    alone) against 3,615 and 3,713 (neither), medians of three or four
+    alternating runs; at 1,000 releases/s the backlog grew by 100 and 116 a
+    second with the writer thread against 243 and 100 without. Within this
+    machine's noise either way: not kept.
   - freshness at 1,000 releases/s of distinct packages: the backlog grows by
     270 a second. A py-spy of the worker under that load (all threads, idle
     excluded) had its main thread busy in 39 % of the samples: not CPU-bound.
     Batches of 50 to 1,000 records took about 1 ms a package from apply to
-    landed (in the bootstrap, 220 ms per 1,000 records of 100 packages): one
-    batch in flight, and each new package's view record, sqlite row and two new
-    docroot files in series. Next: more than one batch in flight when batches
-    are small, and a batch's views held in one sqlite transaction.
+    landed (in the bootstrap, 220 ms per 1,000 records of 100 packages). The
+    same profile with idle samples kept: the main thread spent 27 % of its wall
+    time in the docroot's `os.open` and `os.replace` (two new files a package:
+    each release here is a new package), 31 % idle in the event loop, the rest
+    applying; the poll's result and the view records' acknowledgements wait for
+    the loop meanwhile (polls of 1,000 records returned after up to 1.2 s).
+    Next: the docroot's files written for a whole batch at once, off the loop
+    but in one hand-over (not one per package, which the writer thread above
+    showed costs the GIL), or a docroot on a file system whose creates and
+    renames do not wait on the journal (tmpfs, XFS), which the operator guide
+    could then advise.
   - two benchmark fixes: the replication suite waited for aiokafka's "Setting
     newly assigned partitions", a line gone since ADR 7, and timed out (its row
     had not been measured since 11-22); it waits for the intake's "assigned
