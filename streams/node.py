@@ -78,7 +78,7 @@ from streams.health import HealthRules, Verdict, Vitals, liveness, readiness
 from streams.outcomes import Abandoned, Applied, Outcome, Refused, Skipped, Verified
 from streams.peer_config import PeerSettings
 from streams.peering import PeerFollower, peer_group
-from streams.policy import ReplicationPolicy
+from streams.policy import ReplicationPolicy, peer_of_position
 from streams.region_view import RegionView
 from streams.rejections import DEAD_LETTER_RETRY_SECONDS, Rejections
 from streams.replication import ReleaseReplicator
@@ -552,7 +552,7 @@ class NodeStream:
 
     def _owns(self, position: str) -> bool:
         """Whether this worker still owns the partition of a record at ``position``."""
-        if position.startswith("peer/"):
+        if peer_of_position(position) is not None:
             # A peer's record: its partition is held in the region's group on the peer's
             # cluster, and its follower commits nothing it did not apply.
             return True
@@ -607,7 +607,7 @@ class NodeStream:
         region_view = self.region_view
         if region_view is None or loop is None or incoming.written_by == self.settings.worker_name:
             return  # our own older record: our newer one follows it in the same partition
-        if held.position.startswith("peer/") or not self._owns(held.position):
+        if peer_of_position(held.position) is not None or not self._owns(held.position):
             return
         log.info(
             "%s: an older view record (#%d by %s) landed after #%d; writing ours again",
