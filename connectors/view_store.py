@@ -16,7 +16,6 @@ or replaced machine rebuilds it from the topic.
 from __future__ import annotations
 
 import logging
-import os
 import sqlite3
 import threading
 import time
@@ -28,6 +27,7 @@ from pathlib import Path
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
+from connectors.docroot import DocrootFiles, FileOp, FileWriterProcess, InlineFiles
 from connectors.kafka_connection import client_config
 from connectors.kafka_followers import wait_for_partitions
 from connectors.kafka_producers import EventProducer
@@ -64,7 +64,12 @@ class LocalView:
     """One process's copy of a region's view (thread-safe: the event loop writes what its
     worker applies, the follower's thread what the topic brings)."""
 
-    def __init__(self, path: Path | None, *, docroot: Path | None = None) -> None:
+    def __init__(
+        self, path: Path | None, *, docroot: Path | None = None, files_in_process: bool = False
+    ) -> None:
+        """``files_in_process``: the docroot's files are written by a process of their own
+        (``connectors.docroot.FileWriterProcess``: a worker's or a frontend's event loop never
+        waits on the disk), not at once in the caller's thread."""
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(
@@ -84,7 +89,13 @@ class LocalView:
         #: Held while a write judges what is held and replaces it (the follower's thread and the
         #: event loop both write).
         self.lock = threading.RLock()
-        self._docroot = docroot
+        self._files: DocrootFiles | None = None
+        if docroot is not None:
+            self._files = (
+                FileWriterProcess(docroot, self._every_file)
+                if files_in_process
+                else InlineFiles(docroot)
+            )
         #: Present packages, state stripped (``state=b""``): what the next write compares with.
         self._views: dict[str, PackageView] = {}
         self._documents: dict[str, ServedDocument] = {}
@@ -98,9 +109,8 @@ class LocalView:
         for (record,) in self._db.execute("SELECT record FROM view"):
             view = PackageView.from_bytes(record)
             self._hold(view)
-        if self._docroot is not None:
-            for view in self._views.values():
-                self._write_files(view)
+        if self._files is not None:
+            self._files.write(self._file_ops(self._views.values()))
         if self._views:
             log.info(
                 "local view: %d packages loaded in %.1f s",
@@ -165,13 +175,27 @@ class LocalView:
         """Hold ``view`` (whose record is ``encoded``) unless a newer one of its package is held
         (a newer owner's record the follower read meanwhile). Raises ``sqlite3.Error`` when
         the local disk fails."""
+        self.put_newest([(view, encoded, state)])
+
+    def put_newest(self, items: Iterable[tuple[PackageView, bytes, PackageState | None]]) -> None:
+        """``put`` of several views in one transaction: of each package, the newest of these
+        and what is held. Raises ``sqlite3.Error`` when the local disk fails (nothing is held
+        then)."""
+        newest: dict[str, tuple[PackageView, bytes, PackageState | None]] = {}
+        for item in items:
+            kept = newest.get(item[0].package)
+            if kept is None or item[0].sequence >= kept[0].sequence:
+                newest[item[0].package] = item
         with self.lock:
-            held = self._views.get(view.package)
-            if held is not None and held.sequence > view.sequence:
-                return
-            self.put_many([(view, encoded)])
-            if state is not None:
-                self._cache_state(state)
+            chosen = [
+                (view, encoded, state)
+                for view, encoded, state in newest.values()
+                if (held := self._views.get(view.package)) is None or held.sequence <= view.sequence
+            ]
+            self.put_many((view, encoded) for view, encoded, _ in chosen)
+            for _, _, state in chosen:
+                if state is not None:
+                    self._cache_state(state)
 
     def put_many(
         self,
@@ -210,8 +234,9 @@ class LocalView:
             for view, _ in items:
                 self._states.pop(view.package, None)
                 self._hold(view)
-                if self._docroot is not None:
-                    self._write_files(view)
+            if self._files is not None:
+                # Under the lock: the docroot's changes go in the order they are held.
+                self._files.write(self._file_ops(view for view, _ in items))
 
     def expect_echo(self, package: str, encoded: bytes) -> None:
         """This process is producing ``encoded`` for ``package`` and holds it once the broker
@@ -247,65 +272,36 @@ class LocalView:
             while len(self._states) > STATE_CACHE_SIZE:
                 self._states.popitem(last=False)
 
-    def _write_files(self, view: PackageView) -> None:
-        """Write the view's documents into the docroot, but for those whose file already
-        carries their Last-Modified: a document's Last-Modified strictly increases whenever
-        its bytes change (``schemas.view.next_view``), so that file holds these bytes. A
-        release usually changes one of a package's two documents: the other costs a stat, not
-        a write (about 150 µs on ext4, measured)."""
-        assert self._docroot is not None
-        package = view.package
-        keys = (layout.p2_key(package), layout.p2_key(package, dev=True))
-        if view.removed:
-            for key in keys:
-                (self._docroot / key).unlink(missing_ok=True)
-            return
-        for key, (body, modified) in view.documents().items():
-            path = self._docroot / key
-            try:
-                if int(path.stat().st_mtime) == modified:
-                    continue
-            except FileNotFoundError:
-                pass
-            write_document(path, body, modified)
+    def _file_ops(self, views: Iterable[PackageView]) -> list[FileOp]:
+        """The docroot's changes for ``views``: each document (the writer leaves a file that
+        already carries its Last-Modified alone, ``connectors.docroot.apply_op``), or a
+        removed package's two files gone."""
+        ops: list[FileOp] = []
+        for view in views:
+            if view.removed:
+                package = view.package
+                ops.append((layout.p2_key(package), None, 0))
+                ops.append((layout.p2_key(package, dev=True), None, 0))
+            else:
+                ops.extend(
+                    (key, body, modified) for key, (body, modified) in view.documents().items()
+                )
+        return ops
+
+    def _every_file(self) -> list[FileOp]:
+        """Every file the docroot should hold (for a docroot writer that replaces one that died)."""
+        with self.lock:
+            return [(key, doc.body, doc.modified) for key, doc in self._documents.items()]
+
+    def flush_files(self, timeout: float = 30.0) -> bool:
+        """Wait until the docroot holds every document held so far; False after ``timeout``."""
+        return self._files is None or self._files.flush(timeout)
 
     def close(self) -> None:
+        if self._files is not None:
+            self._files.close()
         with self.lock:
             self._db.close()
-
-
-def write_document(path: Path, body: bytes, modified: int) -> None:
-    """Write a docroot file atomically (temporary name, then rename) with mtime ``modified``.
-
-    nginx reads a file whole or not at all, and dates it by its mtime; the temporary name
-    starts with a dot, so it never looks like a package to nginx. Raises ``OSError``.
-    """
-    directory = os.fspath(path.parent)
-    if directory not in _MADE_DIRECTORIES:
-        os.makedirs(directory, exist_ok=True)
-        _MADE_DIRECTORIES.add(directory)
-    final = os.fspath(path)
-    temporary = f"{directory}/.{path.name}.{threading.get_ident()}.tmp"
-    try:
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    except FileNotFoundError:  # the directory was removed under us: make it again
-        _MADE_DIRECTORIES.discard(directory)
-        os.makedirs(directory, exist_ok=True)
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        view = memoryview(body)
-        while view:
-            view = view[os.write(descriptor, view) :]
-        # nginx's workers run as another user: readable by all, whatever the umask.
-        os.fchmod(descriptor, 0o644)
-        os.utime(descriptor, (modified, modified))
-    finally:
-        os.close(descriptor)
-    os.replace(temporary, final)
-
-
-#: Docroot directories this process made or found (one makedirs each, not one per write).
-_MADE_DIRECTORIES: set[str] = set()
 
 
 OnOlder = Callable[[PackageView, PackageView], None]

@@ -358,7 +358,9 @@ class NodeStream:
         self.states: StateReader
         if settings.view_in_topic:
             self.docroot = view_dir / "docroot"
-            self.local_view = LocalView(view_dir / "view.sqlite3", docroot=self.docroot)
+            self.local_view = LocalView(
+                view_dir / "view.sqlite3", docroot=self.docroot, files_in_process=True
+            )
             self.states = self.local_view
             self.view_follower = ViewFollower(
                 settings.broker_url, view_topic, self.local_view, on_older=self._on_older_view
@@ -1079,6 +1081,8 @@ class NodeStream:
             await asyncio.to_thread(follower.stop)
         if self.view_follower is not None:
             await asyncio.to_thread(self.view_follower.stop)
+        if self.local_view is not None:
+            await asyncio.to_thread(self.local_view.flush_files)  # the docroot has what it served
         if self._replicator is not None:
             await self._replicator.close()
         if self._session is not None:

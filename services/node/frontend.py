@@ -86,7 +86,9 @@ class Frontend:
         states: StateReader
         if settings.view == "topic":
             self.docroot = settings.view_dir / "docroot"
-            self.view = LocalView(settings.view_dir / "view.sqlite3", docroot=self.docroot)
+            self.view = LocalView(
+                settings.view_dir / "view.sqlite3", docroot=self.docroot, files_in_process=True
+            )
             states = self.view
             self._view_follower = ViewFollower(
                 settings.broker_url,
@@ -191,5 +193,7 @@ class Frontend:
         await asyncio.to_thread(self._follower.stop)
         if self._view_follower is not None:
             await asyncio.to_thread(self._view_follower.stop)
+        if self.view is not None:
+            await asyncio.to_thread(self.view.flush_files)  # the docroot has what it served
         await asyncio.to_thread(self.reporter.goodbye)
         self.reporter.close()

@@ -241,6 +241,14 @@ def cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (a worker's docroot writer), from ``/proc``."""
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
 def machine_jiffies() -> tuple[int, int]:
     """The machine's idle (with I/O wait) and total jiffies so far, from ``/proc/stat``."""
     values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -261,9 +269,11 @@ class CpuMeter:
 
     def _read(self) -> tuple[float, float, tuple[int, int]]:
         for node in self._nodes:
-            seconds = cpu_seconds(node.process.pid)
-            if seconds is not None:
-                self._last[node.process.pid] = seconds
+            # The worker and its children (the docroot's writer process): all its CPU.
+            for pid in [node.process.pid, *children(node.process.pid)]:
+                seconds = cpu_seconds(pid)
+                if seconds is not None:
+                    self._last[pid] = seconds
         return sum(self._last.values()), cpu_seconds(self._broker) or 0.0, machine_jiffies()
 
     def start(self) -> None:

@@ -136,11 +136,20 @@ def test_a_package_back_after_a_removal_is_dated_after_it() -> None:
     assert back.stable_modified > first.stable_modified
 
 
-def test_the_local_view_serves_what_it_holds_and_survives_a_restart(tmp_path: Path) -> None:
+#: The docroot written at once, and by a writer process of its own (a worker's and a
+#: frontend's): the same files either way, once flushed.
+FILES_IN_PROCESS = pytest.mark.parametrize("in_process", [False, True], ids=["inline", "process"])
+
+
+@FILES_IN_PROCESS
+def test_the_local_view_serves_what_it_holds_and_survives_a_restart(
+    tmp_path: Path, in_process: bool
+) -> None:
     docroot = tmp_path / "docroot"
-    local = LocalView(tmp_path / "view.sqlite3", docroot=docroot)
+    local = LocalView(tmp_path / "view.sqlite3", docroot=docroot, files_in_process=in_process)
     written = view(3)
     local.put_many([(written, written.to_bytes())], followed=("fair.view.eu", {0: 7, 2: 4}))
+    assert local.flush_files(10.0)
 
     served = local.document(STABLE)
     assert served is not None and served.body == written.stable
@@ -154,23 +163,32 @@ def test_the_local_view_serves_what_it_holds_and_survives_a_restart(tmp_path: Pa
     local.close()
 
     file.unlink()  # a docroot file lost while stopped is written again from sqlite
-    reopened = LocalView(tmp_path / "view.sqlite3", docroot=docroot)
+    reopened = LocalView(tmp_path / "view.sqlite3", docroot=docroot, files_in_process=in_process)
+    assert reopened.flush_files(10.0)
     assert reopened.packages() == [PACKAGE]
     assert reopened.next_offsets("fair.view.eu") == {0: 7, 2: 4}
     assert reopened.document(DEV) is not None
     assert file.read_bytes() == written.stable
     assert not [p for p in docroot.rglob(".*") if p.is_file()], "temporary files left behind"
+    reopened.close()
 
 
-def test_a_removal_takes_the_package_out_of_memory_sqlite_and_the_docroot(tmp_path: Path) -> None:
+@FILES_IN_PROCESS
+def test_a_removal_takes_the_package_out_of_memory_sqlite_and_the_docroot(
+    tmp_path: Path, in_process: bool
+) -> None:
     docroot = tmp_path / "docroot"
-    local = LocalView(tmp_path / "view.sqlite3", docroot=docroot)
+    local = LocalView(tmp_path / "view.sqlite3", docroot=docroot, files_in_process=in_process)
     written = view(3)
     local.put(written, written.to_bytes())
+    assert local.flush_files(10.0)
+    assert (docroot / STABLE).exists()
     gone = removal(written, now=NOW, written_by="rebuild")
     local.put(gone, gone.to_bytes())
+    assert local.flush_files(10.0)
     assert local.document(STABLE) is None and local.load(PACKAGE) is None
     assert not (docroot / STABLE).exists() and not (docroot / DEV).exists()
+    local.close()
     assert LocalView(tmp_path / "view.sqlite3").packages() == []
 
 
