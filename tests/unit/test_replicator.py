@@ -228,6 +228,32 @@ def p2_entries(
     return entries
 
 
+def parked_record(store: ObjectStore, sha256: str) -> dict[str, Any]:
+    """The parked fetch of the zip ``sha256`` (it must be parked)."""
+    parked = store.get(layout.pending_key(sha256))
+    assert parked is not None
+    record: dict[str, Any] = orjson.loads(parked.data)
+    return record
+
+
+def provenance_record(store: ObjectStore, sha256: str) -> dict[str, Any]:
+    """Where the stored zip ``sha256`` came from (it must be recorded)."""
+    proof = store.get(layout.provenance_key(sha256))
+    assert proof is not None
+    record: dict[str, Any] = orjson.loads(proof.data)
+    return record
+
+
+class Announcements:
+    """The copies a replicator announced, in order: pass it ``announce=announced.announce``."""
+
+    def __init__(self) -> None:
+        self.copies: list[ReplicaAvailable] = []
+
+    async def announce(self, copy: ReplicaAvailable) -> None:
+        self.copies.append(copy)
+
+
 # ---------------------------------------------------------------------------
 # Releases
 # ---------------------------------------------------------------------------
@@ -505,6 +531,17 @@ async def test_a_conflicting_version_is_refused_before_fetching(
 # ---------------------------------------------------------------------------
 
 
+async def two_versions_applied(
+    replicator: ReleaseReplicator, origin: TestServer, origin_root: Path
+) -> tuple[ReleasePublished, ReleasePublished]:
+    """drupal/token 8.x-1.9 and 8.x-1.10, applied at positions 0 and 1."""
+    first = release(origin, origin_root, "8.x-1.9")
+    second = release(origin, origin_root, "8.x-1.10")
+    await replicator.apply(signed(first), position(0))
+    await replicator.apply(signed(second), position(1))
+    return first, second
+
+
 async def test_a_yank_removes_the_version_from_the_p2_served(
     replicator: ReleaseReplicator,
     store: RecordingStore,
@@ -512,10 +549,7 @@ async def test_a_yank_removes_the_version_from_the_p2_served(
     origin_root: Path,
     origin_requests: list[str],
 ) -> None:
-    first = release(origin, origin_root, "8.x-1.9")
-    second = release(origin, origin_root, "8.x-1.10")
-    await replicator.apply(signed(first), position(0))
-    await replicator.apply(signed(second), position(1))
+    _, second = await two_versions_applied(replicator, origin, origin_root)
     store.writes.clear()
     origin_requests.clear()
     withdrawal = yank("1.10.0")
@@ -544,10 +578,7 @@ async def test_an_expunge_deletes_the_artifact(
     origin_root: Path,
     origin_requests: list[str],
 ) -> None:
-    first = release(origin, origin_root, "8.x-1.9")
-    second = release(origin, origin_root, "8.x-1.10")
-    await replicator.apply(signed(first), position(0))
-    await replicator.apply(signed(second), position(1))
+    first, second = await two_versions_applied(replicator, origin, origin_root)
     store.writes.clear()
     removal = expunge("1.9.0", first.artifact.sha256)
 
@@ -825,9 +856,7 @@ async def test_an_unreachable_zip_is_parked_then_fetched_when_due(
     applied = await replicator.apply(signed(event), position(0))
 
     assert applied.changed and applied.parked and not applied.fetched
-    pending = store.get(layout.pending_key(event.artifact.sha256))
-    assert pending is not None
-    parked = orjson.loads(pending.data)
+    parked = parked_record(store, event.artifact.sha256)
     assert (parked["package"], parked["version"], parked["attempts"]) == (
         "drupal/token",
         "1.9.0",
@@ -842,8 +871,7 @@ async def test_an_unreachable_zip_is_parked_then_fetched_when_due(
     now[0] += timedelta(minutes=1)
     still = await replicator.retry_pending()
     assert (still.retried, still.recovered, still.still_pending) == (1, 0, 1)
-    retried = store.get(layout.pending_key(event.artifact.sha256))
-    assert retried is not None and orjson.loads(retried.data)["attempts"] == 1
+    assert parked_record(store, event.artifact.sha256)["attempts"] == 1
 
     aside.rename(origin_root / "token-8.x-1.9.zip")
     now[0] += timedelta(hours=2)
@@ -885,50 +913,6 @@ async def test_a_fetch_parked_under_the_flat_key_of_an_older_bucket_is_retried_a
     assert store.stat(layout.artifact_key(event.artifact.sha256)) is not None
 
 
-async def test_a_replica_is_used_when_the_origin_fails_and_copies_are_announced(
-    make_replicator: Callable[..., ReleaseReplicator],
-    store: RecordingStore,
-    origin: TestServer,
-    origin_root: Path,
-    tmp_path: Path,
-) -> None:
-    event = release(origin, origin_root, "8.x-1.9")
-    replica_root = tmp_path / "replica"
-    replica_root.mkdir()
-    (origin_root / "token-8.x-1.9.zip").rename(replica_root / event.artifact.sha256)
-    replica = TestServer(origin_app(replica_root))
-    await replica.start_server()
-    registry = ReplicaRegistry("eu")
-    announced: list[ReplicaAvailable] = []
-
-    async def announce(copy: ReplicaAvailable) -> None:
-        announced.append(copy)
-
-    try:
-        registry.add(
-            ReplicaAvailable(
-                node_id="us",
-                region="us",
-                package="drupal/token",
-                version="1.9.0",
-                sha256=event.artifact.sha256,
-                size=event.artifact.size,
-                url=str(replica.make_url(f"/{event.artifact.sha256}")),
-                verified_at=utc_now(),
-            )
-        )
-        replicator = make_replicator(region="eu", replicas=registry, announce=announce)
-        applied = await replicator.apply(signed(event), position(0))
-    finally:
-        await replica.close()
-
-    assert applied.fetched and not applied.parked
-    assert store.stat(layout.artifact_key(event.artifact.sha256)) is not None
-    [copy] = announced
-    assert (copy.region, copy.sha256) == ("eu", event.artifact.sha256)
-    assert copy.url == PUBLIC_URL + layout.dist_path("drupal/token", "1.9.0", copy.sha256)
-
-
 async def serve_copy(root: Path, event: ReleasePublished, name: str) -> TestServer:
     """Another region's copy of ``event``'s zip, served over HTTP (started; close it)."""
     folder = root / name
@@ -957,6 +941,32 @@ def copy_of(
     )
 
 
+async def test_a_replica_is_used_when_the_origin_fails_and_copies_are_announced(
+    make_replicator: Callable[..., ReleaseReplicator],
+    store: RecordingStore,
+    origin: TestServer,
+    origin_root: Path,
+    tmp_path: Path,
+) -> None:
+    event = release(origin, origin_root, "8.x-1.9")
+    replica = await serve_copy(tmp_path, event, "replica")
+    (origin_root / "token-8.x-1.9.zip").unlink()  # the origin fails: only the replica has it
+    registry = ReplicaRegistry("eu")
+    registry.add(copy_of(event, "us", replica, None))
+    announced = Announcements()
+    try:
+        replicator = make_replicator(region="eu", replicas=registry, announce=announced.announce)
+        applied = await replicator.apply(signed(event), position(0))
+    finally:
+        await replica.close()
+
+    assert applied.fetched and not applied.parked
+    assert store.stat(layout.artifact_key(event.artifact.sha256)) is not None
+    [copy] = announced.copies
+    assert (copy.region, copy.sha256) == ("eu", event.artifact.sha256)
+    assert copy.url == PUBLIC_URL + layout.dist_path("drupal/token", "1.9.0", copy.sha256)
+
+
 async def test_a_sovereign_region_never_fetches_from_outside_its_jurisdictions(
     make_replicator: Callable[..., ReleaseReplicator],
     store: RecordingStore,
@@ -976,25 +986,23 @@ async def test_a_sovereign_region_never_fetches_from_outside_its_jurisdictions(
     registry.add(copy_of(event, "us", us, "US"))
     registry.add(copy_of(event, "anywhere", anywhere, None))
     now = [datetime(2026, 12, 6, 12, 0, tzinfo=UTC)]
-    announced: list[ReplicaAvailable] = []
-
-    async def announce(copy: ReplicaAvailable) -> None:
-        announced.append(copy)
-
+    announced = Announcements()
     sovereign = ReplicationPolicy(
         jurisdictions=JurisdictionPolicy.restricting(["EU"], own="EU", origin="US")
     )
     replicator = make_replicator(
-        region="eu", replicas=registry, policy=sovereign, announce=announce, clock=lambda: now[0]
+        region="eu",
+        replicas=registry,
+        policy=sovereign,
+        announce=announced.announce,
+        clock=lambda: now[0],
     )
     try:
         applied = await replicator.apply(signed(event), position(0))
 
         assert applied.parked and not applied.fetched
         assert origin_requests == []
-        parked = store.get(layout.pending_key(event.artifact.sha256))
-        assert parked is not None
-        reason = orjson.loads(parked.data)["last_error"]
+        reason = parked_record(store, event.artifact.sha256)["last_error"]
         assert "no source in an allowed jurisdiction" in reason
         assert "fetches from EU only" in reason
         for named in ("origin (US)", "us (US)", "anywhere (jurisdiction not declared)"):
@@ -1012,13 +1020,11 @@ async def test_a_sovereign_region_never_fetches_from_outside_its_jurisdictions(
     assert (report.retried, report.recovered, report.still_pending) == (1, 1, 0)
     assert store.stat(layout.artifact_key(event.artifact.sha256)) is not None
     assert origin_requests == []
-    proof = store.get(layout.provenance_key(event.artifact.sha256))
-    assert proof is not None
-    came_from = orjson.loads(proof.data)
+    came_from = provenance_record(store, event.artifact.sha256)
     assert (came_from["from"], came_from["jurisdiction"], came_from["region"]) == ("de", "EU", "eu")
     assert came_from["url"] == de_copy.url
     # Its own copy is announced with its jurisdiction, for other sovereign regions.
-    assert [(copy.region, copy.jurisdiction) for copy in announced] == [("eu", "EU")]
+    assert [(copy.region, copy.jurisdiction) for copy in announced.copies] == [("eu", "EU")]
 
 
 async def test_a_peer_release_is_fetched_from_its_origin_in_the_peer_jurisdiction(
@@ -1053,9 +1059,7 @@ async def test_a_peer_release_is_fetched_from_its_origin_in_the_peer_jurisdictio
     assert applied.parked and not applied.fetched
     assert origin_requests == []
     for attempt in range(2):
-        parked = store.get(layout.pending_key(event.artifact.sha256))
-        assert parked is not None
-        reason = orjson.loads(parked.data)["last_error"]
+        reason = parked_record(store, event.artifact.sha256)["last_error"]
         assert "does not fetch from peer:typo3 (CH)" in reason, attempt
         assert "origin (EU)" not in reason
         now[0] += timedelta(hours=2)
@@ -1073,9 +1077,7 @@ async def test_a_peer_release_is_fetched_from_its_origin_in_the_peer_jurisdictio
 
     assert (report.retried, report.recovered, report.still_pending) == (1, 1, 0)
     assert origin_requests != []
-    proof = store.get(layout.provenance_key(event.artifact.sha256))
-    assert proof is not None
-    came_from = orjson.loads(proof.data)
+    came_from = provenance_record(store, event.artifact.sha256)
     assert (came_from["from"], came_from["jurisdiction"]) == ("peer:typo3", "CH")
     assert came_from["url"] == event.artifact.origin_url
 
