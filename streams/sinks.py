@@ -5,6 +5,7 @@ one of them; when it raises a ``TransientError`` (whose ``retry_after`` says whe
 again) some may have landed, and writing them again may put a record on its topic twice.
 The topics written through sinks (rejections, replica announcements, download counts) are
 read by position, key, or sum over distinct periods, so a duplicate changes nothing.
+Heartbeats are not written through a sink (``streams.sync.StatusReporter`` says why).
 
 Quix's sinks buffer with ``add`` and make durable with ``flush``; here each writer hands
 over a record (or a period's batch) and needs it durable before it goes on, from

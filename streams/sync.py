@@ -119,7 +119,16 @@ def registration_of(
 
 
 class StatusReporter:
-    """Registers one node and produces its heartbeats (blocking calls: run them in a thread)."""
+    """Registers one node and produces its heartbeats (blocking calls: run them in a thread).
+
+    Not on a ``streams.sinks.Sink``, by choice: a sink's ``write`` is async and durable on
+    return, and its callers retry it (``deliver``); a heartbeat is a blocking, best-effort
+    record. ``_produce`` waits for the broker on a producer of its own; when that fails,
+    ``report`` logs it (``last_error``) and does not retry, since the next heartbeat
+    replaces it under the same compacted key, and the producer, which the failure may have
+    fenced, is dropped and made again. ``register`` raises to its caller instead;
+    ``goodbye`` tries once, within its bound, on a fresh producer.
+    """
 
     # Long because keyword-only: the reporter's collaborators, named at its one construction.
     def __init__(
@@ -166,6 +175,9 @@ class StatusReporter:
         return self.registration.node_id
 
     def _produce(self, key: bytes, value: bytes) -> None:
+        """Produce one record on the status topic and wait until the broker acknowledged
+        it (10 s at most); raises ``BrokerUnavailableError`` after dropping the producer
+        (the next call makes a new one)."""
         if self._producer is None:
             self._producer = EventProducer(self._broker_url, delivery_timeout=10.0)
         try:
