@@ -14,7 +14,7 @@ import sys
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import uvloop
 from rich.console import Console
@@ -54,10 +54,26 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
-class NodeRunOptions:
+class PolicyOptions:
+    """The options that choose what a region replicates, as click parses them: those
+    ``services.node.cli.policy_options`` adds to ``node run``, ``node serve`` and
+    ``node rebuild``, whose options dataclasses extend this one."""
+
+    mode: str
+    include: tuple[str, ...]
+    exclude: tuple[str, ...]
+    quota: int | None
+    jurisdiction: str | None
+    allow_jurisdiction: tuple[str, ...]
+    origin_jurisdiction: str | None
+
+
+@dataclass(frozen=True)
+class NodeRunOptions(PolicyOptions):
     """The options of ``fairstream node run``, as click parses them: one field per
-    parameter of the command, with its name and type (``--config`` is not one: it only
-    supplies the others). Their meaning is the command's ``--help``."""
+    parameter of the command (the policy's from ``PolicyOptions``), with its name and type
+    (``--config`` is not one: it only supplies the others). Their meaning is the command's
+    ``--help``."""
 
     view: str
     region: str
@@ -71,13 +87,6 @@ class NodeRunOptions:
     session_timeout: float
     stuck_after: float
     ready_lag: int
-    mode: str
-    include: tuple[str, ...]
-    exclude: tuple[str, ...]
-    quota: int | None
-    jurisdiction: str | None
-    allow_jurisdiction: tuple[str, ...]
-    origin_jurisdiction: str | None
     pending_interval: float
     peer_specs: tuple[str, ...]
     node_key_path: Path | None
@@ -92,10 +101,10 @@ class NodeRunOptions:
 
 
 @dataclass(frozen=True)
-class NodeServeOptions:
+class NodeServeOptions(PolicyOptions):
     """The options of ``fairstream node serve``, as click parses them: one field per
-    parameter of the command, with its name and type. Their meaning is the command's
-    ``--help``."""
+    parameter of the command (the policy's from ``PolicyOptions``), with its name and type.
+    Their meaning is the command's ``--help``."""
 
     view: str
     region: str
@@ -105,13 +114,6 @@ class NodeServeOptions:
     dist: str
     store_public_url: str | None
     bucket: str | None
-    mode: str
-    include: tuple[str, ...]
-    exclude: tuple[str, ...]
-    quota: int | None
-    jurisdiction: str | None
-    allow_jurisdiction: tuple[str, ...]
-    origin_jurisdiction: str | None
     node_key_path: Path | None
     status_every: float
     broker: str | None
@@ -129,25 +131,6 @@ class BuiltNode:
     http: NodeHttp
     host: str
     port: int
-
-
-class PolicyOptions(Protocol):
-    """The options every command of a region's nodes shares (``policy_options``)."""
-
-    @property
-    def mode(self) -> str: ...
-    @property
-    def include(self) -> tuple[str, ...]: ...
-    @property
-    def exclude(self) -> tuple[str, ...]: ...
-    @property
-    def quota(self) -> int | None: ...
-    @property
-    def jurisdiction(self) -> str | None: ...
-    @property
-    def allow_jurisdiction(self) -> tuple[str, ...]: ...
-    @property
-    def origin_jurisdiction(self) -> str | None: ...
 
 
 def policy_from_options(options: PolicyOptions) -> ReplicationPolicy:

@@ -109,7 +109,8 @@ _POLICY_OPTIONS = [
 
 
 def policy_options(command: Callable[..., None]) -> Callable[..., None]:
-    """The options that choose what a region replicates (``ReplicationPolicy``)."""
+    """The options that choose what a region replicates (``ReplicationPolicy``); the
+    commands' options dataclasses take them from ``services.node.build.PolicyOptions``."""
     for option in reversed(_POLICY_OPTIONS):
         command = option(command)
     return command

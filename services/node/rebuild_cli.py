@@ -25,7 +25,7 @@ from connectors.store import open_store
 from schemas import layout
 from schemas.package_state import render_documents
 from services.cli.options import pinned_root_file, stack_urls
-from services.node.build import policy_from_options
+from services.node.build import PolicyOptions, policy_from_options
 from streams.node import region_public_url
 from streams.rebuild import (
     BucketTarget,
@@ -40,10 +40,10 @@ from streams.trust_keeper import TrustKeeper
 
 
 @dataclass(frozen=True)
-class NodeRebuildOptions:
+class NodeRebuildOptions(PolicyOptions):
     """The options of ``fairstream node rebuild``, as click parses them: one field per
-    parameter of the command, with its name and type. Their meaning is the command's
-    ``--help``."""
+    parameter of the command (the policy's from ``PolicyOptions``), with its name and type.
+    Their meaning is the command's ``--help``."""
 
     view: str
     region: str
@@ -51,13 +51,6 @@ class NodeRebuildOptions:
     public_url: str
     bucket: str | None
     max_artifact_size: int
-    mode: str
-    include: tuple[str, ...]
-    exclude: tuple[str, ...]
-    quota: int | None
-    jurisdiction: str | None
-    allow_jurisdiction: tuple[str, ...]
-    origin_jurisdiction: str | None
     as_json: bool
     broker: str | None
     store: str | None

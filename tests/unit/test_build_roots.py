@@ -17,7 +17,8 @@ import pytest
 from schemas.errors import ConfigurationError
 from services.cli.main import cli
 from services.directory.build import DirectoryServeOptions, build_directory
-from services.node.build import NodeServeOptions, build_frontend
+from services.node.build import NodeServeOptions, PolicyOptions, build_frontend
+from services.node.cli import policy_options
 from services.node.config import CONFIG_PARAM
 from services.node.rebuild_cli import NodeRebuildOptions
 from services.publishing.build import PublishingServeOptions
@@ -72,6 +73,17 @@ def test_the_options_are_the_parameters_of_the_command(path: str) -> None:
 
     assert fields == params
     assert options.__dataclass_params__.frozen  # type: ignore[attr-defined]
+
+
+def test_the_policy_options_are_the_parameters_policy_options_adds() -> None:
+    @click.command()
+    @policy_options
+    def command(**options: typing.Any) -> None: ...
+
+    fields = {field.name for field in dataclasses.fields(PolicyOptions)}
+
+    assert fields == {param.name for param in command.params}
+    assert PolicyOptions.__dataclass_params__.frozen  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("path", ROOTS)
