@@ -941,18 +941,22 @@ def copy_of(
     )
 
 
+@pytest.mark.parametrize("jurisdiction", [None, "US"], ids=["undeclared", "US"])
 async def test_a_replica_is_used_when_the_origin_fails_and_copies_are_announced(
     make_replicator: Callable[..., ReleaseReplicator],
     store: RecordingStore,
     origin: TestServer,
     origin_root: Path,
     tmp_path: Path,
+    jurisdiction: str | None,
 ) -> None:
+    """A region without a jurisdiction policy fetches from any source: region us's copy,
+    whether us declares no jurisdiction or US."""
     event = release(origin, origin_root, "8.x-1.9")
-    replica = await serve_copy(tmp_path, event, "replica")
+    replica = await serve_copy(tmp_path, event, "us")
     (origin_root / "token-8.x-1.9.zip").unlink()  # the origin fails: only the replica has it
     registry = ReplicaRegistry("eu")
-    registry.add(copy_of(event, "us", replica, None))
+    registry.add(copy_of(event, "us", replica, jurisdiction))
     announced = Announcements()
     try:
         replicator = make_replicator(region="eu", replicas=registry, announce=announced.announce)
@@ -1080,28 +1084,6 @@ async def test_a_peer_release_is_fetched_from_its_origin_in_the_peer_jurisdictio
     came_from = provenance_record(store, event.artifact.sha256)
     assert (came_from["from"], came_from["jurisdiction"]) == ("peer:typo3", "CH")
     assert came_from["url"] == event.artifact.origin_url
-
-
-async def test_a_region_without_a_jurisdiction_policy_fetches_from_any_source(
-    make_replicator: Callable[..., ReleaseReplicator],
-    store: RecordingStore,
-    origin: TestServer,
-    origin_root: Path,
-    tmp_path: Path,
-) -> None:
-    event = release(origin, origin_root, "8.x-1.9")
-    us = await serve_copy(tmp_path, event, "us")
-    (origin_root / "token-8.x-1.9.zip").unlink()  # the origin is down for this one
-    registry = ReplicaRegistry("eu")
-    registry.add(copy_of(event, "us", us, "US"))
-    try:
-        applied = await make_replicator(region="eu", replicas=registry).apply(
-            signed(event), position(0)
-        )
-    finally:
-        await us.close()
-
-    assert applied.fetched and not applied.parked
 
 
 async def test_the_quota_evicts_the_coldest_zips(
