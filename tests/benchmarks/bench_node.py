@@ -242,11 +242,15 @@ def cpu_seconds(pid: int) -> float | None:
 
 
 def children(pid: int) -> list[int]:
-    """The child processes of ``pid`` (a worker's docroot writer), from ``/proc``."""
+    """The child processes of ``pid`` (a worker's docroot writer), from ``/proc``: each
+    thread's children are listed under its own task."""
+    found: list[int] = []
     try:
-        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            found += [int(c) for c in (task / "children").read_text().split()]
     except OSError:
-        return []
+        pass
+    return found
 
 
 def machine_jiffies() -> tuple[int, int]:

@@ -8,8 +8,14 @@ restarted one takes some back (another).
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import time
+import urllib.error
+import urllib.request
+from email.utils import formatdate
+from pathlib import Path
 
 import pytest
 
@@ -20,7 +26,7 @@ from streams.faults import (
     BEFORE_LOCAL_WRITE,
     BEFORE_OFFSET_COMMIT,
 )
-from tests.faults.harness import FaultFederation, Load, Poller
+from tests.faults.harness import PROJECTS, FaultFederation, Load, Poller
 
 
 # after-metadata-write: a package's view derived, its record not produced yet;
@@ -70,3 +76,72 @@ def test_a_worker_whose_local_view_is_deleted_while_stopped_serves_nothing_older
     assert verdict.clean, str(verdict)
     assert any(o.source == "eu/eu-1" and o.listed for o in federation.observations)
     assert (view_dir / "docroot" / "p2" / "drupal" / "alpha.json").exists()
+
+
+def test_a_workers_docroot_writer_killed_under_load_leaves_no_file_behind(
+    fault_federation: FaultFederation,
+) -> None:
+    """A worker's docroot (what the nginx front serves) is written by a child process of its
+    own (``connectors.docroot``): killed under load, it is replaced and given every file, so
+    once the region is quiet each p2 file holds what the worker answers, dated by its
+    Last-Modified."""
+    federation = fault_federation
+    worker = federation.workers["eu-1"]
+    with Load(federation), Poller(federation):
+        time.sleep(3)
+        (writer,) = docroot_writers(worker.process.pid)
+        os.kill(writer, signal.SIGKILL)
+        time.sleep(4)
+        replaced = docroot_writers(worker.process.pid)
+        assert replaced and writer not in replaced, "the docroot writer was not replaced"
+    federation.wait_until_quiet()
+    verdict = federation.history()
+    assert verdict.clean, str(verdict)
+    (docroot,) = (federation.work_dir / "node-eu-1").glob("nodes/eu/view-*/docroot")
+    deadline = time.monotonic() + 10
+    while True:
+        stale = stale_files(worker.url, docroot)
+        if not stale or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert not stale, f"docroot files that differ from eu-1's answers: {stale}"
+
+
+def docroot_writers(pid: int) -> list[int]:
+    """The worker's child processes that are its docroot writer (``python -m connectors.docroot``)."""
+    # Each thread's children are listed under its own task (a replaced writer is started by
+    # the sender thread).
+    children = [
+        child
+        for task in Path(f"/proc/{pid}/task").iterdir()
+        for child in (task / "children").read_text().split()
+    ]
+    return [
+        int(child)
+        for child in children
+        if b"connectors.docroot" in Path(f"/proc/{child}/cmdline").read_bytes()
+    ]
+
+
+def stale_files(node_url: str, docroot: Path) -> list[str]:
+    """The p2 documents of the load's projects whose docroot file is missing or differs (bytes
+    or date) from what the worker answers."""
+    stale = []
+    for project in PROJECTS:
+        for name in (project, f"{project}~dev"):
+            key = f"p2/drupal/{name}.json"
+            try:
+                with urllib.request.urlopen(f"{node_url}/{key}", timeout=10) as answer:
+                    body, modified = answer.read(), answer.headers["Last-Modified"]
+            except urllib.error.HTTPError as exc:
+                if exc.code == 404:
+                    continue  # not published yet: nothing to compare
+                raise
+            path = docroot / key
+            if not path.exists():
+                stale.append(f"{key}: no file")
+            elif path.read_bytes() != body:
+                stale.append(f"{key}: other bytes")
+            elif formatdate(int(path.stat().st_mtime), usegmt=True) != modified:
+                stale.append(f"{key}: dated {path.stat().st_mtime}, served as {modified}")
+    return stale
