@@ -30,7 +30,7 @@ from services.cli.options import BROKER_OPTION, DATA_DIR_OPTION, HTTP_URL, TOPIC
 from services.cli.options import broker_url as resolve_broker
 from services.shared.serving import INTERRUPTED
 from services.shared.status_views import NodeRow, node_rows
-from streams.node import group_id
+from streams.node_settings import group_id
 
 log = logging.getLogger(__name__)
 

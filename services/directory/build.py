@@ -35,7 +35,8 @@ from services.node.http_settings import NodeHttpSettings
 from services.shared.http_service import HttpServerService
 from services.shared.serving import run_worker
 from services.shared.status_pages import RejectionLog
-from streams.node import NodeSettings, NodeStream
+from streams.node import NodeStream
+from streams.node_settings import NodeSettings
 from streams.policy import ReplicationMode, ReplicationPolicy
 
 

@@ -45,7 +45,8 @@ from services.shared.serving import run_worker, serve_app
 from services.shared.status_pages import RejectionLog, serve_status_pages
 from streams.faults import FaultSpec
 from streams.health import HealthRules
-from streams.node import NodeSettings, NodeStream, region_public_url
+from streams.node import NodeStream
+from streams.node_settings import NodeSettings, region_public_url
 from streams.peer_config import parse_peer, with_peer_namespaces, with_peer_origins
 from streams.policy import ReplicationMode, ReplicationPolicy, jurisdiction_policy
 

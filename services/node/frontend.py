@@ -34,7 +34,8 @@ from services.node.http_settings import DistMode, NodeHttpSettings
 from services.shared.node_own_status import NodeOwnStatus
 from services.shared.status_pages import RejectionLog, serve_status_pages
 from streams.artifacts import ReplicaRegistry
-from streams.node import TRUST_REFRESH_SECONDS, group_id
+from streams.node import TRUST_REFRESH_SECONDS
+from streams.node_settings import group_id
 from streams.policy import ReplicationPolicy
 from streams.sync import StatusReporter, registration_of
 from streams.trust_keeper import TrustKeeper

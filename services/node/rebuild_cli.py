@@ -26,7 +26,7 @@ from schemas import layout
 from schemas.package_state import render_documents
 from services.cli.options import pinned_root_file, stack_urls
 from services.node.build import PolicyOptions, policy_from_options
-from streams.node import region_public_url
+from streams.node_settings import region_public_url
 from streams.rebuild import (
     BucketTarget,
     RebuildReport,

@@ -54,7 +54,7 @@ from schemas.events import Artifact, ReleasePublished, decode_package_event, utc
 from schemas.signing import SignedEvent, SigningKey, seal
 from schemas.version_entries import version_entry
 from schemas.versions import drupal_to_composer
-from streams.node import group_id
+from streams.node_settings import group_id
 from tests.benchmarks.figures import figure, peak_rss_mb
 from tests.roots import write_drupal_root
 

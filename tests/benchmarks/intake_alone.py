@@ -18,7 +18,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from connectors.kafka_group_consumer import GroupConsumer
-from streams.node import FETCH_WAIT_SECONDS, NodeSettings
+from streams.node import FETCH_WAIT_SECONDS
+from streams.node_settings import NodeSettings
 
 
 def run(broker_url: str, topic: str, group: str, stop: threading.Event) -> None:

@@ -38,7 +38,7 @@ from schemas.events import (
 )
 from schemas.signing import seal
 from services.publishing.publisher import build_release, next_sequence
-from streams.node import group_id
+from streams.node_settings import group_id
 from tests.e2e.harness import (
     RECORD_DELIMITER,
     Federation,

@@ -47,7 +47,7 @@ from schemas.signing import SigningKey, seal
 from schemas.version_entries import version_entry
 from schemas.versions import drupal_to_composer
 from services.publishing.publisher import build_release, publish_release
-from streams.node import group_id
+from streams.node_settings import group_id
 from tests.faults.checker import (
     Acknowledged,
     Observation,

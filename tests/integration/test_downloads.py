@@ -27,7 +27,8 @@ from schemas.partitioning import region_partition
 from schemas.signing import SigningKey
 from services.publishing.trust_admin import DelegationSpec, build_root
 from streams.artifacts import HotStats
-from streams.node import NodeSettings, NodeStream, region_downloads_follower
+from streams.node import NodeStream
+from streams.node_settings import NodeSettings, region_downloads_follower
 
 pytestmark = pytest.mark.integration
 

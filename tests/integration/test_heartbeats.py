@@ -23,7 +23,7 @@ from infra import devstack, localnet
 from schemas.signing import SigningKey
 from schemas.trust import TrustRoot
 from services.cli.status import CRITICAL, read_node_book
-from streams.node import group_id
+from streams.node_settings import group_id
 from streams.policy import ReplicationPolicy
 from streams.sync import GOODBYE_SECONDS, StatusReporter, registration_of
 from tests.roots import write_drupal_root

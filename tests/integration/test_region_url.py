@@ -11,7 +11,7 @@ import pytest
 from connectors.object_store import ObjectStore
 from connectors.store import S3Store, StoreLocation
 from schemas import layout
-from streams.node import region_public_url
+from streams.node_settings import region_public_url
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ from connectors.kafka_connection import (
     client_config,
 )
 from schemas.errors import ConfigurationError
-from streams.node import faust_broker
+from streams.node_settings import faust_broker
 from streams.peer_config import parse_peer
 
 REPO = Path(__file__).resolve().parents[2]

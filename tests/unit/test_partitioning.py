@@ -24,7 +24,8 @@ from schemas.partitioning import murmur2, region_partition
 from schemas.signing import SigningKey
 from services.publishing.trust_admin import DelegationSpec, build_root
 from streams import node as node_module
-from streams.node import NodeSettings, NodeStream, region_downloads_follower
+from streams.node import NodeStream
+from streams.node_settings import NodeSettings, region_downloads_follower
 from streams.sinks import Record
 
 # Region names as schemas.federation accepts them.

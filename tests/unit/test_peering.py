@@ -17,7 +17,8 @@ from schemas.signing import SigningKey
 from schemas.trust import TrustRoot
 from services.publishing.trust_admin import DelegationSpec, build_root
 from streams.artifacts import ReplicaRegistry
-from streams.node import NodeSettings, NodeStream
+from streams.node import NodeStream
+from streams.node_settings import NodeSettings
 from streams.peer_config import (
     PeerPolicy,
     PeerSettings,
