@@ -22,7 +22,7 @@ from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
-from typing import Protocol, TypeVar
+from typing import TypeVar
 
 from connectors.kafka_group_consumer import ConsumedRecord, GroupConsumer
 from connectors.kafka_reading import iter_partition
@@ -36,6 +36,7 @@ from streams.artifacts import ReplicaRegistry
 from streams.outcomes import Abandoned, Applied, Refused, Skipped, Verified
 from streams.peer_config import PeerPolicy, PeerSettings
 from streams.peer_verdict import PeerUse, decide
+from streams.rejections import RecordRejection
 from streams.replication import ReleaseReplicator
 
 log = logging.getLogger(__name__)
@@ -53,22 +54,6 @@ def peer_group(region_group: str, peer: str) -> str:
     """The consumer group a region's workers share on a peer's cluster: distinct from the
     region's own group, which may live on the same cluster, and from other peers'."""
     return f"{region_group}.peer.{peer}"
-
-
-class RecordRejection(Protocol):
-    """Records a refused record on our rejected topic; durable on return (``NodeStream``)."""
-
-    async def __call__(
-        self,
-        *,
-        topic: str,
-        partition: int,
-        offset: int,
-        key: str | None,
-        value: bytes,
-        reason: str,
-        detail: str,
-    ) -> None: ...
 
 
 class _PeerRootExpiredError(Exception):

@@ -14,6 +14,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from datetime import datetime
+from typing import Protocol
 
 from connectors.metrics import REJECTED, REJECTIONS_DEAD_LETTERED
 from schemas.events import ReleaseRejected
@@ -26,6 +27,23 @@ log = logging.getLogger(__name__)
 REJECTION_ATTEMPTS = 4
 #: How long the dead-letter file waits after its last new letter before it is re-sent.
 DEAD_LETTER_RETRY_SECONDS = 30.0
+
+
+class RecordRejection(Protocol):
+    """Records a refused record on our rejected topic; durable on return (the node's, which
+    calls ``Rejections.record``: its intake and its peer followers are given it)."""
+
+    async def __call__(
+        self,
+        *,
+        topic: str,
+        partition: int,
+        offset: int,
+        key: str | None,
+        value: bytes,
+        reason: str,
+        detail: str,
+    ) -> None: ...
 
 
 class Rejections:
