@@ -96,7 +96,7 @@ JOIN_TIMEOUT = 60.0
 #: A run that has not copied every zip by then failed (the node log tail is in the error).
 RUN_TIMEOUT = 600.0
 CHUNK = 1 << 20
-#: The node's summary of each batch it applied (streams/node.py).
+#: The node's summary of each batch it applied (streams/intake.py).
 BATCH_LINE = re.compile(r"batch of (\d+) records in (\d+) ms")
 
 

@@ -1,6 +1,6 @@
 """The intake's own ceiling on this machine: the worker's consumer with nothing behind it.
 
-The worker's ``GroupConsumer`` (``streams.node``: the same group, session timeout, fetch
+The worker's ``GroupConsumer`` (``streams.intake``: the same group, session timeout, fetch
 wait, batch size and wait) polling in a thread of its own and committing each batch, as
 the intake does, with no work in between. ``bench_node`` starts it as its own process on
 the bootstrap's topic and times it as it times a worker: from process start until the
@@ -18,7 +18,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from connectors.kafka_group_consumer import GroupConsumer
-from streams.node import FETCH_WAIT_SECONDS
+from streams.intake import FETCH_WAIT_SECONDS
 from streams.node_settings import NodeSettings
 
 

@@ -29,7 +29,7 @@ from streams.faults import (
     BEFORE_OFFSET_COMMIT,
     REFUSE_REJECTION,
 )
-from streams.node import VERIFY_IN_THREADS_FROM
+from streams.intake import VERIFY_IN_THREADS_FROM
 from tests.faults.checker import included
 from tests.faults.harness import (
     POLICIES,
