@@ -6,7 +6,8 @@ verifies them and applies them through the worker's ``ReleaseReplicator``; a bat
 offsets are committed once its view records are acknowledged (ADR 7). The worker
 owns the records of the partitions the group gave its intake.
 
-Faust runs the app around it: the producer, the timers, the clean stop. Beside
+Faust runs the app around it (``streams.worker_app``): the producer, the timers, the
+clean stop. Beside
 the intake: a follower of the replicas topic (every worker needs it whole) and
 one of the region's partition of the downloads topic (``schemas.partitioning``),
 a timer that retries parked fetches, one that produces the region's download
@@ -24,7 +25,6 @@ from typing import Any
 
 import aiohttp
 import faust
-from faust.app.base import BootStrategy
 
 from connectors.kafka_followers import TopicFollower
 from connectors.kafka_topics import topic_partitions
@@ -42,12 +42,7 @@ from streams.dead_letter import DeadLetterFile
 from streams.faults import REFUSE_REJECTION, FaultPoints
 from streams.health import Verdict, Vitals, liveness, readiness
 from streams.intake import ReleaseIntake
-from streams.node_settings import (
-    NodeSettings,
-    faust_broker,
-    own_partition,
-    region_downloads_follower,
-)
+from streams.node_settings import NodeSettings, own_partition, region_downloads_follower
 from streams.peering import PeerFollower, peer_group
 from streams.policy import peer_of_position
 from streams.region_view import RegionView
@@ -57,23 +52,9 @@ from streams.sinks import Record, Sink, TopicSink, deliver
 from streams.sync import StatusReporter, registration_of
 from streams.trust_keeper import RefusedRoot, TrustKeeper
 from streams.view_topic import ViewTopicLink
+from streams.worker_app import worker_app
 
 log = logging.getLogger(__name__)
-
-
-class _WorkerBoot(BootStrategy):
-    """Faust runs the worker's app, timers and producer; the releases are read by the
-    intake's own consumer (ADR 7), so Faust starts no consumer, no conductor and no table
-    manager (whose recovery would wait for a rebalance that never comes)."""
-
-    enable_kafka_consumer = False
-
-    def tables(self) -> list[Any]:
-        return []
-
-
-class _WorkerApp(faust.App):
-    BootStrategy = _WorkerBoot
 
 
 #: How often a node looks for trust root rotations on the trust topic.
@@ -91,20 +72,7 @@ class NodeStream:
         self.faults = FaultPoints(settings.fault)
         self._skew = settings.clock_skew
         settings.data_dir.mkdir(parents=True, exist_ok=True)
-        broker, credentials = faust_broker(settings.broker_url)
-        self.app = _WorkerApp(
-            settings.group_id,
-            broker=broker,
-            broker_credentials=credentials,
-            datadir=str(settings.data_dir / "faust"),
-            store="memory://",
-            web_enabled=False,
-            # Topics are created by the CLI with their partition counts; Faust must not guess.
-            topic_allow_declare=False,
-            topic_disable_leader=True,
-            consumer_auto_offset_reset="earliest",
-            producer_acks=-1,
-        )
+        self.app = worker_app(settings)
         self.replica_sink: Sink = TopicSink(self._raw_topic(settings.topics.replicas))
         self.downloads_sink: Sink = TopicSink(self._raw_topic(settings.topics.downloads))
         self.store = open_store(settings.store, settings.bucket)

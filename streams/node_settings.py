@@ -1,28 +1,23 @@
 """A regional node's settings, and what follows from them alone: its consumer group, the
-public URL its documents carry, Faust's broker, the region's partition of the downloads topic.
+public URL its documents carry, the region's partition of the downloads topic.
 """
 
 from __future__ import annotations
 
 import logging
-import ssl
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-import faust
 import orjson
-from faust.types.auth import CredentialsT
 
-from connectors.kafka_connection import BrokerLocation, client_config
 from connectors.kafka_followers import TopicFollower
 from connectors.kafka_topics import Topics
 from connectors.object_store import ObjectStore
 from connectors.origin import FetchLimits
 from connectors.store import StoreLocation
 from schemas import layout
-from schemas.errors import ConfigurationError
 from schemas.events import DEFAULT_MAX_ARTIFACT_SIZE
 from schemas.partitioning import region_partition
 from schemas.signing import SigningKey
@@ -134,35 +129,6 @@ def region_public_url(store: ObjectStore, requested: str | None, default: str) -
             content_type="application/json",
         )
     return chosen
-
-
-def faust_broker(broker_url: str) -> tuple[list[str], CredentialsT | None]:
-    """Faust's ``broker`` and ``broker_credentials`` for a broker URL: the same servers and
-    security (TLS, SASL/SCRAM) as ``client_config`` gives the confluent-kafka clients.
-
-    Faust picks its Kafka driver by the ``kafka://`` scheme; the security goes in the
-    credentials. Raises ``ConfigurationError`` for a malformed URL or an unusable CA file.
-    """
-    client_config(broker_url)  # the same checks as every other client of this URL
-    location = BrokerLocation.from_url(broker_url)
-    servers = [f"kafka://{server}" for server in location.servers]
-    if location.security == "plaintext":
-        return servers, None
-    try:
-        context = ssl.create_default_context(cafile=location.ca_file)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigurationError(
-            f"the CA file {location.ca_file} of the broker URL is not a PEM certificate "
-            f"bundle ({exc}); give the CA certificate that signed the brokers' certificates"
-        ) from exc
-    if location.security == "ssl":
-        return servers, faust.SSLCredentials(context)
-    return servers, faust.SASLCredentials(
-        username=location.username,
-        password=location.password,
-        ssl_context=context,
-        mechanism=location.mechanism,
-    )
 
 
 def group_id(region: str) -> str:

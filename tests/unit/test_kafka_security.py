@@ -25,8 +25,8 @@ from connectors.kafka_connection import (
     client_config,
 )
 from schemas.errors import ConfigurationError
-from streams.node_settings import faust_broker
 from streams.peer_config import parse_peer
+from streams.worker_app import faust_broker
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "pa:ss@w/rd"
