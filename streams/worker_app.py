@@ -5,6 +5,7 @@ app starts no consumer of its own.
 
 from __future__ import annotations
 
+import logging
 import ssl
 from typing import Any
 
@@ -30,6 +31,9 @@ class _WorkerBoot(BootStrategy):
 
 class _WorkerApp(faust.App):
     BootStrategy = _WorkerBoot
+    # Faust logs an app's lines under its class's module; these keep the node's name, as when
+    # the class lived in streams/node.py ("streams.node: [^-_WorkerApp]: Starting...").
+    logger = logging.getLogger("streams.node")
 
 
 def worker_app(settings: NodeSettings) -> faust.App:
