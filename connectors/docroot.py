@@ -24,6 +24,7 @@ import itertools
 import logging
 import os
 import queue
+import signal
 import struct
 import subprocess
 import sys
@@ -338,4 +339,8 @@ def serve(docroot: Path, source: int, answers: BinaryIO) -> None:
 
 
 if __name__ == "__main__":
+    # A Ctrl-C or a service manager's SIGTERM reaches the whole process group: the writer
+    # leaves the stop to its parent, which hands over what is left and closes the pipe.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     serve(Path(sys.argv[1]), sys.stdin.fileno(), sys.stdout.buffer)

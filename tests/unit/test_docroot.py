@@ -132,3 +132,20 @@ def test_inline_files_are_written_at_once(tmp_path: Path) -> None:
     files.write([(TOKEN, b"v1", 1_000)])
     assert on_disk(tmp_path, TOKEN) == (b"v1", 1_000)
     assert files.flush(0.0)
+
+
+def test_the_writer_leaves_a_ctrl_c_to_its_parent_and_stops_with_its_pipe(tmp_path: Path) -> None:
+    """A terminal's Ctrl-C (and a service manager's SIGTERM) reaches the whole process group:
+    the writer neither dies with a traceback nor loses what it was given."""
+    writer = FileWriterProcess(tmp_path, everything=list)
+    try:
+        assert writer.flush(10.0)  # started and answering: its signal handlers are set
+        os.kill(writer._process.pid, signal.SIGINT)
+        os.kill(writer._process.pid, signal.SIGTERM)
+        writer.write([(TOKEN, b"v1", 1_000)])
+        assert writer.flush(10.0)
+        assert writer.started == 1, "the writer died of the signal"
+        assert on_disk(tmp_path, TOKEN) == (b"v1", 1_000)
+    finally:
+        writer.close()
+    assert writer._process.poll() == 0
