@@ -91,9 +91,7 @@ def write_document(path: Path, body: bytes, modified: int) -> None:
         os.makedirs(directory, exist_ok=True)
         descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        view = memoryview(body)
-        while view:
-            view = view[os.write(descriptor, view) :]
+        _write_all(descriptor, body)
         # nginx's workers run as another user: readable by all, whatever the umask.
         os.fchmod(descriptor, 0o644)
         os.utime(descriptor, (modified, modified))
@@ -152,7 +150,9 @@ class FileWriterProcess:
     def __init__(self, docroot: Path, everything: Callable[[], Iterable[FileOp]]) -> None:
         self.docroot = docroot
         self._everything = everything
-        self._queue: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+        #: Batches of ops and sync tokens, in order (None: stop); framed by the sender thread,
+        #: so a queued batch holds the documents the view holds anyway, not a copy of them.
+        self._queue: queue.SimpleQueue[list[FileOp] | int | None] = queue.SimpleQueue()
         self._tokens = itertools.count(1)
         #: The last sync token the writer answered, and who waits for the next.
         self._synced = 0
@@ -182,12 +182,12 @@ class FileWriterProcess:
         return process
 
     def write(self, ops: list[FileOp]) -> None:
-        for frame in _frames(ops):
-            self._queue.put(frame)
+        if ops:
+            self._queue.put(ops)
 
     def flush(self, timeout: float) -> bool:
         token = next(self._tokens)
-        self._queue.put(_frame(b"s", _TOKEN.pack(token)))
+        self._queue.put(token)
         with self._synced_changed:
             return self._synced_changed.wait_for(lambda: self._synced >= token, timeout)
 
@@ -211,11 +211,13 @@ class FileWriterProcess:
 
     def _send(self) -> None:
         while True:
-            frame = self._queue.get()
-            if frame is None:
+            item = self._queue.get()
+            if item is None:
                 return
-            while not self._deliver(frame):
-                self._replace_writer()
+            frames = [_frame(b"s", _TOKEN.pack(item))] if isinstance(item, int) else _frames(item)
+            for frame in frames:
+                while not self._deliver(frame):
+                    self._replace_writer()
 
     def _deliver(self, frame: bytes) -> bool:
         stdin = self._process.stdin
