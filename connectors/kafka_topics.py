@@ -47,6 +47,11 @@ class Topics:
             view_prefix=f"{prefix}fair.view.",
         )
 
+    @property
+    def prefix(self) -> str:
+        """The prefix the topics were named with (``with_prefix``), ``""`` for the defaults."""
+        return self.releases.removesuffix("fair.releases")
+
     def view(self, region: str) -> str:
         """The region's view topic (compacted, key = package): every worker and frontend of
         the region follows it into its own local view."""

@@ -90,7 +90,7 @@ class NodeSettings:
 
     @property
     def group_id(self) -> str:
-        return group_id(self.region)
+        return group_id(self.region, self.topics)
 
 
 def region_public_url(store: ObjectStore, requested: str | None, default: str) -> str:
@@ -131,9 +131,18 @@ def region_public_url(store: ObjectStore, requested: str | None, default: str) -
     return chosen
 
 
-def group_id(region: str) -> str:
-    """The consumer group of a region: every worker of the region joins it."""
-    return f"fairstream-node-{region}"
+def group_id(region: str, topics: Topics) -> str:
+    """The consumer group of a region: every worker of the region joins it.
+
+    Topics under a prefix (another federation on the same brokers: a staging copy, a
+    test, a benchmark) have groups of their own, named after the prefix
+    (``fairstream-node-eu.staging`` for ``staging.fair.releases``): a group shared across
+    federations would rebalance all of them whenever one of their workers came or went
+    (and on Tansu 0.6 a member leaving mid-rebalance can leave a group stuck for good:
+    ``docs/architecture.md``).
+    Region names have no dots, so no two federations' groups share a name."""
+    prefix = topics.prefix.rstrip(".")
+    return f"fairstream-node-{region}.{prefix}" if prefix else f"fairstream-node-{region}"
 
 
 def own_partition(region: str, partitions: list[int]) -> int:

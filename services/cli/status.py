@@ -64,7 +64,7 @@ def region_status(
 
     Raises ``BrokerUnavailableError``.
     """
-    positions = group_positions(broker_url, group_id(region), topics.releases)
+    positions = group_positions(broker_url, group_id(region, topics), topics.releases)
     committed = {p.partition: p.committed or 0 for p in positions}
     remaining = records_after(broker_url, topics.releases, committed, limit=limit)
     health = _health(url) if url else None

@@ -112,7 +112,7 @@ class Frontend:
             ),
             broker_url=settings.broker_url,
             topics=settings.topics,
-            group=group_id(settings.region),
+            group=group_id(settings.region, settings.topics),
             store=self.store,
             trust_root=lambda: self.trust.root,
         )

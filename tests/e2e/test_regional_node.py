@@ -422,7 +422,7 @@ def test_a_replay_from_offset_zero_and_a_rebuild_change_nothing(federation: Fede
         "eu applied the yank",
     )
     topic = federation.topics.releases
-    group = group_id("eu")
+    group = group_id("eu", federation.topics)
     store = federation.store("eu")
     eventually(lambda: not store.list_keys(layout.PENDING_PREFIX), "eu has nothing parked")
 

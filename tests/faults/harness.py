@@ -544,7 +544,7 @@ def committed_offsets(federation: FaultFederation, region: str) -> dict[int, int
     """The region's group's committed offset of every partition of the releases topic."""
     consumer = Consumer(
         {"bootstrap.servers": bootstrap_servers(federation.stack.broker_url),
-         "group.id": group_id(region)}
+         "group.id": group_id(region, federation.topics)}
     )  # fmt: skip
     try:
         parts = [TopicPartition(federation.topics.releases, p) for p in range(4)]
@@ -563,7 +563,7 @@ def reset_group(federation: FaultFederation, region: str, timeout: float = 120.0
     until the group rebalances (outside commits were refused for 150 s in two of three
     full runs); a join is what makes it rebalance, and the stopped workers drop out of it.
     """
-    group, topic, partitions = group_id(region), federation.topics.releases, 4
+    group, topic, partitions = group_id(region, federation.topics), federation.topics.releases, 4
     consumer = Consumer(
         {
             "bootstrap.servers": bootstrap_servers(federation.stack.broker_url),

@@ -54,7 +54,7 @@ def reporter(
         registration=registration_of(key, "eu", "http://127.0.0.1:9", ReplicationPolicy()),
         broker_url=broker_url,
         topics=topics,
-        group=group_id("eu"),
+        group=group_id("eu", topics),
         store=store,
         trust_root=lambda: root,
     )
