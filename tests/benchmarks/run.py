@@ -580,6 +580,48 @@ NOTES = """
     figures as soon as the suite ends, so a failing suite loses nothing measured
     before it.
   - not run this session: `make soak` at 200 releases/s (issue 15's done list).
+- **Session 15: the docroot written by a process of its own** (issue 15, 2026-12-07;
+  this table's `node` rows are one `make bench` suite `node` run at 07:38 UTC, nothing
+  else running; a first run at 07:13, while a helper's tests ran, gave the same full-size
+  figures and p99 1.33 s at 500 releases/s, which six quiet runs below did not repeat).
+  - what changed: a worker's and a frontend's p2 files are written by a child process
+    (`connectors/docroot.py`, `python -m connectors.docroot`), each batch handed over in
+    one pipe write; the views acknowledged in one turn of the event loop are held in one
+    sqlite transaction (`LocalView.put_newest`: 68 µs of CPU a package alone, 35 in
+    batches of 100, measured apart). The CPU meter now counts the workers' children, so
+    the writer's CPU is in every "each release cost" figure from this run on.
+  - by hand, the code before (086f179) and after alternating on one quiet machine, the
+    same hour, three pairs each (`bench_node.freshness` and `bench_node.bootstrap` at
+    3,000 projects, one worker):
+
+    | figure | before | after |
+    | --- | --- | --- |
+    | backlog growth at 1,000 releases/s | 221, 372, 431/s (median 372) | 102, 224, 111/s (median 111) |
+    | p50 at 1,000 releases/s | 2.5, 4.4, 5.7 s | 1.0, 1.0, 0.8 s |
+    | p99 at 500 releases/s | 0.26, 0.30, 0.31 s | 0.29, 0.33, 0.25 s (unchanged) |
+    | bootstrap steady rate, 3,000 projects | 2,547, 2,265, 2,310/s (median 2,310) | 3,426, 2,898, 2,684/s (median 2,898: +25 %) |
+    | CPU a release, worker (and writer) | 487, 544, 524 µs | 374, 458, 485 µs |
+
+    The machine was slower this hour than in session 14's run (the bare consumer read
+    the full-size topic at 20,283 releases/s against 27,528; the code before reached
+    2,300/s steady where session 14's table has 3,235 to 4,228): compare the ratios.
+    The full-size one-worker run took 122 s (0.12x of the bare consumer; session 14
+    103.7 s and 0.10x), two workers 88 s (0.17x; 0.13x), 1.38x one worker.
+  - at 1,000 releases/s the backlog still grows (236 a second in this table's run, 111
+    median by hand): not met. Timed inside the intake under that load (a by-hand trace,
+    not kept): a cycle of 1,000 records took 1.3 to 1.9 s, its phases one after the
+    other: the poll 7 to 300 ms (it waits while the event loop settles the previous
+    batch's acknowledgements and holds them), waiting for the previous batch's view
+    records 130 to 430 ms, the rest of verification 120 to 520 ms, applying 350 to 950
+    ms (about 0.35 to 0.95 ms a package: every release here is its package's only one in
+    the batch, so each is rendered, encoded and produced alone). A py-spy of the main
+    thread puts the view record's encoding (zlib of the state and both documents,
+    `PackageView.to_bytes`) first among its own costs (9 % of its samples; the loop
+    itself, idle or in uvloop's C, 51 %). Next: compress the view topic's batches in the
+    producer (librdkafka's lz4, in its own threads; Tansu accepts lz4 and zstd batches,
+    checked) instead of each blob with zlib in the event loop, which needs the
+    producer's `message.max.bytes` raised for the uncompressed records of large packages
+    and readers that take both forms; and overlap applying with the next poll.
 - **Bootstrap at full size, measured once** (2026-11-22, `bench_node.bootstrap`
   with 30,000 projects, outside `make bench` for its time): 299,561 releases
   in 1,065 s, 281 releases/s against 26,800 records/s for the bare consumer
