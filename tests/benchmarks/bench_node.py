@@ -13,6 +13,11 @@ for a quick trial). On the embedded stack (``infra.devstack``) in a temporary di
   fastavro, no verification). Alternating runs.
 - **Scale-out**: the same bootstrap with two workers of one region (two processes in one
   consumer group) against one worker, alternating.
+- **Full size**: the issue's 30,000 projects (about 300,000 releases), run as such, twice:
+  one worker, the bare consumer and two workers alternating, each on its own region of one
+  releases topic; then a new frontend of the last region (the restore at full size). The
+  ratio's gap says what the goal leaves per release on this machine's cores once a bare
+  Ed25519 verification and decoding of the same records (measured in the same run) are paid.
 - **Freshness**: a running region (metadata-only, one worker) under a steady background
   load of 50 and then 500 releases/s; every 100 ms a probe release of a new package is
   produced, and its time from the broker's acknowledgement to its first appearance in
@@ -798,18 +803,11 @@ def _figures(
         ),
     ]
     figures.append(
-        figure(
+        restore_figure(
             f"restore: a new frontend of the region ({restored['packages']:,} packages) "
             "serving everything",
-            unit="s",
-            ours=[restored["seconds"]],
-            baseline=[restored["bare_seconds"]],
-            baseline_name="a bare consumer reading the region's view topic to its end",
+            restored,
             goal="report; < 60 s for a 300,000-release region",
-            met=restored["seconds"] < 60,
-            higher_is_better=False,
-            gap="",
-            details=restored,
         )
     )
     for result in fresh:
@@ -924,21 +922,30 @@ def full_size(stack: devstack.Stack, work: Path) -> list[dict[str, Any]]:
         )
     )
     figures.append(
-        figure(
+        restore_figure(
             f"restore at full size: a new frontend of a {len(records):,}-release region "
             f"({FULL_SIZE_PROJECTS:,} packages) serving everything",
-            unit="s",
-            ours=[restored["seconds"]],
-            baseline=[restored["bare_seconds"]],
-            baseline_name="a bare consumer reading the region's view topic to its end",
+            restored,
             goal="< 60 s (issue 15)",
-            met=restored["seconds"] < 60,
-            higher_is_better=False,
-            gap="",
-            details=restored,
         )
     )
     return figures
+
+
+def restore_figure(name: str, restored: dict[str, Any], *, goal: str) -> dict[str, Any]:
+    """The row of a restore (``restore_frontend``): met when it served everything in < 60 s."""
+    return figure(
+        name,
+        unit="s",
+        ours=[restored["seconds"]],
+        baseline=[restored["bare_seconds"]],
+        baseline_name="a bare consumer reading the region's view topic to its end",
+        goal=goal,
+        met=restored["seconds"] < 60,
+        higher_is_better=False,
+        gap="",
+        details=restored,
+    )
 
 
 #: Records of the stream measured by ``bare_costs``: enough for a steady figure, a second's work.
