@@ -194,8 +194,13 @@ class Region:
         ensure_topics(stack.broker_url, self.topics.partitions(PARTITIONS))
         self.region = f"r{uuid.uuid4().hex[:6]}"
         root_key = SigningKey.generate()
-        self.root_file = work / f"{self.prefix}{self.region}.root.avro"
+        self.root_file = self.path("root.avro")
         write_drupal_root(self.root_file, key, root_key)
+
+    def path(self, name: str) -> Path:
+        """A file or directory of the region's own under the benchmark's work directory
+        (regions sharing their topics share the prefix, not these)."""
+        return self.work / f"{self.prefix}{self.region}.{name}"
 
     def start_worker(self, name: str) -> localnet.LocalProcess:
         return localnet.start_node(
@@ -203,7 +208,7 @@ class Region:
             broker_url=self.stack.broker_url,
             store_url=self.stack.store_url,
             root=self.root_file,
-            data_dir=self.work / f"{self.prefix}{self.region}.{name}",
+            data_dir=self.path(name),
             topic_prefix=self.prefix,
             partitions=PARTITIONS,
             bucket=f"{self.prefix.strip('.')}-{self.region}",
@@ -225,7 +230,7 @@ def written_documents(log_text: str) -> tuple[int, int]:
 
 def start_intake_alone(region: Region) -> localnet.LocalProcess:
     """The intake's ceiling (``tests.benchmarks.intake_alone``) in the region's group."""
-    log = region.work / f"{region.prefix}intake-alone.log"
+    log = region.path("intake-alone.log")
     with log.open("ab") as out:
         process = subprocess.Popen(
             [
@@ -432,11 +437,11 @@ def restore(
     """A region bootstrapped by one worker, then a new frontend of it (``restore_frontend``)."""
     region = Region(stack, work, key)
     bootstrap(stack, work, key, records, workers=1, region=region)
-    return restore_frontend(stack, work, region, records)
+    return restore_frontend(stack, region, records)
 
 
 def restore_frontend(
-    stack: devstack.Stack, work: Path, region: Region, records: list[tuple[bytes, bytes]]
+    stack: devstack.Stack, region: Region, records: list[tuple[bytes, bytes]]
 ) -> dict[str, Any]:
     """A new frontend (``node serve``, an empty data directory) of ``region``, bootstrapped
     with ``records`` and its workers stopped: the seconds from its start to serving everything
@@ -460,11 +465,11 @@ def restore_frontend(
             "--broker", stack.broker_url, "--store", stack.store_url,
             "--listen", f"127.0.0.1:{port}",
             "--bucket", f"{region.prefix.strip('.')}-{region.region}",
-            "--data-dir", str(work / f"{region.prefix}frontend"),
+            "--data-dir", str(region.path("frontend")),
             "--topic-prefix", region.prefix,
         ],
         url=url,
-        log=work / f"{region.prefix}frontend.log",
+        log=region.path("frontend.log"),
     )  # fmt: skip
     try:
         wait_ready(url, timeout=600)
@@ -559,14 +564,7 @@ def freshness(
     # measuring does not load the node: polling its HTTP for every probe outstanding (a
     # hundred once it falls behind) took the worker's main thread from its records.
     listen = node.url.removeprefix("http://").replace(":", "-")
-    docroot = (
-        region.work
-        / f"{region.prefix}fresh"
-        / "nodes"
-        / region.region
-        / f"view-{listen}"
-        / "docroot"
-    )
+    docroot = region.path("fresh") / "nodes" / region.region / f"view-{listen}" / "docroot"
 
     def watch() -> None:
         while not stop.is_set() or outstanding:
@@ -863,7 +861,7 @@ def full_size(stack: devstack.Stack, work: Path) -> list[dict[str, Any]]:
         region = Region(stack, work, key, topics_of=produced)
         twos.append(bootstrap(stack, work, key, records, 2, region=region, ends=ends))
     console.print("[bold]bench node[/]: full size, restore: a new frontend of the last region")
-    restored = restore_frontend(stack, work, region, records)
+    restored = restore_frontend(stack, region, records)
     costs = bare_costs(key, records)
     bare = statistics.median(bares)
     figures = []
