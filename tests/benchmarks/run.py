@@ -679,6 +679,19 @@ NOTES = """
     are raw, readers taking both; the producer's `message.max.bytes` raised for large
     packages' uncompressed records, and the production topic's `max.message.bytes`
     checked against the compressed batch); then overlap applying with the next poll.
+  - replication (issue 15's item 6, not done yet): a prototype of the checked download
+    streamed into the upload, by hand after `make bench`, quiet machine, a script not
+    kept. One 500 MB zip from `fairstream origin serve` into the embedded store, three
+    alternating pairs. Today's path (`fetch_artifact` into a temporary file, then
+    `fput_object`) took 3.01, 3.97 and 5.23 s. Streamed (the same download and
+    hashes, 1 MiB chunks through a queue of 16 into `put_object`'s reader in a
+    thread, 16 MiB parts) took 2.53, 2.87 and 2.87 s. Medians 3.97 against 2.87 s:
+    1.38x, 174 to 198 MB/s against this table's bare `fput_object` at 245 MB/s. The
+    process CPU was the same (1.75 s). minio-py 7.2.20 aborts its multipart upload
+    when the reader raises, and sends a single-part object only after the last read.
+    Checked on `rclone serve s3`: a reader that raises on its final read leaves no
+    object and no upload behind. So the checks can fail the upload at its end, and
+    nothing unchecked lands under its content address.
   - `make soak` as shipped (15 minutes, 200 releases/s of distinct packages, seed
     9007): 188,210 bulk releases, 32 faults, every count zero (`docs/reliability.md`).
   - consumer groups are per federation now (`fairstream-node-REGION.PREFIX` for topics
