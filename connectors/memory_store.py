@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import quote
 
-from connectors.object_store import StoredBody, StoredObject
+from connectors.object_store import ByteSource, StoredBody, StoredObject
 from schemas.errors import StoreUnavailableError
 
 _CHUNK = 1024 * 1024
@@ -105,6 +105,25 @@ class MemoryStore:
                 f"memory store cannot read {path} to write {self.bucket}/{key}: {exc}",
                 retry_after=2.0,
             ) from exc
+        self._write(key, data, content_type)
+
+    def put_stream(self, key: str, source: ByteSource, size: int, *, content_type: str) -> None:
+        # Read whole before anything is stored: a read that raises stores nothing.
+        pieces = []
+        left = size
+        while left > 0:
+            piece = source.read(min(_CHUNK, left))
+            if not piece:
+                break
+            pieces.append(piece)
+            left -= len(piece)
+        data = b"".join(pieces)
+        if len(data) != size:
+            raise StoreUnavailableError(
+                f"memory store: the stream for {self.bucket}/{key} ended after {len(data)} "
+                f"of its {size} bytes",
+                retry_after=2.0,
+            )
         self._write(key, data, content_type)
 
     def get(

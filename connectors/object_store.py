@@ -41,6 +41,14 @@ class StoredBody:
     etag: str
 
 
+class ByteSource(Protocol):
+    """What ``ObjectStore.put_stream`` reads from: a file opened for reading, or a stream."""
+
+    def read(self, amount: int = -1, /) -> bytes:
+        """Up to ``amount`` bytes, fewer only at the end."""
+        ...
+
+
 class ObjectReader(Protocol):
     """An object's bytes (or a range of them), read piece by piece.
 
@@ -78,6 +86,15 @@ class ObjectStore(Protocol):
 
     def put_file(self, key: str, path: Path, *, content_type: str) -> None:
         """Upload a file, never holding it whole in memory."""
+        ...
+
+    def put_stream(self, key: str, source: ByteSource, size: int, *, content_type: str) -> None:
+        """Upload ``size`` bytes read from ``source`` (a file, or a download streamed through
+        ``connectors.streamed_upload.UploadFeed``), never holding it whole in memory.
+
+        When ``source.read`` raises, nothing is stored under ``key`` and the error passes
+        through; a stream that ends short is a ``StoreUnavailableError``.
+        """
         ...
 
     def get(

@@ -1,18 +1,29 @@
-"""Artifact download over HTTP from the origin or a replica: streamed to disk, capped by the signed size, checked."""
+"""Artifact download over HTTP from the origin or a replica: capped by the signed size, checked,
+and streamed into the store (``stream_artifact``) or to disk (``fetch_artifact``)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import aiohttp
 
+from connectors.streamed_upload import (
+    TAIL_BYTES,
+    RollingTail,
+    StreamTail,
+    UploadFeed,
+    UploadStoppedError,
+)
 from schemas.errors import (
     ArtifactMismatchError,
     ArtifactMismatchEverywhereError,
@@ -25,7 +36,11 @@ from schemas.events import Artifact
 
 log = logging.getLogger(__name__)
 
+_T = TypeVar("_T")
+
 CHUNK_SIZE = 256 * 1024
+#: Chunks of a download streamed into the store (``stream_artifact``): fewer hand-overs.
+STREAM_CHUNK_SIZE = 1024 * 1024
 
 #: When a release none of whose sources delivered is tried again, at the earliest.
 UNREACHABLE_RETRY_AFTER = 30.0
@@ -76,7 +91,6 @@ class Fetched:
     source: str
 
 
-# Long because one streamed download: size, both digests and the limits checked as it is written.
 async def fetch_artifact(
     session: aiohttp.ClientSession,
     url: str,
@@ -92,6 +106,98 @@ async def fetch_artifact(
     deliver (refused, timeout, too slow for ``limits``, non-200) and
     ``ArtifactMismatchError`` when it delivers other bytes than the signed ones.
     """
+    handle = tempfile.NamedTemporaryFile(dir=work_dir, prefix="fetch-", suffix=".zip", delete=False)  # noqa: SIM115 - the caller owns the file
+    path = Path(handle.name)
+
+    async def write(chunk: bytes) -> None:
+        handle.write(chunk)
+
+    try:
+        with handle:
+            await download(session, url, expected, write, limits=limits)
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path
+
+
+# Long because the stream's parts are the caller's: the upload, its threads, the checks, a hook.
+async def stream_artifact(
+    session: aiohttp.ClientSession,
+    url: str,
+    expected: Artifact,
+    upload: Callable[[UploadFeed], None],
+    *,
+    executor: Executor,
+    limits: FetchLimits = FetchLimits(),
+    check_end: Callable[[StreamTail], Awaitable[None]] | None = None,
+    tail_bytes: int = TAIL_BYTES,
+    on_read: Callable[[int], None] | None = None,
+) -> None:
+    """Download ``url`` straight into ``upload``, run in ``executor``: no temporary file.
+
+    ``upload`` reads the bytes from the ``UploadFeed`` it is given (memory stays bounded)
+    and must store nothing when a read raises (``ObjectStore.put_stream``): its read of
+    the last bytes waits until the size, both digests and ``check_end`` (given the stream's
+    last ``tail_bytes`` as a file) passed, and raises if one failed. Raises what
+    ``download`` raises, what ``check_end`` raises (``TailTooShortError`` when it read
+    further back than the tail), and what ``upload`` raises (the store's errors).
+    """
+    loop = asyncio.get_running_loop()
+    feed = UploadFeed(expected.size, loop=loop, on_read=on_read)
+    tail = RollingTail(tail_bytes)
+
+    def run_upload() -> None:
+        try:
+            upload(feed)
+        finally:
+            feed.stopped()
+
+    uploading = loop.run_in_executor(executor, run_upload)
+
+    async def send(chunk: bytes) -> None:
+        tail.add(chunk)
+        await feed.send(chunk)
+
+    try:
+        await download(session, url, expected, send, limits=limits, chunk_size=STREAM_CHUNK_SIZE)
+        if check_end is not None:
+            await check_end(tail.file())
+    except UploadStoppedError:
+        await uploading  # raises the store's error
+        raise RuntimeError(
+            f"the upload of {url} stopped reading before its end without an error"
+        ) from None
+    except asyncio.CancelledError:
+        feed.finish(RuntimeError("the download was cancelled"))
+        raise
+    except BaseException as exc:
+        feed.finish(exc)
+        # The upload aborts on its next read; wait for it, so nothing of it lands later.
+        with contextlib.suppress(Exception):
+            await uploading
+        raise
+    feed.finish(None)
+    await uploading
+
+
+# Long because one streamed download: size, both digests and the limits checked as it goes.
+async def download(
+    session: aiohttp.ClientSession,
+    url: str,
+    expected: Artifact,
+    sink: Callable[[bytes], Awaitable[None]],
+    *,
+    limits: FetchLimits = FetchLimits(),
+    chunk_size: int = CHUNK_SIZE,
+) -> None:
+    """Download ``url`` into ``sink``, chunk by chunk, and check it against ``expected``.
+
+    Never reads more than ``expected.size`` bytes; the checks of the whole (size, sha256,
+    sha1) come after the last chunk went to ``sink``. Raises ``OriginUnavailableError``
+    when the origin does not deliver (refused, timeout, too slow for ``limits``, non-200)
+    and ``ArtifactMismatchError`` when it delivers other bytes than the signed ones.
+    """
     sha256 = hashlib.sha256()
     sha1 = hashlib.sha1()  # noqa: S324 - Composer's dist.shasum is sha1; sha256 is the real check
     size = 0
@@ -102,35 +208,31 @@ async def fetch_artifact(
     # slow must be told apart from one that stalls, to say so and what to change.
     budget = asyncio.timeout(limits.deadline(expected.size))
     started = time.monotonic()
-    handle = tempfile.NamedTemporaryFile(dir=work_dir, prefix="fetch-", suffix=".zip", delete=False)  # noqa: SIM115 - the caller owns the file
-    path = Path(handle.name)
     try:
-        with handle:
-            async with budget, session.get(url, timeout=timeout, allow_redirects=True) as response:
-                if response.status != 200:
-                    raise OriginUnavailableError(
-                        f"origin answered {response.status} for {url}",
-                        url=url,
-                        status_code=response.status,
-                        retry_after=5.0 if response.status >= 500 else 30.0,
-                    )
-                if response.content_length is not None and response.content_length > expected.size:
+        async with budget, session.get(url, timeout=timeout, allow_redirects=True) as response:
+            if response.status != 200:
+                raise OriginUnavailableError(
+                    f"origin answered {response.status} for {url}",
+                    url=url,
+                    status_code=response.status,
+                    retry_after=5.0 if response.status >= 500 else 30.0,
+                )
+            if response.content_length is not None and response.content_length > expected.size:
+                raise ArtifactMismatchError(
+                    f"origin {url} announces {response.content_length} bytes, the "
+                    f"signed artifact (sha256 {expected.sha256}) has {expected.size}"
+                )
+            async for chunk in response.content.iter_chunked(chunk_size):
+                size += len(chunk)
+                if size > expected.size:
                     raise ArtifactMismatchError(
-                        f"origin {url} announces {response.content_length} bytes, the "
-                        f"signed artifact (sha256 {expected.sha256}) has {expected.size}"
+                        f"origin {url} sent more than the {expected.size} bytes of the "
+                        f"signed artifact (sha256 {expected.sha256})"
                     )
-                async for chunk in response.content.iter_chunked(CHUNK_SIZE):
-                    size += len(chunk)
-                    if size > expected.size:
-                        raise ArtifactMismatchError(
-                            f"origin {url} sent more than the {expected.size} bytes of the "
-                            f"signed artifact (sha256 {expected.sha256})"
-                        )
-                    sha256.update(chunk)
-                    sha1.update(chunk)
-                    handle.write(chunk)
+                sha256.update(chunk)
+                sha1.update(chunk)
+                await sink(chunk)
     except (aiohttp.ClientError, TimeoutError, OSError) as exc:
-        path.unlink(missing_ok=True)
         if budget.expired():
             raise OriginUnavailableError(
                 f"source {url} is too slow: {size} of {expected.size} bytes in "
@@ -144,9 +246,6 @@ async def fetch_artifact(
         raise OriginUnavailableError(
             f"could not download {url}: {type(exc).__name__}: {exc}", url=url, retry_after=5.0
         ) from exc
-    except BaseException:
-        path.unlink(missing_ok=True)
-        raise
     problems = []
     if size != expected.size:
         problems.append(f"size {size} != signed {expected.size}")
@@ -155,14 +254,11 @@ async def fetch_artifact(
     if sha1.hexdigest() != expected.sha1:
         problems.append(f"sha1 {sha1.hexdigest()} != signed {expected.sha1}")
     if problems:
-        path.unlink(missing_ok=True)
         raise ArtifactMismatchError(
             f"artifact from {url} differs from the signed one: " + "; ".join(problems)
         )
-    return path
 
 
-# Long because each source's failure is kept, for the one error that names them all.
 async def fetch_from_sources(
     session: aiohttp.ClientSession,
     sources: Sequence[str],
@@ -171,19 +267,38 @@ async def fetch_from_sources(
     work_dir: Path,
     limits: FetchLimits = FetchLimits(),
 ) -> Fetched:
-    """Fetch ``expected`` from the first of ``sources`` that delivers the signed bytes.
+    """Fetch ``expected`` into a temporary file from the first of ``sources`` that delivers
+    the signed bytes (see ``first_delivering``, which says what this raises)."""
 
-    Sources are tried one after the other in the given order (the canonical
-    origin first, then replicas announced for this sha256), each URL once; every
-    failure is logged and the next source tried. Raises
-    ``ArtifactMismatchEverywhereError`` (an ``ArtifactMismatchError``) when every
-    source delivered other bytes, and ``ArtifactUnreachableError`` (an
-    ``OriginUnavailableError``) otherwise, including when ``sources`` is empty.
+    async def into_file(source: str) -> Path:
+        return await fetch_artifact(session, source, expected, work_dir=work_dir, limits=limits)
+
+    path, source = await first_delivering(sources, expected, into_file)
+    return Fetched(path=path, source=source)
+
+
+# Long because each source's failure is kept, for the one error that names them all.
+async def first_delivering(
+    sources: Sequence[str],
+    expected: Artifact,
+    attempt: Callable[[str], Awaitable[_T]],
+) -> tuple[_T, str]:
+    """``attempt`` each of ``sources`` in the given order until one delivers ``expected``;
+    its result and the source.
+
+    ``attempt(url)`` fetches from one source (into a file, or streamed into the store) and
+    raises ``ArtifactMismatchError`` or ``OriginUnavailableError`` when that source did not
+    deliver the signed bytes; any other error ends the search at once. Sources are tried
+    one after the other (the canonical origin first, then replicas announced for this
+    sha256), each URL once; every failure is logged and the next source tried. Raises
+    ``ArtifactMismatchEverywhereError`` (an ``ArtifactMismatchError``) when every source
+    delivered other bytes, and ``ArtifactUnreachableError`` (an ``OriginUnavailableError``)
+    otherwise, including when ``sources`` is empty.
     """
     attempts: list[SourceFailure] = []
     for source in dict.fromkeys(sources):  # each URL once, in the caller's order
         try:
-            path = await fetch_artifact(session, source, expected, work_dir=work_dir, limits=limits)
+            result = await attempt(source)
         except ArtifactMismatchError as exc:
             attempts.append(SourceFailure(url=source, reason=str(exc), definite=True))
         except OriginUnavailableError as exc:
@@ -196,7 +311,7 @@ async def fetch_from_sources(
                     source,
                     len(attempts),
                 )
-            return Fetched(path=path, source=source)
+            return result, source
         log.warning(
             "artifact sha256 %s not fetched from %s: %s",
             expected.sha256,

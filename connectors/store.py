@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from pathlib import Path
+from typing import BinaryIO, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import urllib3
@@ -28,7 +29,7 @@ from urllib3 import BaseHTTPResponse
 
 from connectors.memory_store import MemoryStore
 from connectors.metrics import record_store_write
-from connectors.object_store import ObjectStore, StoredBody, StoredObject
+from connectors.object_store import ByteSource, ObjectStore, StoredBody, StoredObject
 from schemas.errors import ConfigurationError, StoreUnavailableError
 
 #: minio errors that mean "not there", as opposed to "the store is unwell".
@@ -36,6 +37,8 @@ _MISSING_CODES = {"NoSuchKey", "NoSuchObject", "ResourceNotFound"}
 
 
 TORN_READ_ATTEMPTS = 8
+#: Parts of a streamed upload (``put_stream``): each is held in memory while it is sent.
+STREAM_PART_SIZE = 8 * 1024 * 1024
 _PLAIN_ETAG = re.compile(r"[0-9a-f]{32}")
 
 
@@ -237,6 +240,28 @@ class S3Store:
         """Upload a file in parts, never holding it whole in memory."""
         try:
             self._client.fput_object(self.bucket, key, str(path), content_type=content_type)
+        except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
+            raise self._unavailable("write", key, exc) from exc
+        record_store_write(self.bucket, key)
+
+    def put_stream(self, key: str, source: ByteSource, size: int, *, content_type: str) -> None:
+        """Upload ``size`` bytes read from ``source``, in parts of ``STREAM_PART_SIZE``.
+
+        When a read raises, nothing is stored: minio aborts a multipart upload it began
+        (``put_object``'s ``except``), and a single-part object is never sent. An upload
+        the process did not live to abort stays in the store, never under ``key``: MinIO
+        deletes it after a day (``stale_uploads_expiry``), on S3 a lifecycle rule's
+        ``AbortIncompleteMultipartUpload`` does, ``rclone serve s3`` forgets it on restart.
+        """
+        try:
+            self._client.put_object(
+                self.bucket,
+                key,
+                cast(BinaryIO, source),  # minio calls only read()
+                size,
+                content_type=content_type,
+                part_size=STREAM_PART_SIZE,
+            )
         except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
             raise self._unavailable("write", key, exc) from exc
         record_store_write(self.bucket, key)

@@ -4,14 +4,14 @@ the fetch, the check of what came, and the record of where it came from."""
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 from pathlib import Path
+from typing import IO, TypeVar
 
-import aiohttp
 import orjson
 
-from connectors.origin import UNREACHABLE_RETRY_AFTER, Fetched, FetchLimits, fetch_from_sources
+from connectors.origin import UNREACHABLE_RETRY_AFTER, first_delivering
 from schemas.errors import (
     ArtifactMismatchEverywhereError,
     ArtifactUnreachableError,
@@ -20,6 +20,8 @@ from schemas.errors import (
 from schemas.events import Artifact
 from streams.artifacts import ReplicaRegistry, Source
 from streams.policy import JurisdictionPolicy, Purpose, peer_of_position
+
+_T = TypeVar("_T")
 
 
 def artifact_sources(
@@ -46,24 +48,23 @@ def artifact_sources(
     return allowed, withheld
 
 
-async def fetch_artifact(
-    session: aiohttp.ClientSession,
+async def fetch_from_allowed(
     artifact: Artifact,
     policy: JurisdictionPolicy,
     replicas: ReplicaRegistry,
+    attempt: Callable[[str], Awaitable[_T]],
     *,
     position: str = "",
-    work_dir: Path,
-    limits: FetchLimits,
-) -> tuple[Fetched, Source]:
-    """Fetch ``artifact`` from the first allowed source that delivers it.
+) -> tuple[_T, Source]:
+    """``attempt`` (fetch into a file, or stream into the store) the first allowed source
+    that delivers ``artifact``.
 
     A sovereign region never fetches from a source outside its jurisdictions: when
     none of the allowed ones delivers, the release is parked (``ArtifactUnreachableError``)
     with the withheld sources named, never refused, and never fetched from outside.
     ``position`` is the release's in the log (see ``artifact_sources``).
-    Returns the fetched file and the source it came from. Raises what
-    ``fetch_from_sources`` raises.
+    Returns what the delivering attempt returned and its source. Raises what
+    ``connectors.origin.first_delivering`` raises.
     """
     sources, withheld = artifact_sources(artifact, policy, replicas, position)
     because = withheld_reason(policy, withheld) if withheld else ""
@@ -77,13 +78,7 @@ async def fetch_artifact(
             retry_after=UNREACHABLE_RETRY_AFTER,
         )
     try:
-        fetched = await fetch_from_sources(
-            session,
-            [s.url for s in sources],
-            artifact,
-            work_dir=work_dir,
-            limits=limits,
-        )
+        fetched, url = await first_delivering([s.url for s in sources], artifact, attempt)
     except ArtifactMismatchEverywhereError as exc:
         if not withheld:
             raise
@@ -101,7 +96,7 @@ async def fetch_artifact(
         raise ArtifactUnreachableError(
             f"{exc}; {because}", url=exc.url, attempts=exc.attempts, retry_after=exc.retry_after
         ) from exc
-    return fetched, next(s for s in sources if s.url == fetched.source)
+    return fetched, next(s for s in sources if s.url == url)
 
 
 def withheld_reason(policy: JurisdictionPolicy, withheld: Sequence[Source]) -> str:
@@ -116,11 +111,12 @@ def withheld_reason(policy: JurisdictionPolicy, withheld: Sequence[Source]) -> s
     )
 
 
-def check_top_directory(path: Path, package: str) -> None:
+def check_top_directory(path: Path | IO[bytes], package: str) -> None:
     """A release zip holds one top directory named after the project (``token/`` for drupal/token).
 
-    Raises ``WrongPackageError`` when it holds another project's files (wrong
-    software under a right name) or is not a zip.
+    ``path`` is the zip's file, or a file-like of it (``StreamTail``: only the names are
+    read, from the central directory at the end). Raises ``WrongPackageError`` when it
+    holds another project's files (wrong software under a right name) or is not a zip.
     """
     project = package.split("/", 1)[1]
     try:

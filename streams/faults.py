@@ -2,7 +2,8 @@
 
 Luck does not reliably stop a process between its store write and its offset
 commit; a fault point does. The points sit where a crash is most likely to lose or
-double an effect: after a zip is stored (before the metadata that lists it), after
+double an effect: in the middle of a zip streamed into the store (a part uploaded, its
+last bytes unchecked), after a zip is stored (before the metadata that lists it), after
 a package's view is derived (before its view record is produced), after a view
 record is acknowledged (before the worker holds it in its local view and serves
 it), after the batch's view records are acknowledged and held (before the batch's
@@ -32,6 +33,9 @@ from schemas.errors import ConfigurationError
 
 log = logging.getLogger(__name__)
 
+#: In the middle of a zip streamed into the store: a part is in the store's multipart
+#: upload, the zip's last bytes not yet checked (nothing may land under its key).
+MID_ARTIFACT_UPLOAD: Final = "mid-artifact-upload"
 AFTER_STORE_WRITE: Final = "after-store-write"
 #: After a package's view was derived (rendered, dated), before its view record is produced.
 AFTER_METADATA_WRITE: Final = "after-metadata-write"
@@ -44,6 +48,7 @@ BEFORE_OFFSET_COMMIT: Final = "before-offset-commit"
 #: Not a kill: the first N attempts to produce a rejection are refused.
 REFUSE_REJECTION: Final = "refuse-rejection"
 FAULT_POINTS: Final = (
+    MID_ARTIFACT_UPLOAD,
     AFTER_STORE_WRITE,
     AFTER_METADATA_WRITE,
     BEFORE_LOCAL_WRITE,

@@ -15,7 +15,8 @@ the fetch is parked in ``pending/`` and retried with backoff by
 ``retry_pending``.
 
 The replicator's parts: ``streams.outcomes`` (its input, outcomes and the pure verdicts on a
-release's zip), ``streams.artifact_fetch`` (the fetch and its sources),
+release's zip), ``streams.artifact_copy`` (a zip streamed, checked, into the bucket),
+``streams.artifact_fetch`` (its sources and checks),
 ``streams.artifact_quota`` (eviction under a quota), ``streams.parked`` (parked fetches).
 """
 
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
@@ -31,7 +31,6 @@ from pathlib import Path
 
 import aiohttp
 
-from connectors.metrics import FETCH_BYTES, FETCH_SECONDS
 from connectors.object_store import ObjectStore
 from connectors.origin import FetchLimits
 from connectors.state_store import PackageStates
@@ -47,12 +46,11 @@ from schemas.package_state import (
     render_documents,
 )
 from schemas.trust import TrustRoot
-from streams.artifact_fetch import check_top_directory, fetch_artifact, provenance
+from streams.artifact_copy import ArtifactCopier
 from streams.artifact_quota import ArtifactQuota
 from streams.artifacts import HotStats, ReplicaRegistry
 from streams.faults import (
     AFTER_METADATA_WRITE,
-    AFTER_STORE_WRITE,
     AFTER_VIEW_RECORD,
     FaultPoints,
 )
@@ -133,6 +131,17 @@ class ReleaseReplicator:
         self._quota = ArtifactQuota(store, hot or HotStats(region), clock)
         self._parked = ParkedFetches(store, clock=clock, first_delay=pending_first_delay)
         self._background: set[asyncio.Task[None]] = set()
+        self._copier = ArtifactCopier(
+            store=store,
+            session=session,
+            replicas=self._replicas,
+            quota=self._quota,
+            work_dir=work_dir,
+            region=region,
+            limits=limits,
+            clock=clock,
+            faults=self._faults,
+        )
 
     def render(self, state: PackageState) -> Mapping[str, bytes]:
         """The p2 documents of ``state`` on this region's public URL."""
@@ -379,57 +388,10 @@ class ReleaseReplicator:
         existing = await asyncio.to_thread(self._store.stat, key)
         fetched = False
         if existing is None or existing.size != artifact.size:
-            fetched = await self._fetch_and_store(package, artifact, position)
+            fetched = await self._copier.copy(package, artifact, position, self.policy)
         if fetched or existing is not None:
             await self._announce_replica(package, version, artifact)
         return fetched
-
-    async def _fetch_and_store(self, package: str, artifact: Artifact, position: str) -> bool:
-        started = time.perf_counter()
-        result, source_of_bytes = await fetch_artifact(
-            self._session,
-            artifact,
-            self.policy.jurisdictions,
-            self._replicas,
-            position=position,
-            work_dir=self._work_dir,
-            limits=self._limits,
-        )
-        source = "origin" if result.source == artifact.origin_url else "replica"
-        FETCH_SECONDS.labels(self._region, source).observe(time.perf_counter() - started)
-        FETCH_BYTES.labels(self._region, source).inc(artifact.size)
-        try:
-            check_top_directory(result.path, package)
-            if not await self._quota.make_room(artifact, self.policy.quota_bytes):
-                return False
-            await asyncio.to_thread(
-                self._store.put_file,
-                layout.artifact_key(artifact.sha256),
-                result.path,
-                content_type="application/zip",
-            )
-            # The proof of where the bytes came from (the status page shows it): written
-            # after the zip, so a crash between leaves a zip without it, never the reverse.
-            await asyncio.to_thread(
-                self._store.put_bytes,
-                layout.provenance_key(artifact.sha256),
-                provenance(source_of_bytes, artifact.sha256, self._region, self._clock()),
-                content_type="application/json",
-            )
-            self._faults.reached(AFTER_STORE_WRITE)
-        finally:
-            result.path.unlink(missing_ok=True)
-        self._quota.stored(artifact)
-        if result.source != artifact.origin_url:
-            log.info(
-                "%s %s fetched from replica %s (%s, jurisdiction %s)",
-                package,
-                artifact.sha256[:12],
-                result.source,
-                source_of_bytes.holder,
-                source_of_bytes.jurisdiction or "not declared",
-            )
-        return True
 
     async def _announce_replica(self, package: str, version: str, artifact: Artifact) -> None:
         if self._announce is None or not self._public_url:
@@ -476,5 +438,6 @@ class ReleaseReplicator:
         return await self._parked.retry_due(self.view.load, self._ensure_artifact)
 
     async def close(self) -> None:
+        self._copier.close()
         for task in list(self._background):
             task.cancel()

@@ -23,7 +23,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from connectors.memory_store import MemoryStore
-from connectors.object_store import ObjectStore
+from connectors.object_store import ByteSource, ObjectStore
 from connectors.origin import FetchLimits
 from infra.devtools.origin_http import origin_app
 from infra.devtools.sample_projects import sample_zip
@@ -90,6 +90,10 @@ class RecordingStore(MemoryStore):
     def put_file(self, key: str, path: Path, *, content_type: str) -> None:
         self.writes.append(key)
         super().put_file(key, path, content_type=content_type)
+
+    def put_stream(self, key: str, source: ByteSource, size: int, *, content_type: str) -> None:
+        super().put_stream(key, source, size, content_type=content_type)
+        self.writes.append(key)  # once stored: a stream that raised stored nothing
 
     def delete(self, key: str) -> None:
         self.writes.append(f"DELETE {key}")
