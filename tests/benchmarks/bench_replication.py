@@ -13,9 +13,9 @@ publisher key, and the signed release events built once. Then alternating runs o
   bucket, started and joined to its group (``/health`` answers and its log says
   "assigned partitions") before anything is published. Timed from the first
   ``publish_release`` (the 500 MB zip first, then the others) until every zip is in the
-  bucket at its signed size (the bucket is listed whenever one of the node's download files
-  goes away, which it deletes once uploaded, and at least every second). The node downloads each zip from
-  the origin, checks size, sha256 and sha1 and the top directory, and uploads it: the whole
+  bucket at its signed size (the bucket is listed whenever the node logs a zip fetched, and
+  at least every second). The node streams each zip from the origin straight into the store,
+  checking size, sha256, sha1 and the top directory before its last bytes land: the whole
   job, so the ratio shows its cost.
 - bare: ``minio.Minio.fput_object`` of the same files, one after the other, into a fresh
   bucket of the same store, with the same keys as the node.
@@ -23,9 +23,9 @@ publisher key, and the signed release events built once. Then alternating runs o
 MB/s is total bytes / seconds, MB = 10^6 bytes. The ratio of each pair is ours/bare; the
 figure is their median. The node's peak RSS (``VmHWM``, read before it stops) must stay
 under 250 MB. For the record, and to say where a gap comes from: CPU seconds of the node
-(and of its event-loop thread), the origin and the store during each run; when downloads
-and uploads ran (from the node's download directory, sampled); the origin's own rate and
-the node's fetch path alone (``connectors.origin.fetch_artifact``) on the 500 MB zip.
+(and of its event-loop thread), the origin and the store during each run; the origin's own
+rate and the node's copy path alone (``connectors.origin.stream_artifact`` into the store,
+in this process) on the 500 MB zip.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ import urllib.request
 import uuid
 import zipfile
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,8 +66,9 @@ from rich.progress import (
 from connectors.kafka_producers import EventProducer
 from connectors.kafka_topics import Topics, ensure_topics
 from connectors.object_store import ObjectStore
-from connectors.origin import fetch_artifact
+from connectors.origin import stream_artifact
 from connectors.store import S3Store, StoreLocation
+from connectors.streamed_upload import UploadFeed
 from infra import devstack, localnet
 from schemas import layout
 from schemas.events import ReleasePublished
@@ -87,10 +89,9 @@ MAX_RUNS = 3
 BUDGET_SECONDS = 240.0
 POLL_SECONDS = 0.1
 #: Listing the bucket costs the store and this process CPU that the node then lacks (160
-#: listings of 51 objects: about 1.3 CPU s), so it is listed when a download file goes
-#: away (the node deletes it once uploaded) and otherwise at most this often. A listing
-#: can take seconds while the store takes uploads, so it runs in its own thread and the
-#: download directory is still sampled meanwhile.
+#: listings of 51 objects: about 1.3 CPU s), so it is listed when the node logs a zip
+#: fetched and otherwise at most this often. A listing can take seconds while the store
+#: takes uploads, so it runs in its own thread and the node's log is still read meanwhile.
 LIST_SECONDS = 1.0
 JOIN_TIMEOUT = 60.0
 #: A run that has not copied every zip by then failed (the node log tail is in the error).
@@ -309,55 +310,29 @@ def written_bytes(pid: int) -> int:
     return 0
 
 
-class PhaseSampler:
-    """Samples the node's download directory to tell when it downloads and when it uploads.
+class FetchedLines:
+    """Counts the node's "artifact fetched" log lines as they are written: each is a zip in
+    the bucket (the line comes after the zip and its provenance are stored)."""
 
-    The node streams each zip into a temporary file there, checks it, uploads it and
-    deletes it. A file that grew since the last sample is a download; a file that did not
-    is being checked or uploaded. No file at all: the node is doing neither (verifying,
-    writing metadata, waiting for the next batch).
-    """
+    def __init__(self, log: Path) -> None:
+        self._log = log
+        self._read = 0
+        self.count = 0
 
-    def __init__(self, directory: Path) -> None:
-        self.directory = directory
-        self._sizes: dict[str, int] = {}
-        self._last: float | None = None
-        self.downloading = 0.0
-        self.uploading = 0.0
-        self.both = 0.0
-        self.neither = 0.0
-        self.most_files = 0
-        self.first_file_at: float | None = None
-        #: Whether a file went away at the last sample: a zip was stored (or refused).
-        self.file_gone = False
-        self.last_file_at: float | None = None
-
-    def sample(self, now: float) -> None:
-        sizes: dict[str, int] = {}
+    def new(self) -> bool:
+        """Whether a zip was fetched since the last call."""
         try:
-            entries = list(os.scandir(self.directory))
+            with self._log.open("rb") as handle:
+                handle.seek(self._read)
+                text = handle.read()
         except FileNotFoundError:
-            entries = []
-        for entry in entries:
-            try:
-                sizes[entry.name] = entry.stat().st_size
-            except FileNotFoundError:
-                continue
-        if self._last is not None:
-            elapsed = now - self._last
-            growing = any(size > self._sizes.get(name, 0) for name, size in sizes.items())
-            held = any(size > 0 and self._sizes.get(name) == size for name, size in sizes.items())
-            self.downloading += elapsed * growing
-            self.uploading += elapsed * held
-            self.both += elapsed * (growing and held)
-            self.neither += elapsed * (not sizes)
-        self.file_gone = bool(self._sizes.keys() - sizes.keys())
-        self.most_files = max(self.most_files, len(sizes))
-        if sizes:
-            self.first_file_at = self.first_file_at or now
-            self.last_file_at = now
-        self._sizes = sizes
-        self._last = now
+            return False
+        # Only whole lines: a line being written is read again next time.
+        text = text[: text.rfind(b"\n") + 1]
+        self._read += len(text)
+        found = text.count(b"artifact fetched")
+        self.count += found
+        return found > 0
 
 
 class BucketWatcher(threading.Thread):
@@ -452,8 +427,7 @@ def run_ours(fed: Federation, run: int, progress: Progress) -> dict[str, Any]:
     task = progress.add_task(f"ours {run + 1}: node copies", total=fed.total_bytes)
     try:
         join_seconds = wait_joined(node)
-        # ``fairstream node run`` keeps a region's files under DATA_DIR/nodes/REGION.
-        sampler = PhaseSampler(data_dir / "nodes" / region / "downloads")
+        fetched_lines = FetchedLines(node.log)
         pid = node.process.pid
         settle_disk()
         cpu = {
@@ -483,8 +457,7 @@ def run_ours(fed: Federation, run: int, progress: Progress) -> dict[str, Any]:
                     )
                 if not node.alive():
                     raise RuntimeError(f"node exited during run {run + 1}:\n{node.log_tail(30)}")
-                sampler.sample(now)
-                if sampler.file_gone:
+                if fetched_lines.new():
                     watcher.wake.set()
                 stored = sum(expected[sha] for sha in list(watcher.stored_at))
                 progress.update(task, completed=stored)
@@ -530,15 +503,10 @@ def run_ours(fed: Federation, run: int, progress: Progress) -> dict[str, Any]:
         "cpu_seconds": used,
         "node_cpu_per_wall": used["node"] / seconds,
         "node_loop_cpu_per_wall": used["node_loop"] / seconds,
-        "phases_seconds": {
-            "downloading": sampler.downloading,
-            "checking_or_uploading": sampler.uploading,
-            "both_at_once": sampler.both,
-            "neither": sampler.neither,
-        },
-        "first_download_seen_at": (sampler.first_file_at or began) - began,
-        "last_download_file_seen_at": (sampler.last_file_at or began) - began,
-        "most_files_in_flight": sampler.most_files,
+        "first_zip_stored_at": min(stored_at.values()),
+        "temporary_files_left": sorted(
+            path.name for path in (data_dir / "nodes" / region / "downloads").glob("*")
+        ),
         "bucket_listings": len(watcher.listings),
         "slowest_listing_seconds": max(watcher.listings),
         "written_mb": written,
@@ -601,8 +569,9 @@ def run_bare(fed: Federation, run: int, progress: Progress) -> dict[str, Any]:
 
 def path_rates(fed: Federation) -> dict[str, float]:
     """MB/s of the parts of the node's path, on the big zip: a plain GET from the origin read
-    to nothing, the node's fetch path alone (``fetch_artifact``: stream to disk, sha256,
-    sha1, size) in this process, and a plain copy of the file on this disk."""
+    to nothing, the node's copy path alone (``stream_artifact``: the download with sha256,
+    sha1 and size checked, streamed into a fresh bucket of the store) in this process, and a
+    plain copy of the file on this disk."""
     big = fed.releases[0]
     settle_disk()
     began = time.perf_counter()
@@ -618,26 +587,38 @@ def path_rates(fed: Federation) -> dict[str, float]:
         while response.read(CHUNK):
             pass
     plain = time.perf_counter() - began
+    bucket = f"bench-repl-{uuid.uuid4().hex[:8]}-path"
+    store = S3Store(fed.location, bucket)
+    store.ensure_bucket()
+    artifact = big.event.artifact
 
-    async def fetch() -> float:
+    def upload(feed: UploadFeed) -> None:
+        store.put_stream(
+            layout.artifact_key(artifact.sha256),
+            feed,
+            artifact.size,
+            content_type="application/zip",
+        )
+
+    async def stream() -> float:
         async with aiohttp.ClientSession() as session:
             began = time.perf_counter()
-            path = await fetch_artifact(
-                session, big.event.artifact.origin_url, big.event.artifact, work_dir=fed.work
-            )
-            elapsed = time.perf_counter() - began
-            path.unlink()
-            return elapsed
+            with ThreadPoolExecutor(1) as executor:
+                await stream_artifact(
+                    session, artifact.origin_url, artifact, upload, executor=executor
+                )
+            return time.perf_counter() - began
 
     settle_disk()
     cpu = time.process_time()
-    fetched = asyncio.run(fetch())
+    streamed = asyncio.run(stream())
     cpu = time.process_time() - cpu
+    drop_bucket(fed.client(), bucket)
     return {
-        "fetch_artifact_cpu_seconds_per_gb": cpu / (big.size / 1000 / MB),
+        "stream_artifact_cpu_seconds_per_gb": cpu / (big.size / 1000 / MB),
         "disk_copy_mb_per_s": big.size / MB / copied,
         "plain_get_mb_per_s": big.size / MB / plain,
-        "fetch_artifact_mb_per_s": big.size / MB / fetched,
+        "stream_artifact_mb_per_s": big.size / MB / streamed,
     }
 
 
@@ -683,24 +664,22 @@ def explain_gap(
     else:
         lead = (
             f"ratio {ratio:.2f}x, where the CPU work per GB alone would give {predicted:.2f}x; "
-            "the rest is waiting (the node's first download began "
-            f"{median(ours, 'first_download_seen_at'):.1f} s after the first publish)"
+            "the rest is waiting (the node's first zip was stored "
+            f"{median(ours, 'first_zip_stored_at'):.1f} s after the first publish)"
         )
     reasons.append(
-        f"{lead}: ours {work_o:.1f} CPU s per GB (the node {node:.1f}, of which its fetch path alone, the download with sha256 "
-        f"and sha1 into a file, costs about {rates['fetch_artifact_cpu_seconds_per_gb']:.1f}; "
-        f"the store {store_o:.1f}; the origin {origin:.1f}) against {work_b:.1f} for bare "
+        f"{lead}: ours {work_o:.1f} CPU s per GB (the node {node:.1f}, of which its copy path "
+        "alone, the download with sha256 and sha1 streamed into the store, costs about "
+        f"{rates['stream_artifact_cpu_seconds_per_gb']:.1f} and runs at "
+        f"{rates['stream_artifact_mb_per_s']:.0f} MB/s on the big zip; the store "
+        f"{store_o:.1f}; the origin {origin:.1f}) against {work_b:.1f} for bare "
         f"(client {client:.1f}, store {store_b:.1f}); of this machine's {cores} cores "
-        f"{used_o:.1f} were busy or stolen during ours, {used_b:.1f} during bare. No single thread is saturated (the node's "
-        f"event loop used {median(ours, 'node_loop_cpu_per_wall'):.2f} of a core) and the "
-        f"disk was busy {median(ours, 'disk', 'busy_fraction'):.0%} of the time. Each zip is "
-        "downloaded to a file, checked, then uploaded: downloads and uploads overlap only "
-        f"across zips ({median(ours, 'phases_seconds', 'both_at_once'):.1f} s of "
-        f"{median(ours, 'seconds'):.1f} s), and the biggest zip took "
+        f"{used_o:.1f} were busy or stolen during ours, {used_b:.1f} during bare. No single "
+        "thread is saturated (the node's event loop used "
+        f"{median(ours, 'node_loop_cpu_per_wall'):.2f} of a core) and the disk was busy "
+        f"{median(ours, 'disk', 'busy_fraction'):.0%} of the time. The biggest zip took "
         f"{median(ours, 'big_zip_seconds'):.1f} s from publish to stored against "
-        f"{median(bare, 'big_zip_seconds'):.1f} s for its bare upload; for "
-        f"{median(ours, 'phases_seconds', 'neither'):.1f} s no download or upload was in "
-        "flight at all"
+        f"{median(bare, 'big_zip_seconds'):.1f} s for its bare upload"
     )
     if any(len(run["batches"]) > 1 for run in ours):
         per_run = " / ".join(

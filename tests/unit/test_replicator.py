@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import logging
+import tempfile
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -22,6 +24,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
+import connectors.origin
+import streams.artifact_copy
 from connectors.memory_store import MemoryStore
 from connectors.object_store import ByteSource, ObjectStore
 from connectors.origin import FetchLimits
@@ -470,6 +474,88 @@ async def test_a_zip_of_another_project_is_refused_and_not_stored(
 
     assert store.writes == []
     assert bucket_contents(store) == {}
+    assert list(work_dir.iterdir()) == []
+
+
+async def test_a_zip_is_streamed_into_the_bucket_without_a_temporary_file(
+    replicator: ReleaseReplicator,
+    store: RecordingStore,
+    origin: TestServer,
+    origin_root: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    def no_temporary_file(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the zip went through a temporary file")
+
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", no_temporary_file)
+    event = release(origin, origin_root, "8.x-1.9")
+
+    applied = await replicator.apply(signed(event), position(0))
+
+    assert applied.fetched
+    stored = store.get(layout.artifact_key(event.artifact.sha256))
+    assert stored is not None
+    assert hashlib.sha256(stored.data).hexdigest() == event.artifact.sha256
+
+
+async def test_a_zip_whose_central_directory_is_larger_than_the_streamed_end_goes_through_a_file(
+    replicator: ReleaseReplicator,
+    store: RecordingStore,
+    origin: TestServer,
+    origin_root: Path,
+    origin_requests: list[str],
+    work_dir: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # The sample zip's central directory (three names) is far larger than 64 bytes, and
+    # the stream keeps whole chunks: 64 bytes each here.
+    monkeypatch.setattr(streams.artifact_copy, "TAIL_BYTES", 64)
+    monkeypatch.setattr(connectors.origin, "STREAM_CHUNK_SIZE", 64)
+    caplog.set_level(logging.INFO, logger="streams.artifact_copy")
+    event = release(origin, origin_root, "8.x-1.9")
+
+    applied = await replicator.apply(signed(event), position(0))
+
+    assert applied.fetched
+    # Streamed once (its upload abandoned at the check), then fetched into a file.
+    assert origin_requests == ["/token-8.x-1.9.zip", "/token-8.x-1.9.zip"]
+    assert "fetching it again through a temporary file" in caplog.text
+    stored = store.get(layout.artifact_key(event.artifact.sha256))
+    assert stored is not None
+    assert hashlib.sha256(stored.data).hexdigest() == event.artifact.sha256
+    assert list(work_dir.iterdir()) == []
+
+
+async def test_a_zip_of_another_project_is_refused_through_the_file_path_too(
+    replicator: ReleaseReplicator,
+    store: RecordingStore,
+    origin: TestServer,
+    origin_root: Path,
+    work_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(streams.artifact_copy, "TAIL_BYTES", 64)
+    monkeypatch.setattr(connectors.origin, "STREAM_CHUNK_SIZE", 64)
+    pathauto = sample_zip(tmp_path / "other", "pathauto", "8.x-1.9")
+    data = pathauto.read_bytes()
+    (origin_root / "token-8.x-1.9.zip").write_bytes(data)
+    genuine = release(origin, tmp_path / "token", "8.x-1.9")
+    event = dataclasses.replace(
+        genuine,
+        artifact=dataclasses.replace(
+            genuine.artifact,
+            sha256=hashlib.sha256(data).hexdigest(),
+            sha1=hashlib.sha1(data).hexdigest(),
+            size=len(data),
+        ),
+    )
+
+    with pytest.raises(WrongPackageError, match=r"\['pathauto'\], not one token/ directory"):
+        await replicator.apply(signed(event), position(0))
+
+    assert store.writes == []
     assert list(work_dir.iterdir()) == []
 
 
