@@ -490,6 +490,11 @@ def restore_frontend(
     }
 
 
+# ---------------------------------------------------------------------------
+# Freshness
+# ---------------------------------------------------------------------------
+
+
 def served(node_url: str, package: str) -> bool:
     try:
         with urllib.request.urlopen(f"{node_url}/p2/{package}.json", timeout=2) as response:

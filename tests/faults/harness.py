@@ -24,6 +24,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -418,11 +419,25 @@ class FaultFederation:
         return None
 
     def release_of(
-        self, project: str, drupal_version: str, *, zip_dir: Path | None = None
+        self,
+        project: str,
+        drupal_version: str,
+        *,
+        zip_dir: Path | None = None,
+        blob_bytes: int = 0,
     ) -> ReleasePublished:
         """A release of ``drupal/project`` whose zip the origin serves (from ``zip_dir``
-        instead: a zip the origin does not have)."""
+        instead: a zip the origin does not have); with ``blob_bytes`` random bytes
+        (incompressible) stored uncompressed in ``<project>/assets/blob.bin`` too, a zip
+        at least that large."""
         zip_path = sample_zip(zip_dir or self.origin_root / "files", project, drupal_version, {})
+        if blob_bytes:
+            with zipfile.ZipFile(zip_path, "a") as archive:
+                info = zipfile.ZipInfo(
+                    f"{project}/assets/blob.bin", date_time=(2024, 1, 1, 0, 0, 0)
+                )
+                info.compress_type = zipfile.ZIP_STORED
+                archive.writestr(info, os.urandom(blob_bytes))
         return build_release(
             package=f"drupal/{project}",
             drupal_version=drupal_version,
@@ -457,6 +472,21 @@ class FaultFederation:
         with self._lock:
             self.acknowledged.append(ack)
         return ack
+
+    def publish_large(self, project: str, blob_bytes: int) -> ReleasePublished:
+        """Build, sign and produce the next release of ``project`` with a zip of more than
+        ``blob_bytes`` (``release_of``'s ``blob_bytes``), recorded as acknowledged as
+        ``publish_one``'s are; raises when the broker did not acknowledge it."""
+        with self._lock:
+            number = self._versions.get(project, 0)
+            self._versions[project] = number + 1
+        # 8.x-1.<number>, never a dev snapshot: publish_one uses the number for no other one.
+        event = self.release_of(project, f"8.x-1.{number}", blob_bytes=blob_bytes)
+        self.produce(event, self.keys or [self.key])
+        ack = Acknowledged(event.package, event.version, event.artifact.sha256, event.artifact.sha1)
+        with self._lock:
+            self.acknowledged.append(ack)
+        return event
 
     def checked(self) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
         """What the checker reads at the end: every region, and the directory."""

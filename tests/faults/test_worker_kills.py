@@ -8,6 +8,7 @@ restarted one takes some back (another).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import signal
@@ -19,12 +20,15 @@ from pathlib import Path
 
 import pytest
 
+from connectors.store import STREAM_PART_SIZE, S3Store, StoreLocation
+from schemas import layout
 from streams.faults import (
     AFTER_METADATA_WRITE,
     AFTER_STORE_WRITE,
     AFTER_VIEW_RECORD,
     BEFORE_LOCAL_WRITE,
     BEFORE_OFFSET_COMMIT,
+    MID_ARTIFACT_UPLOAD,
 )
 from tests.faults.harness import PROJECTS, FaultFederation, Load, Poller
 
@@ -53,6 +57,64 @@ def test_a_worker_killed_at_a_fault_point_loses_and_doubles_nothing(
     verdict = federation.history()
     assert verdict.clean, str(verdict)
     assert len(federation.acknowledged) >= 10
+
+
+#: The streamed zip's random content: more than two of the store's parts, so the stream
+#: has at least three and the worker dies with one in the multipart upload, two to go.
+LARGE_BLOB_BYTES = 20_000_000
+
+
+def test_a_worker_killed_in_the_middle_of_streaming_a_zip_into_the_store_stores_nothing_unchecked(
+    fault_federation: FaultFederation,
+) -> None:
+    """A zip is streamed from its download straight into the store's multipart upload, its
+    last bytes held back until the checks pass: a worker killed with a part uploaded and
+    the rest unchecked leaves nothing under the zip's key (the upload never completed),
+    and once restarted stores the signed bytes there. Region ``us`` has one worker, which
+    owns every partition, so the armed worker is the one that copies the zip."""
+    federation = fault_federation
+    store = S3Store(StoreLocation.from_url(federation.stack.store_url), federation.bucket("us"))
+    with Load(federation), Poller(federation):
+        armed = federation.start_worker("us", ["--fault-point", f"{MID_ARTIFACT_UPLOAD}@1"])
+        event = federation.publish_large("beta", LARGE_BLOB_BYTES)
+        artifact = event.artifact
+        assert artifact.size > 2 * STREAM_PART_SIZE, artifact.size
+        key = layout.artifact_key(artifact.sha256)
+        deadline = time.monotonic() + 90
+        while armed.alive() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if armed.alive():
+            tail = armed.log_tail(40)
+            federation.start_worker("us")  # unarmed: the tests after this one need it
+            pytest.fail(f"us never reached {MID_ARTIFACT_UPLOAD} in 90 s:\n{tail}")
+        stored = store.stat(key)
+        assert stored is None, f"{key} was stored ({stored}) by a worker killed mid-stream"
+        assert armed.process.returncode == -signal.SIGKILL, armed.log_tail(40)
+        assert f"fault point {MID_ARTIFACT_UPLOAD} reached" in armed.log.read_text(
+            errors="replace"
+        ), armed.log_tail(40)
+        federation.start_worker("us")
+        time.sleep(3)
+    federation.wait_until_quiet(timeout=240)
+    verdict = federation.history()
+    assert verdict.clean, str(verdict)
+    stored = store.stat(key)
+    assert stored is not None, f"us never stored {key} once restarted"
+    assert stored.size == artifact.size, (stored.size, artifact.size)
+    assert sha256_of_object(store, key) == artifact.sha256
+
+
+def sha256_of_object(store: S3Store, key: str) -> str:
+    """The sha256 of an object's bytes, read from the store piece by piece."""
+    reader = store.reader(key)
+    assert reader is not None, f"{key} is not in {store.bucket}"
+    digest = hashlib.sha256()
+    try:
+        while piece := reader.read(1 << 20):
+            digest.update(piece)
+    finally:
+        reader.close()
+    return digest.hexdigest()
 
 
 def test_a_worker_whose_local_view_is_deleted_while_stopped_serves_nothing_older_when_back(
