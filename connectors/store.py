@@ -261,6 +261,10 @@ class S3Store:
                 size,
                 content_type=content_type,
                 part_size=STREAM_PART_SIZE,
+                # minio's parallel part uploads leak their threads, each holding a part,
+                # when a read raises (7.2.20 never stops the pool): one part at a time,
+                # while UploadFeed queues the next.
+                num_parallel_uploads=1,
             )
         except (MinioException, urllib3.exceptions.HTTPError, OSError) as exc:
             raise self._unavailable("write", key, exc) from exc

@@ -20,8 +20,9 @@ import threading
 from collections import deque
 from collections.abc import Callable
 
-#: Bytes queued between the download and the upload, per stream.
-FEED_BYTES = 4 * 1024 * 1024
+#: Bytes queued between the download and the upload, per stream: one part of the upload
+#: (``connectors.store.STREAM_PART_SIZE``), so the download goes on while a part is sent.
+FEED_BYTES = 8 * 1024 * 1024
 #: Bytes kept of a stream's end for the zip check: a central directory of about 60,000
 #: files. A zip whose directory is larger is fetched through a temporary file instead.
 TAIL_BYTES = 8 * 1024 * 1024
@@ -76,6 +77,8 @@ class UploadFeed:
         self._stopped = False
         self._pending = memoryview(b"")
         self._handed = 0
+        #: The end (with its verdict) was taken: every later read returns ``b""``.
+        self._ended = False
 
     # The event loop's side ---------------------------------------------------
 
@@ -108,11 +111,14 @@ class UploadFeed:
     # The uploader's side (a thread) ------------------------------------------
 
     def read(self, amount: int = -1) -> bytes:
-        """Up to ``amount`` bytes (all that are left when negative), fewer only at the end.
+        """Up to ``amount`` bytes (all that are left when negative), fewer only at the end,
+        then ``b""``.
 
         Raises ``UploadAbandonedError`` when the stream was finished with an error; the
         read that completes the object waits for ``finish`` first.
         """
+        if self._ended:
+            return b""
         if self._on_read is not None:
             self._on_read(self._handed)
         wanted = self.size - self._handed if amount < 0 else amount
@@ -122,6 +128,7 @@ class UploadFeed:
             if not self._pending:
                 item = self._take()
                 if item is _End:
+                    self._ended = True
                     break
                 self._pending = memoryview(item)  # type: ignore[arg-type]
             piece = self._pending[: wanted - got]
@@ -129,7 +136,7 @@ class UploadFeed:
             pieces.append(piece)
             got += len(piece)
         self._handed += got
-        if self._handed >= self.size and got:
+        if self._handed >= self.size and not self._ended:
             self._await_verdict()
         return b"".join(pieces)
 
@@ -158,7 +165,9 @@ class UploadFeed:
         return item
 
     def _await_verdict(self) -> None:
-        if self._take() is not _End:
+        item = self._take()
+        self._ended = True
+        if item is not _End:
             # More bytes than the object's size: the downloader caps them, so never.
             raise UploadAbandonedError(f"the stream had more than its {self.size} bytes")
 

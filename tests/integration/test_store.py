@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import io
 import os
 import socket
 import threading
@@ -22,10 +23,11 @@ import orjson
 import pytest
 from minio import Minio
 from minio.error import InvalidResponseError
+from minio.helpers import Worker
 
 from connectors.memory_store import MemoryStore
 from connectors.object_store import ObjectStore, is_json
-from connectors.store import S3Store, StoreLocation, open_store, redact_url
+from connectors.store import STREAM_PART_SIZE, S3Store, StoreLocation, open_store, redact_url
 from infra import devstack
 from schemas.errors import ConfigurationError, StoreUnavailableError, TransientError
 
@@ -149,6 +151,93 @@ def test_put_file_of_several_megabytes(store: ObjectStore, tmp_path: Path) -> No
     assert info is not None and info.size == len(data)
     assert body is not None
     assert hashlib.sha256(body.data).digest() == hashlib.sha256(data).digest()
+
+
+class RefusedError(Exception):
+    """What a stream's read raises in the tests of ``put_stream``."""
+
+
+class RefusingSource:
+    """Hands out ``data`` and raises ``RefusedError`` on the read that would complete it, as an
+    ``UploadFeed`` does when the download's checks failed."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = io.BytesIO(data)
+        self._size = len(data)
+        self.handed = 0
+        self.refused = False
+
+    def read(self, amount: int = -1, /) -> bytes:
+        piece = self._data.read(amount)
+        if self.handed + len(piece) >= self._size:
+            self.refused = True
+            raise RefusedError(f"the read of bytes {self.handed} to {self.handed + len(piece)}")
+        self.handed += len(piece)
+        return piece
+
+
+#: Larger than two parts of a streamed upload: three parts, the last a short one.
+STREAMED_SIZE = 2 * STREAM_PART_SIZE + 4 * 1024 * 1024 + 17
+
+
+def test_put_stream_of_several_parts(store: ObjectStore) -> None:
+    data = os.urandom(STREAMED_SIZE)
+
+    store.put_stream(
+        "artifacts/big.zip", io.BytesIO(data), len(data), content_type="application/zip"
+    )
+
+    info = store.stat("artifacts/big.zip")
+    body = store.get("artifacts/big.zip")
+    assert info is not None and info.size == len(data)
+    assert body is not None and body.data == data
+
+
+@pytest.mark.parametrize("size", [300_000, STREAMED_SIZE], ids=["one part", "multipart"])
+def test_put_stream_stores_nothing_when_the_last_read_raises(store: ObjectStore, size: int) -> None:
+    source = RefusingSource(os.urandom(size))
+
+    with pytest.raises(RefusedError):
+        store.put_stream("artifacts/refused.zip", source, size, content_type="application/zip")
+
+    assert source.refused  # the store read up to the object's last bytes
+    assert store.stat("artifacts/refused.zip") is None
+    assert store.get("artifacts/refused.zip") is None
+    assert store.list_keys("artifacts/") == []
+
+
+def test_an_abandoned_multipart_put_stream_leaves_no_upload_threads(s3_store: S3Store) -> None:
+    # minio's parallel part uploads (its default) leave their pool's threads waiting for
+    # ever, each holding a part, when the stream's read raises: a node abandoning uploads
+    # of zips that failed their checks would leak them.
+    def uploaders() -> int:
+        return sum(isinstance(thread, Worker) for thread in threading.enumerate())
+
+    before = uploaders()
+    for _ in range(3):
+        with pytest.raises(RefusedError):
+            s3_store.put_stream(
+                "k",
+                RefusingSource(os.urandom(STREAMED_SIZE)),
+                STREAMED_SIZE,
+                content_type="application/zip",
+            )
+
+    assert uploaders() == before
+
+
+@pytest.mark.parametrize("size", [300_000, STREAMED_SIZE], ids=["one part", "multipart"])
+def test_put_stream_of_a_stream_that_ends_short_is_store_unavailable(
+    store: ObjectStore, size: int
+) -> None:
+    short = io.BytesIO(os.urandom(size - 1000))
+
+    with pytest.raises(StoreUnavailableError, match=r"artifacts/short\.zip") as raised:
+        store.put_stream("artifacts/short.zip", short, size, content_type="application/zip")
+
+    assert raised.value.retry_after > 0
+    assert store.stat("artifacts/short.zip") is None
+    assert store.list_keys("artifacts/") == []
 
 
 def test_presigned_url_downloads_the_same_bytes(s3_store: S3Store, tmp_path: Path) -> None:
@@ -291,11 +380,12 @@ def test_a_bucket_never_created_is_store_unavailable(
 ) -> None:
     missing = open_bucket(unique_bucket())
 
-    for name, call in {
+    calls: dict[str, Callable[[], object]] = {
         "put_bytes": lambda: missing.put_bytes("k", b"v", content_type="text/plain"),
         "get": lambda: missing.get("k"),
         "list_keys": lambda: missing.list_keys(""),
-    }.items():
+    }
+    for name, call in calls.items():
         with pytest.raises(StoreUnavailableError, match=missing.bucket) as raised:
             call()
         assert raised.value.retry_after > 0, name
