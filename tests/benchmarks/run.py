@@ -623,7 +623,7 @@ NOTES = """
     producer's `message.max.bytes` raised for the uncompressed records of large packages
     and readers that take both forms; and overlap applying with the next poll.
 - **Session 16: the full size twice in every run, the restore at full size, what bounds
-  the ratio** (issue 15, 2026-12-07: this table is one `make bench`, 11:03 to 11:25 UTC,
+  the ratio** (issue 15, 2026-12-07: its figures were one `make bench`, 11:03 to 11:25 UTC,
   nothing else running; a first full run at 10:44 lost its freshness rows to a bug of
   the benchmark's, fixed, and its other `node` figures agree with these: full size 71 s
   with one worker, 50 s with two, the restore 5.0 s).
@@ -697,6 +697,51 @@ NOTES = """
   - consumer groups are per federation now (`fairstream-node-REGION.PREFIX` for topics
     under a prefix; unprefixed groups keep their names): each benchmark region, each
     test and a staging copy on the same brokers get a group of their own.
+- **Session 17: replication streams each checked zip into the store** (issue 15's item
+  6; this table is one `make bench`, 2026-12-07 13:28 to 13:44 UTC, nothing else
+  running; another fast hour: the bare consumer read the full-size topic at 47,261
+  releases/s).
+  - what changed: no temporary file. The download's 1 MiB chunks go through a queue of
+    one part (8 MiB) to minio's `put_object` in a thread (`ObjectStore.put_stream`, 8 MiB
+    parts, one at a time); the read that would hand over the zip's last bytes waits for
+    the size, sha256, sha1 and the zip check on the stream's last 8 MiB and raises if
+    one failed, so minio aborts its multipart upload (a zip under one part is never
+    sent) and nothing unchecked lands. Three zips stream at once.
+  - replication, old and new: 0.61x of bare `fput_object` (149 against 245 MB/s, session
+    16) and now 0.63x (151 against 236 MB/s; pairs 0.60, 0.63, 0.68), peak RSS 194 to
+    205 MB (goal < 250: met). A run of the suite alone just before, same code: 0.67x
+    (0.67, 0.68, 0.63), RSS 196 to 199 MB. With four zips at once: 0.66x and 227 MB;
+    with 5 MiB parts: 0.61x and 200 MB; with one zip at a time (and 5 MiB parts): 0.59x
+    and 130 MB (each of these two pairs of runs only).
+  - the copy path alone (`stream_artifact` of the 500 MB zip into the store, in the
+    benchmark's process): 203 MB/s, 0.86x of the bare upload, 3.5 CPU s per GB. Before,
+    the download into a file alone cost 2.7 CPU s per GB and the upload came after it.
+  - where the rest goes: the run is CPU-bound (1.7 of 2 cores busy). Ours costs 10.6
+    CPU s per GB in all against 6.5 for bare: the store spends 6.4 on our uploads
+    against 5.0 on the bare ones, as much with one zip at a time (6.4) and more with
+    four (6.6 to 7.3): why, not found yet (our other requests to it, a HEAD and a
+    provenance PUT a zip, are about a hundred), and the node 4.0 against the client's 1.5: the
+    download, sha256 and sha1 of every byte (about 1.1 CPU s per GB), then minio's own
+    sha256 of every part for its signature, which the bare client pays too. The node
+    also needs about a second from the first publish to its first batch of zips (one
+    batch of 51 took 5.3 to 5.5 s of the 6.3 to 6.7 s measured).
+  - next: measure on MinIO, where the store's share is not rclone's; the second hash of
+    every byte (the signature's) goes away over TLS, where minio signs
+    `UNSIGNED-PAYLOAD`.
+  - py-spy of the node during the copy (10 s, all threads, four zips at once): the upload thread 30 % of the
+    samples (minio's sha256 of each part 13 %, sending 10 %), the event loop's
+    download with both hashes 16 %; no thread is saturated.
+  - fault suite: `mid-artifact-upload`, a worker killed with one part of a 20 MB zip in
+    the store's multipart upload, leaves nothing under the zip's key and stores the
+    signed bytes once restarted (`docs/reliability.md`).
+  - the other rows of this run, against session 16's: full size with two workers 54 s
+    and 5,615 releases/s (49 s, 6,156/s), with one 77 s (68 s), scale-out 1.43x (1.40x),
+    restore at full size 5.4 s (5.2 s); freshness p99 0.13, 0.20 and 0.33 s at 50, 500
+    and 1,000 releases/s, no backlog growth at 1,000 (met); serving 1.01x and 0.98x of
+    nginx (1.00x, 0.98x); verify 1.58x and 1.36x (1.50x, 1.28x: this run's noise, the
+    code did not change). The bootstrap's 0.3x stays bounded as session 16 measured:
+    here 0.3x leaves 141 µs of CPU a release on 2 cores, 96 of them the bare
+    verification, decoding and the broker's share; ours spends 246.
 - **Bootstrap at full size, measured once** (2026-11-22, `bench_node.bootstrap`
   with 30,000 projects, outside `make bench` for its time): 299,561 releases
   in 1,065 s, 281 releases/s against 26,800 records/s for the bare consumer
