@@ -79,18 +79,6 @@ class FetchLimits:
         return self.grace + size / self.min_rate
 
 
-@dataclass(frozen=True)
-class Fetched:
-    """A checked artifact on disk, and the source that delivered it.
-
-    ``path`` is a temporary file in the work directory that the caller deletes;
-    ``source`` is the URL whose bytes matched the signed ones.
-    """
-
-    path: Path
-    source: str
-
-
 async def fetch_artifact(
     session: aiohttp.ClientSession,
     url: str,
@@ -257,24 +245,6 @@ async def download(
         raise ArtifactMismatchError(
             f"artifact from {url} differs from the signed one: " + "; ".join(problems)
         )
-
-
-async def fetch_from_sources(
-    session: aiohttp.ClientSession,
-    sources: Sequence[str],
-    expected: Artifact,
-    *,
-    work_dir: Path,
-    limits: FetchLimits = FetchLimits(),
-) -> Fetched:
-    """Fetch ``expected`` into a temporary file from the first of ``sources`` that delivers
-    the signed bytes (see ``first_delivering``, which says what this raises)."""
-
-    async def into_file(source: str) -> Path:
-        return await fetch_artifact(session, source, expected, work_dir=work_dir, limits=limits)
-
-    path, source = await first_delivering(sources, expected, into_file)
-    return Fetched(path=path, source=source)
 
 
 # Long because each source's failure is kept, for the one error that names them all.

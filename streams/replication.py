@@ -109,13 +109,10 @@ class ReleaseReplicator:
         view: MetadataView | None = None,
     ) -> None:
         self._store = store
-        self._session = session
         self._root = root
         self._public_url = public_url.rstrip("/")
-        self._work_dir = work_dir
         self._region = region
         self.policy = policy
-        self._limits = limits
         self._max_artifact_size = max_artifact_size
         self._clock = clock
         self._replicas = replicas or ReplicaRegistry(region)

@@ -1,4 +1,4 @@
-"""connectors.origin.fetch_artifact and fetch_from_sources against real aiohttp servers on loopback."""
+"""connectors.origin.fetch_artifact, and first_delivering with it, against real aiohttp servers on loopback."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import os
 import socket
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import aiohttp
@@ -18,7 +19,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from connectors import origin
-from connectors.origin import CHUNK_SIZE, FetchLimits, fetch_artifact, fetch_from_sources
+from connectors.origin import CHUNK_SIZE, FetchLimits, fetch_artifact, first_delivering
 from infra.devtools.origin_http import origin_app
 from schemas.errors import (
     ArtifactMismatchError,
@@ -390,7 +391,30 @@ def test_the_chunk_size_bounds_the_excess() -> None:
     assert origin.CHUNK_SIZE <= 1024 * 1024
 
 
-# --- fetch_from_sources: fallback from one source to the next --------------------------
+# --- first_delivering: fallback from one source to the next ---------------------------
+
+
+@dataclass(frozen=True)
+class Fetched:
+    path: Path
+    source: str
+
+
+async def fetch_from_sources(
+    session: aiohttp.ClientSession,
+    sources: Sequence[str],
+    expected: Artifact,
+    *,
+    work_dir: Path,
+    limits: FetchLimits = FetchLimits(),
+) -> Fetched:
+    """The node's file path: ``first_delivering`` with ``fetch_artifact`` as the attempt."""
+
+    async def into_file(source: str) -> Path:
+        return await fetch_artifact(session, source, expected, work_dir=work_dir, limits=limits)
+
+    path, source = await first_delivering(sources, expected, into_file)
+    return Fetched(path=path, source=source)
 
 
 def warned_about(caplog: pytest.LogCaptureFixture, source: str) -> list[str]:
